@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create .venv and install msalign into it. torch==2.13.0 (the CPU wheel on local disk) goes in
+# FIRST and stays pinned, so that nothing that depends on torch can pull a multi-GB CUDA build.
+# Usage: scripts/setup.sh [EXTRAS]     e.g. scripts/setup.sh dev    or    scripts/setup.sh dev,media
+# Re-running is cheap: the install is skipped when pyproject.toml and the extras are unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+TORCH_VERSION="${MSALIGN_TORCH_VERSION:-2.13.0}"
+PYTHON="${PYTHON:-python3}"
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=".venv/.msalign-installed"
+want="$(sha256sum pyproject.toml | cut -c1-16) extras=${extras} torch=${TORCH_VERSION}"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION}"
+constraints="$(mktemp)"
+trap 'rm -f "$constraints"' EXIT
+echo "torch==${TORCH_VERSION}" > "$constraints"
+target="."
+[ -n "$extras" ] && target=".[${extras}]"
+.venv/bin/python -m pip install --quiet -c "$constraints" -e "$target"
+echo "$want" > "$stamp"

@@ -1,0 +1,114 @@
+"""Checkpoints: safetensors weights with the run's description in the file's JSON metadata.
+
+Nothing in a checkpoint is executable (no pickle): the weights are safetensors, and the header
+metadata ``msalign`` holds JSON with the model name, its config, the dataset's feature spec,
+dims, task and metrics. Loading rebuilds the model from the registry and refuses a checkpoint
+whose feature spec differs from the data it is asked to score.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, safe_open, save_file
+
+from msalign.errors import MsalignError
+from msalign.models import MSAModel, build_config, create_model
+
+FORMAT_VERSION = 1
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write via a temporary file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, model: MSAModel, meta: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = {"format": FORMAT_VERSION, "model": model.name, "dims": model.dims, "output_dim": model.output_dim, **meta}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file(state, temporary, metadata={"msalign": json.dumps(info)})
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise MsalignError(f"checkpoint {path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorsError, OSError, ValueError) as error:
+        raise MsalignError(f"checkpoint {path}: not a safetensors file ({str(error).splitlines()[0]})") from None
+    if "msalign" not in metadata:
+        raise MsalignError(f"checkpoint {path}: no msalign metadata (was it written by msalign?)")
+    try:
+        info = json.loads(metadata["msalign"])
+    except json.JSONDecodeError:
+        raise MsalignError(f"checkpoint {path}: corrupt msalign metadata") from None
+    for key in ("model", "model_config", "dims", "output_dim"):
+        if key not in info:
+            raise MsalignError(f"checkpoint {path}: metadata lacks {key!r}")
+    return info
+
+
+def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[MSAModel, dict[str, Any]]:
+    """Rebuilds the model and loads its weights. ``expect_model`` refuses another model's file."""
+    info = read_checkpoint_meta(path)
+    if expect_model is not None and info["model"] != expect_model:
+        raise MsalignError(f"checkpoint {path}: holds model {info['model']!r}, not {expect_model!r}")
+    config = build_config(info["model"], info["model_config"])
+    model = create_model(info["model"], dims=info["dims"], output_dim=info["output_dim"], config=config)
+    try:
+        state = load_file(str(path))
+    except (SafetensorsError, OSError) as error:
+        raise MsalignError(f"checkpoint {path}: cannot read weights ({str(error).splitlines()[0]})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise MsalignError(
+            f"checkpoint {path}: weights do not fit model {info['model']} "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    model.eval()
+    return model, info
+
+
+def check_feature_spec(info: dict[str, Any], dataset_spec: dict[str, Any], dims: dict[str, int], path: str | Path) -> None:
+    """Refuse scoring data whose features were made differently from the training data."""
+    for modality, dim in info["dims"].items():
+        if modality not in dims:
+            raise MsalignError(f"checkpoint {path}: model needs modality {modality!r}, which the data lacks")
+        if dims[modality] != dim:
+            raise MsalignError(
+                f"checkpoint {path}: trained on {modality} features of dim {dim}, the data has {dims[modality]}"
+            )
+    trained = info.get("feature_spec", {})
+    for key in sorted(set(trained) | set(dataset_spec)):
+        if key in ("source", "normalization", "seed", "n_train", "n_valid", "n_test"):
+            continue  # where the data came from and how much of it does not change the features
+        if trained.get(key) != dataset_spec.get(key):
+            raise MsalignError(
+                f"checkpoint {path}: trained on feature spec {key}={trained.get(key)!r}, "
+                f"the data has {key}={dataset_spec.get(key)!r}"
+            )

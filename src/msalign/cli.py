@@ -1,0 +1,191 @@
+"""The ``msalign`` command line: a thin layer over the library.
+
+Every user error is one line on stderr and a non-zero exit; no tracebacks
+(set MSALIGN_DEBUG=1 to see one for an unexpected internal error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from msalign.errors import MsalignError
+
+DEFAULT_MODELS = ("text_only", "late_fusion", "mult", "decalign")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise MsalignError(f"--seeds {text!r}: expected comma-separated integers, e.g. 1111,1112") from None
+    if not seeds:
+        raise MsalignError("--seeds: no seed given")
+    return seeds
+
+
+def _add_dataset_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--dataset", required=required, default=None if required else "synthetic",
+                        help="synthetic[:key=value,...], an MMSA .pkl, or a feature directory")
+    parser.add_argument("--modalities", default=None, help="comma-separated subset, e.g. text,audio")
+    parser.add_argument("--text-encoder", default=None, help="minilm (default), a local HF folder, or a hub name")
+    parser.add_argument("--metric-set", default=None, choices=["mosi", "mosei", "sims", "iemocap"])
+    parser.add_argument("--cache-dir", default=None, help="text-feature cache (default $MSALIGN_CACHE or ~/.cache/msalign)")
+
+
+def _load_dataset(args: argparse.Namespace, defaults: dict | None = None):
+    from msalign.data import load_dataset
+
+    options = dict(defaults or {})
+    for key in ("text_encoder", "metric_set", "cache_dir"):
+        if getattr(args, key, None) is not None:
+            options[key] = getattr(args, key)
+    dataset = load_dataset(args.dataset, **options)
+    if args.modalities:
+        dataset = dataset.select_modalities([m.strip() for m in args.modalities.split(",") if m.strip()])
+    return dataset
+
+
+def _resolve(model: str, dataset, args: argparse.Namespace):
+    from msalign.config import resolve_config
+    from msalign.models import build_config
+
+    model_config, train_config = resolve_config(
+        model, build_config(model), (dataset.name, dataset.metric_set), args.config, args.set
+    )
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise MsalignError(f"--epochs {args.epochs}: must be at least 1")
+        train_config.epochs = args.epochs
+    return model_config, train_config
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from msalign.models import get_model_class, list_models
+
+    for name in list_models():
+        cls = get_model_class(name)
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        print(f"{name:14s} modalities {','.join(cls.supported_modalities):20s} {doc}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from msalign.training import train
+
+    dataset = _load_dataset(args)
+    print(dataset.describe(), file=sys.stderr)
+    model_config, train_config = _resolve(args.model, dataset, args)
+    results = train(args.model, dataset, model_config, train_config, _seeds(args.seeds), args.out,
+                    progress=args.progress, log=lambda line: print(line, file=sys.stderr))
+    _print_table({args.model: results["mean"]}, dataset.metric_set)
+    print(f"results: {Path(args.out) / 'results.json'}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from msalign import metrics
+    from msalign.checkpoint import check_feature_spec, load_checkpoint
+    from msalign.training.data import MSADataModule
+    from msalign.training.module import predict_split
+
+    model, info = load_checkpoint(args.checkpoint)
+    defaults = {k: v for k, v in info.get("feature_spec", {}).get("options", {}).items()}
+    dataset = _load_dataset(args, defaults)
+    check_feature_spec(info, dataset.feature_spec, dataset.dims, args.checkpoint)
+    data = MSADataModule(dataset, model.modalities, batch_size=64, seed=0)
+    split = dataset.split(args.split)
+    loader = data._loader(args.split, shuffle=False)
+    preds, labels = predict_split(model, loader, "cpu")
+    values = metrics.compute(preds, labels, dataset.metric_set)
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), "split": args.split, "n": len(split), "metrics": values}))
+    else:
+        _print_table({f"{info['model']} ({args.split}, n={len(split)})": values}, dataset.metric_set)
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from msalign.benchmark import run_benchmark
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    dataset = _load_dataset(args)
+    print(dataset.describe(), file=sys.stderr)
+    overrides = {m: _resolve(m, dataset, args) for m in models}
+    table = run_benchmark(models, dataset, overrides, _seeds(args.seeds), args.out, progress=args.progress,
+                          log=lambda line: print(line, file=sys.stderr))
+    print(table)
+    return 0
+
+
+def _print_table(rows: dict, metric_set: str) -> None:
+    from msalign import metrics
+
+    print(metrics.format_table(rows, metrics.headline_keys(metric_set)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="msalign", description="Multimodal sentiment analysis with cross-modal alignment")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("models", help="list the registered models").set_defaults(func=cmd_models)
+
+    def run_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", default=None, help="YAML file with 'model' and 'train' sections")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+        p.add_argument("--epochs", type=int, default=None)
+        p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="progress bars (default: when stderr is a terminal)")
+
+    train = sub.add_parser("train", help="train a model over seeds; writes OUT/results.json and checkpoints")
+    train.add_argument("--model", required=True)
+    _add_dataset_options(train)
+    run_options(train)
+    train.add_argument("--seeds", default="1111")
+    train.add_argument("--out", required=True)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="score a checkpoint on a dataset split")
+    evaluate.add_argument("--checkpoint", required=True)
+    _add_dataset_options(evaluate)
+    evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    bench = sub.add_parser("benchmark", help="models x seeds on one dataset; a comparison table (resumable)")
+    bench.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    _add_dataset_options(bench, required=False)
+    run_options(bench)
+    bench.add_argument("--seeds", default="1111,1112,1113")
+    bench.add_argument("--out", default="runs/benchmark")
+    bench.set_defaults(func=cmd_benchmark)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except MsalignError as error:
+        print(f"msalign: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("msalign: interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as error:
+        print(f"msalign: error: {error.strerror or error}: {error.filename}", file=sys.stderr)
+        return 2
+    except Exception as error:  # an internal error: one line, traceback on request
+        if os.environ.get("MSALIGN_DEBUG"):
+            raise
+        print(f"msalign: internal error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''} "
+              "(set MSALIGN_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

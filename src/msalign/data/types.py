@@ -1,0 +1,126 @@
+"""The in-memory dataset representation every loader produces and every model consumes.
+
+A dataset is three splits (train / valid / test). Each split holds, per modality, a padded
+float32 array (N, L, D) plus the true lengths (N,), so padding positions can be masked
+downstream. Utterance-level features (one vector per clip, no time axis) are stored as
+sequences of length 1. A dataset may lack any modality; models declare which they need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from msalign.errors import MsalignError
+
+MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+MetricSet = Literal["mosi", "mosei", "sims", "iemocap"]
+Task = Literal["regression", "classification"]
+
+
+@dataclass
+class Split:
+    """One split: padded features, true lengths, labels, ids and raw text."""
+
+    name: str
+    features: dict[str, np.ndarray]  # modality -> (N, L, D) float32, zero beyond lengths
+    lengths: dict[str, np.ndarray]  # modality -> (N,) int64, 1 <= length <= L
+    labels: np.ndarray  # (N,) float32 scores, or int64 class indices
+    ids: list[str]
+    raw_text: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in MODALITIES if m in self.features)
+
+    def mask(self, modality: str) -> np.ndarray:
+        """Boolean (N, L) mask, True at real (non-padding) positions."""
+        length = self.features[modality].shape[1]
+        return np.arange(length)[None, :] < self.lengths[modality][:, None]
+
+    def subset(self, index: np.ndarray) -> Split:
+        index = np.asarray(index)
+        return Split(
+            name=self.name,
+            features={m: x[index] for m, x in self.features.items()},
+            lengths={m: x[index] for m, x in self.lengths.items()},
+            labels=self.labels[index],
+            ids=[self.ids[i] for i in index],
+            raw_text=None if self.raw_text is None else [self.raw_text[i] for i in index],
+        )
+
+
+@dataclass
+class MultimodalDataset:
+    """Three splits plus what a model and the metrics need to know about them."""
+
+    name: str  # "synthetic", "mosi", a folder name, ...
+    splits: dict[str, Split]
+    metric_set: MetricSet = "mosi"
+    task: Task = "regression"
+    num_classes: int | None = None  # classification only
+    source: str = ""  # where it was loaded from, for error messages and results.json
+    # Describes how the features were made (encoder names, normalisation statistics, ...).
+    # A checkpoint records it; evaluate/predict refuse a dataset whose spec differs.
+    feature_spec: dict = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.splits["train"].modalities
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {m: int(x.shape[2]) for m, x in self.splits["train"].features.items()}
+
+    @property
+    def max_lengths(self) -> dict[str, int]:
+        return {m: int(x.shape[1]) for m, x in self.splits["train"].features.items()}
+
+    @property
+    def output_dim(self) -> int:
+        return 1 if self.task == "regression" else int(self.num_classes or 0)
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits:
+            raise MsalignError(f"dataset {self.source or self.name}: no split {name!r} (has {sorted(self.splits)})")
+        return self.splits[name]
+
+    def select_modalities(self, modalities: tuple[str, ...] | list[str]) -> MultimodalDataset:
+        """A view keeping only ``modalities`` (in canonical order)."""
+        missing = [m for m in modalities if m not in self.modalities]
+        if missing:
+            raise MsalignError(
+                f"dataset {self.source or self.name}: lacks modality {missing} (has {list(self.modalities)})"
+            )
+        keep = [m for m in MODALITIES if m in modalities]
+        splits = {
+            name: Split(
+                name=s.name,
+                features={m: s.features[m] for m in keep},
+                lengths={m: s.lengths[m] for m in keep},
+                labels=s.labels,
+                ids=s.ids,
+                raw_text=s.raw_text,
+            )
+            for name, s in self.splits.items()
+        }
+        return MultimodalDataset(
+            name=self.name,
+            splits=splits,
+            metric_set=self.metric_set,
+            task=self.task,
+            num_classes=self.num_classes,
+            source=self.source,
+            feature_spec=dict(self.feature_spec),
+        )
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{n} {len(s)}" for n, s in self.splits.items())
+        shapes = ", ".join(f"{m} {self.max_lengths[m]}x{d}" for m, d in self.dims.items())
+        return f"{self.name}: {sizes}; {shapes}; task {self.task}; metrics {self.metric_set}"

@@ -1,0 +1,86 @@
+"""What every msalign model is: a config dataclass, a constructor, a forward returning ModelOutput.
+
+A model is built as ``Model(config, dims, output_dim)`` where ``dims`` maps each modality the
+dataset provides (and the model supports) to its feature width, and ``output_dim`` is 1 for
+regression or the number of classes. ``forward(features, masks)`` takes per-modality padded
+tensors (B, L, D) and boolean masks (B, L), True at real positions, and returns the prediction
+and the model's auxiliary losses, *already weighted* by the model's own coefficients (for DecAlign,
+eq. 13's 1, alpha, beta); the training loop adds the task loss and sums everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from msalign.errors import MsalignError
+
+
+@dataclass
+class ModelOutput:
+    prediction: Tensor  # (B,) for regression, (B, C) logits for classification
+    aux_losses: dict[str, Tensor] = field(default_factory=dict)  # weighted, summed into the loss
+    # pooled features by name, for analysis and reports (modality gap, prototypes, ...)
+    representations: dict[str, Tensor] = field(default_factory=dict)
+    # unweighted loss components and other scalars worth logging; never added to the loss
+    diagnostics: dict[str, Tensor] = field(default_factory=dict)
+
+
+class MSAModel(nn.Module):
+    """Base class: subclasses set ``name``, ``Config`` and the modalities they handle."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+    supported_modalities: ClassVar[tuple[str, ...]] = ("text", "audio", "vision")
+    required_modalities: ClassVar[tuple[str, ...]] = ()
+    min_modalities: ClassVar[int] = 1
+
+    def __init__(self, config: Any, dims: dict[str, int], output_dim: int):
+        super().__init__()
+        self.config = config
+        self.modalities = tuple(m for m in ("text", "audio", "vision") if m in dims)
+        self.dims = dict(dims)
+        self.output_dim = output_dim
+        self.check_modalities(self.modalities)
+
+    @classmethod
+    def check_modalities(cls, available: tuple[str, ...] | list[str]) -> None:
+        missing = [m for m in cls.required_modalities if m not in available]
+        if missing:
+            raise MsalignError(f"model {cls.name} needs modality {missing}; the dataset has {list(available)}")
+        usable = [m for m in available if m in cls.supported_modalities]
+        if len(usable) < cls.min_modalities:
+            raise MsalignError(
+                f"model {cls.name} needs at least {cls.min_modalities} of {list(cls.supported_modalities)}; "
+                f"the dataset has {list(available)}"
+            )
+
+    @classmethod
+    def usable_modalities(cls, available: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+        return tuple(m for m in ("text", "audio", "vision") if m in available and m in cls.supported_modalities)
+
+    def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> ModelOutput:  # pragma: no cover
+        raise NotImplementedError
+
+
+def config_field_names(config_cls: type) -> list[str]:
+    return [f.name for f in fields(config_cls)]
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean over time of (B, L, D) at real positions only; rows with no real position give 0."""
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+def task_loss(prediction: Tensor, target: Tensor, output_dim: int) -> Tensor:
+    """MSE for regression (output_dim 1), cross-entropy for classification."""
+    if output_dim == 1:
+        return nn.functional.mse_loss(prediction.reshape(-1), target.to(prediction.dtype).reshape(-1))
+    return nn.functional.cross_entropy(prediction, target.long())
+
+
+__all__ = ["MSAModel", "ModelOutput", "config_field_names", "masked_mean", "task_loss", "torch"]

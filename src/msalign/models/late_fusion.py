@@ -1,0 +1,45 @@
+"""late_fusion: one sequence encoder per modality, pooled vectors concatenated, MLP head.
+
+The naive multimodal baseline: no alignment, no cross-modal interaction before the head.
+Works with any subset of text / audio / vision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from msalign.models.base import ModelOutput, MSAModel
+from msalign.models.blocks import MLPHead, SequenceEncoder
+from msalign.models.registry import register_model
+
+
+@dataclass
+class LateFusionConfig:
+    width: int = 64
+    layers: int = 1
+    heads: int = 4
+    dropout: float = 0.1
+    head_hidden: int = 128
+    kernel_size: int = 1
+
+
+@register_model
+class LateFusion(MSAModel):
+    name = "late_fusion"
+    Config = LateFusionConfig
+
+    def __init__(self, config: LateFusionConfig, dims: dict[str, int], output_dim: int):
+        super().__init__(config, dims, output_dim)
+        c = config
+        self.encoders = nn.ModuleDict(
+            {m: SequenceEncoder(dims[m], c.width, c.layers, c.heads, c.dropout, c.kernel_size) for m in self.modalities}
+        )
+        self.head = MLPHead(c.width * len(self.modalities), c.head_hidden, output_dim, c.dropout)
+
+    def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> ModelOutput:
+        pooled = {m: self.encoders[m](features[m], masks[m])[1] for m in self.modalities}
+        fused = torch.cat([pooled[m] for m in self.modalities], dim=-1)
+        return ModelOutput(self.head(fused), representations=pooled)

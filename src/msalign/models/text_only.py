@@ -1,0 +1,43 @@
+"""text_only: a transformer sequence encoder over the text features, mean-pooled, MLP head.
+
+The honest unimodal baseline: every multimodal model should beat it on data where the other
+modalities carry signal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from msalign.models.base import ModelOutput, MSAModel
+from msalign.models.blocks import MLPHead, SequenceEncoder
+from msalign.models.registry import register_model
+
+
+@dataclass
+class TextOnlyConfig:
+    width: int = 64
+    layers: int = 1
+    heads: int = 4
+    dropout: float = 0.1
+    head_hidden: int = 64
+    kernel_size: int = 1
+
+
+@register_model
+class TextOnly(MSAModel):
+    name = "text_only"
+    Config = TextOnlyConfig
+    supported_modalities = ("text",)
+    required_modalities = ("text",)
+
+    def __init__(self, config: TextOnlyConfig, dims: dict[str, int], output_dim: int):
+        super().__init__(config, dims, output_dim)
+        c = config
+        self.encoder = SequenceEncoder(dims["text"], c.width, c.layers, c.heads, c.dropout, c.kernel_size)
+        self.head = MLPHead(c.width, c.head_hidden, output_dim, c.dropout)
+
+    def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> ModelOutput:
+        _, pooled = self.encoder(features["text"], masks["text"])
+        return ModelOutput(self.head(pooled), representations={"text": pooled})

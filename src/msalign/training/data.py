@@ -1,0 +1,75 @@
+"""Batches from the in-memory dataset: Lightning DataModule and the collate function.
+
+A batch is ``{"features": {m: (B, L_m, D_m)}, "masks": {m: (B, L_m) bool}, "labels": (B,), "index": (B,)}``.
+Each modality is trimmed to the longest real sequence in the batch, so padding costs nothing
+beyond the batch maximum; masks carry what is padding.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from msalign.data.types import MultimodalDataset, Split
+
+
+class SplitIndex(Dataset):
+    """Items are row indices; ``collate`` slices the split's arrays once per batch (vectorised)."""
+
+    def __init__(self, split: Split, modalities: tuple[str, ...]):
+        self.split = split
+        self.modalities = modalities
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+    def collate(self, indices: list[int]) -> dict:
+        return collate_rows(self.split, self.modalities, np.asarray(indices, dtype=np.int64))
+
+
+def collate_rows(split: Split, modalities: tuple[str, ...], rows: np.ndarray) -> dict:
+    features, masks = {}, {}
+    for m in modalities:
+        lengths = split.lengths[m][rows]
+        longest = max(int(lengths.max()), 1)
+        features[m] = torch.from_numpy(np.ascontiguousarray(split.features[m][rows, :longest]))
+        masks[m] = torch.arange(longest)[None, :] < torch.from_numpy(lengths)[:, None]
+    labels = torch.from_numpy(np.asarray(split.labels[rows]))
+    return {"features": features, "masks": masks, "labels": labels, "index": torch.from_numpy(rows)}
+
+
+class MSADataModule(L.LightningDataModule):
+    def __init__(self, dataset: MultimodalDataset, modalities: tuple[str, ...], batch_size: int, seed: int, num_workers: int = 0):
+        super().__init__()
+        self.dataset = dataset
+        self.modalities = modalities
+        self.batch_size = batch_size
+        self.seed = seed
+        self.num_workers = num_workers
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        index = SplitIndex(self.dataset.split(split), self.modalities)
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            index,
+            batch_size=self.batch_size,
+            shuffle=shuffle,  # never for valid/test (MMSA shuffles them; we do not)
+            generator=generator,
+            collate_fn=index.collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

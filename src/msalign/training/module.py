@@ -1,0 +1,102 @@
+"""The LightningModule: task loss + the model's weighted auxiliary losses, metrics per epoch."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from msalign import metrics
+from msalign.config import TrainConfig
+from msalign.models.base import ModelOutput, MSAModel, task_loss
+
+
+class MSAModule(L.LightningModule):
+    def __init__(self, model: MSAModel, train_config: TrainConfig, metric_set: str):
+        super().__init__()
+        self.model = model
+        self.train_config = train_config
+        self.metric_set = metric_set
+        self.monitor_key, self.monitor_mode = metrics.selection_metric(metric_set)
+        self._outputs: dict[str, list[tuple[Tensor, Tensor]]] = {"valid": [], "test": []}
+        self.last_metrics: dict[str, dict[str, float]] = {}
+
+    def forward(self, batch: dict) -> ModelOutput:
+        return self.model(batch["features"], batch["masks"])
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        output = self(batch)
+        loss = task_loss(output.prediction, batch["labels"], self.model.output_dim)
+        size = batch["labels"].shape[0]
+        self.log("train/task", loss.detach(), on_step=False, on_epoch=True, batch_size=size)
+        for name, value in output.aux_losses.items():
+            self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=size)
+            loss = loss + value
+        for name, value in output.diagnostics.items():
+            self.log(f"diag/{name}", value, on_step=False, on_epoch=True, batch_size=size)
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
+        return loss
+
+    def _collect(self, stage: str, batch: dict) -> None:
+        output = self(batch)
+        self._outputs[stage].append((output.prediction.detach().float(), batch["labels"].detach()))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._collect("valid", batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._collect("test", batch)
+
+    def _finish(self, stage: str) -> None:
+        outputs = self._outputs[stage]
+        self._outputs[stage] = []
+        if not outputs:
+            return
+        preds = torch.cat([p for p, _ in outputs])
+        labels = torch.cat([t for _, t in outputs])
+        if self.trainer.world_size > 1:  # metrics over the whole split, never averaged per rank
+            preds = self.all_gather(preds).flatten(0, 1)
+            labels = self.all_gather(labels).flatten(0, 1)
+        values = metrics.compute(preds.cpu().numpy(), labels.cpu().numpy(), self.metric_set)
+        self.last_metrics[stage] = values
+        for key, value in values.items():
+            self.log(f"{stage}/{key}", float(value), prog_bar=key == self.monitor_key, sync_dist=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish("valid")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish("test")
+
+    def configure_optimizers(self):
+        c = self.train_config
+        optimizer = torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad], lr=c.lr, weight_decay=c.weight_decay
+        )
+        if c.scheduler == "none":
+            return optimizer
+        if c.scheduler != "plateau":
+            from msalign.errors import MsalignError
+
+            raise MsalignError(f"train.scheduler: unknown scheduler {c.scheduler!r}; use plateau or none")
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=self.monitor_mode, factor=0.5, patience=max(1, c.patience // 3)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": f"valid/{self.monitor_key}", "interval": "epoch"},
+        }
+
+
+@torch.no_grad()
+def predict_split(model: MSAModel, loader, device: torch.device | str) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and labels over a loader, in order, with the model in eval mode."""
+    model.eval()
+    preds, labels = [], []
+    for batch in loader:
+        features = {m: x.to(device) for m, x in batch["features"].items()}
+        masks = {m: x.to(device) for m, x in batch["masks"].items()}
+        preds.append(model(features, masks).prediction.float().cpu())
+        labels.append(batch["labels"])
+    return torch.cat(preds).numpy(), torch.cat(labels).numpy()

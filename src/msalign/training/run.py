@@ -1,0 +1,209 @@
+"""Train a model over seeds: fit with early stopping on validation, restore the best weights,
+evaluate on valid and test, write checkpoints and ``results.json``.
+
+Model selection only ever looks at the validation split; the test split is scored once, with the
+best-on-validation weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+from msalign import metrics
+from msalign.checkpoint import atomic_write_text, save_checkpoint
+from msalign.config import TrainConfig, config_to_dict
+from msalign.data.types import MultimodalDataset
+from msalign.models import create_model, get_model_class
+from msalign.training.data import MSADataModule
+from msalign.training.module import MSAModule, predict_split
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    best_epoch: int
+    valid: dict[str, float]
+    test: dict[str, float]
+    epochs_run: int = 0
+    seconds: float = 0.0
+    checkpoint: str = ""
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """What results.json keeps: no wall-clock times, so reruns give identical files."""
+        return {"seed": self.seed, "best_epoch": self.best_epoch, "valid": self.valid, "test": self.test,
+                "epochs_run": self.epochs_run, "checkpoint": self.checkpoint}
+
+
+class History(Callback):
+    """Per-epoch logged values (training curves for reports)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {"epoch": trainer.current_epoch}
+        row.update({k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
+        self.rows.append(row)
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_utilities"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def train_seed(
+    model_name: str,
+    model_config: Any,
+    train_config: TrainConfig,
+    dataset: MultimodalDataset,
+    seed: int,
+    out_dir: str | Path,
+    progress: bool | None = None,
+) -> SeedResult:
+    """One seed: fit, restore the best-on-validation weights, score valid and test, save."""
+    _quiet_lightning()
+    out_dir = Path(out_dir)
+    seed_dir = out_dir / f"seed_{seed}"
+    L.seed_everything(seed, workers=True, verbose=False)
+    model = create_model(model_name, dims=dataset.dims, output_dim=dataset.output_dim, config=model_config)
+    modalities = model.modalities
+    module = MSAModule(model, train_config, dataset.metric_set)
+    monitor = f"valid/{module.monitor_key}"
+    data = MSADataModule(dataset, modalities, train_config.batch_size, seed, train_config.num_workers)
+    best = ModelCheckpoint(dirpath=seed_dir / "lightning", filename="best", monitor=monitor,
+                           mode=module.monitor_mode, save_top_k=1, save_last=True, enable_version_counter=False)
+    history = History()
+    callbacks = [best, history, EarlyStopping(monitor=monitor, mode=module.monitor_mode, patience=train_config.patience)]
+    if progress is None:
+        progress = sys.stderr.isatty()
+    trainer = L.Trainer(
+        max_epochs=train_config.epochs,
+        accelerator=train_config.accelerator,
+        devices=train_config.devices,
+        precision=train_config.precision,
+        deterministic="warn" if torch.cuda.is_available() else True,
+        gradient_clip_val=train_config.grad_clip or None,
+        limit_train_batches=train_config.max_train_batches,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+        logger=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        default_root_dir=str(seed_dir),
+    )
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    seconds = time.perf_counter() - started
+
+    # Restore the best-on-validation weights before anything is scored.
+    if best.best_model_path:
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    best_epoch = _best_epoch(history.rows, monitor, module.monitor_mode)
+    device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
+    scores = {}
+    for split in ("valid", "test"):
+        loader = data.val_dataloader() if split == "valid" else data.test_dataloader()
+        preds, labels = predict_split(model, loader, device)
+        scores[split] = metrics.compute(preds, labels, dataset.metric_set)
+    checkpoint = seed_dir / "model.safetensors"
+    save_checkpoint(
+        checkpoint,
+        model,
+        {
+            "model_config": config_to_dict(model_config),
+            "train_config": config_to_dict(train_config),
+            "feature_spec": dataset.feature_spec,
+            "dataset": dataset.name,
+            "metric_set": dataset.metric_set,
+            "task": dataset.task,
+            "modalities": list(modalities),
+            "seed": seed,
+            "metrics": scores,
+        },
+    )
+    atomic_write_text(seed_dir / "history.json", json.dumps(history.rows, indent=1))
+    return SeedResult(seed, best_epoch, scores["valid"], scores["test"], trainer.current_epoch, seconds,
+                      str(checkpoint.relative_to(out_dir)), history.rows)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _best_epoch(rows: list[dict[str, float]], monitor: str, mode: str) -> int:
+    scored = [r for r in rows if monitor in r]
+    if not scored:
+        return 0
+    pick = min if mode == "min" else max
+    return int(pick(scored, key=lambda r: r[monitor])["epoch"])
+
+
+def train(
+    model_name: str,
+    dataset: MultimodalDataset,
+    model_config: Any,
+    train_config: TrainConfig,
+    seeds: list[int],
+    out_dir: str | Path,
+    progress: bool | None = None,
+    log=print,
+) -> dict[str, Any]:
+    """Train over ``seeds`` and write ``out_dir/results.json`` (per-seed, mean and population std)."""
+    get_model_class(model_name)  # unknown names fail before any work
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_config = {"model": config_to_dict(model_config), "train": config_to_dict(train_config)}
+    identity = {"model": model_name, "config": run_config, "feature_spec": dataset.feature_spec}
+    per_seed = []
+    for seed in seeds:
+        done = out_dir / f"seed_{seed}" / "result.json"
+        previous = _read_json(done)
+        if previous is not None and previous.get("identity") == json.loads(json.dumps(identity)):
+            log(f"[{model_name} seed {seed}] already finished in {done.parent}, skipped")
+            per_seed.append(previous["result"])
+            continue
+        result = train_seed(model_name, model_config, train_config, dataset, seed, out_dir, progress)
+        headline = metrics.headline_keys(dataset.metric_set)
+        log(f"[{model_name} seed {seed}] best epoch {result.best_epoch}, "
+            + ", ".join(f"{k} {result.test[k]:.4f}" for k in headline if k in result.test)
+            + f" ({result.seconds:.1f}s)")
+        per_seed.append(result.summary())
+        atomic_write_text(done, json.dumps(
+            {"identity": identity, "result": result.summary(), "seconds": round(result.seconds, 2)}, indent=1))
+    mean, std = metrics.summarize([r["test"] for r in per_seed])
+    results = {
+        "model": model_name,
+        "dataset": dataset.source or dataset.name,
+        "metric_set": dataset.metric_set,
+        "config": run_config,
+        "seeds": list(seeds),
+        "per_seed": per_seed,
+        "mean": mean,
+        "std": std,
+    }
+    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    return results
+
+
+__all__ = ["SeedResult", "train", "train_seed"]
