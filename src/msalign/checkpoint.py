@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from msalign.errors import MsalignError
@@ -59,7 +59,7 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-    except (SafetensorsError, OSError, ValueError) as error:
+    except (SafetensorError, OSError, ValueError) as error:
         raise MsalignError(f"checkpoint {path}: not a safetensors file ({str(error).splitlines()[0]})") from None
     if "msalign" not in metadata:
         raise MsalignError(f"checkpoint {path}: no msalign metadata (was it written by msalign?)")
@@ -82,7 +82,7 @@ def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[
     model = create_model(info["model"], dims=info["dims"], output_dim=info["output_dim"], config=config)
     try:
         state = load_file(str(path))
-    except (SafetensorsError, OSError) as error:
+    except (SafetensorError, OSError) as error:
         raise MsalignError(f"checkpoint {path}: cannot read weights ({str(error).splitlines()[0]})") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

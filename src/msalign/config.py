@@ -44,6 +44,7 @@ class TrainConfig:
     devices: int = 1
     precision: str = "32-true"
     max_train_batches: float = 1.0  # fraction or count of training batches per epoch (quick runs)
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default (small models often run best on 1)
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -20,7 +20,9 @@ class MSAModule(L.LightningModule):
         self.metric_set = metric_set
         self.monitor_key, self.monitor_mode = metrics.selection_metric(metric_set)
         self._outputs: dict[str, list[tuple[Tensor, Tensor]]] = {"valid": [], "test": []}
+        self._train_sums: dict[str, list[float]] = {}  # name -> [weighted sum, count] this epoch
         self.last_metrics: dict[str, dict[str, float]] = {}
+        self.history: list[dict[str, float]] = []  # one row per epoch: train losses + valid metrics
 
     def forward(self, batch: dict) -> ModelOutput:
         return self.model(batch["features"], batch["masks"])
@@ -28,14 +30,18 @@ class MSAModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         output = self(batch)
         loss = task_loss(output.prediction, batch["labels"], self.model.output_dim)
-        size = batch["labels"].shape[0]
-        self.log("train/task", loss.detach(), on_step=False, on_epoch=True, batch_size=size)
+        values = {"train/task": loss.detach()}
         for name, value in output.aux_losses.items():
-            self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=size)
+            values[f"train/{name}"] = value.detach()
             loss = loss + value
-        for name, value in output.diagnostics.items():
-            self.log(f"diag/{name}", value, on_step=False, on_epoch=True, batch_size=size)
-        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
+        values.update({f"diag/{name}": value.detach() for name, value in output.diagnostics.items()})
+        values["train/loss"] = loss.detach()
+        size = batch["labels"].shape[0]
+        self.log("train/loss", values["train/loss"], on_step=True, on_epoch=False, prog_bar=True, batch_size=size)
+        for name, value in values.items():
+            total = self._train_sums.setdefault(name, [0.0, 0])
+            total[0] += float(value) * size
+            total[1] += size
         return loss
 
     def _collect(self, stage: str, batch: dict) -> None:
@@ -62,6 +68,13 @@ class MSAModule(L.LightningModule):
         self.last_metrics[stage] = values
         for key, value in values.items():
             self.log(f"{stage}/{key}", float(value), prog_bar=key == self.monitor_key, sync_dist=False)
+        if stage == "valid" and not self.trainer.sanity_checking:
+            # Validation runs after the epoch's last training step, so the epoch's losses are complete.
+            row: dict[str, float] = {"epoch": self.current_epoch}
+            row.update({name: round(total / max(count, 1), 6) for name, (total, count) in self._train_sums.items()})
+            row.update({f"valid/{key}": value for key, value in values.items()})
+            self.history.append(row)
+            self._train_sums = {}
 
     def on_validation_epoch_end(self) -> None:
         self._finish("valid")

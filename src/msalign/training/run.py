@@ -18,7 +18,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from msalign import metrics
 from msalign.checkpoint import atomic_write_text, save_checkpoint
@@ -46,20 +46,6 @@ class SeedResult:
                 "epochs_run": self.epochs_run, "checkpoint": self.checkpoint}
 
 
-class History(Callback):
-    """Per-epoch logged values (training curves for reports)."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, float]] = []
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        row = {"epoch": trainer.current_epoch}
-        row.update({k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
-        self.rows.append(row)
-
-
 def _quiet_lightning() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_utilities"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -81,6 +67,8 @@ def train_seed(
     _quiet_lightning()
     out_dir = Path(out_dir)
     seed_dir = out_dir / f"seed_{seed}"
+    if train_config.threads > 0:
+        torch.set_num_threads(train_config.threads)
     L.seed_everything(seed, workers=True, verbose=False)
     model = create_model(model_name, dims=dataset.dims, output_dim=dataset.output_dim, config=model_config)
     modalities = model.modalities
@@ -89,8 +77,7 @@ def train_seed(
     data = MSADataModule(dataset, modalities, train_config.batch_size, seed, train_config.num_workers)
     best = ModelCheckpoint(dirpath=seed_dir / "lightning", filename="best", monitor=monitor,
                            mode=module.monitor_mode, save_top_k=1, save_last=True, enable_version_counter=False)
-    history = History()
-    callbacks = [best, history, EarlyStopping(monitor=monitor, mode=module.monitor_mode, patience=train_config.patience)]
+    callbacks = [best, EarlyStopping(monitor=monitor, mode=module.monitor_mode, patience=train_config.patience)]
     if progress is None:
         progress = sys.stderr.isatty()
     trainer = L.Trainer(
@@ -116,7 +103,7 @@ def train_seed(
     if best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
-    best_epoch = _best_epoch(history.rows, monitor, module.monitor_mode)
+    best_epoch = _best_epoch(module.history, monitor, module.monitor_mode)
     device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
     scores = {}
     for split in ("valid", "test"):
@@ -139,9 +126,9 @@ def train_seed(
             "metrics": scores,
         },
     )
-    atomic_write_text(seed_dir / "history.json", json.dumps(history.rows, indent=1))
+    atomic_write_text(seed_dir / "history.json", json.dumps(module.history, indent=1))
     return SeedResult(seed, best_epoch, scores["valid"], scores["test"], trainer.current_epoch, seconds,
-                      str(checkpoint.relative_to(out_dir)), history.rows)
+                      str(checkpoint.relative_to(out_dir)), module.history)
 
 
 def _read_json(path: Path) -> dict | None:

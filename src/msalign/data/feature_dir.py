@@ -1,0 +1,340 @@
+"""Load a feature directory: MMSA's ``label.csv`` plus one feature file per modality.
+
+Convention (``msalign extract`` writes the same; :func:`save_modality` writes either kind):
+
+* ``label.csv`` - MMSA's label layout, header ``video_id,clip_id,text,label,annotation,mode``.
+  A clip's id is ``"{video_id}_{clip_id}"``. ``mode`` is ``train`` / ``valid`` / ``test``
+  (``dev``, ``val`` and ``validation`` are read as ``valid``). ``annotation`` is optional and
+  ignored; ``text`` is needed only when text features are computed from it. ``label`` is a number
+  (regression, or class index 0..C-1 for classification) or, for classification, a class name
+  (names are sorted and numbered; the order is stored in ``feature_spec["classes"]``).
+* ``<modality>.npz`` (modality = text, audio or vision) - a sequence modality: arrays ``ids``
+  (N,) str, ``features`` (N, L, D) float and optionally ``lengths`` (N,) int. Without
+  ``lengths`` each row's length is its last non-zero frame + 1.
+* ``<modality>_utterance.npz`` - an utterance-level modality: arrays ``ids`` (N,) str and
+  ``<modality>`` (N, D) float, one vector per clip; loaded as length-1 sequences.
+* A file may hold more clips than ``label.csv`` (extra ids are ignored) and in any order; a
+  labelled clip missing from a file is an error. Both kinds for one modality is an error. Other
+  files are ignored. ``.npz`` files are read with ``allow_pickle=False``.
+* Text with no ``text.npz`` / ``text_utterance.npz`` is computed from the ``text`` column by
+  :class:`~msalign.data.text_encoder.TextEncoder` (token features, cached on disk).
+
+Options: ``standardize`` (default True) z-scores each feature dimension with TRAIN statistics
+over real positions: True = every modality, or a list of modalities, or a mapping
+``{modality: {"mean": [...], "std": [...]}}`` of statistics to reuse (e.g. a checkpoint's
+``feature_spec["options"]["standardize"]``; applied to the loaded modalities it covers). The
+statistics used are stored there (False when nothing was standardised): ``feature_spec["options"]``
+holds the load options that reproduce the features, and ``msalign evaluate``/``predict`` pass a
+checkpoint's options back to :func:`~msalign.data.load_dataset`.
+``metric_set`` overrides the one inferred from the path (mosi/mosei/sims/iemocap in the folder's
+name, innermost first) or, failing that, from the labels (class names or ``metric_set="iemocap"``
+-> classification; regression labels within [-1, 1] -> sims; else mosi).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msalign.data.types import MODALITIES, SPLITS, MetricSet, MultimodalDataset, Split
+from msalign.data.validate import infer_metric_set, trailing_lengths, validate_dataset, zero_padding
+from msalign.errors import MsalignError
+
+LABEL_FILE = "label.csv"
+_MODES = {"train": "train", "valid": "valid", "dev": "valid", "val": "valid", "validation": "valid", "test": "test"}
+_REQUIRED = ("video_id", "clip_id", "label", "mode")
+Standardize = bool | Sequence[str] | Mapping[str, Mapping[str, Sequence[float]]]
+
+
+def clip_id(video_id: str, clip: str) -> str:
+    return f"{video_id}_{clip}"
+
+
+def save_modality(
+    folder: str | Path, modality: str, ids: Sequence[str], features: np.ndarray, lengths: np.ndarray | None = None
+) -> Path:
+    """Write one modality in the convention above: (N, D) -> utterance file, (N, L, D) -> sequence file."""
+    if modality not in MODALITIES:
+        raise MsalignError(f"unknown modality {modality!r} (choose from {list(MODALITIES)})")
+    features = np.asarray(features, dtype=np.float32)
+    ids_arr = np.asarray([str(i) for i in ids])
+    if len(ids_arr) != len(features):
+        raise MsalignError(f"{modality}: {len(ids_arr)} ids for {len(features)} feature rows (shape {features.shape})")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if features.ndim == 2:
+        path = folder / f"{modality}_utterance.npz"
+        arrays = {"ids": ids_arr, modality: features}
+    elif features.ndim == 3:
+        path = folder / f"{modality}.npz"
+        arrays = {"ids": ids_arr, "features": features}
+        if lengths is not None:
+            arrays["lengths"] = np.asarray(lengths, dtype=np.int64)
+    else:
+        raise MsalignError(f"{modality}: expected features of shape (N, D) or (N, L, D), got shape {features.shape}")
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def read_label_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of ``label.csv`` with ``id`` and normalised ``mode`` added; one-line errors."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            fields = [c.strip() for c in reader.fieldnames or []]
+            missing = [c for c in _REQUIRED if c not in fields]
+            if missing:
+                raise MsalignError(
+                    f"{path}: missing column {missing[0]!r} (header {fields}; "
+                    "expected video_id,clip_id,text,label,annotation,mode)"
+                )
+            rows = []
+            for line, raw in enumerate(reader, start=2):
+                row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+                mode = _MODES.get(row["mode"].lower())
+                if mode is None:
+                    raise MsalignError(f"{path}: line {line}: mode {row['mode']!r} is not train/valid/test")
+                row["mode"] = mode
+                row["id"] = clip_id(row["video_id"], row["clip_id"])
+                rows.append(row)
+    except MsalignError:
+        raise
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise MsalignError(f"{path}: cannot read: {e}") from None
+    if not rows:
+        raise MsalignError(f"{path}: no clips")
+    return rows
+
+
+def _read_modality(folder: Path, m: str) -> tuple[Path, str, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(file, kind, ids, features (K, L, D) float32, lengths (K,)) or None when the folder lacks ``m``."""
+    seq, utt = folder / f"{m}.npz", folder / f"{m}_utterance.npz"
+    if seq.exists() and utt.exists():
+        raise MsalignError(f"{folder}: both {seq.name} and {utt.name}; keep one per modality")
+    path = seq if seq.exists() else utt if utt.exists() else None
+    if path is None:
+        return None
+    key = "features" if path is seq else m
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for k in ("ids", key):
+                if k not in z:
+                    raise MsalignError(f"{path}: key {k!r}: missing (has {sorted(z.files)})")
+            ids, x = z["ids"], z[key]
+            lengths = z["lengths"] if "lengths" in z else None
+    except MsalignError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise MsalignError(f"{path}: not a readable .npz ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    want = 3 if path is seq else 2
+    if x.ndim != want:
+        raise MsalignError(f"{path}: key {key!r}: expected shape {'(N, L, D)' if want == 3 else '(N, D)'}, got shape {x.shape}")
+    if ids.ndim != 1 or len(ids) != len(x):
+        raise MsalignError(f"{path}: key 'ids': shape {ids.shape} does not match {key!r} shape {x.shape}")
+    try:
+        x = x.astype(np.float32, copy=False)
+    except (TypeError, ValueError):
+        raise MsalignError(f"{path}: key {key!r}: not numeric (dtype {x.dtype}, shape {x.shape})") from None
+    if want == 2:
+        return path, "utterance", ids.astype(str), x[:, None, :], np.ones(len(x), dtype=np.int64)
+    if lengths is None:
+        lengths = trailing_lengths(x)
+    elif lengths.shape != (len(x),) or not np.issubdtype(lengths.dtype, np.integer):
+        raise MsalignError(f"{path}: key 'lengths': expected integer shape ({len(x)},), got {lengths.dtype} shape {lengths.shape}")
+    return path, "sequence", ids.astype(str), x, lengths.astype(np.int64)
+
+
+def _gather(path: Path, file_ids: np.ndarray, wanted: list[str], shape: tuple[int, ...]) -> np.ndarray:
+    """Row index into the file for every wanted id; errors name the first missing ids."""
+    index: dict[str, int] = {}
+    for i, k in enumerate(file_ids.tolist()):
+        if k in index:
+            raise MsalignError(f"{path}: key 'ids': duplicate id {k!r} at rows {index[k]} and {i} (shape {shape})")
+        index[k] = i
+    missing = [k for k in wanted if k not in index]
+    if missing:
+        few = ", ".join(repr(k) for k in missing[:3])
+        raise MsalignError(
+            f"{path}: {len(missing)} clips of {LABEL_FILE} have no features, e.g. {few} (file has {len(file_ids)} ids, shape {shape})"
+        )
+    return np.array([index[k] for k in wanted], dtype=np.int64)
+
+
+def _parse_labels(rows: list[dict[str, str]], path: Path, task: str) -> tuple[np.ndarray, list[str] | None]:
+    raw = [r["label"] for r in rows]
+    try:
+        values = np.array([float(v) for v in raw], dtype=np.float64)
+    except ValueError:
+        if task == "regression":
+            bad = next(i for i, v in enumerate(raw) if not _is_number(v))
+            raise MsalignError(f"{path}: line {bad + 2}: label {raw[bad]!r} is not a number") from None
+        classes = sorted(set(raw))
+        lookup = {c: i for i, c in enumerate(classes)}
+        return np.array([lookup[v] for v in raw], dtype=np.int64), classes
+    if task == "regression":
+        return values.astype(np.float32), None
+    if not np.all(values == np.round(values)):
+        bad = int(np.flatnonzero(values != np.round(values))[0])
+        raise MsalignError(f"{path}: line {bad + 2}: classification label {raw[bad]!r} is not an integer class index")
+    return values.astype(np.int64), None
+
+
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+def _standardize(
+    splits: dict[str, Split], option: Standardize, source: str
+) -> dict[str, dict[str, list[float]]]:
+    present = splits["train"].modalities
+    if option is True:
+        option = list(present)
+    elif option is False or option is None:
+        return {}
+    stats: dict[str, dict[str, list[float]]] = {}
+    given = option if isinstance(option, Mapping) else None
+    # Recorded statistics apply to the modalities loaded now; a list must name loaded modalities.
+    for m in [m for m in option if m in present] if given is not None else option:
+        if m not in present:
+            raise MsalignError(f"{source}: cannot standardize modality {m!r}: not loaded (have {list(present)})")
+        train = splits["train"]
+        dim = train.features[m].shape[2]
+        if given is not None:
+            try:
+                mean = np.asarray(given[m]["mean"], dtype=np.float32)
+                std = np.asarray(given[m]["std"], dtype=np.float32)
+            except (KeyError, TypeError, ValueError):
+                raise MsalignError(f"{source}: standardize statistics for {m!r} need 'mean' and 'std' lists") from None
+            if mean.shape != (dim,) or std.shape != (dim,) or not np.all(std > 0):
+                raise MsalignError(
+                    f"{source}: standardize statistics for {m!r} have shape {mean.shape}/{std.shape}, "
+                    f"features have width {dim}"
+                )
+        else:
+            real = train.features[m][train.mask(m)].astype(np.float64)
+            mean = real.mean(axis=0).astype(np.float32)
+            sd = real.std(axis=0)
+            std = np.where(sd > 1e-6, sd, 1.0).astype(np.float32)
+        for s in splits.values():
+            x = s.features[m]
+            x -= mean
+            x /= std
+            zero_padding(x, s.lengths[m])
+        stats[m] = {"mean": mean.tolist(), "std": std.tolist()}
+    return stats
+
+
+def load_feature_dir(
+    folder: str | Path,
+    *,
+    modalities: Sequence[str] | None = None,
+    text_encoder: str = "minilm",
+    max_text_len: int = 50,
+    standardize: Standardize = True,
+    metric_set: MetricSet | None = None,
+    num_classes: int | None = None,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 64,
+    device: str | None = None,
+    progress: bool | None = None,
+) -> MultimodalDataset:
+    """Load, standardise and validate a feature directory; see the module docstring."""
+    folder = Path(folder)
+    source = str(folder)
+    label_path = folder / LABEL_FILE
+    if not label_path.is_file():
+        raise MsalignError(f"{source}: no {LABEL_FILE} (a feature directory needs MMSA's label file)")
+    rows = read_label_csv(label_path)
+    has_text_column = any(r.get("text") for r in rows)
+    if modalities is not None:
+        unknown = [m for m in modalities if m not in MODALITIES]
+        if unknown:
+            raise MsalignError(f"{source}: unknown modality {unknown[0]!r} (choose from {list(MODALITIES)})")
+    candidates = [m for m in MODALITIES if modalities is None or m in modalities]
+    files = {m: r for m in candidates if (r := _read_modality(folder, m)) is not None}
+    wanted = [m for m in candidates if m in files or (m == "text" and has_text_column)]
+    if modalities is not None and len(wanted) < len(candidates):
+        m = next(m for m in candidates if m not in wanted)
+        raise MsalignError(f"{source}: no {m}.npz or {m}_utterance.npz" + (" and no text column" if m == "text" else ""))
+    if not wanted:
+        raise MsalignError(f"{source}: no feature files ({', '.join(f'{m}.npz' for m in MODALITIES)}, ...) and no text column")
+
+    if metric_set is None:
+        numeric = all(_is_number(r["label"]) for r in rows)
+        y = np.array([float(r["label"]) for r in rows]) if numeric else None
+        metric_set = infer_metric_set(folder.resolve(), y, "regression" if numeric else "classification")
+    task = "classification" if metric_set == "iemocap" else "regression"
+    labels, classes = _parse_labels(rows, label_path, task)
+    ids = [r["id"] for r in rows]
+
+    # Per modality: (all features, lengths, row of each label.csv clip); files first, so id
+    # mismatches surface before any text is encoded. Each split is gathered with ONE copy.
+    sources: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    spec_mods: dict[str, dict[str, Any]] = {}
+    for m in sorted(wanted, key=lambda m: m not in files):
+        if m in files:
+            path, kind, file_ids, x, n = files[m]
+            sources[m] = (x, n, _gather(path, file_ids, ids, x.shape))
+            spec_mods[m] = {"source": path.name, "kind": kind}
+        else:
+            from msalign.data.text_encoder import TextEncoder
+
+            encoder = TextEncoder(text_encoder, max_text_len, batch_size, device, cache_dir, progress=progress)
+            x, n = encoder.encode([r.get("text", "") for r in rows])
+            sources[m] = (x, n, np.arange(len(rows)))
+            spec_mods[m] = {"source": "text_encoder", "kind": "sequence", "encoder": encoder.identity}
+        spec_mods[m].update(dim=int(x.shape[2]), max_len=int(x.shape[1]))
+
+    mode = np.array([r["mode"] for r in rows])
+    splits: dict[str, Split] = {}
+    for name in SPLITS:
+        rows_idx = np.flatnonzero(mode == name)
+        feats = {m: sources[m][0][sources[m][2][rows_idx]] for m in wanted}
+        lens = {m: sources[m][1][sources[m][2][rows_idx]] for m in wanted}
+        for m in feats:
+            zero_padding(feats[m], lens[m])
+        splits[name] = Split(
+            name=name,
+            features=feats,
+            lengths=lens,
+            labels=labels[rows_idx],
+            ids=[ids[i] for i in rows_idx],
+            raw_text=[rows[i].get("text", "") for i in rows_idx] if has_text_column else None,
+        )
+    for name, s in splits.items():
+        if len(s) == 0:
+            raise MsalignError(f"{label_path}: split {name!r}, key 'mode': no clips have mode {name!r}")
+    if task == "classification" and num_classes is None:
+        num_classes = len(classes) if classes else int(labels.max()) + 1
+    stats = _standardize(splits, standardize, source)
+    # "options" = the load options that reproduce these features (the CLI passes a checkpoint's
+    # options back to load_dataset, so evaluate/predict reuse the TRAINING statistics).
+    options: dict[str, Any] = {"standardize": stats or False}
+    if spec_mods.get("text", {}).get("source") == "text_encoder":
+        options.update(text_encoder=text_encoder, max_text_len=max_text_len)
+    spec: dict[str, Any] = {"format": "feature_dir", "modalities": spec_mods, "options": options}
+    if classes:
+        spec["classes"] = classes
+    ds = MultimodalDataset(
+        name=folder.resolve().name,
+        splits=splits,
+        metric_set=metric_set,
+        task=task,  # type: ignore[arg-type]
+        num_classes=num_classes if task == "classification" else None,
+        source=source,
+        feature_spec=spec,
+    )
+    validate_dataset(ds)
+    return ds

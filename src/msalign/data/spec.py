@@ -1,0 +1,86 @@
+"""``load_dataset(spec)``: one entry point for every dataset source.
+
+* ``"synthetic"`` or ``"synthetic:key=value,..."`` -> :func:`msalign.data.synthetic.generate_synthetic`
+  (values parsed as int, float, true/false/none, else kept as strings);
+* a path ending in ``.pkl`` -> an MMSA feature pickle (:mod:`msalign.data.mmsa_pickle`);
+* a directory -> a feature directory (:mod:`msalign.data.feature_dir`).
+
+Options: ``modalities`` applies to every source; ``metric_set`` and ``num_classes`` to pickles and
+feature directories; ``text_encoder``, ``standardize``, ``max_text_len``, ``cache_dir``,
+``batch_size``, ``device`` and ``progress`` to feature directories. An option that does not apply
+to the source is ignored; an unknown option is an error. Options set to None are ignored. Every
+dataset is validated (:func:`msalign.data.validate.validate_dataset`) before it is returned.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from msalign.data.types import MultimodalDataset
+from msalign.data.validate import validate_dataset
+from msalign.errors import MsalignError
+
+_PICKLE_OPTIONS = {"modalities", "metric_set", "num_classes"}
+_DIR_OPTIONS = _PICKLE_OPTIONS | {"text_encoder", "standardize", "max_text_len", "cache_dir", "batch_size", "device", "progress"}
+
+
+def _parse_value(text: str) -> Any:
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_synthetic(spec: str) -> dict[str, Any]:
+    """``"synthetic:seed=3,n_train=64"`` -> ``{"seed": 3, "n_train": 64}``."""
+    _, _, rest = spec.partition(":")
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise MsalignError(f"dataset {spec!r}: expected key=value, got {item!r}")
+        kwargs[key.strip()] = _parse_value(value)
+    return kwargs
+
+
+def load_dataset(spec: str | os.PathLike, **options: Any) -> MultimodalDataset:
+    """Load the dataset ``spec`` names (see the module docstring), validated."""
+    options = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(options) - _DIR_OPTIONS)
+    if unknown:
+        raise MsalignError(f"dataset {str(spec)!r}: unknown option {unknown[0]!r} (known: {', '.join(sorted(_DIR_OPTIONS))})")
+    text = str(spec)
+    modalities = options.get("modalities")
+    if isinstance(modalities, str):
+        options["modalities"] = modalities = [m.strip() for m in modalities.split(",") if m.strip()]
+    if text == "synthetic" or text.startswith("synthetic:"):
+        from msalign.data.synthetic import generate_synthetic
+
+        ds = generate_synthetic(**parse_synthetic(text))
+        validate_dataset(ds)
+        return ds.select_modalities(modalities) if modalities else ds
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise MsalignError(f"dataset {text!r}: no such file or directory")
+    if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
+        raise MsalignError(f"dataset {text!r}: permission denied")
+    if path.is_dir():
+        from msalign.data.feature_dir import load_feature_dir
+
+        return load_feature_dir(path, **{k: v for k, v in options.items() if k in _DIR_OPTIONS})
+    if path.suffix.lower() == ".pkl":
+        from msalign.data.mmsa_pickle import load_mmsa_pickle
+
+        return load_mmsa_pickle(path, **{k: v for k, v in options.items() if k in _PICKLE_OPTIONS})
+    raise MsalignError(
+        f"dataset {text!r}: not a dataset (expected 'synthetic[:key=value,...]', an MMSA .pkl file or a feature directory)"
+    )

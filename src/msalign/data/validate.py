@@ -1,0 +1,186 @@
+"""Checks every loaded dataset passes before a model sees it.
+
+Each problem raises :class:`MsalignError` with ONE line naming the source, the split, the key and
+the array shape, e.g. ``data/foo.pkl: split 'train', key 'audio': NaN at row 12 (shape (1284, 375, 5))``.
+Keys are the modality name for features, ``<modality>_lengths`` for lengths, ``labels`` and ``id``.
+
+Checked: missing/empty splits, wrong ranks, N that disagrees between modalities, lengths, labels
+and ids, lengths outside ``1..L``, feature widths that differ between splits or from the expected
+ones, NaN/inf in features or labels, labels outside the metric set's range (regression) or
+``0..C-1`` (classification), duplicate ids (within a split and across splits), and clips whose
+features are zero at every real position in EVERY modality (a clip with no input at all; a single
+all-zero modality is allowed, e.g. no face found). Loaders zero padding beyond the lengths
+(:func:`zero_padding`), so padding content is not checked here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from msalign.data.types import SPLITS, MetricSet, MultimodalDataset, Split, Task
+from msalign.errors import MsalignError
+
+# Regression label range per metric set (MMSA's scales).
+LABEL_RANGES: dict[str, tuple[float, float]] = {"mosi": (-3.0, 3.0), "mosei": (-3.0, 3.0), "sims": (-1.0, 1.0)}
+_CHUNK = 512  # rows per chunk when scanning big arrays, to bound temporary memory
+
+
+def _where(source: str, split: str, key: str) -> str:
+    return f"{source}: split {split!r}, key {key!r}"
+
+
+def _first_bad_row(x: np.ndarray, bad) -> int | None:
+    """First row index where ``bad(chunk)`` (a per-row bool) is True, scanning in chunks."""
+    for start in range(0, len(x), _CHUNK):
+        hit = np.flatnonzero(bad(x[start : start + _CHUNK]))
+        if hit.size:
+            return start + int(hit[0])
+    return None
+
+
+def _nonfinite(x: np.ndarray, source: str, split: str, key: str) -> None:
+    if np.issubdtype(x.dtype, np.integer) or len(x) == 0:
+        return
+    axes = tuple(range(1, x.ndim))
+    row = _first_bad_row(x, lambda c: ~np.isfinite(c).all(axis=axes) if axes else ~np.isfinite(c))
+    if row is not None:
+        kind = "NaN" if np.isnan(x[row]).any() else "inf"
+        raise MsalignError(f"{_where(source, split, key)}: {kind} at row {row} (shape {x.shape})")
+
+
+def zero_padding(features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Zero positions at or beyond each row's length, in place; returns ``features``."""
+    if features.ndim == 3 and features.shape[1] > 0:
+        features[np.arange(features.shape[1])[None, :] >= np.asarray(lengths)[:, None]] = 0
+    return features
+
+
+def trailing_lengths(features: np.ndarray) -> np.ndarray:
+    """Lengths for (N, L, D) features that came without any: last non-zero frame + 1, at least 1."""
+    nonzero = (features != 0).any(axis=2)
+    last = features.shape[1] - np.argmax(nonzero[:, ::-1], axis=1)
+    return np.where(nonzero.any(axis=1), last, 1).astype(np.int64)
+
+
+def validate_split(
+    split: Split,
+    source: str,
+    *,
+    dims: Mapping[str, int] | None = None,
+    label_range: tuple[float, float] | None = None,
+    task: Task = "regression",
+    num_classes: int | None = None,
+) -> None:
+    """Check one split; ``dims`` are the expected widths, ``label_range`` the regression range."""
+    name = split.name
+    labels = np.asarray(split.labels)
+    n = len(labels)
+    if labels.ndim != 1:
+        raise MsalignError(f"{_where(source, name, 'labels')}: expected shape (N,), got shape {labels.shape}")
+    if n == 0:
+        raise MsalignError(f"{_where(source, name, 'labels')}: split is empty (shape {labels.shape})")
+    if not split.features:
+        raise MsalignError(f"{source}: split {name!r}: no modality features")
+    if len(split.ids) != n:
+        raise MsalignError(f"{_where(source, name, 'id')}: {len(split.ids)} ids but {n} labels (labels shape {labels.shape})")
+    if split.raw_text is not None and len(split.raw_text) != n:
+        raise MsalignError(f"{_where(source, name, 'raw_text')}: {len(split.raw_text)} texts but {n} labels")
+    any_data = np.zeros(n, dtype=bool)
+    for m, x in split.features.items():
+        if x.ndim != 3:
+            raise MsalignError(f"{_where(source, name, m)}: expected shape (N, L, D), got shape {x.shape}")
+        if len(x) != n:
+            raise MsalignError(f"{_where(source, name, m)}: {len(x)} rows but {n} labels (shape {x.shape})")
+        if x.shape[1] < 1 or x.shape[2] < 1:
+            raise MsalignError(f"{_where(source, name, m)}: empty time or feature axis (shape {x.shape})")
+        if dims is not None and m in dims and x.shape[2] != dims[m]:
+            raise MsalignError(f"{_where(source, name, m)}: feature width {x.shape[2]}, expected {dims[m]} (shape {x.shape})")
+        if m not in split.lengths:
+            raise MsalignError(f"{_where(source, name, f'{m}_lengths')}: missing (features shape {x.shape})")
+        lengths = np.asarray(split.lengths[m])
+        key = f"{m}_lengths"
+        if lengths.shape != (n,):
+            raise MsalignError(f"{_where(source, name, key)}: expected shape ({n},), got shape {lengths.shape}")
+        bad = np.flatnonzero((lengths < 1) | (lengths > x.shape[1]))
+        if bad.size:
+            r = int(bad[0])
+            raise MsalignError(
+                f"{_where(source, name, key)}: length {lengths[r]} at row {r} outside 1..{x.shape[1]} (shape {x.shape})"
+            )
+        _nonfinite(x, source, name, m)
+        for start in range(0, n, _CHUNK):
+            any_data[start : start + _CHUNK] |= (x[start : start + _CHUNK] != 0).any(axis=(1, 2))
+    empty = np.flatnonzero(~any_data)
+    if empty.size:
+        r = int(empty[0])
+        shapes = ", ".join(f"{m} {x.shape}" for m, x in split.features.items())
+        raise MsalignError(
+            f"{_where(source, name, '/'.join(split.features))}: row {r} (id {split.ids[r]!r}) is all padding "
+            f"in every modality ({empty.size} such rows; shapes {shapes})"
+        )
+    _nonfinite(labels, source, name, "labels")
+    if task == "classification":
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise MsalignError(
+                f"{_where(source, name, 'labels')}: classification labels must be integers, "
+                f"got {labels.dtype} (shape {labels.shape})"
+            )
+        hi = (num_classes or int(labels.max()) + 1) - 1
+        bad = np.flatnonzero((labels < 0) | (labels > hi))
+        if bad.size:
+            r = int(bad[0])
+            raise MsalignError(f"{_where(source, name, 'labels')}: class {labels[r]} at row {r} outside 0..{hi} (shape {labels.shape})")
+    elif label_range is not None:
+        lo, hi = label_range
+        bad = np.flatnonzero((labels < lo - 1e-6) | (labels > hi + 1e-6))
+        if bad.size:
+            r = int(bad[0])
+            raise MsalignError(
+                f"{_where(source, name, 'labels')}: label {float(labels[r]):g} at row {r} "
+                f"outside [{lo:g}, {hi:g}] (shape {labels.shape})"
+            )
+    seen: dict[str, int] = {}
+    for i, clip in enumerate(split.ids):
+        if clip in seen:
+            raise MsalignError(f"{_where(source, name, 'id')}: duplicate id {clip!r} at rows {seen[clip]} and {i} ({n} ids)")
+        seen[clip] = i
+
+
+def validate_dataset(ds: MultimodalDataset, *, require_splits: Iterable[str] = SPLITS) -> None:
+    """Check every split, their agreement (modalities, widths, ids) and the dataset metadata."""
+    source = ds.source or ds.name
+    for name in require_splits:
+        if name not in ds.splits:
+            raise MsalignError(f"{source}: missing split {name!r} (has {sorted(ds.splits)})")
+    if ds.task == "classification" and not ds.num_classes:
+        raise MsalignError(f"{source}: classification dataset without num_classes")
+    first = next(iter(ds.splits.values()))
+    dims = {m: int(x.shape[2]) for m, x in first.features.items() if x.ndim == 3}
+    label_range = LABEL_RANGES.get(ds.metric_set) if ds.task == "regression" else None
+    owner: dict[str, str] = {}
+    for name, split in ds.splits.items():
+        if set(split.features) != set(first.features):
+            raise MsalignError(
+                f"{source}: split {name!r} has modalities {sorted(split.features)}, split {first.name!r} has {sorted(first.features)}"
+            )
+        validate_split(split, source, dims=dims, label_range=label_range, task=ds.task, num_classes=ds.num_classes)
+        for clip in split.ids:
+            if clip in owner:
+                raise MsalignError(f"{_where(source, name, 'id')}: id {clip!r} is also in split {owner[clip]!r} ({len(split)} ids)")
+            owner[clip] = name
+
+
+def infer_metric_set(path: str | Path, labels: np.ndarray | None = None, task: Task | None = None) -> MetricSet:
+    """mosi / mosei / sims / iemocap from the path (innermost name first), else from task and labels."""
+    for part in reversed(Path(path).parts):
+        for key in ("mosei", "mosi", "sims", "iemocap"):
+            if key in part.lower():
+                return key  # type: ignore[return-value]
+    if task == "classification":
+        return "iemocap"
+    if labels is not None and len(labels) and float(np.nanmax(np.abs(labels))) <= 1.0:
+        return "sims"
+    return "mosi"
