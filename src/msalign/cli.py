@@ -74,12 +74,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from msalign.models import get_model_class
     from msalign.training import train
 
+    get_model_class(args.model)  # fail before any data is loaded
+    seeds = _seeds(args.seeds)
     dataset = _load_dataset(args)
     print(dataset.describe(), file=sys.stderr)
     model_config, train_config = _resolve(args.model, dataset, args)
-    results = train(args.model, dataset, model_config, train_config, _seeds(args.seeds), args.out,
+    results = train(args.model, dataset, model_config, train_config, seeds, args.out,
                     progress=args.progress, log=lambda line: print(line, file=sys.stderr))
     _print_table({args.model: results["mean"]}, dataset.metric_set)
     print(f"results: {Path(args.out) / 'results.json'}", file=sys.stderr)
@@ -111,11 +114,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from msalign.benchmark import run_benchmark
 
+    from msalign.models import get_model_class
+
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    for name in models:
+        get_model_class(name)
+    seeds = _seeds(args.seeds)
     dataset = _load_dataset(args)
     print(dataset.describe(), file=sys.stderr)
     overrides = {m: _resolve(m, dataset, args) for m in models}
-    table = run_benchmark(models, dataset, overrides, _seeds(args.seeds), args.out, progress=args.progress,
+    table = run_benchmark(models, dataset, overrides, seeds, args.out, progress=args.progress,
                           log=lambda line: print(line, file=sys.stderr))
     print(table)
     return 0

@@ -88,12 +88,19 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             return value.lower() in ("true", "yes", "on", "1")
         raise MsalignError(f"config key {key!r}: expected true or false, got {value!r}")
     if annotation is int:
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
             raise MsalignError(f"config key {key!r}: expected an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str):
+            try:  # "1e-3" and list items like "2.5" arrive as strings
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise MsalignError(f"config key {key!r}: expected a number, got {value!r}")
         return float(value)
@@ -142,6 +149,11 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads "1e-3" as a string
+                value = float(value)
+            except ValueError:
+                pass
         parsed.append((key.strip(), value))
     return parsed
 
