@@ -40,13 +40,10 @@ def _load_dataset(args: argparse.Namespace, defaults: dict | None = None):
     from msalign.data import load_dataset
 
     options = dict(defaults or {})
-    for key in ("text_encoder", "metric_set", "cache_dir"):
+    for key in ("text_encoder", "metric_set", "cache_dir", "modalities"):
         if getattr(args, key, None) is not None:
             options[key] = getattr(args, key)
-    dataset = load_dataset(args.dataset, **options)
-    if args.modalities:
-        dataset = dataset.select_modalities([m.strip() for m in args.modalities.split(",") if m.strip()])
-    return dataset
+    return load_dataset(args.dataset, **options)
 
 
 def _resolve(model: str, dataset, args: argparse.Namespace):
