@@ -132,3 +132,13 @@ def test_late_fusion_on_real_mosi(tmp_path, mosi_dir, mosi_cache):
     test = results["per_seed"][0]["test"]
     # a trained model on real transcripts is far above chance (50%) and the constant predictor (MAE ~1.2)
     assert test["Non0_acc_2"] > 0.65 and test["MAE"] < 1.2
+
+
+def test_set_takes_several_pairs_per_flag():
+    from msalign.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["train", "--model", "decalign", "--dataset", "synthetic", "--set", "width=16", "heads=2", "--set", "lr=0.01",
+         "--out", "x"]
+    )
+    assert args.set == ["width=16", "heads=2", "lr=0.01"]

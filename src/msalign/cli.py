@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", default=None, help="YAML file with 'model' and 'train' sections")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+        p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="override config fields (repeatable: --set a=1 b=2 --set c=3)")
         p.add_argument("--epochs", type=int, default=None)
         p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="progress bars (default: when stderr is a terminal)")

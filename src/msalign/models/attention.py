@@ -3,16 +3,50 @@
 Shared by MulT and DecAlign's cross-modal transformer: a block attends from a query sequence to
 a key/value sequence (the same one for self-attention), pre-LayerNorm, residual, 4x feed-forward.
 Masks are boolean (B, L), True at real positions; padded keys are never attended to.
+
+Speed notes (CPU, measured in ``benchmarks/decalign_speed.py``):
+
+* With ``attn_dropout == 0`` (or in eval mode) SDPA runs its fused flash kernel, which never
+  materialises the (B, heads, Lq, Lk) weights and accepts the boolean key mask. Dropout on the
+  attention weights forces SDPA's unfused "math" path, which does materialise them (several GB
+  and ~4x the step time at MOSI's unaligned lengths); it is supported but costly.
+* A single key (utterance-level features stored as length-1 sequences) makes the softmax 1 for
+  every query, so the output is the value itself; that case skips SDPA (exact).
+* :class:`~msalign.models.dropout.Dropout` draws its mask from 16-bit random lanes, several times
+  cheaper than ``torch.nn.Dropout`` on CPU.
+* :func:`pack_keys`, :func:`query_span` and :func:`length_groups` let callers drop padding before a
+  stack of blocks: keys are reordered real-first and trimmed (attention has no notion of key
+  order), queries are trimmed to the last real position, and a batch whose lengths vary a lot is
+  split into a few row groups sorted by length, each trimmed to its own maximum. All are exact:
+  every real position sees the same keys as before.
+* :class:`CrossModalEncoder` runs the position-wise layers (LayerNorms, projections, feed-forward,
+  dropout) on the real query frames only when a good share of the queries is padding, and pads
+  them back just around the attention call (:class:`Packed`); exact as well.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
 
+import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from msalign.models.base import masked_mean
 from msalign.models.blocks import sinusoidal_positions
+from msalign.models.dropout import Dropout
+
+
+@functools.lru_cache(maxsize=64)
+def _position_table(length: int, width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    return sinusoidal_positions(length, width, device, dtype)
+
+
+def cached_positions(length: int, width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``blocks.sinusoidal_positions``, computed once per (length, width, device, dtype). Read-only."""
+    return _position_table(int(length), int(width), torch.device(device), dtype)
 
 
 def key_padding_bias(key_mask: Tensor) -> Tensor:
@@ -25,6 +59,42 @@ def key_padding_bias(key_mask: Tensor) -> Tensor:
     return (key_mask | empty)[:, None, None, :]
 
 
+def attention_mask(key_mask: Tensor | None) -> Tensor | None:
+    """The SDPA mask for ``key_mask``, or None when every key is real (lets SDPA skip masking)."""
+    if key_mask is None or bool(key_mask.all()):
+        return None
+    return key_padding_bias(key_mask)
+
+
+class Packed(NamedTuple):
+    """Where the real frames of a padded (B, L, D) batch live, for running position-wise layers on
+    the (N, D) real frames only (used by :class:`CrossModalEncoder` and DecAlign's encoders).
+
+    ``index``: (N,) flat positions ``b * L + t`` of the real frames (row-major); ``rows``: (N,)
+    their batch rows.
+    """
+
+    index: Tensor
+    rows: Tensor
+    batch: int
+    length: int
+
+    @classmethod
+    def from_mask(cls, mask: Tensor) -> Packed:
+        index = mask.reshape(-1).nonzero().squeeze(1)
+        return cls(index, torch.div(index, mask.shape[1], rounding_mode="floor"), mask.shape[0], mask.shape[1])
+
+    def pack(self, x: Tensor) -> Tensor:
+        """(B, L, D) -> (N, D) real frames."""
+        return x.reshape(-1, x.shape[-1]).index_select(0, self.index)
+
+    def unpack(self, x: Tensor) -> Tensor:
+        """(N, D) -> (B, L, D), zeros at padding."""
+        flat = x.new_zeros(self.batch * self.length, x.shape[-1])
+        flat.index_copy_(0, self.index, x)  # in place on a fresh buffer: no copy of the zeros
+        return flat.view(self.batch, self.length, x.shape[-1])
+
+
 class Attention(nn.Module):
     def __init__(self, width: int, heads: int, dropout: float = 0.0):
         super().__init__()
@@ -32,17 +102,47 @@ class Attention(nn.Module):
             raise ValueError(f"width {width} is not divisible by heads {heads}")
         self.heads = heads
         self.to_q = nn.Linear(width, width)
-        self.to_kv = nn.Linear(width, 2 * width)
+        self.to_kv = nn.Linear(width, 2 * width)  # rows [:width] make the keys, [width:] the values
         self.out = nn.Linear(width, width)
         self.dropout = dropout
 
-    def forward(self, query: Tensor, context: Tensor, context_mask: Tensor) -> Tensor:
-        q = rearrange(self.to_q(query), "b l (h d) -> b h l d", h=self.heads)
-        k, v = rearrange(self.to_kv(context), "b l (two h d) -> two b h l d", two=2, h=self.heads)
+    def forward(self, query: Tensor, context: Tensor, context_mask: Tensor | None, mask_ready: bool = False,
+                layout: Packed | None = None, context_layout: Packed | None = None) -> Tensor:
+        """Attend from ``query`` to ``context``; returns the query's shape.
+
+        ``query``: (B, Lq, D), or its (N, D) real frames with ``layout``; ``context``: (B, Lk, D),
+        or its real frames with ``context_layout``. ``context_mask``: (B, Lk) bool, or with
+        ``mask_ready`` the output of :func:`attention_mask` (None = every key real).
+        """
+        width = self.to_q.in_features
+        if context_layout is None and context.shape[1] == 1:
+            # One key: its softmax weight is 1 for every query (also when it is padding, see
+            # key_padding_bias), so the output is its value; attention dropout drops that weight.
+            value = F.linear(context[:, 0], self.to_kv.weight[width:], self.to_kv.bias[width:])  # (B, D)
+            if not (self.dropout > 0 and self.training):
+                out = self.out(value)  # once per row, then broadcast to the row's queries
+                return out[layout.rows] if layout is not None else out[:, None].expand(-1, query.shape[1], -1)
+            value = value[layout.rows] if layout is not None else value[:, None].expand(-1, query.shape[1], -1)
+            heads = value.unflatten(-1, (self.heads, -1))
+            weights = F.dropout(value.new_ones(heads.shape[:-1] + (1,)), self.dropout)
+            return self.out((weights * heads).flatten(-2))
+        mask = context_mask if mask_ready else attention_mask(context_mask)
+        q = self.to_q(query)
+        if layout is not None:
+            q = layout.unpack(q)
+        if context_layout is not None:
+            k, v = context_layout.unpack(self.to_kv(context)).split(width, dim=-1)
+        else:  # two products: their gradients need no concatenation in the backward
+            k = F.linear(context, self.to_kv.weight[:width], self.to_kv.bias[:width])
+            v = F.linear(context, self.to_kv.weight[width:], self.to_kv.bias[width:])
+        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))  # (B, H, L, D/H)
         attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=key_padding_bias(context_mask), dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )
-        return self.out(rearrange(attended, "b h l d -> b l (h d)"))
+        attended = attended.transpose(1, 2).flatten(-2)
+        if layout is not None:
+            attended = layout.pack(attended)
+        return self.out(attended)
 
 
 class CrossModalBlock(nn.Module):
@@ -55,12 +155,21 @@ class CrossModalBlock(nn.Module):
         self.attention = Attention(width, heads, attn_dropout)
         self.norm_ff = nn.LayerNorm(width)
         self.feed_forward = nn.Sequential(
-            nn.Linear(width, 4 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * width, width)
+            nn.Linear(width, 4 * width), nn.GELU(), Dropout(dropout), nn.Linear(4 * width, width)
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
-    def forward(self, query: Tensor, context: Tensor, context_mask: Tensor) -> Tensor:
-        query = query + self.dropout(self.attention(self.norm_query(query), self.norm_context(context), context_mask))
+    def forward(self, query: Tensor, context: Tensor | None, context_mask: Tensor | None, mask_ready: bool = False,
+                layout: Packed | None = None, context_layout: Packed | None = None) -> Tensor:
+        """``context=None`` is self-attention (the keys are ``query``, laid out by ``layout``);
+        the other arguments are as in :meth:`Attention.forward`."""
+        if context is None:
+            context, context_layout = query, layout
+        one_key = context_layout is None and context.shape[1] == 1
+        # with a single key the query does not enter the attention (see Attention.forward)
+        normed = query if one_key else self.norm_query(query)
+        attended = self.attention(normed, self.norm_context(context), context_mask, mask_ready, layout, context_layout)
+        query = query + self.dropout(attended)
         return query + self.dropout(self.feed_forward(self.norm_ff(query)))
 
 
@@ -68,28 +177,166 @@ class CrossModalEncoder(nn.Module):
     """A stack of CrossModalBlocks from a target sequence to a source sequence (MulT's CM(source -> target)).
 
     Sinusoidal positions are added to both sequences once (each modality's own time axis). With
-    ``context is None`` it is a self-attention encoder over the query.
+    ``context is None`` it is a self-attention encoder over the query. The key mask is turned into
+    the SDPA mask once for all blocks. When at most ``pack_below`` of the query positions are
+    real, the position-wise layers (LayerNorms, projections, feed-forward, dropout) run on the
+    real query frames only (see :class:`Packed`), padded back just around the attention; the
+    result is the same. Returns the final LayerNorm of the query, (B, Lq, D), zero at padding.
     """
 
     def __init__(self, width: int, heads: int, layers: int, dropout: float = 0.1, attn_dropout: float = 0.0,
-                 positions: bool = True):
+                 positions: bool = True, pack_below: float = 0.9):
         super().__init__()
         self.blocks = nn.ModuleList(CrossModalBlock(width, heads, dropout, attn_dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(width)
         self.positions = positions
+        self.pack_below = pack_below
+
+    def _layout(self, mask: Tensor) -> Packed | None:
+        if mask.shape[1] > 1 and int(mask.sum()) <= self.pack_below * mask.numel():
+            return Packed.from_mask(mask)
+        return None
 
     def forward(self, query: Tensor, query_mask: Tensor, context: Tensor | None = None,
                 context_mask: Tensor | None = None) -> Tensor:
         if self.positions:
-            query = query + sinusoidal_positions(query.shape[1], query.shape[2], query.device, query.dtype)
+            query = query + cached_positions(query.shape[1], query.shape[2], query.device, query.dtype)
         if context is not None and self.positions:
-            context = context + sinusoidal_positions(context.shape[1], context.shape[2], context.device, context.dtype)
+            context = context + cached_positions(context.shape[1], context.shape[2], context.device, context.dtype)
+        mask = attention_mask(query_mask if context is None else context_mask)
+        layout = self._layout(query_mask)
+        hidden = layout.pack(query) if layout is not None else query
+        # A separate context stays padded: its per-key work (LayerNorm, K/V projection) is small
+        # next to the cost of padding the projected keys back for every block.
         for block in self.blocks:
-            if context is None:
-                query = block(query, query, query_mask)
-            else:
-                query = block(query, context, context_mask)
-        return self.norm(query) * query_mask.unsqueeze(-1).to(query.dtype)
+            hidden = block(hidden, context, mask, mask_ready=True, layout=layout)
+        if layout is not None:
+            return layout.unpack(self.norm(hidden))
+        return self.norm(hidden) * query_mask.unsqueeze(-1).to(hidden.dtype)
 
 
-__all__ = ["Attention", "CrossModalBlock", "CrossModalEncoder", "key_padding_bias"]
+class MultimodalTransformer(nn.Module):
+    """MulT's fusion stage (Tsai et al. 2019, sec. 3): for every target modality, one crossmodal
+    encoder per source modality (CM source -> target, the source's keys and values), outputs
+    concatenated over sources, then a self-attention encoder over them ("memory").
+
+    ``forward(sequences, masks)`` takes per-modality (B, L_m, width) sequences and boolean masks
+    and returns, per target, the memory output mean-pooled over the target's real positions,
+    (B, (M - 1) * width). Sequences are trimmed to the last real frame and long uneven batches run
+    in row groups of similar length (:func:`length_groups`); both are exact.
+    """
+
+    def __init__(self, modalities: tuple[str, ...], width: int, heads: int, layers: int, self_layers: int,
+                 dropout: float = 0.1, attn_dropout: float = 0.0):
+        super().__init__()
+        self.modalities, self.width, self.heads = tuple(modalities), width, heads
+        self.crossmodal = nn.ModuleDict(
+            {f"{source}_to_{target}": CrossModalEncoder(width, heads, layers, dropout, attn_dropout)
+             for target in self.modalities for source in self.modalities if source != target}
+        )
+        self.output_width = width * (len(self.modalities) - 1)
+        memory_heads = max(h for h in range(1, heads + 1) if self.output_width % h == 0)
+        self.memory = nn.ModuleDict(
+            {m: CrossModalEncoder(self.output_width, memory_heads, self_layers, dropout, attn_dropout)
+             for m in self.modalities}
+        ) if self_layers else None
+
+    def forward(self, sequences: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
+        spans = {m: query_span(masks[m]) for m in self.modalities}
+        pooled = {}
+        for target in self.modalities:
+            sources = [m for m in self.modalities if m != target]
+            groups = length_groups(spans[target], sum(spans[m] for m in sources), self.width, self.heads)
+            parts = []
+            for rows in groups:
+                whole = len(groups) == 1
+
+                def take(m: str, rows: Tensor = rows, whole: bool = whole) -> tuple[Tensor, Tensor]:
+                    # trimmed to the group's last real frame: positions keep their indices
+                    length = max(int(spans[m][rows].max()), 1)
+                    if whole:
+                        return sequences[m][:, :length], masks[m][:, :length]
+                    return sequences[m][rows, :length], masks[m][rows, :length]
+
+                query, query_mask = take(target)
+                crossed = torch.cat([self.crossmodal[f"{source}_to_{target}"](query, query_mask, *take(source))
+                                     for source in sources], dim=-1)
+                if self.memory is not None:
+                    crossed = self.memory[target](crossed, query_mask)
+                parts.append(masked_mean(crossed, query_mask))
+            pooled[target] = parts[0] if len(groups) == 1 else torch.cat(parts)[torch.argsort(torch.cat(groups))]
+        return pooled
+
+
+# --- dropping padding before a stack of blocks ---------------------------------------------------
+
+
+def query_span(mask: Tensor) -> Tensor:
+    """(B,) index of each row's last real position + 1 (0 for an all-padding row)."""
+    steps = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+    return (mask * steps).amax(dim=1)
+
+
+def pack_keys(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Reorder each row's real positions first and trim to the longest row: (B, L', D), (B, L').
+
+    For keys only (attention ignores key order; positions must already be added). Keeps at least
+    one column. Prefix masks (what the collate function makes) are only trimmed, never gathered.
+    """
+    counts = mask.sum(dim=1)
+    longest = max(int(counts.max()) if counts.numel() else 1, 1)
+    prefix = torch.arange(mask.shape[1], device=mask.device)[None, :] < counts[:, None]
+    if bool(torch.equal(prefix, mask)):
+        return x[:, :longest], mask[:, :longest]
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :longest]
+    packed = x.gather(1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    return packed, prefix[:, :longest]
+
+
+def length_groups(query_lengths: Tensor, key_lengths: Tensor, width: int, heads: int,
+                  max_groups: int = 8, overhead: float = 2.0e7) -> list[Tensor]:
+    """Split a batch into row groups of similar length when that saves enough work.
+
+    Rows are sorted by query length (longest first) and cut into G equal contiguous chunks,
+    G in 1..max_groups; each chunk would run trimmed to its own longest query and key row. The
+    cost of one block is estimated in multiply-adds of the parts that padding inflates: attention,
+    2 d + 10 h per query-key pair, and the K/V projection, 2 d^2 per key (the position-wise
+    query layers run on real frames only, see :class:`CrossModalEncoder`, whatever the grouping),
+    plus ``overhead`` per extra group (the fixed cost of running the blocks once more). Returns
+    the row indices of each group (one group with every row when splitting does not pay).
+    """
+    rows = query_lengths.shape[0]
+    everything = [torch.arange(rows, device=query_lengths.device)]
+    if rows < 2 or max_groups < 2:
+        return everything
+    order = torch.argsort(query_lengths, descending=True, stable=True)
+    q = query_lengths[order].tolist()
+    k = key_lengths[order].tolist()
+    pair, per_key = 2 * width + 10 * heads, 2 * width * width
+
+    def cost(groups: int) -> float:
+        total, bounds = 0.0, [round(i * rows / groups) for i in range(groups + 1)]
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            lq, lk = max(q[lo:hi]), max(k[lo:hi])
+            total += (hi - lo) * (lq * lk * pair + lk * per_key)
+        return total + (groups - 1) * overhead
+
+    best = min(range(1, min(max_groups, rows) + 1), key=cost)
+    if best == 1:
+        return everything
+    return list(torch.tensor_split(order, best))
+
+
+__all__ = [
+    "Attention",
+    "CrossModalBlock",
+    "CrossModalEncoder",
+    "MultimodalTransformer",
+    "Packed",
+    "attention_mask",
+    "cached_positions",
+    "key_padding_bias",
+    "length_groups",
+    "pack_keys",
+    "query_span",
+]

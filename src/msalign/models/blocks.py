@@ -9,6 +9,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from msalign.models.base import masked_mean
+from msalign.models.dropout import Dropout
 
 
 def sinusoidal_positions(length: int, width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -80,7 +81,7 @@ class MLPHead(nn.Module):
     def __init__(self, in_dim: int, hidden: int, output_dim: int, dropout: float):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, output_dim)
+            Dropout(dropout), nn.Linear(in_dim, hidden), nn.GELU(), Dropout(dropout), nn.Linear(hidden, output_dim)
         )
 
     def forward(self, x: Tensor) -> Tensor:

@@ -7,6 +7,10 @@ self-attention transformer; the result is mean-pooled over m's real positions (T
 the last time step, which is a padding position for right-padded batches; the masked mean is
 the padding-safe equivalent). Pooled targets are concatenated and fed to a residual MLP head.
 Works for any M >= 2 modalities.
+
+Padding costs little: every sequence is trimmed to its last real frame, a batch with uneven
+lengths runs in a few row groups of similar length (``attention.length_groups``), and the
+encoders run their position-wise layers on real frames only; all of it is exact.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from msalign.models.attention import CrossModalEncoder
-from msalign.models.base import ModelOutput, MSAModel, masked_mean
+from msalign.models.attention import MultimodalTransformer
+from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import TemporalProjection
+from msalign.models.dropout import Dropout
 from msalign.models.registry import register_model
 
 
@@ -30,7 +35,8 @@ class MulTConfig:
     self_layers: int = 3
     kernel_size: int = 1
     dropout: float = 0.1
-    attn_dropout: float = 0.1
+    # 0 keeps SDPA on its fused kernel (see models/attention.py); MulT used 0.1 on text attention only
+    attn_dropout: float = 0.0
     embed_dropout: float = 0.25
 
 
@@ -44,43 +50,16 @@ class MulT(MSAModel):
         super().__init__(config, dims, output_dim)
         c = config
         self.project = nn.ModuleDict({m: TemporalProjection(dims[m], c.width, c.kernel_size) for m in self.modalities})
-        self.embed_dropout = nn.Dropout(c.embed_dropout)
-        self.crossmodal = nn.ModuleDict(
-            {
-                f"{source}_to_{target}": CrossModalEncoder(c.width, c.heads, c.layers, c.dropout, c.attn_dropout)
-                for target in self.modalities
-                for source in self.modalities
-                if source != target
-            }
-        )
-        fused_width = c.width * (len(self.modalities) - 1)
-        self.memory = nn.ModuleDict(
-            {
-                m: CrossModalEncoder(fused_width, self._heads_for(fused_width), c.self_layers, c.dropout, c.attn_dropout)
-                for m in self.modalities
-            }
-        )
-        total = fused_width * len(self.modalities)
-        self.head_in = nn.Sequential(nn.Linear(total, total), nn.GELU(), nn.Dropout(c.dropout), nn.Linear(total, total))
+        self.embed_dropout = Dropout(c.embed_dropout)
+        self.transformer = MultimodalTransformer(self.modalities, c.width, c.heads, c.layers, c.self_layers,
+                                                 c.dropout, c.attn_dropout)
+        total = self.transformer.output_width * len(self.modalities)
+        self.head_in = nn.Sequential(nn.Linear(total, total), nn.GELU(), Dropout(c.dropout), nn.Linear(total, total))
         self.head_out = nn.Linear(total, output_dim)
-
-    def _heads_for(self, width: int) -> int:
-        heads = self.config.heads
-        while width % heads:
-            heads -= 1
-        return heads
 
     def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> ModelOutput:
         projected = {m: self.embed_dropout(self.project[m](features[m], masks[m])) for m in self.modalities}
-        pooled = {}
-        for target in self.modalities:
-            crossed = [
-                self.crossmodal[f"{source}_to_{target}"](projected[target], masks[target], projected[source], masks[source])
-                for source in self.modalities
-                if source != target
-            ]
-            memory = self.memory[target](torch.cat(crossed, dim=-1), masks[target])
-            pooled[target] = masked_mean(memory, masks[target])
+        pooled = self.transformer(projected, masks)
         fused = torch.cat([pooled[m] for m in self.modalities], dim=-1)
         out = self.head_out(fused + self.head_in(fused))
         return ModelOutput(out.squeeze(-1) if self.output_dim == 1 else out, representations=pooled)
