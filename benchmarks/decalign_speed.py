@@ -1,0 +1,490 @@
+"""Training speed and peak memory of decalign on CPU, with the alignment losses timed apart.
+
+Usage::
+
+    .venv/bin/python benchmarks/decalign_speed.py --label after            # everything, 1 thread
+    .venv/bin/python benchmarks/decalign_speed.py --threads 1,2 --scenarios real --steps 40 --epochs 0
+    .venv/bin/python benchmarks/decalign_speed.py --label after --merge --scenarios "" --epochs 3
+    .venv/bin/python benchmarks/decalign_speed.py --render-only --notes notes.md
+
+Scenarios (random data, fixed seed; each batch is trimmed to its longest real sequence exactly as
+``msalign.training.data.collate_rows`` does, and every padded position is zero):
+
+* ``unaligned``: MMSA's unaligned MOSI shapes: text 50 x 768, audio 375 x 5, vision 500 x 20.
+  True lengths are ``ceil(L * f)`` with f log-normal (median 0.4, sigma 0.5) clipped to (0, 1],
+  i.e. mostly short clips and a few full-length ones (a batch of 32 is padded to ~L).
+* ``real``: the shapes of OUR real MOSI data (../shared/data/mosi), on which the official
+  DecAlign figure (6.2 s per epoch, 1.18 GB) was measured: text = MiniLM token sequences
+  50 x 384 (same length law), audio = one 73-d utterance vector (length 1); no vision (the
+  official run fed an all-zero placeholder, decalign runs on the two real modalities).
+
+Configurations: ``official`` = the official MOSI config (d 64, 8 heads, 5 cross-attention layers and no self-attention ones, kernel-1
+projections, i.e. ``projection_kernel: 1``; everything else at our defaults), ``default`` = our
+``DecAlignConfig()``.
+
+Method (each scenario x configuration x thread count runs in a fresh subprocess, so the peak RSS,
+``ru_maxrss``, belongs to that run alone; it includes the interpreter, torch and the data):
+
+1. *Throughput*: a training step is what Lightning runs: forward in train mode, task MSE plus the
+   model's weighted aux losses, ``backward``, ``clip_grad_norm_(1.0)``, AdamW step (as in
+   ``training/module.py``). After warm-up steps, ``--repeats`` rounds of ``--steps`` steps are
+   timed; the median round gives seconds per step and training samples/s. Eval throughput
+   (``no_grad``, eval mode) is measured the same way. Every figure is taken twice: from wall time
+   and from this process's CPU time (``time.process_time``). With one torch thread the two agree
+   on an idle machine; when other jobs share the cores, wall time is inflated and the CPU-time
+   figure is the reproducible one.
+2. *Alignment share, marginal*: rounds of the same step with the model's ``alignment_losses``
+   replaced by one that returns no losses (same architecture, same task loss), interleaved with
+   the normal rounds so both see the same background load. ``1 - t_without / t_with`` is the
+   share of the step that the alignment losses cost, forward AND backward.
+3. *Breakdown*: a few further steps with the loss functions that ``msalign.models.decalign``
+   calls wrapped in CPU-time timers (CPU ops run synchronously, so this is exact for the forward
+   computation of each): dec (``decoupling_loss``), gmm (``fit_gmm``, all modalities), cost
+   (``pairwise_prototype_cost`` + ``joint_cost`` + ``ot_loss``), sinkhorn
+   (``multimarginal_sinkhorn``), calibration (``prototype_loss``), moments (``moment_matching``),
+   mmd (``pairwise_mmd``); plus the forward / backward / optimizer times of the step. The backward
+   of the losses is not attributable per loss (autograd interleaves it); item 2 covers it.
+4. *Epoch estimate* for MOSI's 1284 training + 229 validation clips:
+   ``1284 / train_sps + 229 / eval_sps`` seconds (no data loading, no Lightning bookkeeping),
+   to set beside the official code's 6.2 s per epoch.
+5. *Full training loop* (``--epochs``, default 3): ``msalign.training.train`` itself (Lightning,
+   data loading, validation, checkpoints) for that many epochs on random data in the ``real``
+   shapes with MOSI's 1284 / 229 / 686 clips; wall and CPU seconds per epoch (the first epoch's
+   start-up included) and the peak RSS of that process: the figures that compare directly with
+   the official 6.2 s per epoch and 1.18 GB.
+
+Results go to ``benchmarks/results/decalign_speed.{json,md}``; runs are kept by ``--label`` so a
+"before" and an "after" measurement sit side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+OFFICIAL = {"seconds_per_epoch": 6.2, "train_clips": 1284, "valid_clips": 229, "peak_rss_mb": 1180.0}
+SCENARIOS = {
+    "unaligned": {"dims": {"text": 768, "audio": 5, "vision": 20}, "lengths": {"text": 50, "audio": 375, "vision": 500},
+                  "steps": 3, "repeats": 3},
+    "real": {"dims": {"text": 384, "audio": 73}, "lengths": {"text": 50, "audio": 1}, "steps": 30, "repeats": 5},
+}
+CONFIGS = {
+    "official": {"width": 64, "heads": 8, "layers": 5, "self_layers": 0, "projection_kernel": 1},
+    "default": {},
+}
+LOSS_FUNCTIONS = {
+    "decoupling_loss": "dec",
+    "fit_gmm": "gmm",
+    "pairwise_prototype_cost": "cost",
+    "joint_cost": "cost",
+    "ot_loss": "cost",
+    "multimarginal_sinkhorn": "sinkhorn",
+    "prototype_loss": "calibration",
+    "moment_matching": "moments",
+    "pairwise_mmd": "mmd",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# worker: one scenario x configuration x thread count
+
+
+def make_batches(torch, scenario: dict, batch_size: int, count: int, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(count):
+        features, masks = {}, {}
+        for m, dim in scenario["dims"].items():
+            full = scenario["lengths"][m]
+            frac = torch.exp(math.log(0.4) + 0.5 * torch.randn(batch_size, generator=generator)).clamp(max=1.0)
+            lengths = torch.ceil(full * frac).long().clamp(1, full)
+            longest = int(lengths.max())
+            mask = torch.arange(longest)[None, :] < lengths[:, None]
+            features[m] = torch.randn(batch_size, longest, dim, generator=generator) * mask[..., None]
+            masks[m] = mask
+        labels = torch.randn(batch_size, generator=generator).clamp(-3, 3)
+        batches.append((features, masks, labels))
+    return batches
+
+
+def worker(args: argparse.Namespace) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    import msalign
+    import msalign.models.decalign as decalign_module
+    from msalign.models import create_model
+
+    scenario = SCENARIOS[args.scenario]
+    torch.manual_seed(0)
+    model = create_model("decalign", dims=scenario["dims"], output_dim=1, **CONFIGS[args.config])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    batches = make_batches(torch, scenario, args.batch_size, 4, seed=1)
+    steps = args.steps or scenario["steps"]
+    repeats = args.repeats or scenario["repeats"]
+    timers: dict[str, float] = {}
+    clock = time.process_time  # CPU seconds of this process: insensitive to other jobs' load
+
+    def train_step(batch, split: bool = False) -> None:
+        features, masks, labels = batch
+        t0 = clock()
+        out = model(features, masks)
+        loss = torch.nn.functional.mse_loss(out.prediction, labels)
+        for value in out.aux_losses.values():
+            loss = loss + value
+        t1 = clock()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t2 = clock()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        t3 = clock()
+        if split:
+            for key, value in (("forward", t1 - t0), ("backward", t2 - t1), ("optimizer", t3 - t2)):
+                timers[key] = timers.get(key, 0.0) + value
+        if not torch.isfinite(loss):
+            raise RuntimeError("non-finite loss in the benchmark")
+
+    def eval_step(batch) -> None:
+        with torch.no_grad():
+            model(batch[0], batch[1])
+
+    def no_alignment(*args, **kwargs):
+        return {}, {}
+
+    def round_of(fn, train: bool) -> tuple[float, float]:
+        """(wall, CPU) seconds per step over one round of ``steps`` steps."""
+        model.train(train)
+        wall, cpu = time.perf_counter(), time.process_time()
+        for i in range(steps):
+            fn(batches[i % len(batches)])
+        return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
+
+    def set_alignment(on: bool) -> None:
+        if on:
+            model.__dict__.pop("alignment_losses", None)
+        else:
+            model.alignment_losses = no_alignment
+
+    # warm-up, then rounds with and without the alignment losses interleaved, so both see the
+    # same background load; the median round of each is kept
+    for on in (True, False):
+        set_alignment(on)
+        model.train()
+        for i in range(args.warmup):
+            train_step(batches[i % len(batches)])
+    rounds: dict[str, list[tuple[float, float]]] = {"with": [], "without": [], "eval": []}
+    for _ in range(repeats):
+        for on, key in ((True, "with"), (False, "without")):
+            set_alignment(on)
+            rounds[key].append(round_of(train_step, True))
+        set_alignment(True)
+        rounds["eval"].append(round_of(eval_step, False))
+    set_alignment(True)
+    median = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in rounds.items()}
+    with_losses, without_losses, eval_time = median["with"][0], median["without"][0], median["eval"][0]
+    with_rounds = [w for w, _ in rounds["with"]]
+    without_rounds = [w for w, _ in rounds["without"]]
+
+    # breakdown: wrap the loss functions decalign calls
+    originals = {}
+    for name, key in LOSS_FUNCTIONS.items():
+        if not hasattr(decalign_module, name):
+            continue
+        original = getattr(decalign_module, name)
+        originals[name] = original
+
+        def wrapped(*a, __original=original, __key=key, **k):
+            t = clock()
+            try:
+                return __original(*a, **k)
+            finally:
+                timers[__key] = timers.get(__key, 0.0) + clock() - t
+
+        setattr(decalign_module, name, wrapped)
+    model.train()
+    breakdown_steps = max(3, steps)
+    for i in range(breakdown_steps):
+        train_step(batches[i % len(batches)], split=True)
+    for name, original in originals.items():
+        setattr(decalign_module, name, original)
+    per_step_ms = {k: round(1000 * v / breakdown_steps, 3) for k, v in timers.items()}
+    loss_keys = sorted(set(LOSS_FUNCTIONS.values()))
+    loss_forward = sum(per_step_ms.get(k, 0.0) for k in loss_keys)
+
+    train_sps = args.batch_size / with_losses
+    eval_sps = args.batch_size / eval_time
+    epoch = OFFICIAL["train_clips"] / train_sps + OFFICIAL["valid_clips"] / eval_sps
+    cpu_train_sps = args.batch_size / median["with"][1]
+    cpu_eval_sps = args.batch_size / median["eval"][1]
+    cpu_epoch = OFFICIAL["train_clips"] / cpu_train_sps + OFFICIAL["valid_clips"] / cpu_eval_sps
+    return {
+        "scenario": args.scenario,
+        "config": args.config,
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "msalign": str(Path(msalign.__file__).parent),
+        "steps": steps,
+        "repeats": repeats,
+        "seconds_per_step": round(with_losses, 5),
+        "seconds_per_step_rounds": [round(r, 5) for r in with_rounds],
+        "train_samples_per_s": round(train_sps, 2),
+        "eval_samples_per_s": round(eval_sps, 2),
+        "cpu_seconds_per_step": round(median["with"][1], 5),
+        "cpu_train_samples_per_s": round(cpu_train_sps, 2),
+        "cpu_eval_samples_per_s": round(cpu_eval_sps, 2),
+        "cpu_mosi_epoch_seconds_estimate": round(cpu_epoch, 2),
+        "cpu_alignment_share_marginal": round(max(0.0, 1 - median["without"][1] / median["with"][1]), 4),
+        "seconds_per_step_without_alignment": round(without_losses, 5),
+        "seconds_per_step_without_alignment_rounds": [round(r, 5) for r in without_rounds],
+        "alignment_share_marginal": round(max(0.0, 1 - without_losses / with_losses), 4),
+        "breakdown_ms_per_step": per_step_ms,
+        "alignment_forward_ms_per_step": round(loss_forward, 3),
+        "alignment_forward_share": round(loss_forward / (1000 * sum(timers[k] for k in ("forward", "backward", "optimizer"))
+                                                         / breakdown_steps), 4),
+        "mosi_epoch_seconds_estimate": round(epoch, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "rss_after_import_mb": round(rss_start, 1),
+    }
+
+
+def epoch_worker(args: argparse.Namespace) -> dict:
+    """Seconds per epoch of ``msalign.training.train`` (Lightning fit: data loading, training,
+    validation, checkpoints) on random data in the scenario's shapes with MOSI's split sizes."""
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from msalign.config import TrainConfig
+    from msalign.data.types import MultimodalDataset, Split
+    from msalign.models.registry import build_config
+    from msalign.training import train
+
+    scenario = SCENARIOS[args.scenario]
+    rng = np.random.default_rng(0)
+    splits = {}
+    for name, size in (("train", OFFICIAL["train_clips"]), ("valid", OFFICIAL["valid_clips"]), ("test", 686)):
+        features, lengths = {}, {}
+        for m, dim in scenario["dims"].items():
+            full = scenario["lengths"][m]
+            frac = np.minimum(np.exp(np.log(0.4) + 0.5 * rng.standard_normal(size)), 1.0)
+            lengths[m] = np.clip(np.ceil(full * frac), 1, full).astype(np.int64)
+            x = rng.standard_normal((size, full, dim)).astype(np.float32)
+            x[np.arange(full)[None, :] >= lengths[m][:, None]] = 0.0
+            features[m] = x
+        labels = np.clip(rng.normal(0, 1.5, size), -3, 3).astype(np.float32)
+        splits[name] = Split(name, features, lengths, labels, [f"{name}_{i}" for i in range(size)])
+    dataset = MultimodalDataset("speed", splits, metric_set="mosi", source="random", feature_spec={"kind": "random"})
+    model_config = build_config("decalign", CONFIGS[args.config])
+    train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=6e-5, patience=args.epochs + 1,
+                               threads=args.threads, accelerator="cpu")
+    with tempfile.TemporaryDirectory() as out:
+        wall, cpu = time.perf_counter(), time.process_time()
+        train("decalign", dataset, model_config, train_config, seeds=[0], out_dir=out, progress=False,
+              log=lambda *a: None)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {
+        "scenario": args.scenario, "config": args.config, "threads": args.threads, "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "seconds_per_epoch": round(wall / args.epochs, 2),
+        "cpu_seconds_per_epoch": round(cpu / args.epochs, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# driver
+
+
+def machine_info() -> dict:
+    import torch
+
+    info = {
+        "cpu_count": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return info
+
+
+def render_markdown(data: dict) -> str:
+    lines = ["# decalign training speed on CPU", "",
+             "Written by `benchmarks/decalign_speed.py` (method in its docstring). Official DecAlign at its MOSI "
+             f"config on our real MOSI data, 2 cores: {OFFICIAL['seconds_per_epoch']} s per epoch of "
+             f"{OFFICIAL['train_clips']} + {OFFICIAL['valid_clips']} clips "
+             f"(~{OFFICIAL['train_clips'] / OFFICIAL['seconds_per_epoch']:.0f} training samples/s including validation), "
+             f"peak {OFFICIAL['peak_rss_mb'] / 1000:.2f} GB RSS.", "",
+             "Columns: samples/s from wall time (and, after the slash, from this process's CPU time, which other "
+             "jobs on the machine do not inflate); *epoch* = estimated seconds for MOSI's 1284 training + 229 "
+             "validation clips; *align.* = share of the training step the alignment losses cost (forward and "
+             "backward, from the interleaved with / without timing); *align. fwd* = forward time of the losses "
+             "(ms per step) and its parts; fwd / bwd / opt = ms per step (CPU time).", ""]
+    for label, run in data["runs"].items():
+        m = run["machine"]
+        lines += [f"## {label}", "",
+                  f"{run['date']}; {m['cpu_count']} cores ({m['cpu']}), torch {m['torch']}, python {m['python']}, "
+                  f"load average at start {m['loadavg_at_start']}." + (f" {run['note']}" if run.get("note") else ""), "",
+                  "| scenario | config | threads | batch | train samples/s | eval samples/s | epoch (s) | "
+                  "peak RSS (MB) | align. | align. fwd | dec | gmm | cost | sinkhorn | calib. | moments | mmd | "
+                  "fwd | bwd | opt |",
+                  "|" + "---|" * 20]
+        for r in run["results"]:
+            b = r["breakdown_ms_per_step"]
+
+            def pair(wall_key: str, cpu_key: str, fmt: str = "{:.0f}", factor: float = 1.0) -> str:
+                if cpu_key not in r:
+                    return fmt.format(factor * r[wall_key])
+                return f"{fmt.format(factor * r[wall_key])} / {fmt.format(factor * r[cpu_key])}"
+
+            cells = [r["scenario"], r["config"], r["threads"], r["batch_size"],
+                     pair("train_samples_per_s", "cpu_train_samples_per_s", "{:.1f}"),
+                     pair("eval_samples_per_s", "cpu_eval_samples_per_s", "{:.0f}"),
+                     pair("mosi_epoch_seconds_estimate", "cpu_mosi_epoch_seconds_estimate", "{:.2f}"),
+                     f"{r['peak_rss_mb']:.0f}",
+                     pair("alignment_share_marginal", "cpu_alignment_share_marginal", "{:.0f}%", 100.0),
+                     f"{r['alignment_forward_ms_per_step']:.1f}"]
+            cells += [f"{b.get(k, 0.0):.1f}" for k in ("dec", "gmm", "cost", "sinkhorn", "calibration", "moments", "mmd",
+                                                       "forward", "backward", "optimizer")]
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        lines.append("")
+        if run.get("epochs"):
+            lines += ["Full training loop (`msalign.training.train`: Lightning, data loading, training, validation, "
+                      "checkpoints), random data in the *real* shapes with MOSI's 1284 / 229 clips:", "",
+                      "| config | threads | batch | epochs | s/epoch (wall) | s/epoch (CPU) | peak RSS (MB) |",
+                      "|---|---|---|---|---|---|---|"]
+            for e in run["epochs"]:
+                lines.append(f"| {e['config']} | {e['threads']} | {e['batch_size']} | {e['epochs']} | "
+                             f"{e['seconds_per_epoch']} | {e['cpu_seconds_per_epoch']} | {e['peak_rss_mb']:.0f} |")
+            lines.append("")
+    if data.get("notes"):
+        lines += ["## Notes", "", *data["notes"], ""]
+    return "\n".join(lines)
+
+
+def run_worker(cmd: list[str], threads: int, name: str) -> dict:
+    """Run one measurement in a fresh process (its own peak RSS) and return its JSON result."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"{name} failed")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", default="1", help="comma-separated torch thread counts (default 1)")
+    parser.add_argument("--steps", type=int, default=0, help="timed steps per repeat (default: per scenario, 3 / 30)")
+    parser.add_argument("--repeats", type=int, default=0, help="timed rounds, the median is kept (default 3 / 5)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--scenarios", default="real,unaligned")
+    parser.add_argument("--configs", default="official,default")
+    parser.add_argument("--label", default="current", help="name of this run in the results (e.g. before, after)")
+    parser.add_argument("--note", default="", help="free text stored with the run")
+    parser.add_argument("--merge", action="store_true", help="add to the label's stored results instead of replacing them")
+    parser.add_argument("--json", default=str(RESULTS / "decalign_speed.json"), help="results JSON (runs are merged by label)")
+    parser.add_argument("--md", default=None, help="markdown table (default: the JSON path with .md)")
+    parser.add_argument("--epochs", type=int, default=3,
+                        help="epochs of the full training loop timed per --epoch-configs entry (0 = skip)")
+    parser.add_argument("--epoch-configs", default="official", help="configs timed with the full loop (scenario real)")
+    parser.add_argument("--notes", default=None, help="markdown file whose lines become the results' Notes section")
+    parser.add_argument("--render-only", action="store_true", help="only rewrite the markdown from the JSON (and --notes)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--epoch-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--scenario", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker or args.epoch_worker:
+        args.threads = int(args.threads)
+        print(json.dumps(worker(args) if args.worker else epoch_worker(args)))
+        return
+
+    json_path = Path(args.json)
+    md_path = Path(args.md) if args.md else json_path.with_suffix(".md")
+    if args.render_only:
+        data = json.loads(json_path.read_text())
+        if args.notes:
+            data["notes"] = Path(args.notes).read_text().rstrip("\n").splitlines()
+            json_path.write_text(json.dumps(data, indent=1) + "\n")
+        md_path.write_text(render_markdown(data))
+        print(f"wrote {md_path}")
+        return
+
+    results = []
+    for scenario in (x for x in args.scenarios.split(",") if x):
+        for config in args.configs.split(","):
+            for threads in (int(t) for t in args.threads.split(",")):
+                cmd = [sys.executable, __file__, "--worker", "--scenario", scenario, "--config", config,
+                       "--threads", str(threads), "--steps", str(args.steps), "--repeats", str(args.repeats),
+                       "--warmup", str(args.warmup), "--batch-size", str(args.batch_size)]
+                result = run_worker(cmd, threads, f"worker {scenario}/{config}/{threads}")
+                results.append(result)
+                print(f"{scenario:9s} {config:8s} threads {threads}: {result['train_samples_per_s']:8.1f} train samples/s, "
+                      f"{result['eval_samples_per_s']:8.1f} eval samples/s, peak RSS {result['peak_rss_mb']:.0f} MB, "
+                      f"alignment {100 * result['alignment_share_marginal']:.1f}% of the step, "
+                      f"epoch est. {result['mosi_epoch_seconds_estimate']} s", flush=True)
+
+    epochs = []
+    if args.epochs > 0:
+        for config in args.epoch_configs.split(","):
+            for threads in (int(t) for t in args.threads.split(",")):
+                cmd = [sys.executable, __file__, "--epoch-worker", "--scenario", "real", "--config", config,
+                       "--threads", str(threads), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
+                result = run_worker(cmd, threads, f"epoch worker {config}/{threads}")
+                epochs.append(result)
+                print(f"training loop, real shapes, {config}, threads {threads}: {result['seconds_per_epoch']} s/epoch "
+                      f"({result['cpu_seconds_per_epoch']} CPU s), peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
+
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(json_path.read_text()) if json_path.is_file() else {"runs": {}}
+    previous = data.setdefault("runs", {}).get(args.label) if args.merge else None
+    if previous:  # keep the label's earlier results, replacing those measured again
+        def key(r):
+            return (r["scenario"], r["config"], r["threads"], r["batch_size"])
+
+        results = [r for r in previous["results"] if key(r) not in {key(x) for x in results}] + results
+        epochs = [r for r in previous.get("epochs", []) if key(r) not in {key(x) for x in epochs}] + epochs
+    data["runs"][args.label] = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_info(),
+        "note": args.note or (previous or {}).get("note", ""),
+        "results": results,
+        "epochs": epochs,
+    }
+    if args.notes:
+        data["notes"] = Path(args.notes).read_text().rstrip("\n").splitlines()
+    json_path.write_text(json.dumps(data, indent=1) + "\n")
+    md_path.write_text(render_markdown(data))
+    print(f"wrote {json_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main()
