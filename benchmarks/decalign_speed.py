@@ -84,6 +84,17 @@ CONFIGS = {
     "official": {"width": 64, "heads": 8, "layers": 5, "self_layers": 0, "projection_kernel": 1},
     "default": {},
 }
+
+
+def config_overrides(name: str) -> dict:
+    """CONFIGS[name] restricted to the fields this checkout's DecAlignConfig has, so that the same
+    script measures an older revision (PYTHONPATH=OLD/src) for a before/after comparison."""
+    import dataclasses
+
+    from msalign.models.decalign import DecAlignConfig
+
+    known = {f.name for f in dataclasses.fields(DecAlignConfig)}
+    return {k: v for k, v in CONFIGS[name].items() if k in known}
 LOSS_FUNCTIONS = {
     "decoupling_loss": "dec",
     "fit_gmm": "gmm",
@@ -130,8 +141,8 @@ def worker(args: argparse.Namespace) -> dict:
 
     scenario = SCENARIOS[args.scenario]
     torch.manual_seed(0)
-    model = create_model("decalign", dims=scenario["dims"], output_dim=1, **CONFIGS[args.config])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    model = create_model("decalign", dims=scenario["dims"], output_dim=1, **config_overrides(args.config))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)  # as training/module.py
     batches = make_batches(torch, scenario, args.batch_size, 4, seed=1)
     steps = args.steps or scenario["steps"]
     repeats = args.repeats or scenario["repeats"]
@@ -291,7 +302,7 @@ def epoch_worker(args: argparse.Namespace) -> dict:
         labels = np.clip(rng.normal(0, 1.5, size), -3, 3).astype(np.float32)
         splits[name] = Split(name, features, lengths, labels, [f"{name}_{i}" for i in range(size)])
     dataset = MultimodalDataset("speed", splits, metric_set="mosi", source="random", feature_spec={"kind": "random"})
-    model_config = build_config("decalign", CONFIGS[args.config])
+    model_config = build_config("decalign", config_overrides(args.config))
     train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=6e-5, patience=args.epochs + 1,
                                threads=args.threads, accelerator="cpu")
     with tempfile.TemporaryDirectory() as out:
