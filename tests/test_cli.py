@@ -142,3 +142,27 @@ def test_set_takes_several_pairs_per_flag():
          "--out", "x"]
     )
     assert args.set == ["width=16", "heads=2", "lr=0.01"]
+
+
+def test_benchmark_runs_model_variants(tmp_path, capsys):
+    out = tmp_path / "bench"
+    args = ["benchmark", "--models", "text_only,text_only[layers=0,width=8]", "--dataset", TINY, "--seeds", "1111",
+            "--epochs", "1", "--set", "threads=1", "--out", str(out)]
+    assert main(args) == 0
+    table = json.loads((out / "table.json").read_text())
+    assert list(table["models"]) == ["text_only", "text_only[layers=0,width=8]"]
+    variant = json.loads((out / "text_only[layers=0,width=8]" / "results.json").read_text())
+    assert variant["model"] == "text_only" and variant["config"]["model"]["width"] == 8
+    assert json.loads((out / "text_only" / "results.json").read_text())["config"]["model"]["width"] != 8
+    assert "| text_only[layers=0,width=8] |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("models, message", [
+    ("decalign[hete=false", "unbalanced"),
+    ("decalign[hete]", "not key=value"),
+    ("text_only,text_only", "twice"),
+    ("decalign[hete=false]x", "trailing"),
+])
+def test_benchmark_rejects_bad_model_lists(tmp_path, capsys, models, message):
+    assert main(["benchmark", "--models", models, "--dataset", TINY, "--out", str(tmp_path / "b")]) == 2
+    assert message in capsys.readouterr().err

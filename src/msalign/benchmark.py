@@ -12,6 +12,41 @@ from msalign.data.types import MultimodalDataset
 from msalign.training import train
 
 
+def parse_entries(text: str) -> list[tuple[str, str, list[str]]]:
+    """``"text_only,decalign,decalign[hete=false,homo=false]"`` -> [(label, model, overrides)].
+
+    An entry is a registered model name, optionally followed by ``[key=value,...]``: config
+    overrides for that entry only (a model variant such as an ablation). The label, which names the
+    entry's run directory and table row, is the entry as written.
+    """
+    from msalign.errors import MsalignError
+
+    entries, depth, start = [], 0, 0
+    for i, char in enumerate(text + ","):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth < 0 or depth > 1:
+            raise MsalignError(f"--models {text!r}: unbalanced brackets")
+        if char == "," and depth == 0:
+            entry = text[start:i].strip()
+            start = i + 1
+            if not entry:
+                continue
+            name, bracket, rest = entry.partition("[")
+            if bracket and not rest.endswith("]"):
+                raise MsalignError(f"--models entry {entry!r}: overrides go in one trailing [key=value,...]")
+            overrides = [o.strip() for o in rest[:-1].split(",") if o.strip()] if bracket else []
+            bad = [o for o in overrides if "=" not in o]
+            if bad:
+                raise MsalignError(f"--models entry {entry!r}: {bad[0]!r} is not key=value")
+            entries.append((entry, name.strip(), overrides))
+    if depth:
+        raise MsalignError(f"--models {text!r}: unbalanced brackets")
+    labels = [label for label, _, _ in entries]
+    if len(set(labels)) != len(labels):
+        raise MsalignError(f"--models {text!r}: an entry is listed twice")
+    return entries
+
+
 def run_benchmark(
     models: list[str],
     dataset: MultimodalDataset,
@@ -21,13 +56,17 @@ def run_benchmark(
     progress: bool | None = None,
     log=print,
 ) -> str:
-    """Trains each model over ``seeds`` into ``out_dir/<model>`` (finished seeds are skipped) and
-    writes ``out_dir/table.md`` and ``table.json`` (test mean and population std per model)."""
+    """Trains each entry over ``seeds`` into ``out_dir/<label>`` (finished seeds are skipped) and
+    writes ``out_dir/table.md`` and ``table.json`` (test mean and population std per entry).
+
+    ``models``: labels (see :func:`parse_entries`); ``configs[label]`` = (model name, model
+    config, train config).
+    """
     out_dir = Path(out_dir)
     table: dict[str, dict[str, Any]] = {}
     for name in models:
-        model_config, train_config = configs[name]
-        results = train(name, dataset, model_config, train_config, seeds, out_dir / name, progress, log)
+        model_name, model_config, train_config = configs[name]
+        results = train(model_name, dataset, model_config, train_config, seeds, out_dir / name, progress, log)
         table[name] = {"mean": results["mean"], "std": results["std"], "seeds": seeds}
     keys = metrics.headline_keys(dataset.metric_set)
     text = (

@@ -46,12 +46,12 @@ def _load_dataset(args: argparse.Namespace, defaults: dict | None = None):
     return load_dataset(args.dataset, **options)
 
 
-def _resolve(model: str, dataset, args: argparse.Namespace):
+def _resolve(model: str, dataset, args: argparse.Namespace, extra: list[str] = ()):
     from msalign.config import resolve_config
     from msalign.models import build_config
 
     model_config, train_config = resolve_config(
-        model, build_config(model), (dataset.name, dataset.metric_set), args.config, args.set
+        model, build_config(model), (dataset.name, dataset.metric_set), args.config, [*args.set, *extra]
     )
     if args.epochs is not None:
         if args.epochs < 1:
@@ -109,18 +109,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from msalign.benchmark import run_benchmark
+    from msalign.benchmark import parse_entries, run_benchmark
 
     from msalign.models import get_model_class
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    for name in models:
+    entries = parse_entries(args.models)
+    for _, name, _ in entries:
         get_model_class(name)
     seeds = _seeds(args.seeds)
     dataset = _load_dataset(args)
     print(dataset.describe(), file=sys.stderr)
-    overrides = {m: _resolve(m, dataset, args) for m in models}
-    table = run_benchmark(models, dataset, overrides, seeds, args.out, progress=args.progress,
+    configs = {label: (name, *_resolve(name, dataset, args, extra=overrides)) for label, name, overrides in entries}
+    table = run_benchmark([label for label, _, _ in entries], dataset, configs, seeds, args.out, progress=args.progress,
                           log=lambda line: print(line, file=sys.stderr))
     print(table)
     return 0
@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     bench = sub.add_parser("benchmark", help="models x seeds on one dataset; a comparison table (resumable)")
-    bench.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    bench.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                       help="comma-separated models; NAME[key=value,...] adds a variant, e.g. decalign[hete=false]")
     _add_dataset_options(bench, required=False)
     run_options(bench)
     bench.add_argument("--seeds", default="1111,1112,1113")
