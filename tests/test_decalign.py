@@ -117,10 +117,10 @@ def test_default_config_is_the_papers():
     assert (c.width, c.heads, c.layers, c.alpha, c.beta, c.dec_weight, c.num_prototypes) == (64, 8, 5, 0.05, 0.05, 1.0, 7)
     assert all(getattr(c, s) for s in SWITCHES)
     # the official code's architecture where the paper does not say otherwise
-    assert (c.cross_context, c.self_layers, c.projection_norm) == ("concat", 0, False)
+    assert (c.cross_context, c.self_layers, c.projection_norm, c.sem_reduction) == ("concat", 0, False, "mean")
 
 
-@pytest.mark.parametrize("options", [{"projection_norm": True}, {"cross_context": "pairwise", "self_layers": 1}])
+@pytest.mark.parametrize("options", [{"projection_norm": True}, {"sem_reduction": "sum"}, {"cross_context": "pairwise", "self_layers": 1}])
 def test_architecture_options_train(data, options):
     assert set(assert_finite_step(model_for(data, **options), batch(data))) == {"dec", "hete", "homo"}
 
