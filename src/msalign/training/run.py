@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -105,11 +108,13 @@ def train_seed(
         module.load_state_dict(state)
     best_epoch = _best_epoch(module.history, monitor, module.monitor_mode)
     device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
-    scores = {}
+    scores, predictions = {}, {}
     for split in ("valid", "test"):
         loader = data.val_dataloader() if split == "valid" else data.test_dataloader()
         preds, labels = predict_split(model, loader, device)
         scores[split] = metrics.compute(preds, labels, dataset.metric_set)
+        predictions[split] = (dataset.split(split).ids, preds, labels)
+    save_predictions(seed_dir / "predictions.npz", predictions)
     checkpoint = seed_dir / "model.safetensors"
     save_checkpoint(
         checkpoint,
@@ -129,6 +134,29 @@ def train_seed(
     atomic_write_text(seed_dir / "history.json", json.dumps(module.history, indent=1))
     return SeedResult(seed, best_epoch, scores["valid"], scores["test"], trainer.current_epoch, seconds,
                       str(checkpoint.relative_to(out_dir)), module.history)
+
+
+def save_predictions(path: str | Path, predictions: dict[str, tuple[list[str] | None, np.ndarray, np.ndarray]]) -> None:
+    """Writes ``{split}_ids`` (str, when the split has ids), ``{split}_predictions`` and ``{split}_labels``
+    per split to an .npz, atomically (temporary file in the same folder, then rename). Rows are in
+    the split's order; no pickled objects, so ``np.load(path)`` reads it with pickles disallowed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {}
+    for split, (ids, preds, labels) in predictions.items():
+        preds, labels = np.asarray(preds), np.asarray(labels)
+        if ids is not None and len(ids) == len(labels):
+            arrays[f"{split}_ids"] = np.asarray([str(i) for i in ids], dtype=str)
+        arrays[f"{split}_predictions"] = preds
+        arrays[f"{split}_labels"] = labels
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+    os.close(handle)
+    try:
+        np.savez(temporary, **arrays)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _read_json(path: Path) -> dict | None:
@@ -193,4 +221,4 @@ def train(
     return results
 
 
-__all__ = ["SeedResult", "train", "train_seed"]
+__all__ = ["SeedResult", "save_predictions", "train", "train_seed"]
