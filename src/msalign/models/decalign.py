@@ -245,6 +245,30 @@ class DecAlign(MSAModel):
         representations.update({f"fused_{m}": v for m, v in heterogeneous.items()})
         return ModelOutput(prediction, aux, representations, diagnostics)
 
+    def representations(self, batch: dict) -> dict[str, dict[str, Tensor]]:
+        """Utterance-level features per modality before and after alignment, for modality-gap plots.
+
+        ``batch``: ``{"features": {m: (B, L, D)}, "masks": {m: (B, L)}, ...}`` (a collated batch).
+        Returns ``{"before": {m: (B, d)}, "after": {m: (B, d)}}``: "before" is the masked time-mean of
+        the temporal projection (3.1, after ``project_norm``), each modality still in its own learned
+        space; "after" the masked time-mean of the ONE modality-common encoder's output (3.3's
+        features, which the homogeneity losses pull together). Without decoupling there is no common
+        encoder and "after" equals "before". Dropout follows the module's mode: call ``eval()``
+        first (and wrap in ``torch.no_grad()``) for analysis.
+        """
+        features, masks = batch["features"], batch["masks"]
+        missing = [m for m in self.modalities if m not in features or m not in masks]
+        if missing:
+            from msalign.errors import MsalignError
+
+            raise MsalignError(f"decalign.representations: batch lacks modality {missing} (model uses {list(self.modalities)})")
+        before, after = {}, {}
+        for m in self.modalities:
+            projected = self.project_norm[m](self.project[m](features[m], masks[m]))
+            before[m] = masked_mean(projected, masks[m])
+            after[m] = masked_mean(self.common(projected), masks[m]) if self.config.decoupling else before[m]
+        return {"before": before, "after": after}
+
     def _layout(self, mask: Tensor) -> Packed | None:
         if mask.shape[1] > 1 and int(mask.sum()) <= self.pack_below * mask.numel():
             return Packed.from_mask(mask)
