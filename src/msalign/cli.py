@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds", default="1111,1112,1113")
     bench.add_argument("--out", default="runs/benchmark")
     bench.set_defaults(func=cmd_benchmark)
+
+    from msalign import sweep
+
+    sweep.add_parser(sub)
     return parser
 
 

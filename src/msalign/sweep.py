@@ -1,0 +1,271 @@
+"""Grid sweeps: train a model at every combination of a few model-config values, select on validation.
+
+``msalign sweep --model decalign --dataset SPEC --grid alpha=0.01,0.05,0.1 beta=0.01,0.05,0.1 --out DIR``
+trains each grid point over the seeds into ``DIR/<key=value_key=value>/`` with
+:func:`msalign.training.train` (so a re-run skips every seed that already finished) and writes
+``DIR/sweep.json`` and ``DIR/sweep.md``: per point, the validation and test metrics averaged over
+seeds. The best point is chosen on the VALIDATION split only (the dataset's selection metric: MAE,
+lowest, for regression; WAF1, highest, for IEMOCAP); test metrics are reported, never used to choose.
+Grid values override the same keys from config files and ``--set``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from msalign.errors import MsalignError
+
+SWEEP_FILE = "sweep.json"
+SWEEP_TABLE = "sweep.md"
+
+
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """``["alpha=0.01,0.05", "beta=0.1"]`` -> ``{"alpha": [0.01, 0.05], "beta": [0.1]}`` (values YAML-parsed)."""
+    from msalign.config import parse_overrides
+
+    if not items:
+        raise MsalignError("--grid: no key given; expected e.g. --grid alpha=0.01,0.05 beta=0.01,0.05")
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise MsalignError(f"--grid {item!r}: expected key=value1,value2,...")
+        if key in grid:
+            raise MsalignError(f"--grid {key}: key given twice")
+        texts = [v.strip() for v in raw.split(",")]
+        if not raw.strip() or any(not v for v in texts):
+            raise MsalignError(f"--grid {item!r}: empty value; expected key=value1,value2,...")
+        values = [value for _, value in parse_overrides([f"{key}={v}" for v in texts])]
+        if len(set(map(repr, values))) != len(values):
+            raise MsalignError(f"--grid {key}: a value is listed twice ({raw})")
+        grid[key] = values
+    return grid
+
+
+def check_grid(model_name: str, model_config: Any, grid: dict[str, list[Any]], check_points: bool = True) -> dict[str, list[Any]]:
+    """Grid keys must be fields of the model's config and every value must have the field's type;
+    with ``check_points``, every point must also pass the config's own checks on top of
+    ``model_config`` (e.g. width divisible by heads).
+
+    Returns the grid with values converted to the fields' types; raises a one-line MsalignError
+    otherwise. Runs before any data is loaded or any model trained.
+    """
+    from msalign.config import coerce
+
+    fields = {f.name for f in dataclasses.fields(model_config)}
+    hints = _field_types(type(model_config))
+    checked: dict[str, list[Any]] = {}
+    for key, values in grid.items():
+        name = key.removeprefix("model.")
+        if name not in fields:
+            raise MsalignError(f"--grid {key}: not a config key of model {model_name}; known: {', '.join(sorted(fields))}")
+        try:
+            checked[name] = [coerce(value, hints[name], f"model.{name}") for value in values]
+        except MsalignError as error:
+            raise MsalignError(f"--grid: {error}") from None
+    if len(checked) != len(grid):
+        raise MsalignError("--grid: the same key is given twice (with and without 'model.')")
+    for point in grid_points(checked) if check_points else []:
+        try:
+            dataclasses.replace(model_config, **point)
+        except MsalignError as error:
+            raise MsalignError(f"--grid point {point_label(point)}: {error}") from None
+    return checked
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination, the first key varying slowest."""
+    keys = list(grid)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return format(value, "g")
+    return str(value)
+
+
+def point_label(params: dict[str, Any]) -> str:
+    """``{"alpha": 0.01, "beta": 0.1}`` -> ``"alpha=0.01_beta=0.1"`` (the point's run directory)."""
+    return "_".join(f"{k}={_format_value(v)}" for k, v in params.items())
+
+
+def run_sweep(
+    model_name: str,
+    dataset,
+    model_config: Any,
+    train_config: Any,
+    grid: dict[str, list[Any]],
+    seeds: list[int],
+    out_dir: str | Path,
+    progress: bool | None = None,
+    log=print,
+) -> dict[str, Any]:
+    """Trains every grid point over ``seeds`` (finished seeds are skipped), writes sweep.json and
+    sweep.md after each point, and returns the sweep summary (see the module docstring)."""
+    from msalign import metrics
+    from msalign.checkpoint import atomic_write_text
+    from msalign.config import config_to_dict
+    from msalign.training import train
+
+    grid = check_grid(model_name, model_config, grid)
+    out_dir = Path(out_dir)
+    dataset_name = dataset.source or dataset.name
+    previous = _read_sweep(out_dir)
+    if previous is not None and (previous.get("model"), previous.get("dataset")) != (model_name, dataset_name):
+        raise MsalignError(f"{out_dir / SWEEP_FILE}: a sweep of model {previous.get('model')} on "
+                           f"{previous.get('dataset')}, not {model_name} on {dataset_name}; use another --out")
+    metric, mode = metrics.selection_metric(dataset.metric_set)
+    points = grid_points(grid)
+    base = config_to_dict(model_config)
+    summary: dict[str, Any] = {
+        "model": model_name,
+        "dataset": dataset_name,
+        "metric_set": dataset.metric_set,
+        "grid": grid,
+        "seeds": list(seeds),
+        "config": {"model": {k: v for k, v in base.items() if k not in grid}, "train": config_to_dict(train_config)},
+        "selection": {"split": "valid", "metric": metric, "mode": mode,
+                      "rule": f"{'lowest' if mode == 'min' else 'highest'} validation {metric}, mean over seeds; "
+                              "test metrics are reported, never used to choose"},
+        "points": [],
+        "best": None,
+        "complete": False,
+    }
+    for number, params in enumerate(points, 1):
+        label = point_label(params)
+        config = dataclasses.replace(model_config, **params)
+        log(f"[sweep {number}/{len(points)}] {label}")
+        results = train(model_name, dataset, config, train_config, seeds, out_dir / label, progress,
+                        log=lambda line, label=label: log(f"[{label}] {line}"))
+        valid_mean, valid_std = metrics.summarize([r["valid"] for r in results["per_seed"]])
+        summary["points"].append({"label": label, "params": params, "dir": label,
+                                  "valid": valid_mean, "valid_std": valid_std,
+                                  "test": results["mean"], "test_std": results["std"]})
+        summary["best"] = select_best(summary["points"], metric, mode)
+        summary["complete"] = number == len(points)
+        atomic_write_text(out_dir / SWEEP_FILE, json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(out_dir / SWEEP_TABLE, format_sweep(summary) + "\n")
+    return summary
+
+
+def select_best(points: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any]:
+    """The point with the best VALIDATION ``metric`` (mean over seeds); ties go to the earlier point."""
+    if not points:
+        raise MsalignError("sweep: no grid point has finished")
+    sign = 1.0 if mode == "min" else -1.0
+    best = min(points, key=lambda p: sign * p["valid"][metric])
+    return {"label": best["label"], "params": best["params"], "valid": best["valid"], "test": best["test"]}
+
+
+def _read_sweep(out_dir: Path) -> dict | None:
+    path = out_dir / SWEEP_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise MsalignError(f"{path}: not a readable sweep file; remove it or use another --out") from None
+
+
+def format_sweep(summary: dict[str, Any]) -> str:
+    """sweep.md: one row per grid point (validation then test metrics), the chosen point marked."""
+    from msalign import metrics
+
+    keys = list(summary["grid"])
+    metric, mode = summary["selection"]["metric"], summary["selection"]["mode"]
+    headline = metrics.headline_keys(summary["metric_set"])
+    valid_cols = [metric] + [k for k in headline if k != metric and k in ("Non0_acc_2", "Mult_acc_2", "WAcc")]
+    best = summary["best"]["label"] if summary["best"] else None
+
+    def fmt(key: str, value: float | None) -> str:
+        if value is None:
+            return "–"
+        return f"{value:.3f}" if key in ("MAE", "Corr") else f"{100 * value:.2f}"
+
+    seeds = ", ".join(map(str, summary["seeds"]))
+    grid_text = "; ".join(f"{k} in {{" + ", ".join(_format_value(v) for v in summary["grid"][k]) + "}" for k in keys)
+    lines = [
+        f"# Sweep: {summary['model']} on {summary['dataset']}",
+        "",
+        f"Grid: {grid_text}; seeds {seeds}; metrics are means over seeds (accuracies and F1 in %, MAE and Corr raw).",
+        "",
+        f"Selection: {summary['selection']['rule']}.",
+        "",
+        "| " + " | ".join(keys + [f"valid {k}" for k in valid_cols] + [f"test {k}" for k in headline]) + " | chosen |",
+        "|" + "---|" * (len(keys) + len(valid_cols) + len(headline) + 1),
+    ]
+    for point in summary["points"]:
+        cells = [_format_value(point["params"][k]) for k in keys]
+        cells += [fmt(k, point["valid"].get(k)) for k in valid_cols]
+        cells += [fmt(k, point["test"].get(k)) for k in headline]
+        cells.append("← best on valid" if point["label"] == best else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    if summary["best"]:
+        b = summary["best"]
+        params = ", ".join(f"{k}={_format_value(v)}" for k, v in b["params"].items())
+        lines += ["", f"Chosen on validation {metric} ({'lowest' if mode == 'min' else 'highest'}): **{params}** — "
+                      f"valid {metric} {fmt(metric, b['valid'][metric])}, test {metric} {fmt(metric, b['test'].get(metric))}."]
+    if not summary.get("complete", True):
+        lines += ["", f"Incomplete: {len(summary['points'])} of {len(grid_points(summary['grid']))} points finished so far."]
+    return "\n".join(lines)
+
+
+# --- command line -----------------------------------------------------------------------------
+def add_parser(sub) -> argparse.ArgumentParser:
+    """Adds ``msalign sweep`` to the CLI's subparsers."""
+    from msalign.cli import _add_dataset_options
+
+    parser = sub.add_parser("sweep", help="train a model over a grid of config values; selects on validation (resumable)")
+    parser.add_argument("--model", required=True)
+    _add_dataset_options(parser)
+    parser.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2,...",
+                        help="model config keys and their values, e.g. --grid alpha=0.01,0.05,0.1 beta=0.01,0.05,0.1")
+    parser.add_argument("--config", default=None, help="YAML file with 'model' and 'train' sections")
+    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config fields for every point (the grid keys win)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars (default: when stderr is a terminal)")
+    parser.add_argument("--seeds", default="1111")
+    parser.add_argument("--out", required=True)
+    parser.set_defaults(func=cmd_sweep)
+    return parser
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from msalign.cli import _load_dataset, _resolve, _seeds
+    from msalign.models import build_config, get_model_class
+
+    get_model_class(args.model)
+    seeds = _seeds(args.seeds)
+    # keys and types before any data is loaded; whole points against the resolved config in run_sweep
+    grid = check_grid(args.model, build_config(args.model), parse_grid(args.grid), check_points=False)
+    dataset = _load_dataset(args)
+    print(dataset.describe(), file=sys.stderr)
+    model_config, train_config = _resolve(args.model, dataset, args)
+    summary = run_sweep(args.model, dataset, model_config, train_config, grid, seeds, args.out,
+                        progress=args.progress, log=lambda line: print(line, file=sys.stderr))
+    print(format_sweep(summary))
+    print(f"sweep: {Path(args.out) / SWEEP_FILE}", file=sys.stderr)
+    return 0
+
+
+__all__ = ["add_parser", "check_grid", "format_sweep", "grid_points", "parse_grid", "point_label", "run_sweep",
+           "select_best"]
