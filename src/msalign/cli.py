@@ -170,9 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="runs/benchmark")
     bench.set_defaults(func=cmd_benchmark)
 
-    from msalign import sweep
+    from msalign import report, sweep
 
     sweep.add_parser(sub)
+    report.add_parser(sub)
     return parser
 
 
