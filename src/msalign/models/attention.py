@@ -173,6 +173,32 @@ class CrossModalBlock(nn.Module):
         return query + self.dropout(self.feed_forward(self.norm_ff(query)))
 
 
+class PostNormBlock(nn.Module):
+    """The post-LN transformer layer of DashFusion's eq. 1 (and eq. 7 / 9 for cross-attention):
+    ``z = LN(x + Attn(x, context))``, ``out = LN(z + FFN(z))`` with a ReLU feed-forward.
+
+    ``context=None`` is self-attention over ``x`` (keys masked by ``mask``); otherwise ``x``
+    attends to ``context`` (keys masked by ``context_mask``). Padded query rows are computed
+    but meaningless; callers mask them.
+    """
+
+    def __init__(self, width: int, heads: int, ff_width: int, dropout: float = 0.1):
+        super().__init__()
+        self.attention = Attention(width, heads)
+        self.norm_attention = nn.LayerNorm(width)
+        self.feed_forward = nn.Sequential(nn.Linear(width, ff_width), nn.ReLU(), Dropout(dropout),
+                                          nn.Linear(ff_width, width))
+        self.norm_ff = nn.LayerNorm(width)
+        self.dropout = Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, context: Tensor | None = None,
+                context_mask: Tensor | None = None) -> Tensor:
+        if context is None:
+            context, context_mask = x, mask
+        z = self.norm_attention(x + self.dropout(self.attention(x, context, context_mask)))
+        return self.norm_ff(z + self.dropout(self.feed_forward(z)))
+
+
 class CrossModalEncoder(nn.Module):
     """A stack of CrossModalBlocks from a target sequence to a source sequence (MulT's CM(source -> target)).
 

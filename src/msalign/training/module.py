@@ -10,6 +10,7 @@ from torch import Tensor
 from msalign import metrics
 from msalign.config import TrainConfig
 from msalign.models.base import ModelOutput, MSAModel, task_loss
+from msalign.training.mining import HardNegativeSampler
 
 
 class MSAModule(L.LightningModule):
@@ -23,12 +24,30 @@ class MSAModule(L.LightningModule):
         self._train_sums: dict[str, list[float]] = {}  # name -> [weighted sum, count] this epoch
         self.last_metrics: dict[str, dict[str, float]] = {}
         self.history: list[dict[str, float]] = []  # one row per epoch: train losses + valid metrics
+        self.sampler: HardNegativeSampler | None = None  # for models that mine contrastive samples
 
     def forward(self, batch: dict) -> ModelOutput:
         return self.model(batch["features"], batch["masks"])
 
+    def on_fit_start(self) -> None:
+        spec = getattr(self.model, "mining", None)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if spec is not None and datamodule is not None:
+            dataset = datamodule.dataset
+            # torch's seed is the run's seed here (seed_everything), so the draws are reproducible
+            self.sampler = HardNegativeSampler(spec, dataset.split("train"), self.model.modalities, dataset.task,
+                                               torch.initial_seed())
+
+    def on_train_epoch_start(self) -> None:
+        if self.sampler is not None and self.sampler.due(self.current_epoch):
+            self.sampler.refresh(self.model, self.device)
+
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        output = self(batch)
+        if self.sampler is not None:
+            contrast = self.sampler.draw(batch["index"], self.device)
+            output = self.model(batch["features"], batch["masks"], contrast=contrast)
+        else:
+            output = self(batch)
         loss = task_loss(output.prediction, batch["labels"], self.model.output_dim)
         values = {"train/task": loss.detach()}
         for name, value in output.aux_losses.items():
