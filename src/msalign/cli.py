@@ -174,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep.add_parser(sub)
     report.add_parser(sub)
+
+    from msalign import predict
+    from msalign.extract import pipeline as extract_pipeline
+
+    extract_pipeline.add_parser(sub)
+    predict.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,261 @@
+"""``msalign predict``: sentiment of raw media files with a trained checkpoint.
+
+The features are made exactly as for training: the checkpoint must have been trained on a
+feature directory written by ``msalign extract``; the extraction settings are read from that
+directory's ``extract.json`` (found through the run folder's ``results.json``, or given with
+``--extract-spec``). A checkpoint trained on other features (an MMSA pickle, utterance-level
+functionals, another text encoder or face model) is refused with a message naming the difference.
+
+A missing modality (no face, no audio track, no speech) is never hidden: it is left out of
+``modalities_used``, named with its reason under ``missing``, and the model is given the
+feature-directory placeholder for it (one all-zero frame, what a training clip with the same gap
+holds). ``--missing error`` refuses such inputs instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msalign.errors import MsalignError
+
+# |score| below this is "neutral": MOSI/MOSEI scores round to 0 there; SIMS uses MMSA's 3-class cut.
+NEUTRAL_BAND = {"mosi": 0.5, "mosei": 0.5, "sims": 0.1}
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise MsalignError(f"{path}: cannot read {what} ({error})") from None
+    if not isinstance(data, dict):
+        raise MsalignError(f"{path}: {what} is not a JSON object")
+    return data
+
+
+def find_extraction_record(checkpoint: Path, info: dict[str, Any], given: str | Path | None) -> tuple[dict | None, str]:
+    """(extract.json contents, where it came from) for the checkpoint's training features, or (None, why not)."""
+    if given is not None:
+        path = Path(given)
+        if path.is_dir():
+            path = path / "extract.json"
+        return _read_json(path, "extraction record"), str(path)
+    recorded = info.get("feature_spec", {}).get("extraction")
+    if isinstance(recorded, dict):
+        return recorded, f"checkpoint {checkpoint}"
+    for results in (checkpoint.parent / "results.json", checkpoint.parent.parent / "results.json"):
+        if results.is_file():
+            dataset = _read_json(results, "results").get("dataset")
+            if dataset and (Path(dataset) / "extract.json").is_file():
+                return _read_json(Path(dataset) / "extract.json", "extraction record"), str(Path(dataset) / "extract.json")
+    return None, "no extract.json found for its training features"
+
+
+def _differences(trained: Any, local: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(trained, dict) and isinstance(local, dict):
+        out = []
+        for key in sorted(set(trained) | set(local)):
+            out += _differences(trained.get(key), local.get(key), f"{prefix}{key}.")
+        return out
+    return [] if trained == local else [(prefix.rstrip("."), trained, local)]
+
+
+def resolve_options(checkpoint: Path, info: dict[str, Any], given: str | Path | None, threads: int | None,
+                    warn=lambda line: print(line, file=sys.stderr)):
+    """The ExtractOptions that reproduce the checkpoint's training features; refuses what cannot be reproduced."""
+    from msalign.extract.pipeline import ExtractOptions
+
+    spec = info.get("feature_spec", {})
+    if spec.get("format") != "feature_dir":
+        raise MsalignError(
+            f"checkpoint {checkpoint}: trained on {spec.get('format') or 'unknown'} features "
+            f"(dataset {info.get('dataset')!r}), not on a feature directory made by msalign extract, "
+            "so predict cannot make matching features from media"
+        )
+    record, where = find_extraction_record(checkpoint, info, given)
+    text_options = spec.get("options", {})
+    if record is None:
+        options = ExtractOptions(text_encoder=text_options.get("text_encoder", "minilm"),
+                                 max_text_len=int(text_options.get("max_text_len", 50)), threads=threads)
+        warn(f"msalign: warning: checkpoint {checkpoint}: {where}; assuming msalign extract's default settings "
+             "(pass --extract-spec TRAINING_DIR/extract.json to check them)")
+        return options
+    try:
+        options = ExtractOptions.from_json(record["options"], threads)
+    except (KeyError, TypeError) as error:
+        raise MsalignError(f"{where}: not an extraction record written by msalign extract ({error})") from None
+    for key, trained, local in _differences(record.get("spec", {}), options.spec()):
+        raise MsalignError(
+            f"checkpoint {checkpoint}: its features were extracted with {key}={trained!r}, "
+            f"this installation makes {key}={local!r} (record: {where})"
+        )
+    return options
+
+
+def expected_modalities(options, encoder) -> dict[str, dict[str, Any]]:
+    """How each modality appears in a feature directory written by msalign extract (loader's spec entries)."""
+    from msalign.extract.vision import DIM as VISION_DIM
+
+    return {
+        "text": {"source": "text_encoder", "kind": "sequence", "encoder": encoder.identity, "dim": encoder.dim},
+        "audio": {"source": "audio.npz", "kind": "sequence", "dim": options.audio.dim},
+        "vision": {"source": "vision.npz", "kind": "sequence", "dim": VISION_DIM},
+    }
+
+
+def check_modalities(checkpoint: Path, info: dict[str, Any], expected: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Refuse a checkpoint whose modalities were made differently; returns the matching feature spec."""
+    from msalign.checkpoint import check_feature_spec
+
+    spec = info.get("feature_spec", {})
+    trained_modalities = spec.get("modalities", {})
+    rebuilt = dict(spec)
+    rebuilt["modalities"] = {}
+    for modality in info["dims"]:
+        trained = trained_modalities.get(modality, {})
+        for key, value in expected[modality].items():
+            if trained.get(key) != value:
+                raise MsalignError(
+                    f"checkpoint {checkpoint}: trained on {modality} features with {key}={trained.get(key)!r}, "
+                    f"msalign extract makes {key}={value!r}"
+                )
+        # Sequence length is not a property of how features are made: any clip length is scored.
+        rebuilt["modalities"][modality] = {**expected[modality], "max_len": trained.get("max_len")}
+    check_feature_spec(info, rebuilt, {m: expected[m]["dim"] for m in info["dims"]}, checkpoint)
+    return rebuilt
+
+
+def _standardize(x: np.ndarray, stats: Any, modality: str) -> np.ndarray:
+    if isinstance(stats, dict) and modality in stats:
+        mean = np.asarray(stats[modality]["mean"], dtype=np.float32)
+        std = np.asarray(stats[modality]["std"], dtype=np.float32)
+        return (x - mean) / std
+    return x
+
+
+def sentiment_label(score: float, metric_set: str, band: float | None) -> str:
+    band = NEUTRAL_BAND.get(metric_set, 0.5) if band is None else band
+    return "neutral" if abs(score) < band else "positive" if score > 0 else "negative"
+
+
+def predict_clips(model, info: dict[str, Any], clips: list, encoder, band: float | None = None) -> list[dict[str, Any]]:
+    """One result dict per extracted clip (score, label, modalities_used, missing, transcript)."""
+    import torch
+
+    stats = info.get("feature_spec", {}).get("options", {}).get("standardize", False)
+    texts, text_lengths = encoder.encode([clip.transcript.text for clip in clips])
+    results = []
+    for i, clip in enumerate(clips):
+        sequences = {"text": texts[i, : text_lengths[i]], "audio": clip.audio, "vision": clip.vision}
+        features, masks = {}, {}
+        for modality in model.modalities:
+            x = sequences[modality]
+            if x is None or len(x) == 0:  # the feature-directory placeholder for a missing modality
+                x = np.zeros((1, info["dims"][modality]), dtype=np.float32)
+            x = _standardize(np.asarray(x, dtype=np.float32), stats, modality)
+            features[modality] = torch.from_numpy(np.ascontiguousarray(x))[None]
+            masks[modality] = torch.ones(1, len(x), dtype=torch.bool)
+        with torch.inference_mode():
+            prediction = model(features, masks).prediction.float().reshape(-1).numpy()
+        missing = {m: why for m, why in clip.missing.items() if m in model.modalities}
+        result: dict[str, Any] = {}
+        if info.get("task", "regression") == "regression":
+            score = float(prediction[0])
+            result.update(score=round(score, 4), label=sentiment_label(score, info.get("metric_set", "mosi"), band))
+        else:
+            probabilities = torch.softmax(torch.from_numpy(prediction), dim=0).numpy()
+            best = int(probabilities.argmax())
+            classes = info.get("feature_spec", {}).get("classes")
+            result.update(score=round(float(probabilities[best]), 4), label=classes[best] if classes else str(best))
+        result.update(
+            modalities_used=[m for m in model.modalities if m not in missing],
+            missing=missing,
+            transcript=clip.transcript.text,
+        )
+        results.append(result)
+    return results
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    header = f"{'input':28s} {'score':>7s}  {'label':9s} {'modalities used':22s} transcript"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        name = Path(row["input"]).name[:28]
+        if "error" in row:
+            lines.append(f"{name:28s} {'-':>7s}  {'error':9s} {row['error']}")
+            continue
+        text = row["transcript"] if len(row["transcript"]) <= 60 else row["transcript"][:57] + "..."
+        used = ",".join(row["modalities_used"]) or "none"
+        lines.append(f"{name:28s} {row['score']:7.3f}  {row['label']:9s} {used:22s} {text}")
+        for modality, why in row["missing"].items():
+            lines.append(f"{'':28s} {'':7s}  {'':9s} missing {modality}: {why}")
+    return "\n".join(lines)
+
+
+def predict(checkpoint: str | Path, inputs: list[str], *, extract_spec: str | Path | None = None,
+            missing: str = "mask", workers: int = 1, cache_dir: str | Path | None = None,
+            neutral_band: float | None = None, progress: bool | None = None,
+            warn=lambda line: print(line, file=sys.stderr)) -> list[dict[str, Any]]:
+    """One result per input, in input order; an input that fails has ``error`` instead of a score."""
+    from msalign.checkpoint import load_checkpoint
+    from msalign.data.text_encoder import TextEncoder
+    from msalign.extract.pipeline import collect_jobs, run_jobs
+
+    checkpoint = Path(checkpoint)
+    model, info = load_checkpoint(checkpoint)
+    options = resolve_options(checkpoint, info, extract_spec, None, warn)
+    loaded = info["feature_spec"].get("options", {})  # the loader's text options decide the text features
+    encoder = TextEncoder(loaded.get("text_encoder", options.text_encoder),
+                          int(loaded.get("max_text_len", options.max_text_len)), cache_dir=cache_dir)
+    check_modalities(checkpoint, info, expected_modalities(options, encoder))
+    jobs, _ = collect_jobs(inputs)
+    outcomes = run_jobs(jobs, options, workers=workers, missing=missing, cache_dir=None, progress=progress)
+    done = [o for o in outcomes if o.clip is not None]
+    scored = iter(predict_clips(model, info, [o.clip for o in done], encoder, neutral_band) if done else [])
+    rows = []
+    for outcome in outcomes:
+        name = str(outcome.job.media or outcome.job.id)
+        if outcome.clip is None:
+            rows.append({"input": name, "error": outcome.error})
+        else:
+            rows.append({"input": name, **next(scored)})
+    return rows
+
+
+def cmd_predict(args: Any) -> int:
+    rows = predict(args.checkpoint, args.inputs, extract_spec=args.extract_spec, missing=args.missing,
+                   workers=args.workers, cache_dir=args.cache_dir, neutral_band=args.neutral_band, progress=args.progress)
+    for row in rows:
+        print(json.dumps(row, ensure_ascii=False), flush=True)
+    print(format_table(rows), file=sys.stderr)
+    for row in rows:
+        for modality, why in row.get("missing", {}).items():
+            print(f"msalign: note: {row['input']}: {modality} missing ({why}); the model was given the "
+                  "feature-directory placeholder (one all-zero frame, as for such clips in training)", file=sys.stderr)
+    failed = [row for row in rows if "error" in row]
+    if len(failed) == len(rows):
+        raise MsalignError(f"no input could be scored: {failed[0]['error']}")
+    return 1 if failed else 0
+
+
+def add_parser(sub: Any) -> None:
+    """The ``msalign predict`` subcommand."""
+    import argparse
+
+    parser = sub.add_parser("predict", help="sentiment of raw video / audio files with a trained checkpoint")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="video or audio files (a .txt/.srt beside one is its transcript)")
+    parser.add_argument("--checkpoint", required=True, help="model.safetensors trained on an msalign extract folder")
+    parser.add_argument("--extract-spec", default=None,
+                        help="the training folder's extract.json (default: found through the run's results.json)")
+    parser.add_argument("--missing", choices=["mask", "error"], default="mask",
+                        help="no face / no audio / no speech: mask (score without it, reported) or error")
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes over inputs")
+    parser.add_argument("--neutral-band", type=float, default=None,
+                        help="|score| below this is neutral (default 0.5 on MOSI's scale, 0.1 on SIMS')")
+    parser.add_argument("--cache-dir", default=None, help="text-feature cache (default $MSALIGN_CACHE or ~/.cache/msalign)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    parser.set_defaults(func=cmd_predict)
