@@ -234,8 +234,10 @@ def cmd_predict(args: Any) -> int:
     print(format_table(rows), file=sys.stderr)
     for row in rows:
         for modality, why in row.get("missing", {}).items():
-            print(f"msalign: note: {row['input']}: {modality} missing ({why}); the model was given the "
-                  "feature-directory placeholder (one all-zero frame, as for such clips in training)", file=sys.stderr)
+            given = ("the text encoder's features of an empty transcript" if modality == "text"
+                     else "the feature-directory placeholder, one all-zero frame")
+            print(f"msalign: note: {row['input']}: {modality} missing ({why}); the model was given {given}, "
+                  "as for such clips in training", file=sys.stderr)
     failed = [row for row in rows if "error" in row]
     if len(failed) == len(rows):
         raise MsalignError(f"no input could be scored: {failed[0]['error']}")

@@ -447,8 +447,8 @@ def _pad(rows: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray, np.n
     return features, lengths, present
 
 
-def write_feature_dir(out: str | Path, outcomes: list[Outcome], options: ExtractOptions, dataset_mode: bool,
-                      cache_dir: str | Path | None = None, summary: dict[str, Any] | None = None) -> dict[str, float]:
+def write_feature_dir(out: str | Path, outcomes: list[Outcome], options: ExtractOptions,
+                      cache_dir: str | Path | None = None) -> dict[str, float]:
     """Write the successful clips as a feature directory; returns seconds per writing stage."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -499,15 +499,21 @@ def write_feature_dir(out: str | Path, outcomes: list[Outcome], options: Extract
         for o in done
     }
     (out / "transcripts.json").write_text(json.dumps(transcripts, indent=1) + "\n")
+    return seconds
+
+
+def write_record(out: Path, options: ExtractOptions, dataset_mode: bool, summary: dict[str, Any]) -> None:
+    """``extract.json``: the spec (what predict checks), the options that reproduce it, and the summary."""
     record = {
         "spec": options.spec(),
         "options": options.to_json(),
         "feature_names": {"audio": options.audio.feature_names(), "vision": vision_feature_names()},
         "dataset_mode": dataset_mode,
-        **(summary or {}),
+        **summary,
     }
-    (out / "extract.json").write_text(json.dumps(record, indent=1) + "\n")
-    return seconds
+    temporary = out / ".extract.json.tmp"
+    temporary.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(temporary, out / "extract.json")
 
 
 def extract(inputs: Sequence[str | Path], out: str | Path, options: ExtractOptions = ExtractOptions(), *,
@@ -533,9 +539,11 @@ def extract(inputs: Sequence[str | Path], out: str | Path, options: ExtractOptio
         "missing": {o.job.id: o.clip.missing for o in outcomes if o.clip is not None and o.clip.missing},
     }
     if summary["extracted"]:
-        stage.update(write_feature_dir(out, outcomes, options, dataset_mode, text_cache_dir, summary))
+        stage.update(write_feature_dir(out, outcomes, options, text_cache_dir))
     summary["stage_seconds"] = {k: round(v, 3) for k, v in stage.items()}
     summary["seconds"] = round(time.perf_counter() - started, 3)
+    if summary["extracted"]:
+        write_record(out, options, dataset_mode, summary)
     return summary
 
 
