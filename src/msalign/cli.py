@@ -50,9 +50,9 @@ def _resolve(model: str, dataset, args: argparse.Namespace, extra: list[str] = (
     from msalign.config import resolve_config
     from msalign.models import build_config
 
-    model_config, train_config = resolve_config(
-        model, build_config(model), (dataset.name, dataset.metric_set), args.config, [*args.set, *extra]
-    )
+    # the dataset's config files (configs/MODEL/<name or metric set>.yaml); none without a dataset
+    keys = (dataset.name, dataset.metric_set) if dataset is not None else tuple(filter(None, [args.metric_set]))
+    model_config, train_config = resolve_config(model, build_config(model), keys, args.config, [*args.set, *extra])
     if args.epochs is not None:
         if args.epochs < 1:
             raise MsalignError(f"--epochs {args.epochs}: must be at least 1")
@@ -170,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="runs/benchmark")
     bench.set_defaults(func=cmd_benchmark)
 
-    from msalign import report, sweep
+    from msalign import profile, report, sweep
+
+    profile.add_parser(sub, _add_dataset_options, run_options)
 
     sweep.add_parser(sub)
     report.add_parser(sub)
