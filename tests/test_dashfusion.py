@@ -245,9 +245,15 @@ def test_cli_variants_train(tmp_path, variant):
         "concat_sa", "ca", "bf", False)
 
 
-def test_real_mosi_text_and_audio(tmp_path, mosi_dir, mosi_cache):
+MOSI_VARIANTS = ["fusion=hbf", "fusion=bf", "fusion=ca", "fusion=concat_sa", "fusion=concat", "temporal=false",
+                  "semantic=false", "scl=false", "bottleneck_source=learned"]
+
+
+@pytest.mark.parametrize("variant", MOSI_VARIANTS)
+def test_real_mosi_text_and_audio(tmp_path, mosi_dir, mosi_cache, variant):
+    """Every variant on real MOSI, which has text and utterance-level audio and no vision."""
     args = ["train", "--model", "dashfusion", "--dataset", str(mosi_dir), "--epochs", "1", "--out", str(tmp_path),
-            "--cache-dir", str(mosi_cache), "--set", "train.max_train_batches=8", "width=32", "heads=4"]
+            "--cache-dir", str(mosi_cache), "--set", "train.max_train_batches=4", "width=32", "heads=4", variant]
     assert main(args) == 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert np.isfinite(saved["mean"]["MAE"])
