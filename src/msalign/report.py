@@ -454,8 +454,8 @@ def plot_per_class(runs: list[TrainRun], folder: Path) -> FigureFile | None:
         figure.legend(loc="outside lower center", ncol=min(count, 3 if count > 4 else count), frameon=False)
         _save(figure, folder, "per_class_accuracy.png")
     return FigureFile("per_class_accuracy.png", "per_class",
-                      "Per-class test accuracy of each model / variant (recall of each true class; the bars of a class "
-                      "absent from the test split are empty).")
+                      "Per-class test accuracy of each model / variant (recall of each true class, seeds pooled; a model "
+                      "that never predicts a class correctly has no bar there).")
 
 
 def plot_gap(run: TrainRun, seed: int, representations: dict[str, dict[str, np.ndarray]], pair: tuple[str, str],
