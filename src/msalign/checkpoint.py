@@ -80,6 +80,10 @@ def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[
         raise MsalignError(f"checkpoint {path}: holds model {info['model']!r}, not {expect_model!r}")
     config = build_config(info["model"], info["model_config"])
     model = create_model(info["model"], dims=info["dims"], output_dim=info["output_dim"], config=config)
+    if info.get("text_tuning"):  # a fine-tuned text encoder travels inside the checkpoint
+        from msalign.models.text_tuning import rebuild_text_encoder
+
+        rebuild_text_encoder(model, info["text_tuning"])
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as error:

@@ -45,6 +45,9 @@ class TrainConfig:
     precision: str = "32-true"
     max_train_batches: float = 1.0  # fraction or count of training batches per epoch (quick runs)
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default (small models often run best on 1)
+    # fine-tune the dataset's text encoder end to end (models/text_tuning.py); slow on CPU, so off
+    finetune_text: bool = False
+    text_lr: float = 5e-5  # the text encoder's learning rate when fine-tuned (the papers' BERT rate)
 
 
 def _field_types(cls: type) -> dict[str, Any]:

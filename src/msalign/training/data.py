@@ -1,6 +1,7 @@
 """Batches from the in-memory dataset: Lightning DataModule and the collate function.
 
-A batch is ``{"features": {m: (B, L_m, D_m)}, "masks": {m: (B, L_m) bool}, "labels": (B,), "index": (B,)}``.
+A batch is ``{"features": {m: (B, L_m, D_m)}, "masks": {m: (B, L_m) bool}, "labels": (B,), "index": (B,),
+"texts": list of B transcripts or None}``.
 Each modality is trimmed to the longest real sequence in the batch, so padding costs nothing
 beyond the batch maximum; masks carry what is padding.
 """
@@ -40,7 +41,9 @@ def collate_rows(split: Split, modalities: tuple[str, ...], rows: np.ndarray) ->
         features[m] = torch.from_numpy(np.ascontiguousarray(split.features[m][rows, :longest]))
         masks[m] = torch.arange(longest)[None, :] < torch.from_numpy(lengths)[:, None]
     labels = torch.from_numpy(np.asarray(split.labels[rows]))
-    return {"features": features, "masks": masks, "labels": labels, "index": torch.from_numpy(rows)}
+    # transcripts ride along for a model that fine-tunes its text encoder (models/text_tuning.py)
+    texts = [split.raw_text[i] for i in rows.tolist()] if split.raw_text is not None else None
+    return {"features": features, "masks": masks, "labels": labels, "index": torch.from_numpy(rows), "texts": texts}
 
 
 class MSADataModule(L.LightningDataModule):

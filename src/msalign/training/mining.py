@@ -22,7 +22,13 @@ from msalign.losses.contrastive import (
     label_classes,
     mine_candidates,
 )
+from msalign.models.text_tuning import model_inputs
 from msalign.training.data import collate_rows
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {**batch, "features": {m: x.to(device) for m, x in batch["features"].items()},
+            "masks": {m: x.to(device) for m, x in batch["masks"].items()}}
 
 
 class HardNegativeSampler:
@@ -49,16 +55,15 @@ class HardNegativeSampler:
         chunks = []
         for start in range(0, len(self.split), self.batch_size):
             rows = np.arange(start, min(start + self.batch_size, len(self.split)))
-            batch = collate_rows(self.split, self.modalities, rows)
-            features = {m: x.to(device) for m, x in batch["features"].items()}
-            masks = {m: x.to(device) for m, x in batch["masks"].items()}
-            chunks.append(model.mining_embedding(features, masks).float().cpu())
+            batch = _to_device(collate_rows(self.split, self.modalities, rows), device)
+            chunks.append(model.mining_embedding(*model_inputs(model, batch)).float().cpu())
         model.train(was_training)
         self.pools = mine_candidates(torch.cat(chunks), self.classes, pool=self.spec.pool)
 
-    def draw(self, anchors: Tensor, device: torch.device) -> ContrastBatch:
+    def draw(self, anchors: Tensor, device: torch.device, model: torch.nn.Module | None = None) -> ContrastBatch:
         """Mined samples for the batch's training-split rows ``anchors`` (B,): positives first,
-        then hard, then easy negatives, K = spec.per_anchor per anchor."""
+        then hard, then easy negatives, K = spec.per_anchor per anchor. ``model`` re-encodes their
+        text when it fine-tunes its text encoder."""
         if self.pools is None:
             raise RuntimeError("HardNegativeSampler.draw before refresh")
         anchors = anchors.cpu()
@@ -72,13 +77,9 @@ class HardNegativeSampler:
         valid = torch.cat([ok for _, ok in drawn], dim=1)
         positive = torch.zeros_like(valid)
         positive[:, : self.spec.positives] = True
-        batch = collate_rows(self.split, self.modalities, rows.reshape(-1).numpy())
-        return ContrastBatch(
-            features={m: x.to(device) for m, x in batch["features"].items()},
-            masks={m: x.to(device) for m, x in batch["masks"].items()},
-            positive=positive.to(device),
-            valid=valid.to(device),
-        )
+        batch = _to_device(collate_rows(self.split, self.modalities, rows.reshape(-1).numpy()), device)
+        features, masks = model_inputs(model, batch) if model is not None else (batch["features"], batch["masks"])
+        return ContrastBatch(features, masks, positive.to(device), valid.to(device))
 
 
 __all__ = ["HardNegativeSampler"]

@@ -28,6 +28,7 @@ from msalign.checkpoint import atomic_write_text, save_checkpoint
 from msalign.config import TrainConfig, config_to_dict
 from msalign.data.types import MultimodalDataset
 from msalign.models import create_model, get_model_class
+from msalign.models.text_tuning import attach_text_encoder
 from msalign.training.data import MSADataModule
 from msalign.training.module import MSAModule, predict_split
 
@@ -74,6 +75,8 @@ def train_seed(
         torch.set_num_threads(train_config.threads)
     L.seed_everything(seed, workers=True, verbose=False)
     model = create_model(model_name, dims=dataset.dims, output_dim=dataset.output_dim, config=model_config)
+    if train_config.finetune_text:
+        attach_text_encoder(model, dataset.feature_spec, dataset.source or dataset.name)
     modalities = model.modalities
     module = MSAModule(model, train_config, dataset.metric_set)
     monitor = f"valid/{module.monitor_key}"
@@ -129,6 +132,7 @@ def train_seed(
             "modalities": list(modalities),
             "seed": seed,
             "metrics": scores,
+            **({"text_tuning": model.text_encoder.metadata()} if train_config.finetune_text else {}),
         },
     )
     atomic_write_text(seed_dir / "history.json", json.dumps(module.history, indent=1))
