@@ -14,6 +14,7 @@ Pipeline (equation numbers are the paper's):
   (H attends to the modalities), ``concat_sa`` (self-attention over all sequences), ``concat``.
 * Head: MLP with ReLU over the first tokens of the fused modalities and of the fused
   multimodal sequence (4 x 128 = 512 -> 256 -> 128 -> 1); loss eq. 12 = task + lambda * L_con.
+  ``summary="mean"`` reads masked means instead of first tokens (see the config).
 
 Readings where the paper is ambiguous (each the better-founded one, see the docstrings below):
 eq. 7-8's Multi-CA adds the residual B once (eq. 8 writes it inside Multi-CA and eq. 7 adds it
@@ -72,6 +73,10 @@ class DashFusionConfig:
     mining_pool: int = 10  # draw from the 10 best-ranked candidates of each kind
     mining_refresh: int = 2  # recompute similarities every other epoch (official code)
     head_hidden: tuple[int, ...] = (256, 128)
+    # what the head reads of each fused sequence: "first" token (the paper: BERT's [CLS], the
+    # audio / vision CLS token, the first bottleneck token) or the masked "mean" over time, the
+    # better summary for frozen sentence-transformer features trained with mean pooling (MiniLM)
+    summary: str = "first"
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
@@ -80,6 +85,8 @@ class DashFusionConfig:
         if self.bottleneck_source not in BOTTLENECK_SOURCES:
             raise MsalignError(f"dashfusion: bottleneck_source {self.bottleneck_source!r} is not one of "
                                f"{', '.join(BOTTLENECK_SOURCES)}")
+        if self.summary not in ("first", "mean"):
+            raise MsalignError(f"dashfusion: summary {self.summary!r} is not 'first' or 'mean'")
         if self.width % self.heads:
             raise MsalignError(f"dashfusion: width {self.width} is not divisible by heads {self.heads}")
         if self.bottleneck_tokens < 1 or self.fusion_layers < 0 or self.encoder_layers < 0:
@@ -138,11 +145,14 @@ class Encoded:
         return pooled
 
 
-class Fusion(nn.Module):
-    """Base of the Table V variants: ``forward`` returns the head's inputs, the first tokens of
-    the fused multimodal sequence and of each fused modality."""
+Sequences = list[tuple[Tensor, Tensor]]  # (sequence (B, L, D), mask (B, L)) pairs
 
-    def forward(self, encoded: Encoded) -> list[Tensor]:  # pragma: no cover - interface
+
+class Fusion(nn.Module):
+    """Base of the Table V variants: ``forward`` returns the fused multimodal sequence and each
+    fused modality's sequence, with masks; the head reads their first tokens (or means)."""
+
+    def forward(self, encoded: Encoded) -> Sequences:  # pragma: no cover - interface
         raise NotImplementedError
 
 
@@ -153,8 +163,9 @@ class ConcatFusion(Fusion):
         super().__init__()
         self.modalities = modalities
 
-    def forward(self, encoded: Encoded) -> list[Tensor]:
-        return [encoded.aligned[:, 0]] + [encoded.sequences[m][:, 0] for m in self.modalities]
+    def forward(self, encoded: Encoded) -> Sequences:
+        return [(encoded.aligned, encoded.aligned_mask)] + [(encoded.sequences[m], encoded.masks[m])
+                                                            for m in self.modalities]
 
 
 class ConcatSelfAttentionFusion(Fusion):
@@ -165,14 +176,14 @@ class ConcatSelfAttentionFusion(Fusion):
         self.modalities = modalities
         self.layers = nn.ModuleList(PostNormBlock(width, heads, ff_width, dropout) for _ in range(layers))
 
-    def forward(self, encoded: Encoded) -> list[Tensor]:
+    def forward(self, encoded: Encoded) -> Sequences:
         parts = [encoded.aligned] + [encoded.sequences[m] for m in self.modalities]
         masks = [encoded.aligned_mask] + [encoded.masks[m] for m in self.modalities]
         joined, mask = torch.cat(parts, dim=1), torch.cat(masks, dim=1)
         for layer in self.layers:
             joined = layer(joined, mask)
-        starts = torch.tensor([0] + [p.shape[1] for p in parts[:-1]]).cumsum(0).tolist()
-        return [joined[:, start] for start in starts]
+        pieces = joined.split([p.shape[1] for p in parts], dim=1)
+        return list(zip(pieces, masks))
 
 
 class MultiCrossAttention(nn.Module):
@@ -209,11 +220,11 @@ class CrossAttentionFusion(Fusion):
         self.layers = nn.ModuleList(MultiCrossAttention(modalities, width, heads, ff_width, dropout)
                                     for _ in range(layers))
 
-    def forward(self, encoded: Encoded) -> list[Tensor]:
+    def forward(self, encoded: Encoded) -> Sequences:
         fused = encoded.aligned
         for layer in self.layers:
             fused = layer(fused, encoded.sequences, encoded.masks)
-        return [fused[:, 0]] + [encoded.sequences[m][:, 0] for m in self.modalities]
+        return [(fused, encoded.aligned_mask)] + [(encoded.sequences[m], encoded.masks[m]) for m in self.modalities]
 
 
 class BottleneckFusion(Fusion):
@@ -239,7 +250,7 @@ class BottleneckFusion(Fusion):
             nn.ModuleDict({m: PostNormBlock(width, heads, ff_width, dropout) for m in modalities}) for _ in range(layers)
         )
 
-    def forward(self, encoded: Encoded) -> list[Tensor]:
+    def forward(self, encoded: Encoded) -> Sequences:
         sequences, masks = dict(encoded.sequences), encoded.masks
         fused, fused_mask = encoded.aligned, encoded.aligned_mask
         for level, size in enumerate(self.sizes):
@@ -251,7 +262,7 @@ class BottleneckFusion(Fusion):
                 bottleneck_mask = fused_mask[:, :size]
             fused, fused_mask = self.gather[level](bottleneck, sequences, masks), bottleneck_mask  # eq. 7-8
             sequences = {m: self.scatter[level][m](x, masks[m], fused, fused_mask) for m, x in sequences.items()}  # eq. 9
-        return [fused[:, 0]] + [sequences[m][:, 0] for m in self.modalities]
+        return [(fused, fused_mask)] + [(sequences[m], masks[m]) for m in self.modalities]
 
 
 @register_model
@@ -317,7 +328,12 @@ class DashFusion(MSAModel):
     def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor],
                 contrast: ContrastBatch | None = None) -> ModelOutput:
         encoded = self.encode(features, masks)
-        out = self.head(torch.cat(self.fusion(encoded), dim=-1))
+        fused = self.fusion(encoded)
+        if self.config.summary == "first":
+            summaries = [sequence[:, 0] for sequence, _ in fused]
+        else:
+            summaries = [masked_mean(sequence, mask) for sequence, mask in fused]
+        out = self.head(torch.cat(summaries, dim=-1))
         prediction = out.squeeze(-1) if self.output_dim == 1 else out
         pooled = encoded.pooled()
         aux, diagnostics = {}, {}
