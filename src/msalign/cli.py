@@ -96,6 +96,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     defaults = {k: v for k, v in info.get("feature_spec", {}).get("options", {}).items()}
     dataset = _load_dataset(args, defaults)
     check_feature_spec(info, dataset.feature_spec, dataset.dims, args.checkpoint)
+    if args.modality_ablation:
+        from msalign.analysis import format_contribution, modality_contribution
+
+        results = modality_contribution(model, dataset, args.split)
+        if args.json:
+            print(json.dumps({"checkpoint": str(args.checkpoint), "split": args.split, "modality_ablation": results}))
+        else:
+            print(format_contribution(results, metrics.headline_keys(dataset.metric_set)))
+        return 0
     data = MSADataModule(dataset, model.modalities, batch_size=64, seed=0)
     split = dataset.split(args.split)
     loader = data._loader(args.split, shuffle=False)
@@ -159,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_options(evaluate)
     evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
     evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--modality-ablation", action="store_true",
+                          help="also score with each modality permuted across clips / set to its train mean")
     evaluate.set_defaults(func=cmd_evaluate)
 
     bench = sub.add_parser("benchmark", help="models x seeds on one dataset; a comparison table (resumable)")
