@@ -311,16 +311,31 @@ def per_class_accuracy(counts: np.ndarray) -> np.ndarray:
         return np.where(totals > 0, np.diag(counts) / np.maximum(totals, 1), np.nan)
 
 
-def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Projection on the first two principal components and their shares of the variance."""
-    centred = x - x.mean(axis=0, keepdims=True)
-    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+def pca_2d(x: np.ndarray, fit: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Projection of every row on the first two principal components and their shares of the variance.
+
+    ``fit``: boolean row mask of the rows the components (and the centre) are fitted on, e.g. without
+    a few extreme clips that would otherwise claim a whole component; every row is projected.
+    """
+    fit_rows = x if fit is None else x[fit]
+    centre = fit_rows.mean(axis=0, keepdims=True)
+    _, singular, vt = np.linalg.svd(fit_rows - centre, full_matrices=False)
     components = vt[:2]
     if components.shape[0] < 2:  # 1-d features: pad with a zero axis
         components = np.vstack([components, np.zeros_like(components)])
         singular = np.concatenate([singular, [0.0]])
     total = float((singular**2).sum()) or 1.0
-    return centred @ components.T, (singular[:2] ** 2) / total
+    return (x - centre) @ components.T, (singular[:2] ** 2) / total
+
+
+def typical_rows(x: np.ndarray, groups: list[slice], quantile: float = 0.99) -> np.ndarray:
+    """Rows within the ``quantile`` of their group's distances to the group median (the rest: outliers)."""
+    keep = np.zeros(len(x), dtype=bool)
+    for group in groups:
+        rows = x[group]
+        distance = np.linalg.norm(rows - np.median(rows, axis=0), axis=1)
+        keep[group] = distance <= np.quantile(distance, quantile)
+    return keep
 
 
 def modality_gap(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
@@ -469,16 +484,30 @@ def plot_gap(run: TrainRun, seed: int, representations: dict[str, dict[str, np.n
                                       ("Before alignment (each modality's projection)",
                                        "After alignment (shared common encoder)"), strict=True):
             first, second = representations[stage][a], representations[stage][b]
-            points, variance = pca_2d(np.concatenate([first, second]))
-            gap = gaps[stage] = modality_gap(first, second)
+            both = np.concatenate([first, second])
             n = len(first)
-            for modality, xy, colour, marker in ((a, points[:n], "tab:blue", "o"), (b, points[n:], "tab:orange", "^")):
-                ax.scatter(xy[:, 0], xy[:, 1], s=14, alpha=0.45, color=colour, marker=marker, label=modality, linewidths=0)
+            # the 1% most extreme clips of each modality neither steer the components nor set the zoom
+            typical = typical_rows(both, [slice(0, n), slice(n, None)])
+            points, variance = pca_2d(both, fit=typical)
+            gap = gaps[stage] = modality_gap(first, second)
+            layers = [(a, points[:n], "tab:blue", "o"), (b, points[n:], "tab:orange", "^")]
+            # the more spread-out modality first, so it does not bury the tighter one
+            layers.sort(key=lambda layer: -float(np.linalg.norm(layer[1] - layer[1].mean(axis=0), axis=1).mean()))
+            for modality, xy, colour, marker in layers:
+                ax.scatter(xy[:, 0], xy[:, 1], s=14, alpha=0.4, color=colour, marker=marker, label=modality, linewidths=0)
+            for modality, xy, colour, _ in layers:
                 centre = xy.mean(axis=0)
                 ax.scatter([centre[0]], [centre[1]], s=260, marker="X", color=colour, edgecolor="black", linewidth=1.2,
                            label=f"{modality} centroid", zorder=5)
+            view = points[typical]
+            low, high = view.min(axis=0), view.max(axis=0)
+            pad = 0.06 * np.maximum(high - low, 1e-6)
+            ax.set_xlim(low[0] - pad[0], high[0] + pad[0])
+            ax.set_ylim(low[1] - pad[1], high[1] + pad[1])
+            outside = int(np.sum(np.any((points < low - pad) | (points > high + pad), axis=1)))
+            hidden = f"\n({outside} extreme clip{'s' if outside != 1 else ''} beyond the axes)" if outside else ""
             ax.set_title(f"{heading}\ncentroid distance {gap['centroid_distance']:.2f} "
-                         f"= {gap['ratio']:.2f}× within-modality spread", fontsize=12)
+                         f"= {gap['ratio']:.2f}× within-modality spread{hidden}", fontsize=12)
             ax.set_xlabel(f"PC 1 (feature units; {100 * variance[0]:.0f}% of variance)")
             ax.set_ylabel(f"PC 2 (feature units; {100 * variance[1]:.0f}% of variance)")
             ax.grid(alpha=0.3)
@@ -496,7 +525,8 @@ def plot_gap(run: TrainRun, seed: int, representations: dict[str, dict[str, np.n
     caption = (f"Modality gap between {a} and {b} ({split} clips, utterance means), PCA of both modalities together, "
                f"before alignment (centroid distance {gaps['before']['centroid_distance']:.2f}, "
                f"{gaps['before']['ratio']:.2f}× spread) and after it ({gaps['after']['centroid_distance']:.2f}, "
-               f"{gaps['after']['ratio']:.2f}× spread). Distances are in the d-dimensional feature space, not the 2-D plot.")
+               f"{gaps['after']['ratio']:.2f}× spread). Distances use every clip in the d-dimensional feature space; "
+               "the PCA and the zoom leave out each modality's 1% most extreme clips.")
     return FigureFile(name, "gap", caption), gaps
 
 
