@@ -15,7 +15,7 @@ import torch
 from msalign import metrics
 from msalign.cli import main
 from msalign.data import load_dataset
-from msalign.report import FIGURE_SIZES, build_report, confusion_counts, modality_gap, pca_2d
+from msalign.report import FIGURE_SIZES, build_report, confusion_counts, modality_gap, pca_2d, typical_rows
 
 TINY = "synthetic:n_train=160,n_valid=48,n_test=48"
 SMALL = ["--epochs", "2", "--set", "width=16", "heads=2", "layers=1", "train.threads=1"]
@@ -190,3 +190,12 @@ def test_gap_and_pca_numbers():
     assert gap["ratio"] == pytest.approx(5.0 / gap["spread"])
     points, shares = pca_2d(np.concatenate([a, b]))
     assert points.shape == (400, 2) and shares[0] > shares[1] > 0 and shares.sum() <= 1
+    # one extreme clip claims the first component unless it is left out of the fit
+    x = rng.normal(size=(300, 4)) * np.array([3.0, 1.0, 0.5, 0.5])
+    x[0] = [0.0, 0.0, 0.0, 500.0]
+    keep = typical_rows(x, [slice(0, 300)])
+    assert not keep[0] and keep.sum() == 297
+    assert abs(pca_2d(x)[0][0, 0]) > 400  # the outlier's own axis
+    points, shares = pca_2d(x, fit=keep)
+    assert points.shape == (300, 2) and shares[0] > 0.6  # the wide first feature again
+    assert abs(np.corrcoef(points[keep, 0], x[keep, 0])[0, 1]) > 0.99
