@@ -150,6 +150,12 @@ def test_missing_predictions_are_recomputed_from_the_checkpoint(benchmark_dir, d
                                rtol=1e-5, atol=1e-6)
 
 
+def test_format_and_out_suffix_must_agree(benchmark_dir, tmp_path, capsys):
+    assert main(["report", str(benchmark_dir / "late_fusion"), "--format", "html", "--out", str(tmp_path / "r.md")]) == 2
+    assert capsys.readouterr().err.strip().endswith("a .md file, but --format is html")
+    assert not (tmp_path / "r.md").exists()
+
+
 @pytest.mark.parametrize(("make", "message"), [
     (lambda tmp: tmp / "nope", "no such directory"),
     (lambda tmp: tmp, "not a train, benchmark or sweep directory"),

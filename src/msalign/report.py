@@ -862,6 +862,9 @@ def build_report(run_dir: str | Path, dataset=None, out: str | Path | None = Non
     fmt = fmt or ("html" if out is not None and Path(out).suffix.lower() in (".html", ".htm") else "md")
     if fmt not in ("md", "html"):
         raise MsalignError(f"--format {fmt!r}: expected md or html")
+    suffix = Path(out).suffix.lower() if out is not None else ""
+    if suffix in (".md", ".html", ".htm") and (suffix == ".md") != (fmt == "md"):
+        raise MsalignError(f"--out {out}: a {suffix} file, but --format is {fmt}")
     target = Path(out) if out is not None else run_dir / "report" / f"report.{fmt}"
     folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
