@@ -16,6 +16,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import signal
 import sys
 import threading
 from collections.abc import Iterable
@@ -128,6 +129,11 @@ def _landmarker(model_path: str) -> Any:
             landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((64, 64, 3), np.uint8)))
     except Exception as error:  # MediaPipe raises RuntimeError / ValueError with multi-line text
         raise MsalignError(f"face model {model_path}: cannot load ({str(error).splitlines()[0]})") from None
+    # After MediaPipe has run, a SIGPROF can arrive later in the process (seen when Lightning training
+    # followed face analysis in one process); its default action kills the process, so ignore it
+    # unless a profiler has installed a handler.
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGPROF) == signal.SIG_DFL:
+        signal.signal(signal.SIGPROF, signal.SIG_IGN)
     # Close before the interpreter shuts MediaPipe's dispatcher thread down (closing later raises).
     threading._register_atexit(landmarker.close)  # type: ignore[attr-defined]
     return landmarker
