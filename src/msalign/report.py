@@ -638,8 +638,8 @@ def plot_sweep(summary: dict[str, Any], folder: Path) -> FigureFile | None:
                             ax.add_patch(_rectangle(j, i))
                 ax.set_xticks(range(len(columns)), [f"{c:g}" if isinstance(c, float) else str(c) for c in columns])
                 ax.set_yticks(range(len(rows)), [f"{r:g}" if isinstance(r, float) else str(r) for r in rows])
-                ax.set_xlabel(f"{keys[1]} (loss weight)" if keys[1] in ("alpha", "beta") else keys[1])
-                ax.set_ylabel(f"{keys[0]} (loss weight)" if keys[0] in ("alpha", "beta") else keys[0])
+                ax.set_xlabel(_grid_axis_label(keys[1]))
+                ax.set_ylabel(_grid_axis_label(keys[0]))
                 ax.set_title(f"{heading}: {metric} ({unit})")
                 figure.colorbar(image, ax=ax, shrink=0.9).set_label(f"{split} {metric} ({unit}), mean over seeds")
         else:
@@ -654,7 +654,7 @@ def plot_sweep(summary: dict[str, Any], folder: Path) -> FigureFile | None:
                 for x, y, v in zip(xs, ys, values, strict=True):
                     if point_label({keys[0]: v}) == best:
                         ax.scatter([x], [y], s=200, marker="*", color="red", zorder=5, label="chosen on validation")
-                ax.set_xlabel(keys[0])
+                ax.set_xlabel(_grid_axis_label(keys[0]))
                 ax.set_ylabel(f"{split} {metric} ({unit})")
                 ax.set_title(f"{heading}: {metric} ({unit})")
                 if not numeric:
@@ -663,11 +663,16 @@ def plot_sweep(summary: dict[str, Any], folder: Path) -> FigureFile | None:
                 if best:
                     ax.legend()
         seeds = ", ".join(map(str, summary["seeds"]))
+        marker = "red box" if len(keys) == 2 else "red star"
         figure.suptitle(f"Sensitivity of {summary['model']} on {Path(summary['dataset']).name} (seeds {seeds}); "
-                        f"red box = chosen on validation {metric}")
+                        f"{marker} = chosen on validation {metric}")
         _save(figure, folder, name)
     return FigureFile(name, "sweep", f"Validation and test {metric} over the {' x '.join(keys)} grid (mean over seeds); "
-                                     f"the point chosen on validation is outlined.")
+                                     f"the point chosen on validation is marked.")
+
+
+def _grid_axis_label(key: str) -> str:
+    return f"{key} (loss weight, unitless)" if key in ("alpha", "beta", "dec_weight") else key
 
 
 def _rectangle(column: int, row: int):
