@@ -72,7 +72,7 @@ def resolve_options(checkpoint: Path, info: dict[str, Any], given: str | Path | 
     spec = info.get("feature_spec", {})
     if spec.get("format") != "feature_dir":
         raise MsalignError(
-            f"checkpoint {checkpoint}: trained on {spec.get('format') or 'unknown'} features "
+            f"checkpoint {checkpoint}: trained on {spec.get('format') or info.get('dataset') or 'unknown'} features "
             f"(dataset {info.get('dataset')!r}), not on a feature directory made by msalign extract, "
             "so predict cannot make matching features from media"
         )
@@ -114,7 +114,7 @@ def check_modalities(checkpoint: Path, info: dict[str, Any], expected: dict[str,
     spec = info.get("feature_spec", {})
     trained_modalities = spec.get("modalities", {})
     rebuilt = dict(spec)
-    rebuilt["modalities"] = {}
+    rebuilt["modalities"] = dict(trained_modalities)  # modalities the model does not use are not made here
     for modality in info["dims"]:
         trained = trained_modalities.get(modality, {})
         for key, value in expected[modality].items():
