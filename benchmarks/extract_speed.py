@@ -74,6 +74,7 @@ def main() -> None:
         "repeats": args.repeats,
         "cpu_cores": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
+        "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine at the time
         "warmup_seconds": round(warmup, 2),
         "stage_seconds_median": {k: round(v, 3) for k, v in median.items()},
         "total_seconds": round(total, 3),
@@ -89,7 +90,8 @@ def main() -> None:
         "",
         f"`python benchmarks/extract_speed.py` on {os.cpu_count()} CPU cores: Megamind.avi cut to {args.seconds:g} s, "
         f"video analysed at {args.fps:g} fps, median of {args.repeats} passes after one warm-up pass "
-        f"({warmup:.1f} s, model loading and numba compilation). One process; stages run one after another.",
+        f"({warmup:.1f} s, model loading and numba compilation). One process; stages run one after another. "
+        f"Load average during the run: {os.getloadavg()[0]:.1f} (other jobs shared the cores).",
         "",
         "| stage | seconds | share |",
         "|---|---|---|",
