@@ -577,18 +577,17 @@ def plot_curves(runs: list[TrainRun], folder: Path, name: str, title: str) -> Fi
         loss_ax, valid_ax = figure.subplots(1, 2)
         for i, (label, epochs, loss, task, valid, best) in enumerate(series):
             colour = colours(i % colours.N)
-            epochs_1 = [e + 1 for e in epochs]
-            loss_ax.plot(epochs_1, loss, color=colour, marker="o", markersize=3, label=f"{label} total")
+            loss_ax.plot(epochs, loss, color=colour, marker="o", markersize=3, label=f"{label} total")
             if task is not None and not np.allclose(np.nan_to_num(task), np.nan_to_num(loss)):
-                loss_ax.plot(epochs_1, task, color=colour, linestyle="--", label=f"{label} task only")
-            valid_ax.plot(epochs_1, valid, color=colour, marker="o", markersize=3, label=label)
+                loss_ax.plot(epochs, task, color=colour, linestyle="--", label=f"{label} task only")
+            valid_ax.plot(epochs, valid, color=colour, marker="o", markersize=3, label=label)
             if best is not None and best < len(valid):
-                valid_ax.scatter([best + 1], [valid[best]], s=120, marker="*", color=colour, edgecolor="black", zorder=5)
+                valid_ax.scatter([best], [valid[best]], s=120, marker="*", color=colour, edgecolor="black", zorder=5)
         task_loss = "MSE, score units²" if metric == "MAE" else "cross-entropy, nats"
-        loss_ax.set_xlabel("Epoch")
+        loss_ax.set_xlabel("Epoch (0 = first, as best_epoch in results.json)")
         loss_ax.set_ylabel(f"Training loss per clip ({task_loss})")
         loss_ax.set_title("Training loss (total = task + weighted alignment losses)")
-        valid_ax.set_xlabel("Epoch")
+        valid_ax.set_xlabel("Epoch (0 = first, as best_epoch in results.json)")
         valid_ax.set_ylabel(f"Validation {metric} ({unit})")
         valid_ax.set_title(f"Validation {metric}" + (" (★ = best epoch, whose weights are kept)" if single else ", mean over seeds"))
         from matplotlib.ticker import MaxNLocator
@@ -702,7 +701,7 @@ def train_table(report: Report, run: TrainRun) -> None:
 
     keys = metrics.headline_keys(run.metric_set)
     metric, _, _ = _selection_label(run.metric_set)
-    header = ["seed", "best epoch", f"valid {metric}"] + [f"test {k}" for k in keys]
+    header = ["seed", "best epoch (0 = first)", f"valid {metric}"] + [f"test {k}" for k in keys]
     rows = [[str(r["seed"]), str(r.get("best_epoch", "–")), _fmt(metric, r["valid"].get(metric))]
             + [_fmt(k, r["test"].get(k)) for k in keys] for r in run.results["per_seed"]]
     if len(rows) > 1:
