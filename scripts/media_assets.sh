@@ -35,7 +35,7 @@ unpack() {  # unpack PACKAGE into $media/PACKAGE unless the file $2 is already t
   fi
   apt_update
   work="$(mktemp -d)"
-  chmod 755 "$work"  # apt-get download runs as the _apt user where it can
+  chmod 777 "$work"  # apt-get download writes as the _apt user where it can
   (cd "$work" && apt-get download -qq "$package")
   mkdir -p "$media/$package"
   dpkg -x "$work"/"${package}"_*.deb "$media/$package"
