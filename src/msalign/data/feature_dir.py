@@ -43,13 +43,29 @@ from typing import Any
 import numpy as np
 
 from msalign.data.types import MODALITIES, SPLITS, MetricSet, MultimodalDataset, Split
-from msalign.data.validate import infer_metric_set, trailing_lengths, validate_dataset, zero_padding
+from msalign.data.validate import _first_bad_row, infer_metric_set, trailing_lengths, validate_dataset, zero_padding
 from msalign.errors import MsalignError
 
 LABEL_FILE = "label.csv"
 _MODES = {"train": "train", "valid": "valid", "dev": "valid", "val": "valid", "validation": "valid", "test": "test"}
 _REQUIRED = ("video_id", "clip_id", "label", "mode")
 Standardize = bool | Sequence[str] | Mapping[str, Mapping[str, Sequence[float]]]
+
+
+def _extraction_record(path: Path) -> dict[str, Any] | None:
+    """The settings part of ``msalign extract``'s ``extract.json`` (not its timings or counts, which
+    differ between runs of the same extraction), or None when the folder was not made by extract."""
+    if not path.is_file():
+        return None
+    import json
+
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise MsalignError(f"{path}: unreadable extraction record ({error})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("spec"), dict):
+        raise MsalignError(f"{path}: not an extraction record written by msalign extract (no 'spec')")
+    return {"spec": record["spec"], "options": record.get("options", {})}
 
 
 def clip_id(video_id: str, clip: str) -> str:
@@ -137,6 +153,8 @@ def _read_modality(folder: Path, m: str) -> tuple[Path, str, np.ndarray, np.ndar
     want = 3 if path is seq else 2
     if x.ndim != want:
         raise MsalignError(f"{path}: key {key!r}: expected shape {'(N, L, D)' if want == 3 else '(N, D)'}, got shape {x.shape}")
+    if 0 in x.shape[1:]:
+        raise MsalignError(f"{path}: key {key!r}: empty time or feature axis (shape {x.shape})")
     if ids.ndim != 1 or len(ids) != len(x):
         raise MsalignError(f"{path}: key 'ids': shape {ids.shape} does not match {key!r} shape {x.shape}")
     try:
@@ -150,6 +168,15 @@ def _read_modality(folder: Path, m: str) -> tuple[Path, str, np.ndarray, np.ndar
     elif lengths.shape != (len(x),) or not np.issubdtype(lengths.dtype, np.integer):
         raise MsalignError(f"{path}: key 'lengths': expected integer shape ({len(x)},), got {lengths.dtype} shape {lengths.shape}")
     return path, "sequence", ids.astype(str), x, lengths.astype(np.int64)
+
+
+def _check_finite(path: Path, split: str, m: str, x: np.ndarray, ids: list[str]) -> None:
+    """NaN/inf at a real position, named by file and clip id (before standardising would smear it)."""
+    key = "features" if path.name == f"{m}.npz" else m
+    row = _first_bad_row(x, lambda c: ~np.isfinite(c).all(axis=(1, 2)))
+    if row is not None:
+        kind = "NaN" if np.isnan(x[row]).any() else "inf"
+        raise MsalignError(f"{path}: split {split!r}, key {key!r}: {kind} at row {row} (shape {x.shape}; clip {ids[row]!r})")
 
 
 def _gather(path: Path, file_ids: np.ndarray, wanted: list[str], shape: tuple[int, ...]) -> np.ndarray:
@@ -305,6 +332,7 @@ def load_feature_dir(
         lens = {m: sources[m][1][sources[m][2][rows_idx]] for m in wanted}
         for m in feats:
             zero_padding(feats[m], lens[m])
+            _check_finite(folder / spec_mods[m]["source"], name, m, feats[m], [ids[i] for i in rows_idx])
         splits[name] = Split(
             name=name,
             features=feats,
@@ -318,6 +346,9 @@ def load_feature_dir(
             raise MsalignError(f"{label_path}: split {name!r}, key 'mode': no clips have mode {name!r}")
     if task == "classification" and num_classes is None:
         num_classes = len(classes) if classes else int(labels.max()) + 1
+    # validated before standardising too: z-scoring would hide all-zero clips and smear NaN/inf
+    validate_dataset(MultimodalDataset(name=folder.name, splits=splits, metric_set=metric_set, task=task,  # type: ignore[arg-type]
+                                       num_classes=num_classes if task == "classification" else None, source=source))
     stats = _standardize(splits, standardize, source)
     # "options" = the load options that reproduce these features (the CLI passes a checkpoint's
     # options back to load_dataset, so evaluate/predict reuse the TRAINING statistics).
@@ -325,6 +356,9 @@ def load_feature_dir(
     if spec_mods.get("text", {}).get("source") == "text_encoder":
         options.update(text_encoder=text_encoder, max_text_len=max_text_len)
     spec: dict[str, Any] = {"format": "feature_dir", "modalities": spec_mods, "options": options}
+    extraction = _extraction_record(folder / "extract.json")
+    if extraction is not None:  # made by msalign extract: predict re-extracts new media the same way
+        spec["extraction"] = extraction
     if classes:
         spec["classes"] = classes
     ds = MultimodalDataset(
