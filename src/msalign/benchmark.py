@@ -55,6 +55,7 @@ def run_benchmark(
     out_dir: str | Path,
     progress: bool | None = None,
     log=print,
+    resume: bool = False,
 ) -> str:
     """Trains each entry over ``seeds`` into ``out_dir/<label>`` (finished seeds are skipped) and
     writes ``out_dir/table.md`` and ``table.json`` (test mean and population std per entry).
@@ -66,7 +67,7 @@ def run_benchmark(
     table: dict[str, dict[str, Any]] = {}
     for name in models:
         model_name, model_config, train_config = configs[name]
-        results = train(model_name, dataset, model_config, train_config, seeds, out_dir / name, progress, log)
+        results = train(model_name, dataset, model_config, train_config, seeds, out_dir / name, progress, log, resume)
         table[name] = {"mean": results["mean"], "std": results["std"], "seeds": seeds}
     keys = metrics.headline_keys(dataset.metric_set)
     text = (

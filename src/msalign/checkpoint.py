@@ -88,7 +88,11 @@ def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[
         state = load_file(str(path))
     except (SafetensorError, OSError) as error:
         raise MsalignError(f"checkpoint {path}: cannot read weights ({str(error).splitlines()[0]})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # a tensor of another shape: another model or config
+        detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
+        raise MsalignError(f"checkpoint {path}: weights do not fit model {info['model']} ({detail})") from None
     if missing or unexpected:
         raise MsalignError(
             f"checkpoint {path}: weights do not fit model {info['model']} "

@@ -76,11 +76,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     get_model_class(args.model)  # fail before any data is loaded
     seeds = _seeds(args.seeds)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise MsalignError(f"--out {args.out}: exists and is not a directory")
     dataset = _load_dataset(args)
-    print(dataset.describe(), file=sys.stderr)
     model_config, train_config = _resolve(args.model, dataset, args)
+    print(dataset.describe(), file=sys.stderr)
     results = train(args.model, dataset, model_config, train_config, seeds, args.out,
-                    progress=args.progress, log=lambda line: print(line, file=sys.stderr))
+                    progress=args.progress, log=lambda line: print(line, file=sys.stderr), resume=args.resume)
     _print_table({args.model: results["mean"]}, dataset.metric_set)
     print(f"results: {Path(args.out) / 'results.json'}", file=sys.stderr)
     return 0
@@ -127,10 +129,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         get_model_class(name)
     seeds = _seeds(args.seeds)
     dataset = _load_dataset(args)
-    print(dataset.describe(), file=sys.stderr)
     configs = {label: (name, *_resolve(name, dataset, args, extra=overrides)) for label, name, overrides in entries}
+    print(dataset.describe(), file=sys.stderr)
     table = run_benchmark([label for label, _, _ in entries], dataset, configs, seeds, args.out, progress=args.progress,
-                          log=lambda line: print(line, file=sys.stderr))
+                          log=lambda line: print(line, file=sys.stderr), resume=args.resume)
     print(table)
     return 0
 
@@ -161,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_options(train)
     train.add_argument("--seeds", default="1111")
     train.add_argument("--out", required=True)
+    train.add_argument("--resume", action="store_true",
+                       help="continue an interrupted seed from OUT/seed_N/lightning/last.ckpt (finished seeds are always skipped)")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="score a checkpoint on a dataset split")
@@ -179,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_options(bench)
     bench.add_argument("--seeds", default="1111,1112,1113")
     bench.add_argument("--out", default="runs/benchmark")
+    bench.add_argument("--resume", action="store_true",
+                       help="continue an interrupted seed from its last Lightning checkpoint (finished seeds are always skipped)")
     bench.set_defaults(func=cmd_benchmark)
 
     from msalign import profile, report, sweep
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("msalign: interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as error:
+    except (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError) as error:
         print(f"msalign: error: {error.strerror or error}: {error.filename}", file=sys.stderr)
         return 2
     except Exception as error:  # an internal error: one line, traceback on request

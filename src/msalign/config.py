@@ -38,7 +38,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     patience: int = 8  # early stopping on the validation selection metric
     grad_clip: float = 1.0
-    scheduler: str = "plateau"  # plateau | none
+    scheduler: typing.Literal["plateau", "none"] = "plateau"
     num_workers: int = 0
     accelerator: str = "auto"  # auto | cpu | gpu | mps ...
     devices: int = 1

@@ -176,7 +176,7 @@ def _check_finite(path: Path, split: str, m: str, x: np.ndarray, ids: list[str])
     row = _first_bad_row(x, lambda c: ~np.isfinite(c).all(axis=(1, 2)))
     if row is not None:
         kind = "NaN" if np.isnan(x[row]).any() else "inf"
-        raise MsalignError(f"{path}: split {split!r}, key {key!r}: {kind} at row {row} (shape {x.shape}; clip {ids[row]!r})")
+        raise MsalignError(f"{path}: split {split!r}, key {key!r}: {kind} at row {row} (clip {ids[row]!r}) (shape {x.shape})")
 
 
 def _gather(path: Path, file_ids: np.ndarray, wanted: list[str], shape: tuple[int, ...]) -> np.ndarray:

@@ -60,6 +60,8 @@ def zero_padding(features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 def trailing_lengths(features: np.ndarray) -> np.ndarray:
     """Lengths for (N, L, D) features that came without any: last non-zero frame + 1, at least 1."""
+    if features.shape[1] == 0:
+        return np.ones(len(features), dtype=np.int64)
     nonzero = (features != 0).any(axis=2)
     last = features.shape[1] - np.argmax(nonzero[:, ::-1], axis=1)
     return np.where(nonzero.any(axis=1), last, 1).astype(np.int64)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from msalign.data.types import MultimodalDataset, Split
@@ -54,10 +55,24 @@ class MSADataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.seed = seed
         self.num_workers = num_workers
+        self._shuffle_generator: torch.Generator | None = None
+        self._restored_state: Tensor | None = None  # from a checkpoint, applied to the next shuffling loader
+
+    def state_dict(self) -> dict:
+        """The shuffling generator's state, saved in Lightning checkpoints so a resumed run sees the same batches."""
+        return {"shuffle_generator": self._shuffle_generator.get_state()} if self._shuffle_generator is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._restored_state = state.get("shuffle_generator")
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         index = SplitIndex(self.dataset.split(split), self.modalities)
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        if generator is not None:
+            if self._restored_state is not None:
+                generator.set_state(self._restored_state)
+                self._restored_state = None
+            self._shuffle_generator = generator
         return DataLoader(
             index,
             batch_size=self.batch_size,

@@ -9,6 +9,8 @@ None), ``mining_embedding(features, masks) -> (B, D)`` and a ``contrast`` argume
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -43,6 +45,15 @@ class HardNegativeSampler:
         self.generator = torch.Generator().manual_seed(seed)
         self.batch_size = batch_size
         self.pools: CandidatePools | None = None
+
+    def state_dict(self) -> dict:
+        """The generator's state and the candidate pools: what a resumed run needs to draw the same samples."""
+        pools = dataclasses.asdict(self.pools) if self.pools is not None else None
+        return {"generator": self.generator.get_state(), "pools": pools}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.pools = CandidatePools(**state["pools"]) if state.get("pools") is not None else None
 
     def due(self, epoch: int) -> bool:
         return self.pools is None or epoch % max(1, self.spec.refresh_every) == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import lightning as L
 import numpy as np
 import torch
@@ -26,6 +28,7 @@ class MSAModule(L.LightningModule):
         self.last_metrics: dict[str, dict[str, float]] = {}
         self.history: list[dict[str, float]] = []  # one row per epoch: train losses + valid metrics
         self.sampler: HardNegativeSampler | None = None  # for models that mine contrastive samples
+        self._resumed: dict | None = None  # our part of a checkpoint being resumed from
 
     def forward(self, batch: dict) -> ModelOutput:
         return self.model(*model_inputs(self.model, batch))
@@ -38,6 +41,38 @@ class MSAModule(L.LightningModule):
             # torch's seed is the run's seed here (seed_everything), so the draws are reproducible
             self.sampler = HardNegativeSampler(spec, dataset.split("train"), self.model.modalities, dataset.task,
                                                torch.initial_seed())
+            if self._resumed is not None and self._resumed.get("sampler") is not None:
+                self.sampler.load_state_dict(self._resumed["sampler"])
+
+    # Resuming (msalign train --resume): Lightning restores weights, optimizer, scheduler, loops and
+    # callbacks; these hooks add what makes the continued run identical to an uninterrupted one:
+    # the epoch history, the random generators (dropout, ...) and the hard-negative sampler.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        numpy_state = np.random.get_state()
+        checkpoint["msalign"] = {
+            "history": self.history,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *map(float, numpy_state[2:])],
+                "python": random.getstate(),
+            },
+            "sampler": self.sampler.state_dict() if self.sampler is not None else None,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resumed = checkpoint.get("msalign")
+        if self._resumed is not None:
+            self.history = [dict(row) for row in self._resumed["history"]]
+
+    def on_train_start(self) -> None:
+        # the generators as they were when the checkpoint was written (the end of its epoch)
+        if self._resumed is not None:
+            rng = self._resumed["rng"]
+            torch.set_rng_state(rng["torch"])
+            name, keys, pos, has_gauss, cached = rng["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
+            random.setstate(rng["python"])
+            self._resumed = None
 
     def on_train_epoch_start(self) -> None:
         if self.sampler is not None and self.sampler.due(self.current_epoch):

@@ -22,11 +22,13 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from msalign import metrics
 from msalign.checkpoint import atomic_write_text, save_checkpoint
 from msalign.config import TrainConfig, config_to_dict
 from msalign.data.types import MultimodalDataset
+from msalign.errors import MsalignError
 from msalign.models import create_model, get_model_class
 from msalign.models.text_tuning import attach_text_encoder
 from msalign.training.data import MSADataModule
@@ -50,6 +52,30 @@ class SeedResult:
                 "epochs_run": self.epochs_run, "checkpoint": self.checkpoint}
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written to a temporary file, then renamed (a kill never leaves half a
+    last.ckpt), and read back with ``torch.load(weights_only=True)`` (no arbitrary objects)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(handle)
+        try:
+            torch.save(checkpoint, temporary)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        try:
+            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        except Exception as error:
+            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise MsalignError(f"{path}: cannot resume from this checkpoint ({detail})") from None
+
+
 def _quiet_lightning() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_utilities"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -66,8 +92,12 @@ def train_seed(
     seed: int,
     out_dir: str | Path,
     progress: bool | None = None,
+    resume: bool = False,
 ) -> SeedResult:
-    """One seed: fit, restore the best-on-validation weights, score valid and test, save."""
+    """One seed: fit, restore the best-on-validation weights, score valid and test, save.
+
+    ``resume``: continue from ``seed_N/lightning/last.ckpt`` (written after every epoch) when it
+    exists; the result is the same as an uninterrupted run's."""
     _quiet_lightning()
     out_dir = Path(out_dir)
     seed_dir = out_dir / f"seed_{seed}"
@@ -96,13 +126,15 @@ def train_seed(
         limit_train_batches=train_config.max_train_batches,
         num_sanity_val_steps=0,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         logger=False,
         enable_model_summary=False,
         enable_progress_bar=progress,
         default_root_dir=str(seed_dir),
     )
+    last = seed_dir / "lightning" / "last.ckpt"
     started = time.perf_counter()
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=data, ckpt_path=last if resume and last.is_file() else None)
     seconds = time.perf_counter() - started
 
     # Restore the best-on-validation weights before anything is scored.
@@ -187,8 +219,12 @@ def train(
     out_dir: str | Path,
     progress: bool | None = None,
     log=print,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train over ``seeds`` and write ``out_dir/results.json`` (per-seed, mean and population std)."""
+    """Train over ``seeds`` and write ``out_dir/results.json`` (per-seed, mean and population std).
+
+    Finished seeds (``seed_N/result.json`` of the same run) are skipped; ``resume`` continues an
+    unfinished seed from its last Lightning checkpoint."""
     get_model_class(model_name)  # unknown names fail before any work
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -202,7 +238,16 @@ def train(
             log(f"[{model_name} seed {seed}] already finished in {done.parent}, skipped")
             per_seed.append(previous["result"])
             continue
-        result = train_seed(model_name, model_config, train_config, dataset, seed, out_dir, progress)
+        started = out_dir / f"seed_{seed}" / "lightning" / "run.json"  # which run the Lightning checkpoints belong to
+        resuming = resume and (started.parent / "last.ckpt").is_file()
+        if resuming:
+            if _read_json(started) != json.loads(json.dumps(identity)):
+                raise MsalignError(f"--resume: {started.parent / 'last.ckpt'} is from another run (model, config or "
+                                   f"data differ, see {started.name}); drop --resume to start over")
+            log(f"[{model_name} seed {seed}] resuming from {started.parent / 'last.ckpt'}")
+        else:
+            atomic_write_text(started, json.dumps(identity, indent=1))
+        result = train_seed(model_name, model_config, train_config, dataset, seed, out_dir, progress, resuming)
         headline = metrics.headline_keys(dataset.metric_set)
         log(f"[{model_name} seed {seed}] best epoch {result.best_epoch}, "
             + ", ".join(f"{k} {result.test[k]:.4f}" for k in headline if k in result.test)
