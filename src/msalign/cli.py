@@ -34,13 +34,15 @@ def _add_dataset_options(parser: argparse.ArgumentParser, required: bool = True)
     parser.add_argument("--text-encoder", default=None, help="minilm (default), a local HF folder, or a hub name")
     parser.add_argument("--metric-set", default=None, choices=["mosi", "mosei", "sims", "iemocap"])
     parser.add_argument("--cache-dir", default=None, help="text-feature cache (default $MSALIGN_CACHE or ~/.cache/msalign)")
+    parser.add_argument("--descriptions", nargs="?", const=True, default=None, metavar="FILE",
+                        help="append msalign describe's descriptions (DATASET/descriptions.json, or FILE) to the text")
 
 
 def _load_dataset(args: argparse.Namespace, defaults: dict | None = None):
     from msalign.data import load_dataset
 
     options = dict(defaults or {})
-    for key in ("text_encoder", "metric_set", "cache_dir", "modalities"):
+    for key in ("text_encoder", "metric_set", "cache_dir", "modalities", "descriptions"):
         if getattr(args, key, None) is not None:
             options[key] = getattr(args, key)
     return load_dataset(args.dataset, **options)
@@ -199,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     extract_pipeline.add_parser(sub)
     predict.add_parser(sub)
+    from msalign.describe import run as describe_run
+
+    describe_run.add_parser(sub)
     return parser
 
 

@@ -114,15 +114,17 @@ def _sims(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
 
 
 def _iemocap(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """IEMOCAP 6-class: argmax; WAcc = accuracy, WAF1 = weighted F1 over labels 0..5."""
-    if logits.ndim != 2 or logits.shape[1] != IEMOCAP_CLASSES:
-        raise MsalignError(f"iemocap preds must be logits of shape (N, {IEMOCAP_CLASSES}), got {logits.shape}")
+    """IEMOCAP 6-class (or any C-class classification, C = the logits' width, e.g. an image-text
+    dataset's positive / neutral / negative): argmax; WAcc = accuracy, WAF1 = weighted F1 over 0..C-1."""
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise MsalignError(f"iemocap preds must be logits of shape (N, {IEMOCAP_CLASSES}) (or (N, C)), got {logits.shape}")
+    classes = logits.shape[1]
     y = labels.reshape(-1)
-    if np.any(y != np.round(y)) or y.min() < 0 or y.max() >= IEMOCAP_CLASSES:
-        raise MsalignError(f"iemocap labels must be integers in 0..{IEMOCAP_CLASSES - 1}")
+    if np.any(y != np.round(y)) or y.min() < 0 or y.max() >= classes:
+        raise MsalignError(f"iemocap labels must be integers in 0..{classes - 1}")
     y, pred = y.astype(np.int64), logits.argmax(axis=1)
     acc = _r4(accuracy_score(y, pred))
-    f1 = _r4(_wf1(y, pred, labels=list(range(IEMOCAP_CLASSES))))
+    f1 = _r4(_wf1(y, pred, labels=list(range(classes))))
     return {"WAcc": acc, "WAF1": f1, "Acc": acc, "F1_score": f1}
 
 

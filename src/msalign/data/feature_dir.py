@@ -26,6 +26,10 @@ over real positions: True = every modality, or a list of modalities, or a mappin
 statistics used are stored there (False when nothing was standardised): ``feature_spec["options"]``
 holds the load options that reproduce the features, and ``msalign evaluate``/``predict`` pass a
 checkpoint's options back to :func:`~msalign.data.load_dataset`.
+``descriptions`` (True, or a path) appends each clip's description from ``descriptions.json``
+(written by ``msalign describe``, :mod:`msalign.describe`) to its transcript, "text [SEP]
+description", before the text encoder runs (with ``DESCRIPTION_TOKENS`` more tokens of room);
+recorded in ``feature_spec``. A missing file or clip is an error naming the file.
 ``metric_set`` overrides the one inferred from the path (mosi/mosei/sims/iemocap in the folder's
 name, innermost first) or, failing that, from the labels (class names or ``metric_set="iemocap"``
 -> classification; regression labels within [-1, 1] -> sims; else mosi).
@@ -50,6 +54,7 @@ LABEL_FILE = "label.csv"
 _MODES = {"train": "train", "valid": "valid", "dev": "valid", "val": "valid", "validation": "valid", "test": "test"}
 _REQUIRED = ("video_id", "clip_id", "label", "mode")
 Standardize = bool | Sequence[str] | Mapping[str, Mapping[str, Sequence[float]]]
+DESCRIPTION_TOKENS = 48  # text length added for ``descriptions`` (a rule description is 15-40 tokens)
 
 
 def _extraction_record(path: Path) -> dict[str, Any] | None:
@@ -276,6 +281,7 @@ def load_feature_dir(
     batch_size: int = 64,
     device: str | None = None,
     progress: bool | None = None,
+    descriptions: bool | str | os.PathLike = False,
 ) -> MultimodalDataset:
     """Load, standardise and validate a feature directory; see the module docstring."""
     folder = Path(folder)
@@ -291,7 +297,7 @@ def load_feature_dir(
             raise MsalignError(f"{source}: unknown modality {unknown[0]!r} (choose from {list(MODALITIES)})")
     candidates = [m for m in MODALITIES if modalities is None or m in modalities]
     files = {m: r for m in candidates if (r := _read_modality(folder, m)) is not None}
-    wanted = [m for m in candidates if m in files or (m == "text" and has_text_column)]
+    wanted = [m for m in candidates if m in files or (m == "text" and (has_text_column or bool(descriptions)))]
     if modalities is not None and len(wanted) < len(candidates):
         m = next(m for m in candidates if m not in wanted)
         raise MsalignError(f"{source}: no {m}.npz or {m}_utterance.npz" + (" and no text column" if m == "text" else ""))
@@ -305,6 +311,18 @@ def load_feature_dir(
     task = "classification" if metric_set == "iemocap" else "regression"
     labels, classes = _parse_labels(rows, label_path, task)
     ids = [r["id"] for r in rows]
+    texts = [r.get("text", "") for r in rows]
+    described: dict[str, Any] | None = None
+    if descriptions:  # msalign describe's descriptions.json, appended to the transcripts (textalign)
+        if "text" in files:
+            raise MsalignError(f"{source}: descriptions are appended to the text column before encoding, "
+                               f"but text comes from {files['text'][0].name}; remove it to encode the text column")
+        from msalign.describe.run import DESCRIPTIONS_FILE, read_descriptions
+
+        notes_path = folder / DESCRIPTIONS_FILE if descriptions is True else Path(descriptions)
+        notes, described = read_descriptions(notes_path, ids)
+        texts = [f"{t} [SEP] {d}" if t else d for t, d in zip(texts, notes)]
+        has_text_column = True
 
     # Per modality: (all features, lengths, row of each label.csv clip); files first, so id
     # mismatches surface before any text is encoded. Each split is gathered with ONE copy.
@@ -318,10 +336,13 @@ def load_feature_dir(
         else:
             from msalign.data.text_encoder import TextEncoder
 
-            encoder = TextEncoder(text_encoder, max_text_len, batch_size, device, cache_dir, progress=progress)
-            x, n = encoder.encode([r.get("text", "") for r in rows])
+            extra = DESCRIPTION_TOKENS if described else 0  # room for the description after the transcript
+            encoder = TextEncoder(text_encoder, max_text_len + extra, batch_size, device, cache_dir, progress=progress)
+            x, n = encoder.encode(texts)
             sources[m] = (x, n, np.arange(len(rows)))
             spec_mods[m] = {"source": "text_encoder", "kind": "sequence", "encoder": encoder.identity}
+            if described:
+                spec_mods[m]["descriptions"] = described
         spec_mods[m].update(dim=int(x.shape[2]), max_len=int(x.shape[1]))
 
     mode = np.array([r["mode"] for r in rows])
@@ -339,7 +360,7 @@ def load_feature_dir(
             lengths=lens,
             labels=labels[rows_idx],
             ids=[ids[i] for i in rows_idx],
-            raw_text=[rows[i].get("text", "") for i in rows_idx] if has_text_column else None,
+            raw_text=[texts[i] for i in rows_idx] if has_text_column else None,
         )
     for name, s in splits.items():
         if len(s) == 0:
@@ -355,6 +376,8 @@ def load_feature_dir(
     options: dict[str, Any] = {"standardize": stats or False}
     if spec_mods.get("text", {}).get("source") == "text_encoder":
         options.update(text_encoder=text_encoder, max_text_len=max_text_len)
+    if described:
+        options["descriptions"] = descriptions if descriptions is True else str(descriptions)
     spec: dict[str, Any] = {"format": "feature_dir", "modalities": spec_mods, "options": options}
     extraction = _extraction_record(folder / "extract.json")
     if extraction is not None:  # made by msalign extract: predict re-extracts new media the same way

@@ -7,7 +7,8 @@
 
 Options: ``modalities`` applies to every source; ``metric_set`` and ``num_classes`` to pickles and
 feature directories; ``text_encoder``, ``standardize``, ``max_text_len``, ``cache_dir``,
-``batch_size``, ``device`` and ``progress`` to feature directories. An option that does not apply
+``batch_size``, ``device``, ``progress`` and ``descriptions`` (msalign describe's text, for
+textalign) to feature directories. An option that does not apply
 to the source is ignored; an unknown option is an error. Options set to None are ignored. Every
 dataset is validated (:func:`msalign.data.validate.validate_dataset`) before it is returned.
 """
@@ -23,7 +24,8 @@ from msalign.data.validate import validate_dataset
 from msalign.errors import MsalignError
 
 _PICKLE_OPTIONS = {"modalities", "metric_set", "num_classes"}
-_DIR_OPTIONS = _PICKLE_OPTIONS | {"text_encoder", "standardize", "max_text_len", "cache_dir", "batch_size", "device", "progress"}
+_DIR_OPTIONS = _PICKLE_OPTIONS | {"text_encoder", "standardize", "max_text_len", "cache_dir", "batch_size", "device", "progress",
+                                   "descriptions"}
 
 
 def _parse_value(text: str) -> Any:

