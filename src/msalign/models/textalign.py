@@ -72,7 +72,7 @@ def straight_through_top_k(scores: Tensor, mask: Tensor, k: int, temperature: fl
 
     ``scores`` (B, L) float, ``mask`` (B, L) bool (True = real token). Returns ``(gate, hard)``:
     ``hard`` (B, L) is the exact 0/1 selection (k ones per row, or every real token when a row has
-    fewer than k; never a padding position) and ``gate = hard + soft - soft.detach()`` with
+    fewer than k; never a padding position) and ``gate = hard + (soft - soft.detach())`` with
     ``soft = sigmoid(scores / temperature)`` at real positions: its VALUE is ``hard`` exactly, its
     GRADIENT is the soft one's, so every real token's score (selected or not) learns from how much
     the loss would change if that token weighed more.
@@ -91,7 +91,7 @@ def straight_through_top_k(scores: Tensor, mask: Tensor, k: int, temperature: fl
     index = ranked.topk(k, dim=1).indices
     hard = torch.zeros_like(scores).scatter(1, index, 1.0) * mask.to(scores.dtype)
     soft = torch.sigmoid(scores / temperature) * mask.to(scores.dtype)
-    return hard + soft - soft.detach(), hard
+    return hard + (soft - soft.detach()), hard  # (soft - soft) is exactly 0: the value is hard, bit for bit
 
 
 @register_model
