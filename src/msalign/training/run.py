@@ -238,13 +238,14 @@ def train(
             log(f"[{model_name} seed {seed}] already finished in {done.parent}, skipped")
             per_seed.append(previous["result"])
             continue
-        started = out_dir / f"seed_{seed}" / "lightning" / "run.json"  # which run the Lightning checkpoints belong to
-        resuming = resume and (started.parent / "last.ckpt").is_file()
+        started = done.parent / "run.json"  # which run the Lightning checkpoints in lightning/ belong to
+        last = done.parent / "lightning" / "last.ckpt"
+        resuming = resume and last.is_file()
         if resuming:
             if _read_json(started) != json.loads(json.dumps(identity)):
-                raise MsalignError(f"--resume: {started.parent / 'last.ckpt'} is from another run (model, config or "
-                                   f"data differ, see {started.name}); drop --resume to start over")
-            log(f"[{model_name} seed {seed}] resuming from {started.parent / 'last.ckpt'}")
+                raise MsalignError(f"--resume: {last} is from another run (model, config or data differ from "
+                                   f"{started}); drop --resume to start over")
+            log(f"[{model_name} seed {seed}] resuming from {last}")
         else:
             atomic_write_text(started, json.dumps(identity, indent=1))
         result = train_seed(model_name, model_config, train_config, dataset, seed, out_dir, progress, resuming)
