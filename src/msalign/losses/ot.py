@@ -173,7 +173,11 @@ def multimarginal_sinkhorn(
         raise MsalignError(f"multimarginal_sinkhorn: check_every must be >= 1, got {check_every}")
     if epsilon_scaling is not None and not 0 < epsilon_scaling < 1:
         raise MsalignError(f"multimarginal_sinkhorn: epsilon_scaling must be in (0, 1), got {epsilon_scaling}")
-    nus = [torch.as_tensor(nu, dtype=cost.dtype, device=cost.device).reshape(-1) for nu in marginals]
+    # float64 inside: (f_i - C) / epsilon cancels terms of size |C| / epsilon (1e14 for features of
+    # scale 1e6), far beyond float32's 7 digits; prototype-sized problems cost the same either way
+    dtype = cost.dtype
+    cost = cost.double()
+    nus = [torch.as_tensor(nu, device=cost.device).to(torch.float64).reshape(-1) for nu in marginals]
     for axis, nu in enumerate(nus):
         if nu.numel() != cost.shape[axis]:
             raise MsalignError(f"multimarginal_sinkhorn: marginal {axis} has {nu.numel()} entries, "
@@ -203,9 +207,11 @@ def multimarginal_sinkhorn(
         cost, nus, log_nus, potentials, epsilon, max(1, max_iter - total), tol, check_every
     )
     total += sweeps
-    plan = _log_kernel(cost, potentials, epsilon).exp()
+    log_plan = _log_kernel(cost, potentials, epsilon)
+    # exp(log_plan) sums to 1 up to the tolerance; normalising keeps it finite whatever the scale
+    plan = torch.softmax(log_plan.reshape(-1), dim=0).reshape(log_plan.shape).to(dtype)
     if return_info:
-        return plan, SinkhornInfo(potentials, total, error, error < tol)
+        return plan, SinkhornInfo([f.to(dtype) for f in potentials], total, error, error < tol)
     return plan
 
 
