@@ -151,10 +151,15 @@ def _read_modality(folder: Path, m: str) -> tuple[Path, str, np.ndarray, np.ndar
                     raise MsalignError(f"{path}: key {k!r}: missing (has {sorted(z.files)})")
             ids, x = z["ids"], z[key]
             lengths = z["lengths"] if "lengths" in z else None
+            for k, value in (("ids", ids), (key, x), ("lengths", lengths)):
+                if value is not None and not isinstance(value, np.ndarray):  # numpy returns a non-.npy member as bytes
+                    raise MsalignError(f"{path}: key {k!r}: not a .npy array")
     except MsalignError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, MemoryError) as e:
         raise MsalignError(f"{path}: not a readable .npz ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    except Exception as e:  # a damaged .npy header also raises TypeError, tokenize.TokenError, ...
+        raise MsalignError(f"{path}: not a readable .npz (corrupt array header: {type(e).__name__})") from None
     want = 3 if path is seq else 2
     if x.ndim != want:
         raise MsalignError(f"{path}: key {key!r}: expected shape {'(N, L, D)' if want == 3 else '(N, D)'}, got shape {x.shape}")
