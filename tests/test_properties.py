@@ -138,7 +138,7 @@ def test_bures_wasserstein_finite(xs, full):
     if not full:
         c1, c2 = c1.diagonal(), c2.diagonal()
     loss = bures_wasserstein(m1, c1, m2, c2)
-    assert _finite(loss) and loss >= -1e-3 * (1 + float(c1.abs().max() + c2.abs().max()))
+    assert _finite(loss) and float(loss) >= -1e-3 * (1 + float(c1.abs().max() + c2.abs().max()))
     assert _finite(*_grads(loss, [x, y]))
 
 
