@@ -113,8 +113,10 @@ def check_feature_spec(info: dict[str, Any], dataset_spec: dict[str, Any], dims:
             )
     trained = info.get("feature_spec", {})
     for key in sorted(set(trained) | set(dataset_spec)):
-        if key in ("source", "n_train", "n_valid", "n_test"):
-            continue  # where the data came from and how much of it do not change the features
+        if key in ("source", "n_train", "n_valid", "n_test", "describer"):
+            # where the data came from and how much of it do not change the features; the describer
+            # is pinned by the descriptions file's sha256 in modalities.text.descriptions
+            continue
         if trained.get(key) != dataset_spec.get(key):
             raise MsalignError(
                 f"checkpoint {path}: trained on feature spec {key}={trained.get(key)!r}, "

@@ -10,6 +10,13 @@ A missing modality (no face, no audio track, no speech) is never hidden: it is l
 ``modalities_used``, named with its reason under ``missing``, and the model is given the
 feature-directory placeholder for it (one all-zero frame, what a training clip with the same gap
 holds). ``--missing error`` refuses such inputs instead.
+
+A checkpoint trained with descriptions (``msalign describe``, loader option ``descriptions``,
+model ``textalign``) has each input described by the SAME describer with the SAME fitted
+thresholds as in training, read from the checkpoint's ``feature_spec["describer"]`` (older
+checkpoints: the training folder's descriptions.json, checked against the recorded sha256); the
+description is appended to the transcript exactly as the loader does and printed under
+``description``. A model describer whose model is not available offline is a one-line error.
 """
 
 from __future__ import annotations
@@ -53,6 +60,69 @@ def find_extraction_record(checkpoint: Path, info: dict[str, Any], given: str | 
             if dataset and (Path(dataset) / "extract.json").is_file():
                 return _read_json(Path(dataset) / "extract.json", "extraction record"), str(Path(dataset) / "extract.json")
     return None, "no extract.json found for its training features"
+
+
+def _training_folder(checkpoint: Path) -> Path | None:
+    """The feature directory the checkpoint was trained on, from its run's results.json (if still there)."""
+    for results in (checkpoint.parent / "results.json", checkpoint.parent.parent / "results.json"):
+        if results.is_file():
+            dataset = _read_json(results, "results").get("dataset")
+            if dataset and Path(dataset).is_dir():
+                return Path(dataset)
+    return None
+
+
+def resolve_describer(checkpoint: Path, info: dict[str, Any]):
+    """The describer (with its fitted thresholds) whose descriptions the checkpoint's text carried, or None."""
+    import hashlib
+
+    from msalign.describe.run import DESCRIPTIONS_FILE, describer_from_identity
+
+    spec = info.get("feature_spec", {})
+    given = spec.get("options", {}).get("descriptions")
+    if not given:
+        return None
+    identity = spec.get("describer")
+    if isinstance(identity, dict):  # recorded at load time: the checkpoint is self-contained
+        return describer_from_identity(identity, f"checkpoint {checkpoint}")
+    # a checkpoint from before the describer was recorded: its training folder's descriptions.json
+    folder = _training_folder(checkpoint)
+    path = Path(given) if given is not True else folder / DESCRIPTIONS_FILE if folder else None
+    recorded = spec.get("modalities", {}).get("text", {}).get("descriptions", {})
+    if path is None or not path.is_file():
+        raise MsalignError(
+            f"checkpoint {checkpoint}: trained with descriptions, but it does not record its describer and "
+            f"{path or 'its training folder'} is gone; retrain it to record the describer's thresholds")
+    raw = path.read_bytes()
+    if recorded.get("sha256") and hashlib.sha256(raw).hexdigest()[:16] != recorded["sha256"]:
+        raise MsalignError(f"checkpoint {checkpoint}: {path} changed since training (sha256 differs); "
+                           "retrain it to record the describer's thresholds")
+    record = _read_json(path, "descriptions file")
+    return describer_from_identity(record.get("describer") or {}, str(path))
+
+
+def clip_signals(clip, options, media_path: str | Path):
+    """What a describer reads off one extracted clip, as :func:`msalign.describe.sources.feature_dir_signals`
+    reads it off a feature directory written by msalign extract."""
+    from msalign.describe.rules import ClipSignals
+    from msalign.extract.vision import feature_names as vision_names
+
+    signals = ClipSignals(clip_id=str(media_path), face_note="no video" if clip.vision is None else "none detected",
+                          audio_note="none (no audio track)", media=str(media_path))
+    if clip.transcript.words:
+        signals.words = [(float(w.start), float(w.end)) for w in clip.transcript.words]
+    if clip.vision is not None and len(clip.vision) > 0:
+        names = vision_names()
+        signals.face = np.asarray(clip.vision, dtype=np.float32)
+        signals.face_names = names if signals.face.shape[1] == len(names) else None
+    if clip.audio is not None and len(clip.audio) > 0:
+        names = options.audio.feature_names()
+        if clip.audio.shape[1] == len(names):
+            signals.audio, signals.audio_names = np.asarray(clip.audio, dtype=np.float32), names
+            signals.audio_frame_rate = options.audio.frame_rate
+        else:
+            signals.utterance_audio = np.asarray(clip.audio, dtype=np.float32).mean(axis=0)
+    return signals
 
 
 def _differences(trained: Any, local: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -142,12 +212,19 @@ def sentiment_label(score: float, metric_set: str, band: float | None) -> str:
     return "neutral" if abs(score) < band else "positive" if score > 0 else "negative"
 
 
-def predict_clips(model, info: dict[str, Any], clips: list, encoder, band: float | None = None) -> list[dict[str, Any]]:
-    """One result dict per extracted clip (score, label, modalities_used, missing, transcript)."""
+def predict_clips(model, info: dict[str, Any], clips: list, encoder, band: float | None = None,
+                  descriptions: list[str] | None = None) -> list[dict[str, Any]]:
+    """One result dict per extracted clip (score, label, modalities_used, missing, transcript[, description])."""
     import torch
 
     stats = info.get("feature_spec", {}).get("options", {}).get("standardize", False)
-    texts, text_lengths = encoder.encode([clip.transcript.text for clip in clips])
+    if descriptions is None:
+        texts, text_lengths = encoder.encode([clip.transcript.text for clip in clips])
+    else:  # as the loader: label.csv's text (whitespace-normalised by extract) "[SEP]" the description
+        from msalign.describe.run import with_description
+
+        texts, text_lengths = encoder.encode([with_description(" ".join(clip.transcript.text.split()), d)
+                                              for clip, d in zip(clips, descriptions)])
     results = []
     for i, clip in enumerate(clips):
         sequences = {"text": texts[i, : text_lengths[i]], "audio": clip.audio, "vision": clip.vision}
@@ -176,6 +253,8 @@ def predict_clips(model, info: dict[str, Any], clips: list, encoder, band: float
             missing=missing,
             transcript=clip.transcript.text,
         )
+        if descriptions is not None:
+            result["description"] = descriptions[i]
         results.append(result)
     return results
 
@@ -191,6 +270,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         text = row["transcript"] if len(row["transcript"]) <= 60 else row["transcript"][:57] + "..."
         used = ",".join(row["modalities_used"]) or "none"
         lines.append(f"{name:28s} {row['score']:7.3f}  {row['label']:9s} {used:22s} {text}")
+        if "description" in row:
+            lines.append(f"{'':28s} {'':7s}  {'':9s} description: {row['description']}")
         for modality, why in row["missing"].items():
             lines.append(f"{'':28s} {'':7s}  {'':9s} missing {modality}: {why}")
     return "\n".join(lines)
@@ -208,14 +289,33 @@ def predict(checkpoint: str | Path, inputs: list[str], *, extract_spec: str | Pa
     checkpoint = Path(checkpoint)
     model, info = load_checkpoint(checkpoint)
     options = resolve_options(checkpoint, info, extract_spec, None, warn)
+    describer = resolve_describer(checkpoint, info)  # before extraction: a missing describer model fails fast
     loaded = info["feature_spec"].get("options", {})  # the loader's text options decide the text features
+    extra = 0
+    if describer is not None:
+        from msalign.data.feature_dir import DESCRIPTION_TOKENS
+
+        extra = DESCRIPTION_TOKENS  # the loader's room for the description after the transcript
     encoder = TextEncoder(loaded.get("text_encoder", options.text_encoder),
-                          int(loaded.get("max_text_len", options.max_text_len)), cache_dir=cache_dir)
-    check_modalities(checkpoint, info, expected_modalities(options, encoder))
+                          int(loaded.get("max_text_len", options.max_text_len)) + extra, cache_dir=cache_dir)
+    expected = expected_modalities(options, encoder)
+    if describer is not None:  # which descriptions.json trained it is a record, not something made here
+        expected["text"]["descriptions"] = info["feature_spec"].get("modalities", {}).get("text", {}).get("descriptions")
+    check_modalities(checkpoint, info, expected)
     jobs, _ = collect_jobs(inputs)
     outcomes = run_jobs(jobs, options, workers=workers, missing=missing, cache_dir=None, progress=progress)
+    notes: list[str] | None = None
+    if describer is not None:
+        notes = []
+        for outcome in outcomes:
+            if outcome.clip is None:
+                continue
+            try:
+                notes.append(describer.describe(clip_signals(outcome.clip, options, outcome.job.media or outcome.job.id)))
+            except MsalignError as error:  # e.g. a model describer cannot read this input's frames
+                outcome.clip, outcome.error = None, f"describing it: {error}"
     done = [o for o in outcomes if o.clip is not None]
-    scored = iter(predict_clips(model, info, [o.clip for o in done], encoder, neutral_band) if done else [])
+    scored = iter(predict_clips(model, info, [o.clip for o in done], encoder, neutral_band, notes) if done else [])
     rows = []
     for outcome in outcomes:
         name = str(outcome.job.media or outcome.job.id)

@@ -318,15 +318,17 @@ def load_feature_dir(
     ids = [r["id"] for r in rows]
     texts = [r.get("text", "") for r in rows]
     described: dict[str, Any] | None = None
+    describer_identity: dict[str, Any] = {}
     if descriptions:  # msalign describe's descriptions.json, appended to the transcripts (textalign)
         if "text" in files:
             raise MsalignError(f"{source}: descriptions are appended to the text column before encoding, "
                                f"but text comes from {files['text'][0].name}; remove it to encode the text column")
-        from msalign.describe.run import DESCRIPTIONS_FILE, read_descriptions
+        from msalign.describe.run import DESCRIPTIONS_FILE, read_descriptions, with_description
 
         notes_path = folder / DESCRIPTIONS_FILE if descriptions is True else Path(descriptions)
         notes, described = read_descriptions(notes_path, ids)
-        texts = [f"{t} [SEP] {d}" if t else d for t, d in zip(texts, notes)]
+        describer_identity = described.pop("identity")  # recorded beside, for predict (below)
+        texts = [with_description(t, d) for t, d in zip(texts, notes)]
         has_text_column = True
 
     # Per modality: (all features, lengths, row of each label.csv clip); files first, so id
@@ -384,6 +386,8 @@ def load_feature_dir(
     if described:
         options["descriptions"] = descriptions if descriptions is True else str(descriptions)
     spec: dict[str, Any] = {"format": "feature_dir", "modalities": spec_mods, "options": options}
+    if described:  # the describer with its fitted thresholds: msalign predict describes new media alike
+        spec["describer"] = describer_identity
     extraction = _extraction_record(folder / "extract.json")
     if extraction is not None:  # made by msalign extract: predict re-extracts new media the same way
         spec["extraction"] = extraction

@@ -73,9 +73,34 @@ def read_descriptions(path: str | Path, ids: Sequence[str]) -> tuple[list[str], 
         few = ", ".join(repr(i) for i in missing[:3])
         raise MsalignError(f"{path}: {len(missing)} clips have no description, e.g. {few} "
                            f"(re-run `msalign describe` on the feature directory)")
+    identity = record.get("describer") if isinstance(record.get("describer"), dict) else {}
+    # the describer's full identity (for rules: the fitted thresholds) travels in the feature spec,
+    # so a checkpoint describes new media (msalign predict) without the training folder
     spec = {"file": path.name, "sha256": hashlib.sha256(raw).hexdigest()[:16],
-            "describer": (record.get("describer") or {}).get("describer", "unknown")}
+            "describer": identity.get("describer", "unknown"), "identity": identity}
     return [table[i] for i in ids], spec
+
+
+def with_description(text: str, description: str) -> str:
+    """The text a described clip is encoded from: "transcript [SEP] description" (the loader and predict)."""
+    return f"{text} [SEP] {description}" if text else description
+
+
+def describer_from_identity(identity: dict[str, Any], where: str) -> Describer:
+    """Rebuild the describer recorded in descriptions.json / a feature spec, with its fitted thresholds."""
+    kind = identity.get("describer") if isinstance(identity, dict) else None
+    if kind == "rules":
+        return RuleDescriber.from_json(identity)
+    if kind == "model":
+        from msalign.describe.model import ModelDescriber
+
+        voice = RuleDescriber.from_json(identity["voice"]) if identity.get("voice") else None
+        try:
+            return ModelDescriber(str(identity.get("model")), frames=int(identity.get("frames", 3)),
+                                  max_new_tokens=int(identity.get("max_new_tokens", 30)), voice=voice)
+        except MsalignError as error:
+            raise MsalignError(f"{where}: descriptions were made by {error}") from None
+    raise MsalignError(f"{where}: unknown describer {kind!r} (expected rules or model)")
 
 
 def describe_dataset(folder: str | Path, out: str | Path | None = None, describer: str = "rules",

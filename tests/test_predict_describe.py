@@ -1,0 +1,76 @@
+"""msalign predict with a checkpoint trained on descriptions (textalign + msalign describe): new media
+are described by the checkpoint's own describer and fitted thresholds, with or without the training
+folder. Real media (Megamind.avi); skipped only when the media or the media extra is absent."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from msalign.cli import main
+
+from test_describe import MEGAMIND
+
+TINY = ["--epochs", "1", "--set", "width=16", "heads=4", "head_hidden=16", "top_k=8", "--seeds", "0"]
+
+
+def test_predict_describes_new_media_like_training(tmp_path, capsys):
+    for module in ("librosa", "mediapipe", "faster_whisper"):
+        pytest.importorskip(module, reason="media extra not installed")
+    if not MEGAMIND.exists() or shutil.which("ffmpeg") is None:
+        pytest.skip(f"{MEGAMIND} or ffmpeg not present (bash scripts/media_assets.sh)")
+    raw = tmp_path / "ds" / "Raw" / "mm"
+    raw.mkdir(parents=True)
+    texts = ["i like it", "bad stuff", "so good", "terrible"]
+    modes = ["train", "train", "valid", "test"]
+    for i in range(4):
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{2.5 * i:.1f}", "-t", "1.5", "-i", str(MEGAMIND),
+                        "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(raw / f"{i}.mp4")], check=True)
+    (tmp_path / "ds" / "label.csv").write_text("video_id,clip_id,text,label,annotation,mode\n" + "".join(
+        f"mm,{i},{t},{(-1) ** i * 1.5},,{m}\n" for i, (t, m) in enumerate(zip(texts, modes))))
+    features = tmp_path / "features"
+    assert main(["extract", str(tmp_path / "ds"), "--out", str(features), "--fps", "4", "--missing", "mask",
+                 "--workers", "1"]) == 0
+    assert main(["describe", str(features)]) == 0
+    trained = json.loads((features / "descriptions.json").read_text())["descriptions"]
+    run = tmp_path / "run"
+    assert main(["train", "--model", "textalign", "--dataset", str(features), "--descriptions", "--out", str(run), *TINY]) == 0
+    checkpoint = run / "seed_0" / "model.safetensors"
+    capsys.readouterr()
+
+    assert main(["predict", "--checkpoint", str(checkpoint), str(MEGAMIND)]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert "book" in row["transcript"].lower(), row
+    assert row["description"].startswith("Face: ") and " Head: " in row["description"], row
+    assert "none detected" not in row["description"] and "no video" not in row["description"], row
+    assert math.isfinite(row["score"])
+
+    # self-contained: the training folder's descriptions.json is gone; a training clip, with its
+    # label.csv transcript beside it, gets exactly its training description
+    (features / "descriptions.json").unlink()
+    clip = tmp_path / "clip0.mp4"
+    shutil.copy(raw / "0.mp4", clip)
+    clip.with_suffix(".txt").write_text(texts[0])
+    assert main(["predict", "--checkpoint", str(checkpoint), str(clip)]) == 0
+    again = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert again["description"] == trained["mm_0"] and again["transcript"] == texts[0]
+    assert math.isfinite(again["score"])
+
+    # a checkpoint whose descriptions came from an image-to-text model that is not available: one line naming it
+    from safetensors.torch import load_file, safe_open, save_file
+
+    with safe_open(str(checkpoint), framework="pt") as handle:
+        info = json.loads(handle.metadata()["msalign"])
+    info["feature_spec"]["describer"] = {"describer": "model", "model": "no-such-org/no-such-captioner", "frames": 3,
+                                         "max_new_tokens": 30, "voice": info["feature_spec"]["describer"]}
+    other = tmp_path / "model_described.safetensors"
+    save_file(load_file(str(checkpoint)), str(other), metadata={"msalign": json.dumps(info)})
+    assert main(["predict", "--checkpoint", str(other), str(clip)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no-such-org/no-such-captioner" in err and "not in the Hugging Face cache" in err, err
+    assert "\n" not in err and "Traceback" not in err
