@@ -52,6 +52,7 @@ def test_predict_describes_new_media_like_training(tmp_path, capsys):
 
     # self-contained: the training folder's descriptions.json is gone; a training clip, with its
     # label.csv transcript beside it, gets exactly its training description
+    saved = (features / "descriptions.json").read_bytes()
     (features / "descriptions.json").unlink()
     clip = tmp_path / "clip0.mp4"
     shutil.copy(raw / "0.mp4", clip)
@@ -74,3 +75,13 @@ def test_predict_describes_new_media_like_training(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "no-such-org/no-such-captioner" in err and "not in the Hugging Face cache" in err, err
     assert "\n" not in err and "Traceback" not in err
+
+    # a checkpoint from before the describer was recorded needs its training descriptions.json, which is gone
+    del info["feature_spec"]["describer"]
+    older = run / "seed_0" / "older.safetensors"  # found through the run's results.json
+    save_file(load_file(str(checkpoint)), str(older), metadata={"msalign": json.dumps(info)})
+    assert main(["predict", "--checkpoint", str(older), str(clip)]) == 2
+    assert "does not record its describer" in capsys.readouterr().err
+    (features / "descriptions.json").write_bytes(saved)
+    assert main(["predict", "--checkpoint", str(older), str(clip)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["description"] == trained["mm_0"]

@@ -29,7 +29,8 @@ checkpoint's options back to :func:`~msalign.data.load_dataset`.
 ``descriptions`` (True, or a path) appends each clip's description from ``descriptions.json``
 (written by ``msalign describe``, :mod:`msalign.describe`) to its transcript, "text [SEP]
 description", before the text encoder runs (with ``DESCRIPTION_TOKENS`` more tokens of room);
-recorded in ``feature_spec``. A missing file or clip is an error naming the file.
+recorded in ``feature_spec`` (the describer with its fitted thresholds under ``feature_spec["describer"]``,
+so ``msalign predict`` describes new media alike). A missing file or clip is an error naming the file.
 ``metric_set`` overrides the one inferred from the path (mosi/mosei/sims/iemocap in the folder's
 name, innermost first) or, failing that, from the labels (class names or ``metric_set="iemocap"``
 -> classification; regression labels within [-1, 1] -> sims; else mosi).
