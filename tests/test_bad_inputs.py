@@ -523,7 +523,3 @@ def test_bad_input(case, tmp_path, capsys, monkeypatch):
 def test_bad_checkpoint(case, checkpoint, tmp_path, capsys):
     argv, culprit = case(tmp_path, checkpoint)
     _check(argv, culprit, tmp_path / "out", capsys)
-
-
-def test_corpus_size():
-    assert len(CASES) + len(CHECKPOINT_CASES) >= 20

@@ -219,25 +219,32 @@ def test_twitter_style_tsv_with_aspect_targets(tmp_path):
 # -- a feature directory made by msalign extract ---------------------------------------------------
 
 
-def test_extracted_megamind_described_and_trained(tmp_path):
-    for module in ("librosa", "mediapipe"):
+def megamind_features(tmp_path, texts, modes, step, length, needs=("librosa", "mediapipe")):
+    """Megamind.avi cut into len(texts) clips (every ``step`` s, ``length`` s long) with these
+    transcripts (so no speech recognition) and modes, extracted and described; the feature dir.
+    Skips when the media, ffmpeg or the media extra is absent."""
+    for module in needs:
         pytest.importorskip(module, reason="media extra not installed")
     if not MEGAMIND.exists() or shutil.which("ffmpeg") is None:
         pytest.skip(f"{MEGAMIND} or ffmpeg not present (bash scripts/media_assets.sh)")
     raw = tmp_path / "ds" / "Raw" / "mm"
     raw.mkdir(parents=True)
-    texts = ["i like it", "bad stuff", "so good", "terrible", "great", "meh"]
-    modes = ["train", "train", "train", "valid", "test", "test"]
-    for i in range(6):
-        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{1.8 * i:.1f}", "-t", "1.6", "-i", str(MEGAMIND),
-                        "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(raw / f"{i}.mp4")], check=True)
-    # transcripts given in label.csv: no speech recognition needed
+    for i in range(len(texts)):
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{step * i:.1f}", "-t", str(length),
+                        "-i", str(MEGAMIND), "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
+                        str(raw / f"{i}.mp4")], check=True)
     (tmp_path / "ds" / "label.csv").write_text("video_id,clip_id,text,label,annotation,mode\n" + "".join(
         f"mm,{i},{t},{(-1) ** i * 1.5},,{m}\n" for i, (t, m) in enumerate(zip(texts, modes))))
     features = tmp_path / "features"
     assert main(["extract", str(tmp_path / "ds"), "--out", str(features), "--fps", "4", "--missing", "mask",
                  "--workers", "1"]) == 0
     assert main(["describe", str(features)]) == 0
+    return features
+
+
+def test_extracted_megamind_described_and_trained(tmp_path):
+    features = megamind_features(tmp_path, ["i like it", "bad stuff", "so good", "terrible", "great", "meh"],
+                                 ["train", "train", "train", "valid", "test", "test"], step=1.8, length=1.6)
     record = json.loads((features / "descriptions.json").read_text())
     descriptions = record["descriptions"]
     assert set(descriptions) == {f"mm_{i}" for i in range(6)}

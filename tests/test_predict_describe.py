@@ -7,36 +7,22 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from msalign.cli import main
 
-from test_describe import MEGAMIND
+from test_describe import MEGAMIND, megamind_features
 
 TINY = ["--epochs", "1", "--set", "width=16", "heads=4", "head_hidden=16", "top_k=8", "--seeds", "0"]
 
 
 def test_predict_describes_new_media_like_training(tmp_path, capsys):
-    for module in ("librosa", "mediapipe", "faster_whisper"):
-        pytest.importorskip(module, reason="media extra not installed")
-    if not MEGAMIND.exists() or shutil.which("ffmpeg") is None:
-        pytest.skip(f"{MEGAMIND} or ffmpeg not present (bash scripts/media_assets.sh)")
-    raw = tmp_path / "ds" / "Raw" / "mm"
-    raw.mkdir(parents=True)
     texts = ["i like it", "bad stuff", "so good", "terrible"]
-    modes = ["train", "train", "valid", "test"]
-    for i in range(4):
-        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{2.5 * i:.1f}", "-t", "1.5", "-i", str(MEGAMIND),
-                        "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(raw / f"{i}.mp4")], check=True)
-    (tmp_path / "ds" / "label.csv").write_text("video_id,clip_id,text,label,annotation,mode\n" + "".join(
-        f"mm,{i},{t},{(-1) ** i * 1.5},,{m}\n" for i, (t, m) in enumerate(zip(texts, modes))))
-    features = tmp_path / "features"
-    assert main(["extract", str(tmp_path / "ds"), "--out", str(features), "--fps", "4", "--missing", "mask",
-                 "--workers", "1"]) == 0
-    assert main(["describe", str(features)]) == 0
+    features = megamind_features(tmp_path, texts, ["train", "train", "valid", "test"], step=2.5, length=1.5,
+                                 needs=("librosa", "mediapipe", "faster_whisper"))
+    raw = tmp_path / "ds" / "Raw" / "mm"
     trained = json.loads((features / "descriptions.json").read_text())["descriptions"]
     run = tmp_path / "run"
     assert main(["train", "--model", "textalign", "--dataset", str(features), "--descriptions", "--out", str(run), *TINY]) == 0

@@ -212,7 +212,7 @@ def test_mine_candidates_well_formed(xs, pool, seed):
     n = len(x)
     for index, valid, same in ((pools.positives, pools.positives_valid, True), (pools.hard, pools.hard_valid, False),
                                (pools.easy, pools.easy_valid, False)):
-        assert index.shape == valid.shape == (n, pool) or index.shape[0] == n
+        assert index.shape == valid.shape == (n, pool)
         rows = torch.arange(n)[:, None].expand_as(index)
         chosen = index[valid]
         assert ((chosen >= 0) & (chosen < n)).all()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from msalign.checkpoint import read_checkpoint_meta
 from msalign.config import TrainConfig
 from msalign.data.synthetic import generate_synthetic
 from msalign.errors import MsalignError
@@ -186,3 +187,5 @@ def test_textalign_classification(tmp_path):
     results = train("textalign", data, model_config, train_config, seeds=[0], out_dir=tmp_path, progress=False,
                     log=lambda *a: None)
     assert 0 <= results["mean"]["WAcc"] <= 1
+    assert {"WAcc", "WAF1"} <= set(results["mean"])  # scored as classification
+    assert read_checkpoint_meta(tmp_path / "seed_0" / "model.safetensors")["output_dim"] == 3  # a 3-class head

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from msalign import metrics
-from msalign.checkpoint import atomic_write_text
+from msalign.atomic import atomic_write_text
 from msalign.data.types import MultimodalDataset
 from msalign.training import train
 

@@ -9,47 +9,24 @@ whose feature spec differs from the data it is asked to score.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from msalign.atomic import atomic_path
 from msalign.errors import MsalignError
 from msalign.models import MSAModel, build_config, create_model
 
 FORMAT_VERSION = 1
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temporary file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: str | Path, model: MSAModel, meta: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     info = {"format": FORMAT_VERSION, "model": model.name, "dims": model.dims, "output_dim": model.output_dim, **meta}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(state, temporary, metadata={"msalign": json.dumps(info)})
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        save_file(state, str(temporary), metadata={"msalign": json.dumps(info)})
 
 
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:

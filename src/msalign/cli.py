@@ -38,6 +38,15 @@ def _add_dataset_options(parser: argparse.ArgumentParser, required: bool = True)
                         help="append msalign describe's descriptions (DATASET/descriptions.json, or FILE) to the text")
 
 
+def _add_run_options(parser: argparse.ArgumentParser,
+                     set_help: str = "override config fields (repeatable: --set a=1 b=2 --set c=3)") -> None:
+    parser.add_argument("--config", default=None, help="YAML file with 'model' and 'train' sections")
+    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=set_help)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars (default: when stderr is a terminal)")
+
+
 def _load_dataset(args: argparse.Namespace, defaults: dict | None = None):
     from msalign.data import load_dataset
 
@@ -151,13 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the registered models").set_defaults(func=cmd_models)
 
-    def run_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", default=None, help="YAML file with 'model' and 'train' sections")
-        p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                       help="override config fields (repeatable: --set a=1 b=2 --set c=3)")
-        p.add_argument("--epochs", type=int, default=None)
-        p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                       help="progress bars (default: when stderr is a terminal)")
+    run_options = _add_run_options
 
     train = sub.add_parser("train", help="train a model over seeds; writes OUT/results.json and checkpoints")
     train.add_argument("--model", required=True)

@@ -163,6 +163,17 @@ def summarize(per_seed: list[dict[str, float]]) -> tuple[dict[str, float], dict[
     return ({k: _r4(v.mean()) for k, v in vals.items()}, {k: _r4(v.std()) for k, v in vals.items()})
 
 
+def format_metric(key: str, value: float | None, std: float | None = None) -> str:
+    """One cell: accuracy / F1 as a percentage (2 dp), MAE / Corr raw (3 dp), ``–`` when missing."""
+    if value is None:
+        return "–"
+    raw = key in _RAW_KEYS
+    text = f"{value:.3f}" if raw else f"{100 * value:.2f}"
+    if std is not None:
+        text += f" ± {std:.3f}" if raw else f" ± {100 * std:.2f}"
+    return text
+
+
 def format_table(
     rows: dict[str, dict[str, float]],
     keys: list[str] | None = None,
@@ -175,15 +186,8 @@ def format_table(
     if keys is None:
         keys = list(dict.fromkeys(k for r in rows.values() for k in r))
 
-    def fmt(k: str, v: float) -> str:
-        return f"{v:.3f}" if k in _RAW_KEYS else f"{100 * v:.2f}"
-
     def cell(name: str, k: str) -> str:
-        r = rows[name]
-        if k not in r:
-            return "–"
-        spread = (std or {}).get(name, {})
-        return fmt(k, r[k]) + (f" ± {fmt(k, spread[k])}" if k in spread else "")
+        return format_metric(k, rows[name].get(k), (std or {}).get(name, {}).get(k))
 
     lines = ["| name | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     lines += [f"| {n} | " + " | ".join(cell(n, k) for k in keys) + " |" for n in rows]

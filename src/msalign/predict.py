@@ -54,11 +54,9 @@ def find_extraction_record(checkpoint: Path, info: dict[str, Any], given: str | 
     recorded = info.get("feature_spec", {}).get("extraction")
     if isinstance(recorded, dict):
         return recorded, f"checkpoint {checkpoint}"
-    for results in (checkpoint.parent / "results.json", checkpoint.parent.parent / "results.json"):
-        if results.is_file():
-            dataset = _read_json(results, "results").get("dataset")
-            if dataset and (Path(dataset) / "extract.json").is_file():
-                return _read_json(Path(dataset) / "extract.json", "extraction record"), str(Path(dataset) / "extract.json")
+    folder = _training_folder(checkpoint)
+    if folder is not None and (folder / "extract.json").is_file():
+        return _read_json(folder / "extract.json", "extraction record"), str(folder / "extract.json")
     return None, "no extract.json found for its training features"
 
 
@@ -74,9 +72,7 @@ def _training_folder(checkpoint: Path) -> Path | None:
 
 def resolve_describer(checkpoint: Path, info: dict[str, Any]):
     """The describer (with its fitted thresholds) whose descriptions the checkpoint's text carried, or None."""
-    import hashlib
-
-    from msalign.describe.run import DESCRIPTIONS_FILE, describer_from_identity
+    from msalign.describe.run import DESCRIPTIONS_FILE, describer_from_identity, descriptions_digest
 
     spec = info.get("feature_spec", {})
     given = spec.get("options", {}).get("descriptions")
@@ -94,7 +90,7 @@ def resolve_describer(checkpoint: Path, info: dict[str, Any]):
             f"checkpoint {checkpoint}: trained with descriptions, but it does not record its describer and "
             f"{path or 'its training folder'} is gone; retrain it to record the describer's thresholds")
     raw = path.read_bytes()
-    if recorded.get("sha256") and hashlib.sha256(raw).hexdigest()[:16] != recorded["sha256"]:
+    if recorded.get("sha256") and descriptions_digest(raw) != recorded["sha256"]:
         raise MsalignError(f"checkpoint {checkpoint}: {path} changed since training (sha256 differs); "
                            "retrain it to record the describer's thresholds")
     record = _read_json(path, "descriptions file")
@@ -199,14 +195,6 @@ def check_modalities(checkpoint: Path, info: dict[str, Any], expected: dict[str,
     return rebuilt
 
 
-def _standardize(x: np.ndarray, stats: Any, modality: str) -> np.ndarray:
-    if isinstance(stats, dict) and modality in stats:
-        mean = np.asarray(stats[modality]["mean"], dtype=np.float32)
-        std = np.asarray(stats[modality]["std"], dtype=np.float32)
-        return (x - mean) / std
-    return x
-
-
 def sentiment_label(score: float, metric_set: str, band: float | None) -> str:
     band = NEUTRAL_BAND.get(metric_set, 0.5) if band is None else band
     return "neutral" if abs(score) < band else "positive" if score > 0 else "negative"
@@ -218,6 +206,9 @@ def predict_clips(model, info: dict[str, Any], clips: list, encoder, band: float
     import torch
 
     stats = info.get("feature_spec", {}).get("options", {}).get("standardize", False)
+    # the training split's statistics, as arrays once (not per clip)
+    norms = {m: (np.asarray(s["mean"], dtype=np.float32), np.asarray(s["std"], dtype=np.float32))
+             for m, s in stats.items()} if isinstance(stats, dict) else {}
     if descriptions is None:
         texts, text_lengths = encoder.encode([clip.transcript.text for clip in clips])
     else:  # as the loader: label.csv's text (whitespace-normalised by extract) "[SEP]" the description
@@ -233,7 +224,9 @@ def predict_clips(model, info: dict[str, Any], clips: list, encoder, band: float
             x = sequences[modality]
             if x is None or len(x) == 0:  # the feature-directory placeholder for a missing modality
                 x = np.zeros((1, info["dims"][modality]), dtype=np.float32)
-            x = _standardize(np.asarray(x, dtype=np.float32), stats, modality)
+            x = np.asarray(x, dtype=np.float32)
+            if modality in norms:
+                x = (x - norms[modality][0]) / norms[modality][1]
             features[modality] = torch.from_numpy(np.ascontiguousarray(x))[None]
             masks[modality] = torch.ones(1, len(x), dtype=torch.bool)
         with torch.inference_mode():

@@ -106,7 +106,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     print(f"{args.model}: one sample ({shape_text}); 1 multiply-add = 2 FLOPs\n")
     print(format_costs(costs))
     if args.json:
-        from msalign.checkpoint import atomic_write_text
+        from msalign.atomic import atomic_write_text
 
         atomic_write_text(args.json, json.dumps({"model": args.model, "shapes": {m: list(shapes[m]) for m in shapes},
                                                  "modules": [asdict(c) for c in costs]}, indent=1))

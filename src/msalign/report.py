@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from msalign import metrics
+from msalign.atomic import atomic_path
 from msalign.errors import MsalignError
 
 DPI = 100
@@ -158,7 +160,6 @@ def render_html(report: Report) -> str:
 @dataclass
 class TrainRun:
     """One ``msalign train`` output directory, with what the report needs from each seed."""
-
     label: str
     path: Path
     results: dict[str, Any]
@@ -378,10 +379,8 @@ def _new_figure(kind: str):
 
 
 def _save(figure, folder: Path, name: str) -> None:
-    target = folder / name
-    temporary = folder / f".{name}.tmp.png"
-    figure.savefig(temporary, dpi=DPI, format="png")
-    temporary.replace(target)
+    with atomic_path(folder / name, suffix=".png") as temporary:
+        figure.savefig(temporary, dpi=DPI, format="png")
 
 
 def _style():
@@ -539,7 +538,7 @@ def _selection_label(metric_set: str) -> tuple[str, str, str]:
 
 
 def _metric_value(metric: str, value: float) -> float:
-    return value if metric in ("MAE", "Corr") else 100.0 * value
+    return value if metric in metrics._RAW_KEYS else 100.0 * value
 
 
 def plot_curves(runs: list[TrainRun], folder: Path, name: str, title: str) -> FigureFile | None:
@@ -681,14 +680,7 @@ def _rectangle(column: int, row: int):
 
 
 # --- tables ----------------------------------------------------------------------------------------
-def _fmt(key: str, value: float | None, std: float | None = None) -> str:
-    if value is None:
-        return "–"
-    raw = key in ("MAE", "Corr", "loss")
-    text = f"{value:.3f}" if raw else f"{100 * value:.2f}"
-    if std is not None:
-        text += f" ± {std:.3f}" if raw else f" ± {100 * std:.2f}"
-    return text
+_fmt = metrics.format_metric
 
 
 def _valid_mean(run: TrainRun, metric: str) -> float | None:
@@ -697,8 +689,6 @@ def _valid_mean(run: TrainRun, metric: str) -> float | None:
 
 
 def train_table(report: Report, run: TrainRun) -> None:
-    from msalign import metrics
-
     keys = metrics.headline_keys(run.metric_set)
     metric, _, _ = _selection_label(run.metric_set)
     header = ["seed", "best epoch (0 = first)", f"valid {metric}"] + [f"test {k}" for k in keys]
@@ -774,8 +764,6 @@ def build_train_report(run_dir: Path, folder: Path, dataset=None) -> Report:
 
 
 def build_benchmark_report(run_dir: Path, folder: Path, dataset=None) -> Report:
-    from msalign import metrics
-
     table = _read_json(run_dir / "table.json", "table.json")
     entries = list(table.get("models", {}))
     if not entries:
@@ -819,7 +807,6 @@ def build_benchmark_report(run_dir: Path, folder: Path, dataset=None) -> Report:
 
 
 def build_sweep_report(run_dir: Path, folder: Path, dataset=None) -> Report:
-    from msalign import metrics
     from msalign.sweep import _format_value
 
     summary = _read_json(run_dir / "sweep.json", "sweep.json")
@@ -874,7 +861,7 @@ def build_report(run_dir: str | Path, dataset=None, out: str | Path | None = Non
     folder.mkdir(parents=True, exist_ok=True)
     builder = {"train": build_train_report, "benchmark": build_benchmark_report, "sweep": build_sweep_report}[kind]
     report = builder(run_dir, folder, dataset)
-    from msalign.checkpoint import atomic_write_text
+    from msalign.atomic import atomic_write_text
 
     atomic_write_text(target, render_html(report) if fmt == "html" else render_markdown(report))
     return target, report

@@ -57,7 +57,7 @@ def check_grid(model_name: str, model_config: Any, grid: dict[str, list[Any]], c
     Returns the grid with values converted to the fields' types; raises a one-line MsalignError
     otherwise. Runs before any data is loaded or any model trained.
     """
-    from msalign.config import coerce
+    from msalign.config import _field_types, coerce
 
     fields = {f.name for f in dataclasses.fields(model_config)}
     hints = _field_types(type(model_config))
@@ -78,13 +78,6 @@ def check_grid(model_name: str, model_config: Any, grid: dict[str, list[Any]], c
         except MsalignError as error:
             raise MsalignError(f"--grid point {point_label(point)}: {error}") from None
     return checked
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -120,7 +113,7 @@ def run_sweep(
     """Trains every grid point over ``seeds`` (finished seeds are skipped), writes sweep.json and
     sweep.md after each point, and returns the sweep summary (see the module docstring)."""
     from msalign import metrics
-    from msalign.checkpoint import atomic_write_text
+    from msalign.atomic import atomic_write_text
     from msalign.config import config_to_dict
     from msalign.training import train
 
@@ -194,11 +187,7 @@ def format_sweep(summary: dict[str, Any]) -> str:
     valid_cols = [metric] + [k for k in headline if k != metric and k in ("Non0_acc_2", "Mult_acc_2", "WAcc")]
     best = summary["best"]["label"] if summary["best"] else None
 
-    def fmt(key: str, value: float | None) -> str:
-        if value is None:
-            return "–"
-        return f"{value:.3f}" if key in ("MAE", "Corr") else f"{100 * value:.2f}"
-
+    fmt = metrics.format_metric
     seeds = ", ".join(map(str, summary["seeds"]))
     grid_text = "; ".join(f"{k} in {{" + ", ".join(_format_value(v) for v in summary["grid"][k]) + "}" for k in keys)
     lines = [
@@ -230,19 +219,14 @@ def format_sweep(summary: dict[str, Any]) -> str:
 # --- command line -----------------------------------------------------------------------------
 def add_parser(sub) -> argparse.ArgumentParser:
     """Adds ``msalign sweep`` to the CLI's subparsers."""
-    from msalign.cli import _add_dataset_options
+    from msalign.cli import _add_dataset_options, _add_run_options
 
     parser = sub.add_parser("sweep", help="train a model over a grid of config values; selects on validation (resumable)")
     parser.add_argument("--model", required=True)
     _add_dataset_options(parser)
     parser.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2,...",
                         help="model config keys and their values, e.g. --grid alpha=0.01,0.05,0.1 beta=0.01,0.05,0.1")
-    parser.add_argument("--config", default=None, help="YAML file with 'model' and 'train' sections")
-    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override config fields for every point (the grid keys win)")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bars (default: when stderr is a terminal)")
+    _add_run_options(parser, set_help="override config fields for every point (the grid keys win)")
     parser.add_argument("--seeds", default="1111")
     parser.add_argument("--out", required=True)
     parser.set_defaults(func=cmd_sweep)

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from msalign.atomic import atomic_savez
 from msalign.data.types import MODALITIES, SPLITS, MetricSet, MultimodalDataset, Split
 from msalign.data.validate import _first_bad_row, infer_metric_set, trailing_lengths, validate_dataset, zero_padding
 from msalign.errors import MsalignError
@@ -100,9 +101,7 @@ def save_modality(
             arrays["lengths"] = np.asarray(lengths, dtype=np.int64)
     else:
         raise MsalignError(f"{modality}: expected features of shape (N, D) or (N, L, D), got shape {features.shape}")
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic_savez(path, **arrays)
     return path
 
 

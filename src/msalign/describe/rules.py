@@ -149,9 +149,6 @@ class Describer:
 
     name = "describer"
 
-    def fit(self, signals: Sequence[ClipSignals]) -> Describer:  # pragma: no cover - optional
-        return self
-
     def describe(self, signals: ClipSignals) -> str:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -269,7 +266,7 @@ class RuleDescriber(Describer):
             lv = self.level(key, stats.get(key, math.nan))
             if lv is None:
                 continue
-            word = words[0] if lv == 0 else words[1] if lv == 1 else words[2]
+            word = words[min(lv, 2)]
             if word:
                 said.append(word)
         return f"Voice: {', '.join(said)}." if said else "Voice: not described."

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from msalign.atomic import atomic_write_text
 from msalign.describe.rules import ClipSignals, Describer, RuleDescriber
 from msalign.errors import MsalignError
 
@@ -47,12 +47,14 @@ def describe_clips(describer: Describer, signals: Sequence[ClipSignals]) -> dict
 
 def write_descriptions(path: str | Path, describer: Describer, descriptions: dict[str, str], source: str) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = {"format": FORMAT, "source": source, "describer": describer.identity(), "descriptions": descriptions}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     return path
+
+
+def descriptions_digest(raw: bytes) -> str:
+    """What ties a checkpoint to its descriptions file (recorded at load, checked by predict)."""
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def read_descriptions(path: str | Path, ids: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
@@ -76,7 +78,7 @@ def read_descriptions(path: str | Path, ids: Sequence[str]) -> tuple[list[str], 
     identity = record.get("describer") if isinstance(record.get("describer"), dict) else {}
     # the describer's full identity (for rules: the fitted thresholds) travels in the feature spec,
     # so a checkpoint describes new media (msalign predict) without the training folder
-    spec = {"file": path.name, "sha256": hashlib.sha256(raw).hexdigest()[:16],
+    spec = {"file": path.name, "sha256": descriptions_digest(raw),
             "describer": identity.get("describer", "unknown"), "identity": identity}
     return [table[i] for i in ids], spec
 

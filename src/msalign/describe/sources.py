@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from msalign.atomic import atomic_savez, atomic_write_text
 from msalign.describe.rules import ClipSignals
 from msalign.errors import MsalignError
 
@@ -242,7 +242,6 @@ def load_image(path: Path, max_width: int = 640) -> np.ndarray:
 def build_image_feature_dir(folder: str | Path, out: str | Path, face_model: str | None = None,
                             max_width: int = 640) -> tuple[list[dict[str, str]], list[ClipSignals]]:
     """Face analysis of every image -> a feature directory at ``out`` (see the module docstring)."""
-    from msalign.data.feature_dir import save_modality
     from msalign.extract.vision import DIM, FaceAnalyzer, feature_names
 
     items = read_image_dataset(folder)
@@ -256,10 +255,9 @@ def build_image_feature_dir(folder: str | Path, out: str | Path, face_model: str
         if found[0]:
             features[i, 0], present[i] = rows[0], True
     ids = [f"image_{it.image_id}" for it in items]
-    save_modality(out, "vision", ids, features, np.ones(len(items), dtype=np.int64))
-    with np.load(out / "vision.npz") as z:  # add the presence flags beside the features
-        arrays = {k: z[k] for k in z.files}
-    np.savez(out / "vision.npz", **arrays, present=present)
+    # the feature-directory layout of data/feature_dir.py, plus presence flags (as msalign extract writes)
+    atomic_savez(out / "vision.npz", ids=np.asarray(ids, dtype=str), features=features,
+                 lengths=np.ones(len(items), dtype=np.int64), present=present)
     with open(out / "label.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(("video_id", "clip_id", "text", "label", "annotation", "mode"))
@@ -268,7 +266,5 @@ def build_image_feature_dir(folder: str | Path, out: str | Path, face_model: str
     record = {"source": "image-text dataset", "dataset": str(Path(folder).resolve()), "still_images": True,
               "feature_names": {"vision": feature_names()}, "face_model": analyzer.identity,
               "media": {cid: str(it.path.resolve()) for cid, it in zip(ids, items)}}
-    tmp = out / f".{FEATURES_RECORD}.tmp"
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, out / FEATURES_RECORD)
+    atomic_write_text(out / FEATURES_RECORD, json.dumps(record, indent=1) + "\n")
     return feature_dir_signals(out)

@@ -142,24 +142,6 @@ def load_audio(path: str | Path, sample_rate: int = 16000, info: MediaInfo | Non
     return samples
 
 
-def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int = 16000) -> Path:
-    """16-bit PCM mono wav (for inspection and for tools that want a file)."""
-    import wave
-
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(pcm.tobytes())
-    return Path(path)
-
-
-def demux_audio(path: str | Path, wav_path: str | Path, sample_rate: int = 16000) -> Path:
-    """Write the audio track of ``path`` as a 16 kHz (``sample_rate``) mono wav file."""
-    return write_wav(wav_path, load_audio(path, sample_rate), sample_rate)
-
-
 def iter_frames(
     path: str | Path, fps: float, max_width: int = 640, info: MediaInfo | None = None
 ) -> Iterator[tuple[float, np.ndarray]]:

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from msalign.atomic import atomic_path, atomic_savez, atomic_write_text
 from msalign.errors import MsalignError
 from msalign.extract import media
 from msalign.extract.asr import DEFAULT_ASR_MODEL, SpeechRecognizer, Transcript, read_transcript_file, transcript_beside
@@ -138,10 +139,7 @@ class ClipFeatures:
                 "seconds": self.seconds, "has_audio": self.audio is not None, "has_video": self.vision is not None,
             })),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(temporary, **arrays)
-        os.replace(temporary, path)
+        atomic_savez(path, **arrays)
 
     @classmethod
     def load(cls, path: Path, key: str) -> ClipFeatures | None:
@@ -291,8 +289,8 @@ def _dataset_jobs(folder: Path) -> list[Job]:
             job.problem = f"{folder}: no media file for clip {row['id']!r} (looked for Raw/{vid}/{clip}.mp4, {vid}/{clip}.*, {vid}_{clip}.*)"
         elif row.get("text"):
             job.transcript = Transcript(row["text"], "label.csv")
-        elif transcript_beside(found) is not None:
-            job.transcript = read_transcript_file(transcript_beside(found))  # type: ignore[arg-type]
+        elif (beside := transcript_beside(found)) is not None:
+            job.transcript = read_transcript_file(beside)
         jobs.append(job)
     return jobs
 
@@ -430,12 +428,6 @@ def run_jobs(jobs: list[Job], options: ExtractOptions, *, workers: int = 1, miss
 # -- writing -------------------------------------------------------------------------------------
 
 
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    temporary = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(temporary, **arrays)
-    os.replace(temporary, path)
-
-
 def _pad(rows: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features (N, L, dim), lengths, present) with one zero placeholder frame for a missing row."""
     present = np.array([r is not None and len(r) > 0 for r in rows], dtype=bool)
@@ -468,7 +460,7 @@ def write_feature_dir(out: str | Path, outcomes: list[Outcome], options: Extract
 
     if any(c.audio is not None for c in clips):
         features, lengths, present = _pad([c.audio for c in clips], options.audio.dim)
-        _save_npz(out / "audio.npz", {"ids": ids, "features": features, "lengths": lengths, "present": present})
+        atomic_savez(out / "audio.npz", ids=ids, features=features, lengths=lengths, present=present)
     else:
         (out / "audio.npz").unlink(missing_ok=True)
     if any(c.vision is not None for c in clips):
@@ -480,25 +472,24 @@ def write_feature_dir(out: str | Path, outcomes: list[Outcome], options: Extract
         for i, c in enumerate(clips):
             face_mask[i, : len(c.face_mask)] = c.face_mask
             frame_times[i, : len(c.frame_times)] = c.frame_times
-        _save_npz(out / "vision.npz", {"ids": ids, "features": features, "lengths": lengths, "present": present,
-                                       "face_mask": face_mask, "frame_times": frame_times, "frame_counts": counts})
+        atomic_savez(out / "vision.npz", ids=ids, features=features, lengths=lengths, present=present,
+                     face_mask=face_mask, frame_times=frame_times, frame_counts=counts)
     else:
         (out / "vision.npz").unlink(missing_ok=True)
 
-    with open(out / ".label.csv.tmp", "w", newline="", encoding="utf-8") as handle:
+    with atomic_path(out / "label.csv") as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(LABEL_HEADER)
         for o in done:
             row = o.job.row or {}
             writer.writerow([o.job.video_id, o.job.clip_id, " ".join(o.clip.transcript.text.split()),  # type: ignore[union-attr]
                              row.get("label", ""), row.get("annotation", ""), row.get("mode", "test")])
-    os.replace(out / ".label.csv.tmp", out / "label.csv")
     transcripts = {
         o.job.id: {**o.clip.transcript.to_json(), "media": str(o.job.media), "duration": round(o.clip.duration, 3),  # type: ignore[union-attr]
                    "missing": o.clip.missing}  # type: ignore[union-attr]
         for o in done
     }
-    (out / "transcripts.json").write_text(json.dumps(transcripts, indent=1) + "\n")
+    atomic_write_text(out / "transcripts.json", json.dumps(transcripts, indent=1) + "\n")
     return seconds
 
 
@@ -511,9 +502,7 @@ def write_record(out: Path, options: ExtractOptions, dataset_mode: bool, summary
         "dataset_mode": dataset_mode,
         **summary,
     }
-    temporary = out / ".extract.json.tmp"
-    temporary.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(temporary, out / "extract.json")
+    atomic_write_text(out / "extract.json", json.dumps(record, indent=1) + "\n")
 
 
 def extract(inputs: Sequence[str | Path], out: str | Path, options: ExtractOptions = ExtractOptions(), *,

@@ -47,6 +47,12 @@ def collate_rows(split: Split, modalities: tuple[str, ...], rows: np.ndarray) ->
     return {"features": features, "masks": masks, "labels": labels, "index": torch.from_numpy(rows), "texts": texts}
 
 
+def batch_to_device(batch: dict, device: torch.device | str) -> dict:
+    """The batch with its feature and mask tensors on ``device`` (labels, index and texts stay)."""
+    return {**batch, "features": {m: x.to(device) for m, x in batch["features"].items()},
+            "masks": {m: x.to(device) for m, x in batch["masks"].items()}}
+
+
 class MSADataModule(L.LightningDataModule):
     def __init__(self, dataset: MultimodalDataset, modalities: tuple[str, ...], batch_size: int, seed: int, num_workers: int = 0):
         super().__init__()

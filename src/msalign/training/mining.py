@@ -25,12 +25,7 @@ from msalign.losses.contrastive import (
     mine_candidates,
 )
 from msalign.models.text_tuning import model_inputs
-from msalign.training.data import collate_rows
-
-
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {**batch, "features": {m: x.to(device) for m, x in batch["features"].items()},
-            "masks": {m: x.to(device) for m, x in batch["masks"].items()}}
+from msalign.training.data import batch_to_device, collate_rows
 
 
 class HardNegativeSampler:
@@ -66,7 +61,7 @@ class HardNegativeSampler:
         chunks = []
         for start in range(0, len(self.split), self.batch_size):
             rows = np.arange(start, min(start + self.batch_size, len(self.split)))
-            batch = _to_device(collate_rows(self.split, self.modalities, rows), device)
+            batch = batch_to_device(collate_rows(self.split, self.modalities, rows), device)
             chunks.append(model.mining_embedding(*model_inputs(model, batch)).float().cpu())
         model.train(was_training)
         self.pools = mine_candidates(torch.cat(chunks), self.classes, pool=self.spec.pool)
@@ -88,7 +83,7 @@ class HardNegativeSampler:
         valid = torch.cat([ok for _, ok in drawn], dim=1)
         positive = torch.zeros_like(valid)
         positive[:, : self.spec.positives] = True
-        batch = _to_device(collate_rows(self.split, self.modalities, rows.reshape(-1).numpy()), device)
+        batch = batch_to_device(collate_rows(self.split, self.modalities, rows.reshape(-1).numpy()), device)
         features, masks = model_inputs(model, batch) if model is not None else (batch["features"], batch["masks"])
         return ContrastBatch(features, masks, positive.to(device), valid.to(device))
 

@@ -13,6 +13,7 @@ from msalign import metrics
 from msalign.config import TrainConfig
 from msalign.models.base import ModelOutput, MSAModel, task_loss
 from msalign.models.text_tuning import model_inputs
+from msalign.training.data import batch_to_device
 from msalign.training.mining import HardNegativeSampler
 
 
@@ -170,8 +171,6 @@ def predict_split(model: MSAModel, loader, device: torch.device | str) -> tuple[
     model.eval()
     preds, labels = [], []
     for batch in loader:
-        moved = {**batch, "features": {m: x.to(device) for m, x in batch["features"].items()},
-                 "masks": {m: x.to(device) for m, x in batch["masks"].items()}}
-        preds.append(model(*model_inputs(model, moved)).prediction.float().cpu())
+        preds.append(model(*model_inputs(model, batch_to_device(batch, device))).prediction.float().cpu())
         labels.append(batch["labels"])
     return torch.cat(preds).numpy(), torch.cat(labels).numpy()

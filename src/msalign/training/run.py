@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -25,7 +23,8 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from msalign import metrics
-from msalign.checkpoint import atomic_write_text, save_checkpoint
+from msalign.atomic import atomic_path, atomic_savez, atomic_write_text
+from msalign.checkpoint import save_checkpoint
 from msalign.config import TrainConfig, config_to_dict
 from msalign.data.types import MultimodalDataset
 from msalign.errors import MsalignError
@@ -57,16 +56,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     last.ckpt), and read back with ``torch.load(weights_only=True)`` (no arbitrary objects)."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        try:
+        with atomic_path(path) as temporary:
             torch.save(checkpoint, temporary)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         try:
@@ -176,8 +167,6 @@ def save_predictions(path: str | Path, predictions: dict[str, tuple[list[str] | 
     """Writes ``{split}_ids`` (str, when the split has ids), ``{split}_predictions`` and ``{split}_labels``
     per split to an .npz, atomically (temporary file in the same folder, then rename). Rows are in
     the split's order; no pickled objects, so ``np.load(path)`` reads it with pickles disallowed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
     for split, (ids, preds, labels) in predictions.items():
         preds, labels = np.asarray(preds), np.asarray(labels)
@@ -185,14 +174,7 @@ def save_predictions(path: str | Path, predictions: dict[str, tuple[list[str] | 
             arrays[f"{split}_ids"] = np.asarray([str(i) for i in ids], dtype=str)
         arrays[f"{split}_predictions"] = preds
         arrays[f"{split}_labels"] = labels
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    os.close(handle)
-    try:
-        np.savez(temporary, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_savez(path, **arrays)
 
 
 def _read_json(path: Path) -> dict | None:
