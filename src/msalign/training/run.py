@@ -192,6 +192,96 @@ def _best_epoch(rows: list[dict[str, float]], monitor: str, mode: str) -> int:
     return int(pick(scored, key=lambda r: r[monitor])["epoch"])
 
 
+def run_identity(model_name: str, model_config: Any, train_config: TrainConfig, dataset: MultimodalDataset) -> dict:
+    """What makes two runs the same run: a finished seed of the same identity is never trained again."""
+    run_config = {"model": config_to_dict(model_config), "train": config_to_dict(train_config)}
+    return json.loads(json.dumps({"model": model_name, "config": run_config, "feature_spec": dataset.feature_spec}))
+
+
+def finished_seed(out_dir: str | Path, seed: int, identity: dict) -> dict | None:
+    """The per-seed summary of ``out_dir/seed_N/result.json`` when that seed finished with ``identity``."""
+    previous = _read_json(Path(out_dir) / f"seed_{seed}" / "result.json")
+    if previous is not None and previous.get("identity") == identity:
+        return previous["result"]
+    return None
+
+
+def run_seed(
+    model_name: str,
+    dataset: MultimodalDataset,
+    model_config: Any,
+    train_config: TrainConfig,
+    seed: int,
+    out_dir: str | Path,
+    progress: bool | None = None,
+    log=print,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """One seed of a run into ``out_dir/seed_N`` (skipped when already finished; ``resume`` continues
+    from its last Lightning checkpoint); returns the seed's summary. Writes only inside
+    ``seed_N/``, so seeds and runs can go in parallel (:mod:`msalign.execution`)."""
+    out_dir = Path(out_dir)
+    identity = run_identity(model_name, model_config, train_config, dataset)
+    done = out_dir / f"seed_{seed}" / "result.json"
+    previous = finished_seed(out_dir, seed, identity)
+    if previous is not None:
+        log(f"[{model_name} seed {seed}] already finished in {done.parent}, skipped")
+        return previous
+    started = done.parent / "run.json"  # which run the Lightning checkpoints in lightning/ belong to
+    last = done.parent / "lightning" / "last.ckpt"
+    resuming = resume and last.is_file()
+    if resuming:
+        if _read_json(started) != identity:
+            raise MsalignError(f"--resume: {last} is from another run (model, config or data differ from "
+                               f"{started}); drop --resume to start over")
+        log(f"[{model_name} seed {seed}] resuming from {last}")
+    else:
+        atomic_write_text(started, json.dumps(identity, indent=1))
+    result = train_seed(model_name, model_config, train_config, dataset, seed, out_dir, progress, resuming)
+    headline = metrics.headline_keys(dataset.metric_set)
+    log(f"[{model_name} seed {seed}] best epoch {result.best_epoch}, "
+        + ", ".join(f"{k} {result.test[k]:.4f}" for k in headline if k in result.test)
+        + f" ({result.seconds:.1f}s)")
+    atomic_write_text(done, json.dumps(
+        {"identity": identity, "result": result.summary(), "seconds": round(result.seconds, 2)}, indent=1))
+    return result.summary()
+
+
+def summarize_run(
+    model_name: str,
+    dataset: MultimodalDataset,
+    model_config: Any,
+    train_config: TrainConfig,
+    seeds: list[int],
+    out_dir: str | Path,
+    per_seed: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Writes ``out_dir/results.json`` from the finished seeds (per-seed, mean and population std);
+    ``per_seed`` defaults to reading each ``seed_N/result.json``."""
+    out_dir = Path(out_dir)
+    if per_seed is None:
+        identity = run_identity(model_name, model_config, train_config, dataset)
+        per_seed = []
+        for seed in seeds:
+            result = finished_seed(out_dir, seed, identity)
+            if result is None:
+                raise MsalignError(f"{out_dir / f'seed_{seed}'}: seed {seed} has not finished")
+            per_seed.append(result)
+    mean, std = metrics.summarize([r["test"] for r in per_seed])
+    results = {
+        "model": model_name,
+        "dataset": dataset.source or dataset.name,
+        "metric_set": dataset.metric_set,
+        "config": {"model": config_to_dict(model_config), "train": config_to_dict(train_config)},
+        "seeds": list(seeds),
+        "per_seed": per_seed,
+        "mean": mean,
+        "std": std,
+    }
+    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    return results
+
+
 def train(
     model_name: str,
     dataset: MultimodalDataset,
@@ -203,54 +293,18 @@ def train(
     log=print,
     resume: bool = False,
 ) -> dict[str, Any]:
-    """Train over ``seeds`` and write ``out_dir/results.json`` (per-seed, mean and population std).
+    """Train over ``seeds`` one after another and write ``out_dir/results.json`` (per-seed, mean and
+    population std).
 
     Finished seeds (``seed_N/result.json`` of the same run) are skipped; ``resume`` continues an
     unfinished seed from its last Lightning checkpoint."""
     get_model_class(model_name)  # unknown names fail before any work
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    run_config = {"model": config_to_dict(model_config), "train": config_to_dict(train_config)}
-    identity = {"model": model_name, "config": run_config, "feature_spec": dataset.feature_spec}
-    per_seed = []
-    for seed in seeds:
-        done = out_dir / f"seed_{seed}" / "result.json"
-        previous = _read_json(done)
-        if previous is not None and previous.get("identity") == json.loads(json.dumps(identity)):
-            log(f"[{model_name} seed {seed}] already finished in {done.parent}, skipped")
-            per_seed.append(previous["result"])
-            continue
-        started = done.parent / "run.json"  # which run the Lightning checkpoints in lightning/ belong to
-        last = done.parent / "lightning" / "last.ckpt"
-        resuming = resume and last.is_file()
-        if resuming:
-            if _read_json(started) != json.loads(json.dumps(identity)):
-                raise MsalignError(f"--resume: {last} is from another run (model, config or data differ from "
-                                   f"{started}); drop --resume to start over")
-            log(f"[{model_name} seed {seed}] resuming from {last}")
-        else:
-            atomic_write_text(started, json.dumps(identity, indent=1))
-        result = train_seed(model_name, model_config, train_config, dataset, seed, out_dir, progress, resuming)
-        headline = metrics.headline_keys(dataset.metric_set)
-        log(f"[{model_name} seed {seed}] best epoch {result.best_epoch}, "
-            + ", ".join(f"{k} {result.test[k]:.4f}" for k in headline if k in result.test)
-            + f" ({result.seconds:.1f}s)")
-        per_seed.append(result.summary())
-        atomic_write_text(done, json.dumps(
-            {"identity": identity, "result": result.summary(), "seconds": round(result.seconds, 2)}, indent=1))
-    mean, std = metrics.summarize([r["test"] for r in per_seed])
-    results = {
-        "model": model_name,
-        "dataset": dataset.source or dataset.name,
-        "metric_set": dataset.metric_set,
-        "config": run_config,
-        "seeds": list(seeds),
-        "per_seed": per_seed,
-        "mean": mean,
-        "std": std,
-    }
-    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
-    return results
+    per_seed = [run_seed(model_name, dataset, model_config, train_config, seed, out_dir, progress, log, resume)
+                for seed in seeds]
+    return summarize_run(model_name, dataset, model_config, train_config, seeds, out_dir, per_seed)
 
 
-__all__ = ["SeedResult", "save_predictions", "train", "train_seed"]
+__all__ = ["SeedResult", "finished_seed", "run_identity", "run_seed", "save_predictions", "summarize_run", "train",
+           "train_seed"]
