@@ -43,6 +43,10 @@ def _add_run_options(parser: argparse.ArgumentParser,
     parser.add_argument("--config", default=None, help="YAML file with 'model' and 'train' sections")
     parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=set_help)
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--devices", type=int, default=None,
+                        help="devices per run (train.devices): GPUs, or CPU processes with --accelerator cpu")
+    parser.add_argument("--strategy", default=None, help="Lightning strategy for several devices (train.strategy), e.g. ddp")
+    parser.add_argument("--accelerator", default=None, help="train.accelerator: auto (default), cpu, gpu, mps, ...")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bars (default: when stderr is a terminal)")
 
@@ -68,6 +72,13 @@ def _resolve(model: str, dataset, args: argparse.Namespace, extra: list[str] = (
         if args.epochs < 1:
             raise MsalignError(f"--epochs {args.epochs}: must be at least 1")
         train_config.epochs = args.epochs
+    if getattr(args, "devices", None) is not None:
+        if args.devices < 1:
+            raise MsalignError(f"--devices {args.devices}: must be at least 1")
+        train_config.devices = args.devices
+    for key in ("strategy", "accelerator"):
+        if getattr(args, key, None) is not None:
+            setattr(train_config, key, getattr(args, key))
     return model_config, train_config
 
 

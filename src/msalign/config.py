@@ -41,7 +41,8 @@ class TrainConfig:
     scheduler: typing.Literal["plateau", "none"] = "plateau"
     num_workers: int = 0
     accelerator: str = "auto"  # auto | cpu | gpu | mps ...
-    devices: int = 1
+    devices: int = 1  # > 1: one process per device (GPUs, or CPU processes with gloo); see docs/scaling.md
+    strategy: str = "auto"  # Lightning strategy: auto | ddp | ddp_spawn | fsdp ...; auto picks ddp for devices > 1
     precision: str = "32-true"
     max_train_batches: float = 1.0  # fraction or count of training batches per epoch (quick runs)
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default (small models often run best on 1)

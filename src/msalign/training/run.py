@@ -111,6 +111,7 @@ def train_seed(
         max_epochs=train_config.epochs,
         accelerator=train_config.accelerator,
         devices=train_config.devices,
+        strategy=train_config.strategy,
         precision=train_config.precision,
         deterministic="warn" if torch.cuda.is_available() else True,
         gradient_clip_val=train_config.grad_clip or None,
