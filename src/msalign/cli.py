@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_parser(sub, _add_dataset_options, run_options)
 
     sweep.add_parser(sub)
+    from msalign.data import store; store.add_parser(sub)  # noqa: E702  msalign convert
     report.add_parser(sub)
 
     from msalign import predict

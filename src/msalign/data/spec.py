@@ -3,13 +3,15 @@
 * ``"synthetic"`` or ``"synthetic:key=value,..."`` -> :func:`msalign.data.synthetic.generate_synthetic`
   (values parsed as int, float, true/false/none, else kept as strings);
 * a path ending in ``.pkl`` -> an MMSA feature pickle (:mod:`msalign.data.mmsa_pickle`);
-* a directory -> a feature directory (:mod:`msalign.data.feature_dir`).
+* a directory holding ``store.json`` -> an on-disk feature store, read row by row
+  (:mod:`msalign.data.store`; ``msalign convert`` writes one);
+* another directory -> a feature directory (:mod:`msalign.data.feature_dir`).
 
-Options: ``modalities`` applies to every source; ``metric_set`` and ``num_classes`` to pickles and
-feature directories; ``text_encoder``, ``standardize``, ``max_text_len``, ``cache_dir``,
-``batch_size``, ``device``, ``progress`` and ``descriptions`` (msalign describe's text, for
-textalign) to feature directories. An option that does not apply
-to the source is ignored; an unknown option is an error. Options set to None are ignored. Every
+Options: ``modalities`` applies to every source; ``metric_set`` and ``num_classes`` to pickles,
+stores and feature directories; ``verify`` (rescan every feature value) to stores;
+``text_encoder``, ``standardize``, ``max_text_len``, ``cache_dir``, ``batch_size``, ``device``,
+``progress`` and ``descriptions`` (msalign describe's text, for textalign) to feature directories.
+An option that does not apply to the source is ignored; an unknown option is an error. Options set to None are ignored. Every
 dataset is validated (:func:`msalign.data.validate.validate_dataset`) before it is returned.
 """
 
@@ -26,6 +28,8 @@ from msalign.errors import MsalignError
 _PICKLE_OPTIONS = {"modalities", "metric_set", "num_classes"}
 _DIR_OPTIONS = _PICKLE_OPTIONS | {"text_encoder", "standardize", "max_text_len", "cache_dir", "batch_size", "device", "progress",
                                    "descriptions"}
+_STORE_OPTIONS = _PICKLE_OPTIONS | {"verify"}
+_KNOWN_OPTIONS = _DIR_OPTIONS | _STORE_OPTIONS
 
 
 def _parse_value(text: str) -> Any:
@@ -57,9 +61,9 @@ def parse_synthetic(spec: str) -> dict[str, Any]:
 def load_dataset(spec: str | os.PathLike, **options: Any) -> MultimodalDataset:
     """Load the dataset ``spec`` names (see the module docstring), validated."""
     options = {k: v for k, v in options.items() if v is not None}
-    unknown = sorted(set(options) - _DIR_OPTIONS)
+    unknown = sorted(set(options) - _KNOWN_OPTIONS)
     if unknown:
-        raise MsalignError(f"dataset {str(spec)!r}: unknown option {unknown[0]!r} (known: {', '.join(sorted(_DIR_OPTIONS))})")
+        raise MsalignError(f"dataset {str(spec)!r}: unknown option {unknown[0]!r} (known: {', '.join(sorted(_KNOWN_OPTIONS))})")
     text = str(spec)
     modalities = options.get("modalities")
     if isinstance(modalities, str):
@@ -75,6 +79,10 @@ def load_dataset(spec: str | os.PathLike, **options: Any) -> MultimodalDataset:
         raise MsalignError(f"dataset {text!r}: no such file or directory")
     if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
         raise MsalignError(f"dataset {text!r}: permission denied")
+    if path.is_dir() and (path / "store.json").is_file():
+        from msalign.data.store import load_store
+
+        return load_store(path, **{k: v for k, v in options.items() if k in _STORE_OPTIONS})
     if path.is_dir():
         from msalign.data.feature_dir import load_feature_dir
 

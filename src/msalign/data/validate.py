@@ -11,6 +11,10 @@ ones, NaN/inf in features or labels, labels outside the metric set's range (regr
 features are zero at every real position in EVERY modality (a clip with no input at all; a single
 all-zero modality is allowed, e.g. no face found). Loaders zero padding beyond the lengths
 (:func:`zero_padding`), so padding content is not checked here.
+
+``contents=False`` skips the two checks that read every feature value (NaN/inf and all-padding
+clips) and keeps the metadata checks: an on-disk feature store (:mod:`msalign.data.store`) ran the
+value checks when it was written, so loading it reads no feature bytes.
 """
 
 from __future__ import annotations
@@ -75,8 +79,10 @@ def validate_split(
     label_range: tuple[float, float] | None = None,
     task: Task = "regression",
     num_classes: int | None = None,
+    contents: bool = True,
 ) -> None:
-    """Check one split; ``dims`` are the expected widths, ``label_range`` the regression range."""
+    """Check one split; ``dims`` are the expected widths, ``label_range`` the regression range;
+    ``contents=False`` skips the feature-value scans (see the module docstring)."""
     name = split.name
     labels = np.asarray(split.labels)
     n = len(labels)
@@ -112,11 +118,13 @@ def validate_split(
             raise MsalignError(
                 f"{_where(source, name, key)}: length {lengths[r]} at row {r} outside 1..{x.shape[1]} (shape {x.shape})"
             )
+        if not contents:
+            continue
         _nonfinite(x, source, name, m)
         for start in range(0, n, _CHUNK):
             any_data[start : start + _CHUNK] |= (x[start : start + _CHUNK] != 0).any(axis=(1, 2))
     empty = np.flatnonzero(~any_data)
-    if empty.size:
+    if contents and empty.size:
         r = int(empty[0])
         shapes = ", ".join(f"{m} {x.shape}" for m, x in split.features.items())
         raise MsalignError(
@@ -151,8 +159,9 @@ def validate_split(
         seen[clip] = i
 
 
-def validate_dataset(ds: MultimodalDataset, *, require_splits: Iterable[str] = SPLITS) -> None:
-    """Check every split, their agreement (modalities, widths, ids) and the dataset metadata."""
+def validate_dataset(ds: MultimodalDataset, *, require_splits: Iterable[str] = SPLITS, contents: bool = True) -> None:
+    """Check every split, their agreement (modalities, widths, ids) and the dataset metadata;
+    ``contents=False`` skips the feature-value scans (see the module docstring)."""
     source = ds.source or ds.name
     for name in require_splits:
         if name not in ds.splits:
@@ -168,7 +177,8 @@ def validate_dataset(ds: MultimodalDataset, *, require_splits: Iterable[str] = S
             raise MsalignError(
                 f"{source}: split {name!r} has modalities {sorted(split.features)}, split {first.name!r} has {sorted(first.features)}"
             )
-        validate_split(split, source, dims=dims, label_range=label_range, task=ds.task, num_classes=ds.num_classes)
+        validate_split(split, source, dims=dims, label_range=label_range, task=ds.task, num_classes=ds.num_classes,
+                       contents=contents)
         for clip in split.ids:
             if clip in owner:
                 raise MsalignError(f"{_where(source, name, 'id')}: id {clip!r} is also in split {owner[clip]!r} ({len(split)} ids)")
