@@ -42,6 +42,7 @@ class TrainConfig:
     num_workers: int = 0
     accelerator: str = "auto"  # auto | cpu | gpu | mps ...
     devices: int = 1  # > 1: one process per device (GPUs, or CPU processes with gloo); see docs/scaling.md
+    num_nodes: int = 1  # machines of a multi-node DDP job (SLURM: --nodes); devices is per machine
     strategy: str = "auto"  # Lightning strategy: auto | ddp | ddp_spawn | fsdp ...; auto picks ddp for devices > 1
     precision: str = "32-true"
     max_train_batches: float = 1.0  # fraction or count of training batches per epoch (quick runs)

@@ -7,6 +7,7 @@ import random
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 from msalign import metrics
@@ -24,9 +25,11 @@ class MSAModule(L.LightningModule):
         self.train_config = train_config
         self.metric_set = metric_set
         self.monitor_key, self.monitor_mode = metrics.selection_metric(metric_set)
-        self._outputs: dict[str, list[tuple[Tensor, Tensor]]] = {"valid": [], "test": []}
+        self._outputs: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {"valid": [], "test": []}
         self._train_sums: dict[str, list[float]] = {}  # name -> [weighted sum, count] this epoch
         self.last_metrics: dict[str, dict[str, float]] = {}
+        # stage -> (row index, prediction, label) of the last pass over the whole split, in split order
+        self.last_predictions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.history: list[dict[str, float]] = []  # one row per epoch: train losses + valid metrics
         self.sampler: HardNegativeSampler | None = None  # for models that mine contrastive samples
         self._resumed: dict | None = None  # our part of a checkpoint being resumed from
@@ -102,7 +105,8 @@ class MSAModule(L.LightningModule):
 
     def _collect(self, stage: str, batch: dict) -> None:
         output = self(batch)
-        self._outputs[stage].append((output.prediction.detach().float(), batch["labels"].detach()))
+        self._outputs[stage].append((batch["index"].to(self.device), output.prediction.detach().float(),
+                                     batch["labels"].detach()))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._collect("valid", batch)
@@ -110,27 +114,53 @@ class MSAModule(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._collect("test", batch)
 
-    def _finish(self, stage: str) -> None:
+    def _gathered(self, stage: str) -> tuple[Tensor, Tensor, Tensor] | None:
+        """This stage's (row index, prediction, label) over the WHOLE split, in split order.
+
+        Under DDP each rank scored a shard, and the distributed sampler pads the shards to equal
+        size by repeating rows; so the shards are gathered from every rank and each row is kept
+        once, by its index. Metrics are then computed once over the whole split: a metric averaged
+        over ranks' partial sets would differ from the single-process value (MAE weights, F1, Corr)."""
         outputs = self._outputs[stage]
         self._outputs[stage] = []
-        if not outputs:
+        if not outputs and self.trainer.world_size == 1:
+            return None
+        index = torch.cat([i for i, _, _ in outputs]) if outputs else torch.zeros(0, dtype=torch.long, device=self.device)
+        preds = torch.cat([p for _, p, _ in outputs]) if outputs else torch.zeros(0, device=self.device)
+        labels = torch.cat([t for _, _, t in outputs]) if outputs else torch.zeros(0, device=self.device)
+        if self.trainer.world_size > 1:
+            # all_gather needs equal shapes on every rank; the sampler gives every rank the same
+            # number of rows, and the padding repeats are dropped below
+            index, preds, labels = (self.all_gather(x).flatten(0, 1) for x in (index, preds, labels))
+        index, first = _first_occurrences(index)
+        return index, preds[first], labels[first]
+
+    def _finish(self, stage: str) -> None:
+        gathered = self._gathered(stage)
+        if gathered is None:
             return
-        preds = torch.cat([p for p, _ in outputs])
-        labels = torch.cat([t for _, t in outputs])
-        if self.trainer.world_size > 1:  # metrics over the whole split, never averaged per rank
-            preds = self.all_gather(preds).flatten(0, 1)
-            labels = self.all_gather(labels).flatten(0, 1)
+        index, preds, labels = gathered
         values = metrics.compute(preds.cpu().numpy(), labels.cpu().numpy(), self.metric_set)
         self.last_metrics[stage] = values
+        self.last_predictions[stage] = (index.cpu().numpy(), preds.cpu().numpy(), labels.cpu().numpy())
         for key, value in values.items():
+            # the same value on every rank (computed from the gathered split), so no sync_dist
             self.log(f"{stage}/{key}", float(value), prog_bar=key == self.monitor_key, sync_dist=False)
-        if stage == "valid" and not self.trainer.sanity_checking:
+        if stage == "valid" and self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
             # Validation runs after the epoch's last training step, so the epoch's losses are complete.
             row: dict[str, float] = {"epoch": self.current_epoch}
-            row.update({name: round(total / max(count, 1), 6) for name, (total, count) in self._train_sums.items()})
+            row.update(self._epoch_losses())
             row.update({f"valid/{key}": value for key, value in values.items()})
             self.history.append(row)
-            self._train_sums = {}
+
+    def _epoch_losses(self) -> dict[str, float]:
+        """The epoch's mean training losses, over all ranks' samples under DDP."""
+        sums, self._train_sums = self._train_sums, {}
+        names = sorted(sums)
+        totals = torch.tensor([sums[n] for n in names], dtype=torch.float64).reshape(-1, 2)
+        if self.trainer.world_size > 1 and names:
+            totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
+        return {name: round(float(total / max(count, 1)), 6) for name, (total, count) in zip(names, totals.tolist())}
 
     def on_validation_epoch_end(self) -> None:
         self._finish("valid")
@@ -163,6 +193,15 @@ class MSAModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": f"valid/{self.monitor_key}", "interval": "epoch"},
         }
+
+
+def _first_occurrences(index: Tensor) -> tuple[Tensor, Tensor]:
+    """Sorted unique row indices and, for each, the position of its first occurrence in ``index``."""
+    unique, inverse = torch.unique(index, sorted=True, return_inverse=True)
+    positions = torch.arange(len(index), device=index.device)
+    first = torch.full((len(unique),), len(index), dtype=torch.long, device=index.device)
+    first = first.scatter_reduce(0, inverse, positions, reduce="amin")
+    return unique, first
 
 
 @torch.no_grad()

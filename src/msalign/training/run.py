@@ -31,7 +31,7 @@ from msalign.errors import MsalignError
 from msalign.models import create_model, get_model_class
 from msalign.models.text_tuning import attach_text_encoder
 from msalign.training.data import MSADataModule
-from msalign.training.module import MSAModule, predict_split
+from msalign.training.module import MSAModule
 
 
 @dataclass
@@ -67,12 +67,35 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise MsalignError(f"{path}: cannot resume from this checkpoint ({detail})") from None
 
 
+def _trainer(train_config: TrainConfig, **options: Any) -> L.Trainer:
+    """A Lightning Trainer on the config's devices; a device setting Lightning refuses is one line
+    naming the config keys (not a traceback from inside Lightning)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    c = train_config
+    for key in ("devices", "num_nodes"):
+        if getattr(c, key) < 1:
+            raise MsalignError(f"train.{key} {getattr(c, key)}: must be at least 1")
+    try:
+        return L.Trainer(accelerator=c.accelerator, devices=c.devices, strategy=c.strategy, num_nodes=c.num_nodes,
+                         precision=c.precision, **options)
+    except (MisconfigurationException, ValueError, RuntimeError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise MsalignError(f"train.accelerator {c.accelerator!r}, train.devices {c.devices}, train.strategy "
+                           f"{c.strategy!r}, train.precision {c.precision!r}: {detail}") from None
+
+
 def _quiet_lightning() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_utilities"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # DDP: MSAModule gathers predictions over ranks and drops the sampler's padding repeats before
+    # computing metrics, and logs values that are already equal on every rank
+    warnings.filterwarnings("ignore", message=".*Using `DistributedSampler` with the dataloaders.*")
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+    warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*")
 
 
 def train_seed(
@@ -107,12 +130,9 @@ def train_seed(
     callbacks = [best, EarlyStopping(monitor=monitor, mode=module.monitor_mode, patience=train_config.patience)]
     if progress is None:
         progress = sys.stderr.isatty()
-    trainer = L.Trainer(
+    trainer = _trainer(
+        train_config,
         max_epochs=train_config.epochs,
-        accelerator=train_config.accelerator,
-        devices=train_config.devices,
-        strategy=train_config.strategy,
-        precision=train_config.precision,
         deterministic="warn" if torch.cuda.is_available() else True,
         gradient_clip_val=train_config.grad_clip or None,
         limit_train_batches=train_config.max_train_batches,
@@ -134,13 +154,22 @@ def train_seed(
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     best_epoch = _best_epoch(module.history, monitor, module.monitor_mode)
-    device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
+    # Scored through the trainer: under DDP each rank scores a shard and MSAModule gathers the
+    # whole split before any metric is computed; on one device it is a plain pass in split order.
+    trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
+    trainer.test(module, dataloaders=data.test_dataloader(), verbose=False)
     scores, predictions = {}, {}
     for split in ("valid", "test"):
-        loader = data.val_dataloader() if split == "valid" else data.test_dataloader()
-        preds, labels = predict_split(model, loader, device)
-        scores[split] = metrics.compute(preds, labels, dataset.metric_set)
+        index, preds, labels = module.last_predictions[split]
+        expected = len(dataset.split(split))
+        if not np.array_equal(index, np.arange(expected)):
+            raise MsalignError(f"{split} split: scored {len(index)} distinct rows of {expected}")
+        scores[split] = module.last_metrics[split]
         predictions[split] = (dataset.split(split).ids, preds, labels)
+    result = SeedResult(seed, best_epoch, scores["valid"], scores["test"], trainer.current_epoch, seconds,
+                        str((seed_dir / "model.safetensors").relative_to(out_dir)), module.history)
+    if not is_rank_zero():  # one writer: under DDP every rank holds the same weights and scores
+        return result
     save_predictions(seed_dir / "predictions.npz", predictions)
     checkpoint = seed_dir / "model.safetensors"
     save_checkpoint(
@@ -160,8 +189,14 @@ def train_seed(
         },
     )
     atomic_write_text(seed_dir / "history.json", json.dumps(module.history, indent=1))
-    return SeedResult(seed, best_epoch, scores["valid"], scores["test"], trainer.current_epoch, seconds,
-                      str(checkpoint.relative_to(out_dir)), module.history)
+    return result
+
+
+def is_rank_zero() -> bool:
+    """False in the other processes of a multi-process run (DDP, SLURM): only rank 0 writes and logs."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def save_predictions(path: str | Path, predictions: dict[str, tuple[list[str] | None, np.ndarray, np.ndarray]]) -> None:
@@ -222,6 +257,8 @@ def run_seed(
     from its last Lightning checkpoint); returns the seed's summary. Writes only inside
     ``seed_N/``, so seeds and runs can go in parallel (:mod:`msalign.execution`)."""
     out_dir = Path(out_dir)
+    if not is_rank_zero():
+        log = _silent
     identity = run_identity(model_name, model_config, train_config, dataset)
     done = out_dir / f"seed_{seed}" / "result.json"
     previous = finished_seed(out_dir, seed, identity)
@@ -236,16 +273,21 @@ def run_seed(
             raise MsalignError(f"--resume: {last} is from another run (model, config or data differ from "
                                f"{started}); drop --resume to start over")
         log(f"[{model_name} seed {seed}] resuming from {last}")
-    else:
+    elif is_rank_zero():
         atomic_write_text(started, json.dumps(identity, indent=1))
     result = train_seed(model_name, model_config, train_config, dataset, seed, out_dir, progress, resuming)
     headline = metrics.headline_keys(dataset.metric_set)
     log(f"[{model_name} seed {seed}] best epoch {result.best_epoch}, "
         + ", ".join(f"{k} {result.test[k]:.4f}" for k in headline if k in result.test)
         + f" ({result.seconds:.1f}s)")
-    atomic_write_text(done, json.dumps(
-        {"identity": identity, "result": result.summary(), "seconds": round(result.seconds, 2)}, indent=1))
+    if is_rank_zero():
+        atomic_write_text(done, json.dumps(
+            {"identity": identity, "result": result.summary(), "seconds": round(result.seconds, 2)}, indent=1))
     return result.summary()
+
+
+def _silent(line: str) -> None:
+    pass
 
 
 def summarize_run(
@@ -279,7 +321,8 @@ def summarize_run(
         "mean": mean,
         "std": std,
     }
-    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    if is_rank_zero():
+        atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
     return results
 
 
