@@ -9,7 +9,9 @@ from typing import Any
 from msalign import metrics
 from msalign.atomic import atomic_write_text
 from msalign.data.types import MultimodalDataset
-from msalign.training import train
+from msalign.execution import Backend, raise_for_failures, run_trials, seed_trials
+from msalign.models import get_model_class
+from msalign.training.run import summarize_run
 
 
 def parse_entries(text: str) -> list[tuple[str, str, list[str]]]:
@@ -56,19 +58,39 @@ def run_benchmark(
     progress: bool | None = None,
     log=print,
     resume: bool = False,
+    backend: Backend | None = None,
 ) -> str:
     """Trains each entry over ``seeds`` into ``out_dir/<label>`` (finished seeds are skipped) and
     writes ``out_dir/table.md`` and ``table.json`` (test mean and population std per entry).
 
     ``models``: labels (see :func:`parse_entries`); ``configs[label]`` = (model name, model
-    config, train config).
+    config, train config). Every (entry, seed) is one trial on ``backend`` (default: one after
+    another in this process, see :mod:`msalign.execution`); an entry's ``results.json`` is written
+    as soon as its seeds have finished. When trials fail, the others still finish and one
+    MsalignError names the failed ones (no table is written).
     """
     out_dir = Path(out_dir)
-    table: dict[str, dict[str, Any]] = {}
+    trials = []
     for name in models:
         model_name, model_config, train_config = configs[name]
-        results = train(model_name, dataset, model_config, train_config, seeds, out_dir / name, progress, log, resume)
-        table[name] = {"mean": results["mean"], "std": results["std"], "seeds": seeds}
+        get_model_class(model_name)  # unknown names fail before any work
+        trials += seed_trials(name, model_name, model_config, train_config, seeds, out_dir / name, resume)
+    finished: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in models}
+    summaries: dict[str, dict[str, Any]] = {}
+    outcomes = []
+    for outcome in run_trials(trials, dataset, backend, log, progress):
+        outcomes.append(outcome)
+        if outcome.failed:
+            continue
+        name = outcome.trial.label
+        finished[name][outcome.trial.seed] = outcome.summary
+        if len(finished[name]) == len(seeds):
+            model_name, model_config, train_config = configs[name]
+            results = summarize_run(model_name, dataset, model_config, train_config, seeds, out_dir / name,
+                                    [finished[name][seed] for seed in seeds])
+            summaries[name] = {"mean": results["mean"], "std": results["std"], "seeds": seeds}
+    raise_for_failures(outcomes)
+    table = {name: summaries[name] for name in models}
     keys = metrics.headline_keys(dataset.metric_set)
     text = (
         f"Test metrics on {dataset.source or dataset.name}, mean ± population std over seeds {seeds}\n\n"

@@ -143,6 +143,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from msalign.benchmark import parse_entries, run_benchmark
+    from msalign.execution import backend_from_args
 
     from msalign.models import get_model_class
 
@@ -150,11 +151,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     for _, name, _ in entries:
         get_model_class(name)
     seeds = _seeds(args.seeds)
+    backend = backend_from_args(args)
     dataset = _load_dataset(args)
     configs = {label: (name, *_resolve(name, dataset, args, extra=overrides)) for label, name, overrides in entries}
     print(dataset.describe(), file=sys.stderr)
     table = run_benchmark([label for label, _, _ in entries], dataset, configs, seeds, args.out, progress=args.progress,
-                          log=lambda line: print(line, file=sys.stderr), resume=args.resume)
+                          log=lambda line: print(line, file=sys.stderr), resume=args.resume, backend=backend)
     print(table)
     return 0
 
@@ -201,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="runs/benchmark")
     bench.add_argument("--resume", action="store_true",
                        help="continue an interrupted seed from its last Lightning checkpoint (finished seeds are always skipped)")
+    from msalign.execution import add_backend_options
+
+    add_backend_options(bench)
     bench.set_defaults(func=cmd_benchmark)
 
     from msalign import profile, report, sweep

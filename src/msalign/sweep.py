@@ -1,8 +1,9 @@
 """Grid sweeps: train a model at every combination of a few model-config values, select on validation.
 
 ``msalign sweep --model decalign --dataset SPEC --grid alpha=0.01,0.05,0.1 beta=0.01,0.05,0.1 --out DIR``
-trains each grid point over the seeds into ``DIR/<key=value_key=value>/`` with
-:func:`msalign.training.train` (so a re-run skips every seed that already finished) and writes
+trains each grid point over the seeds into ``DIR/<key=value_key=value>/``, one trial per (point, seed)
+with :func:`msalign.training.run.run_seed` (so a re-run skips every seed that already finished) on
+``--backend local`` (``--jobs N`` processes) or ``--backend ray`` (:mod:`msalign.execution`), and writes
 ``DIR/sweep.json`` and ``DIR/sweep.md``: per point, the validation and test metrics averaged over
 seeds. The best point is chosen on the VALIDATION split only (the dataset's selection metric: MAE,
 lowest, for regression; WAF1, highest, for IEMOCAP); test metrics are reported, never used to choose.
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from msalign.errors import MsalignError
+from msalign.execution import Backend, add_backend_options, backend_from_args, raise_for_failures, run_trials, seed_trials
 
 SWEEP_FILE = "sweep.json"
 SWEEP_TABLE = "sweep.md"
@@ -109,14 +111,22 @@ def run_sweep(
     out_dir: str | Path,
     progress: bool | None = None,
     log=print,
+    backend: Backend | None = None,
 ) -> dict[str, Any]:
     """Trains every grid point over ``seeds`` (finished seeds are skipped), writes sweep.json and
-    sweep.md after each point, and returns the sweep summary (see the module docstring)."""
+    sweep.md after each point, and returns the sweep summary (see the module docstring).
+
+    Every (point, seed) is one trial on ``backend`` (default: one after another in this process,
+    see :mod:`msalign.execution`); points are listed in grid order whatever order they finish in.
+    When trials fail, the others still finish, sweep.json stays ``"complete": false`` and one
+    MsalignError names the failed trials."""
     from msalign import metrics
     from msalign.atomic import atomic_write_text
     from msalign.config import config_to_dict
-    from msalign.training import train
+    from msalign.models import get_model_class
+    from msalign.training.run import summarize_run
 
+    get_model_class(model_name)  # unknown names fail before any work
     grid = check_grid(model_name, model_config, grid)
     out_dir = Path(out_dir)
     dataset_name = dataset.source or dataset.name
@@ -141,20 +151,34 @@ def run_sweep(
         "best": None,
         "complete": False,
     }
-    for number, params in enumerate(points, 1):
-        label = point_label(params)
-        config = dataclasses.replace(model_config, **params)
-        log(f"[sweep {number}/{len(points)}] {label}")
-        results = train(model_name, dataset, config, train_config, seeds, out_dir / label, progress,
-                        log=lambda line, label=label: log(f"[{label}] {line}"))
+    configs = {point_label(params): (params, dataclasses.replace(model_config, **params)) for params in points}
+    trials = [trial for label, (_, config) in configs.items()
+              for trial in seed_trials(label, model_name, config, train_config, seeds, out_dir / label)]
+    finished: dict[str, dict[int, dict[str, Any]]] = {label: {} for label in configs}
+    point_rows: dict[str, dict[str, Any]] = {}
+    outcomes = []
+    for outcome in run_trials(trials, dataset, backend, log, progress):
+        outcomes.append(outcome)
+        label = outcome.trial.label
+        if outcome.failed:
+            continue
+        finished[label][outcome.trial.seed] = outcome.summary
+        if len(finished[label]) < len(seeds):
+            continue
+        params, config = configs[label]
+        results = summarize_run(model_name, dataset, config, train_config, seeds, out_dir / label,
+                                [finished[label][seed] for seed in seeds])
         valid_mean, valid_std = metrics.summarize([r["valid"] for r in results["per_seed"]])
-        summary["points"].append({"label": label, "params": params, "dir": label,
-                                  "valid": valid_mean, "valid_std": valid_std,
-                                  "test": results["mean"], "test_std": results["std"]})
+        point_rows[label] = {"label": label, "params": params, "dir": label, "valid": valid_mean,
+                             "valid_std": valid_std, "test": results["mean"], "test_std": results["std"]}
+        summary["points"] = [point_rows[name] for name in configs if name in point_rows]  # grid order
         summary["best"] = select_best(summary["points"], metric, mode)
-        summary["complete"] = number == len(points)
+        summary["complete"] = len(point_rows) == len(points)
         atomic_write_text(out_dir / SWEEP_FILE, json.dumps(summary, indent=2) + "\n")
         atomic_write_text(out_dir / SWEEP_TABLE, format_sweep(summary) + "\n")
+        log(f"[sweep {len(point_rows)}/{len(points)}] {label}: valid {metric} "
+            f"{metrics.format_metric(metric, valid_mean[metric])}")
+    raise_for_failures(outcomes)
     return summary
 
 
@@ -229,6 +253,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     _add_run_options(parser, set_help="override config fields for every point (the grid keys win)")
     parser.add_argument("--seeds", default="1111")
     parser.add_argument("--out", required=True)
+    add_backend_options(parser)
     parser.set_defaults(func=cmd_sweep)
     return parser
 
@@ -239,13 +264,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     get_model_class(args.model)
     seeds = _seeds(args.seeds)
+    backend = backend_from_args(args)
     # keys and types before any data is loaded; whole points against the resolved config in run_sweep
     grid = check_grid(args.model, build_config(args.model), parse_grid(args.grid), check_points=False)
     dataset = _load_dataset(args)
     print(dataset.describe(), file=sys.stderr)
     model_config, train_config = _resolve(args.model, dataset, args)
     summary = run_sweep(args.model, dataset, model_config, train_config, grid, seeds, args.out,
-                        progress=args.progress, log=lambda line: print(line, file=sys.stderr))
+                        progress=args.progress, log=lambda line: print(line, file=sys.stderr), backend=backend)
     print(format_sweep(summary))
     print(f"sweep: {Path(args.out) / SWEEP_FILE}", file=sys.stderr)
     return 0

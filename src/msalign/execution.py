@@ -1,0 +1,358 @@
+"""Where the trials of a sweep or benchmark run: in this process, in a local process pool, or on Ray.
+
+A :class:`Trial` is one (model, config, seed) run into ``out_dir/seed_N``; it is executed by
+:func:`msalign.training.run.run_seed`, which writes only inside ``seed_N/`` and skips a seed that
+already finished with the same identity, so trials are independent and a re-run resumes.
+:func:`run_trials` yields each trial's :class:`TrialOutcome` as it finishes; the callers
+(:mod:`msalign.benchmark`, :mod:`msalign.sweep`) write the per-run ``results.json`` and their
+tables from those outcomes, so every backend writes the same files.
+
+Backends (:class:`Backend`):
+
+* ``local`` with ``jobs=1`` (the default): one trial after another in this process, with live
+  log lines and progress bars.
+* ``local`` with ``jobs>1``: a :class:`concurrent.futures.ProcessPoolExecutor` of ``jobs``
+  spawned workers; the dataset is pickled once per worker (the pool's initializer), not per trial.
+* ``ray``: every trial is a Ray task with ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs,
+  sent to a running cluster (``ray_address``, e.g. ``auto`` or ``ray://host:10001``) or to a
+  local Ray instance (``ray_cpus`` CPUs); the dataset goes into the object store once. Ray is
+  optional (``pip install 'msalign[ray]'``) and imported only here, only for this backend.
+
+Workers set torch's intra-op threads to ``train.threads``, or to the trial's CPU count when that
+is 0, so parallel trials do not oversubscribe the cores. A trial that raises is reported (label,
+seed, one-line error) and the others go on; :func:`raise_for_failures` then names every failed
+trial in one :class:`~msalign.errors.MsalignError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from msalign.errors import MsalignError
+
+BACKENDS = ("local", "ray")
+RAY_INSTALL_HINT = "pip install 'msalign[ray]' (or pip install 'ray>=2.9')"
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One seed of one run: ``run_seed(model_name, dataset, model_config, train_config, seed, out_dir)``.
+
+    ``label`` names the run (a benchmark entry or a sweep point; ``out_dir`` is its directory)."""
+
+    label: str
+    model_name: str
+    model_config: Any
+    train_config: Any
+    seed: int
+    out_dir: Path
+    resume: bool = False
+
+    @property
+    def name(self) -> str:
+        """``label seed N``, as failures are reported."""
+        return f"{self.label} seed {self.seed}"
+
+
+@dataclass
+class TrialOutcome:
+    """A finished trial: its per-seed summary (as in results.json ``per_seed``), or the one-line
+    error it failed with; ``log_lines`` are what the trial logged (already shown when it ran in
+    this process)."""
+
+    trial: Trial
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    log_lines: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where trials run; see the module docstring. ``Backend()`` is one trial after another here."""
+
+    kind: Literal["local", "ray"] = "local"
+    jobs: int = 1
+    ray_address: str | None = None
+    ray_cpus: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in BACKENDS:
+            raise MsalignError(f"--backend {self.kind}: expected one of {', '.join(BACKENDS)}")
+        if self.jobs < 1:
+            raise MsalignError(f"--jobs {self.jobs}: must be at least 1")
+        if not self.cpus_per_trial > 0:
+            raise MsalignError(f"--cpus-per-trial {self.cpus_per_trial}: must be more than 0")
+        if not self.gpus_per_trial >= 0:
+            raise MsalignError(f"--gpus-per-trial {self.gpus_per_trial}: must be 0 or more")
+        if self.ray_cpus is not None and self.ray_cpus < 1:
+            raise MsalignError(f"--ray-cpus {self.ray_cpus}: must be at least 1")
+        if self.kind == "local":
+            given = [name for name, value in (("--ray-address", self.ray_address), ("--ray-cpus", self.ray_cpus),
+                                              ("--gpus-per-trial", self.gpus_per_trial or None)) if value is not None]
+            if given:
+                raise MsalignError(f"{given[0]}: only with --backend ray")
+        else:
+            if self.jobs != 1:
+                raise MsalignError("--jobs: only with --backend local (Ray runs as many trials at once as "
+                                   "the cluster's CPUs / --cpus-per-trial allow)")
+            if self.ray_address is not None and self.ray_cpus is not None:
+                raise MsalignError("--ray-cpus: only for a local Ray instance, not with --ray-address "
+                                   "(a running cluster has its own CPUs)")
+
+    @property
+    def in_process(self) -> bool:
+        return self.kind == "local" and self.jobs == 1
+
+    @property
+    def threads_per_trial(self) -> int:
+        """torch threads of a worker's trial when its ``train.threads`` is 0."""
+        return max(1, int(self.cpus_per_trial))
+
+
+# --- command line -----------------------------------------------------------------------------
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """``--backend``, ``--jobs``, ``--ray-address``, ``--ray-cpus``, ``--cpus-per-trial``,
+    ``--gpus-per-trial`` (benchmark and sweep); :func:`backend_from_args` reads them."""
+    group = parser.add_argument_group("where the trials run (one trial = one model/point and seed)")
+    group.add_argument("--backend", choices=BACKENDS, default="local",
+                       help="local: this machine (default); ray: Ray tasks on a cluster or a local Ray instance")
+    group.add_argument("--jobs", type=int, default=None,
+                       help="local: trials at once, each in its own process (default 1: one after another here)")
+    group.add_argument("--ray-address", default=None,
+                       help="ray: a running cluster, e.g. auto or ray://host:10001 (default: start a local instance)")
+    group.add_argument("--ray-cpus", type=int, default=None, help="ray: CPUs of the local instance (default: all)")
+    group.add_argument("--cpus-per-trial", type=float, default=1.0,
+                       help="CPUs a trial reserves on Ray, and its torch threads when train.threads is 0 (default 1)")
+    group.add_argument("--gpus-per-trial", type=float, default=0.0, help="ray: GPUs a trial reserves (default 0)")
+
+
+def backend_from_args(args: argparse.Namespace) -> Backend:
+    """The :class:`Backend` the options of :func:`add_backend_options` ask for (one-line errors;
+    ``--backend ray`` without Ray installed fails here, before any data is loaded)."""
+    if args.backend == "ray":
+        import_ray()
+    return Backend(kind=args.backend, jobs=1 if args.jobs is None else args.jobs, ray_address=args.ray_address,
+                   ray_cpus=args.ray_cpus, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
+
+
+# --- running trials ---------------------------------------------------------------------------
+def run_trials(
+    trials: Iterable[Trial],
+    dataset,
+    backend: Backend | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool | None = None,
+) -> Iterator[TrialOutcome]:
+    """Runs ``trials`` on ``backend`` (default: one after another in this process) and yields
+    each one's outcome as it finishes (in this process: in order; elsewhere: in finishing order).
+
+    Every log line of a trial reaches ``log`` (live in this process, when the trial finishes
+    elsewhere), prefixed with ``[label]`` when the label is not the model's name. A trial that
+    raises an ``Exception`` yields an outcome with its one-line error; the others go on.
+    Trials whose seed already finished are skipped here, without starting a worker."""
+    backend = backend or Backend()
+    trials = list(trials)
+    for trial in trials:
+        if not isinstance(trial.out_dir, Path) or not trial.out_dir.is_absolute():
+            raise ValueError(f"trial {trial.name}: out_dir must be an absolute Path, got {trial.out_dir!r}")
+    if backend.in_process:
+        for trial in trials:
+            outcome = _run_trial(trial, dataset, progress, lambda line, trial=trial: log(_prefixed(trial, line)))
+            if outcome.failed:
+                log(_failure_line(outcome))
+            yield outcome
+        return
+    pending = []
+    for trial in trials:
+        finished = _already_finished(trial, dataset)
+        if finished is not None:
+            yield _report(finished, log)
+        else:
+            pending.append(trial)
+    if not pending:
+        return
+    runner = _run_in_pool if backend.kind == "local" else _run_on_ray
+    for outcome in runner(pending, dataset, backend):
+        yield _report(outcome, log)
+
+
+def raise_for_failures(outcomes: Iterable[TrialOutcome]) -> None:
+    """One MsalignError naming every failed trial (and the first one's error); nothing when none failed."""
+    failed = [o for o in outcomes if o.failed]
+    if not failed:
+        return
+    names = ", ".join(o.trial.name for o in failed)
+    raise MsalignError(f"{len(failed)} trial{'s' if len(failed) > 1 else ''} failed ({names}); "
+                       f"first error: {failed[0].error}")
+
+
+def _prefixed(trial: Trial, line: str) -> str:
+    return line if trial.label == trial.model_name else f"[{trial.label}] {line}"
+
+
+def _failure_line(outcome: TrialOutcome) -> str:
+    return f"[{outcome.trial.name}] failed: {outcome.error}"
+
+
+def _report(outcome: TrialOutcome, log: Callable[[str], None]) -> TrialOutcome:
+    for line in outcome.log_lines:
+        log(_prefixed(outcome.trial, line))
+    if outcome.failed:
+        log(_failure_line(outcome))
+    return outcome
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    if isinstance(error, MsalignError):
+        return text[0] if text else "error"
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _already_finished(trial: Trial, dataset) -> TrialOutcome | None:
+    from msalign.training.run import finished_seed, run_identity
+
+    identity = run_identity(trial.model_name, trial.model_config, trial.train_config, dataset)
+    summary = finished_seed(trial.out_dir, trial.seed, identity)
+    if summary is None:
+        return None
+    seed_dir = trial.out_dir / f"seed_{trial.seed}"
+    # the line run_seed logs when it skips a finished seed
+    return TrialOutcome(trial, summary, log_lines=[f"[{trial.model_name} seed {trial.seed}] already finished in "
+                                                   f"{seed_dir}, skipped"])
+
+
+def _run_trial(trial: Trial, dataset, progress: bool | None, log: Callable[[str], None]) -> TrialOutcome:
+    """run_seed for one trial; an Exception becomes the outcome's one-line error."""
+    from msalign.training.run import run_seed
+
+    try:
+        summary = run_seed(trial.model_name, dataset, trial.model_config, trial.train_config, trial.seed,
+                           trial.out_dir, progress, log, trial.resume)
+    except Exception as error:  # noqa: BLE001 - reported per trial; KeyboardInterrupt still stops everything
+        return TrialOutcome(trial, error=_one_line(error))
+    return TrialOutcome(trial, summary)
+
+
+def _run_trial_in_worker(trial: Trial, dataset, threads: int) -> TrialOutcome:
+    """A trial in a pool or Ray worker: torch threads set, log lines captured and returned."""
+    import torch
+
+    torch.set_num_threads(trial.train_config.threads if trial.train_config.threads > 0 else threads)
+    lines: list[str] = []
+    outcome = _run_trial(trial, dataset, False, lines.append)
+    outcome.log_lines = lines
+    return outcome
+
+
+# local process pool: the dataset reaches each worker once, through the pool's initializer
+_worker_dataset = None
+
+
+def _set_worker_dataset(dataset) -> None:
+    global _worker_dataset
+    _worker_dataset = dataset
+
+
+def _run_trial_in_pool_worker(trial: Trial, threads: int) -> TrialOutcome:
+    return _run_trial_in_worker(trial, _worker_dataset, threads)
+
+
+def _run_in_pool(trials: list[Trial], dataset, backend: Backend) -> Iterator[TrialOutcome]:
+    context = multiprocessing.get_context("spawn")
+    workers = min(backend.jobs, len(trials))
+    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_set_worker_dataset, initargs=(dataset,))
+    try:
+        futures = {executor.submit(_run_trial_in_pool_worker, trial, backend.threads_per_trial): trial
+                   for trial in trials}
+        while futures:
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for future in done:
+                trial = futures.pop(future)
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    yield TrialOutcome(trial, error="its worker process died (killed, or out of memory?)")
+                except Exception as error:  # noqa: BLE001 - e.g. the outcome could not be pickled
+                    yield TrialOutcome(trial, error=_one_line(error))
+    except BaseException:
+        # interrupted (Ctrl-C) or the consumer stopped early: do not wait for running trials
+        executor.shutdown(wait=False, cancel_futures=True)
+        for process in list((getattr(executor, "_processes", None) or {}).values()):
+            process.terminate()
+        raise
+    executor.shutdown(wait=True)
+
+
+# Ray: imported here only, when asked for
+def import_ray():
+    """The ``ray`` module, or a one-line MsalignError telling how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise MsalignError(f"--backend ray: Ray is not installed; install it with {RAY_INSTALL_HINT}") from None
+    return ray
+
+
+def _run_on_ray(trials: list[Trial], dataset, backend: Backend) -> Iterator[TrialOutcome]:
+    ray = import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        options: dict[str, Any] = {"address": backend.ray_address, "log_to_driver": False, "logging_level": "WARNING"}
+        if backend.ray_address is None:
+            options.update(num_cpus=backend.ray_cpus, include_dashboard=False)
+        try:
+            ray.init(**options)
+        except Exception as error:  # noqa: BLE001 - e.g. no cluster at that address
+            where = backend.ray_address or "a local instance"
+            raise MsalignError(f"--backend ray: cannot start or reach Ray at {where} ({_one_line(error)})") from None
+    remote_trial = ray.remote(_run_trial_in_worker)
+    refs: dict[Any, Trial] = {}
+    try:
+        dataset_ref = ray.put(dataset)
+        for trial in trials:
+            task = remote_trial.options(num_cpus=backend.cpus_per_trial, num_gpus=backend.gpus_per_trial,
+                                        name=f"msalign {trial.name}")
+            refs[task.remote(trial, dataset_ref, backend.threads_per_trial)] = trial
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            for ref in ready:
+                trial = refs.pop(ref)
+                try:
+                    yield ray.get(ref)
+                except Exception as error:  # noqa: BLE001 - a worker that died, a task Ray could not run
+                    yield TrialOutcome(trial, error=_one_line(error))
+    except BaseException:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def seed_trials(label: str, model_name: str, model_config: Any, train_config: Any, seeds: list[int],
+                out_dir: str | Path, resume: bool = False) -> list[Trial]:
+    """One trial per seed of one run (``out_dir`` made absolute, so workers elsewhere find it)."""
+    repeated = sorted({seed for seed in seeds if list(seeds).count(seed) > 1})
+    if repeated:
+        raise MsalignError(f"--seeds: seed {repeated[0]} is listed twice")
+    out_dir = Path(out_dir).absolute()
+    return [Trial(label, model_name, model_config, train_config, seed, out_dir, resume) for seed in seeds]
+
+
+__all__ = ["BACKENDS", "Backend", "Trial", "TrialOutcome", "add_backend_options", "backend_from_args", "import_ray",
+           "raise_for_failures", "run_trials", "seed_trials"]
