@@ -105,8 +105,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(dataset.describe(), file=sys.stderr)
     results = train(args.model, dataset, model_config, train_config, seeds, args.out,
                     progress=args.progress, log=lambda line: print(line, file=sys.stderr), resume=args.resume)
-    _print_table({args.model: results["mean"]}, dataset.metric_set)
-    print(f"results: {Path(args.out) / 'results.json'}", file=sys.stderr)
+    from msalign.training.run import is_rank_zero
+
+    if is_rank_zero():  # the other processes of a DDP run (--devices N) print nothing
+        _print_table({args.model: results["mean"]}, dataset.metric_set)
+        print(f"results: {Path(args.out) / 'results.json'}", file=sys.stderr)
     return 0
 
 
