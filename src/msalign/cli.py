@@ -116,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from msalign import metrics
     from msalign.checkpoint import check_feature_spec, load_checkpoint
-    from msalign.training.data import MSADataModule
+    from msalign.training.data import MSADataModule, default_device
     from msalign.training.module import predict_split
 
     model, info = load_checkpoint(args.checkpoint)
@@ -135,7 +135,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = MSADataModule(dataset, model.modalities, batch_size=64, seed=0)
     split = dataset.split(args.split)
     loader = data._loader(args.split, shuffle=False)
-    preds, labels = predict_split(model, loader, "cpu")
+    device = default_device()
+    preds, labels = predict_split(model.to(device), loader, device)
     values = metrics.compute(preds, labels, dataset.metric_set)
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), "split": args.split, "n": len(split), "metrics": values}))

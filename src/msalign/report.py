@@ -265,12 +265,14 @@ def _check_checkpoint(path: Path, dataset) -> tuple[Any, dict]:
 
 def predict_checkpoint(path: Path, dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Valid and test predictions of a checkpoint on ``dataset`` (for runs without predictions.npz)."""
-    from msalign.training.data import MSADataModule
+    from msalign.training.data import MSADataModule, default_device
     from msalign.training.module import predict_split
 
     model, _ = _check_checkpoint(path, dataset)
     data = MSADataModule(dataset, model.modalities, batch_size=64, seed=0)
-    return {split: predict_split(model, data._loader(split, shuffle=False), "cpu") for split in ("valid", "test")}
+    device = default_device()
+    model.to(device)
+    return {split: predict_split(model, data._loader(split, shuffle=False), device) for split in ("valid", "test")}
 
 
 # --- numbers behind the figures ---------------------------------------------------------------

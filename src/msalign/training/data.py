@@ -47,6 +47,13 @@ def collate_rows(split: Split, modalities: tuple[str, ...], rows: np.ndarray) ->
     return {"features": features, "masks": masks, "labels": labels, "index": torch.from_numpy(rows), "texts": texts}
 
 
+def default_device() -> torch.device:
+    """The machine's accelerator (CUDA, MPS, XPU, ...) when torch sees one, else the CPU: for scoring
+    outside a Trainer (evaluate, report), which otherwise picks its own devices."""
+    accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    return accelerator if accelerator is not None else torch.device("cpu")
+
+
 def batch_to_device(batch: dict, device: torch.device | str) -> dict:
     """The batch with its feature and mask tensors on ``device`` (labels, index and texts stay)."""
     return {**batch, "features": {m: x.to(device) for m, x in batch["features"].items()},
