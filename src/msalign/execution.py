@@ -94,9 +94,9 @@ class Backend:
         if self.jobs < 1:
             raise MsalignError(f"--jobs {self.jobs}: must be at least 1")
         if not self.cpus_per_trial > 0:
-            raise MsalignError(f"--cpus-per-trial {self.cpus_per_trial}: must be more than 0")
+            raise MsalignError(f"--cpus-per-trial {self.cpus_per_trial:g}: must be more than 0")
         if not self.gpus_per_trial >= 0:
-            raise MsalignError(f"--gpus-per-trial {self.gpus_per_trial}: must be 0 or more")
+            raise MsalignError(f"--gpus-per-trial {self.gpus_per_trial:g}: must be 0 or more")
         if self.ray_cpus is not None and self.ray_cpus < 1:
             raise MsalignError(f"--ray-cpus {self.ray_cpus}: must be at least 1")
         if self.kind == "local":
