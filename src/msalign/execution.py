@@ -216,6 +216,9 @@ def _report(outcome: TrialOutcome, log: Callable[[str], None]) -> TrialOutcome:
 
 
 def _one_line(error: BaseException) -> str:
+    cause = getattr(error, "cause", None)  # a Ray task error wraps the worker's exception
+    if isinstance(cause, BaseException):
+        error = cause
     text = str(error).strip().splitlines()
     if isinstance(error, MsalignError):
         return text[0] if text else "error"
