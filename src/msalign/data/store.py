@@ -57,6 +57,14 @@ subset of a pickle's or feature directory's modalities is loaded from a store, t
 entries of ``feature_spec`` are trimmed to it, as those loaders do, so the spec equals what loading
 the source with the same modalities gives.
 
+What reads a feature array whole when given a DiskArray: ``np.asarray(x)`` (and anything that
+calls it) and ``Split.subset`` (it reads the subset's rows - meant for small subsets). Everything
+else reads in pieces: the training collate (one batch), DashFusion's hard-negative sampler (the
+training split in batches of 256 through the same collate), validation (chunks of 512 rows, only
+on ``verify``), the modality ablation of :mod:`msalign.analysis` (chunked training mean, lazy
+permuted and mean-filled views), prediction and report figures (through the data loader); the
+profiler and models look at shapes only.
+
 Converting reads the source through its loader (an MMSA pickle is read into memory whole, as it
 is for training); sources larger than memory are written with :class:`StoreWriter` by whatever
 produces them. A conversion writes into a hidden temporary folder beside OUT and renames it into
