@@ -22,7 +22,11 @@ from msalign.data import load_dataset
 from msalign.data.types import MultimodalDataset
 from msalign.errors import MsalignError
 
-ray = pytest.importorskip("ray", reason="the ray extra is not installed (bash scripts/setup.sh ray)")
+try:
+    import ray
+except ImportError:
+    ray = None
+needs_ray = pytest.mark.skipif(ray is None, reason="the ray extra is not installed (bash scripts/setup.sh ray)")
 
 TINY = "synthetic:n_train=64,n_valid=24,n_test=24"
 # big enough that a trial takes about a second, so a kill lands between the first and the last trial
@@ -85,6 +89,7 @@ def _assert_same_numbers(a, b, where: str = "") -> None:
         assert a == b, where
 
 
+@needs_ray
 @pytest.mark.slow
 def test_ray_sweep_killed_then_rerun_skips_finished_trials_and_matches_local(tmp_path):
     """MUST-SHOW: a 2 x 2 sweep (2 grid values x 2 seeds) on a local Ray instance of 2 CPUs is
@@ -208,6 +213,7 @@ def ray_instance():
     ray.shutdown()
 
 
+@needs_ray
 def test_ray_trials_dataset_put_once_failure_reported_others_match(ray_instance, tmp_path, monkeypatch):
     """Three trials as Ray tasks on an instance that is already running (left running): the
     dataset goes into the object store once, a failing trial comes back with its one-line error,
@@ -254,7 +260,7 @@ def test_backend_ray_without_ray_installed_is_one_line(tmp_path, monkeypatch, ca
                  "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "msalign: error: --backend ray: Ray is not installed; install it with pip install 'msalign[ray]' "
-        "(or pip install 'ray>=2.9')"]
+        "(or pip install 'ray[client]>=2.9')"]
     assert not out.exists()
     assert main(["sweep", "--model", "text_only", "--dataset", TINY, "--grid", "dropout=0.1", "--epochs", "1",
                  "--set", "width=16", "--backend", "local", "--out", str(out)]) == 0

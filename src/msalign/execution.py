@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -38,7 +39,7 @@ from typing import Any, Literal
 from msalign.errors import MsalignError
 
 BACKENDS = ("local", "ray")
-RAY_INSTALL_HINT = "pip install 'msalign[ray]' (or pip install 'ray>=2.9')"
+RAY_INSTALL_HINT = "pip install 'msalign[ray]' (or pip install 'ray[client]>=2.9')"
 
 
 @dataclass(frozen=True)
@@ -310,11 +311,27 @@ def import_ray():
     return ray
 
 
+def _check_cluster_answers(address: str | None, seconds: float = 10.0) -> None:
+    """A ``host:port`` address must accept a connection: ray.init would wait minutes for a GCS
+    that is not there. (``auto`` and ``ray://`` addresses fail fast on their own.)"""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except (OSError, ValueError):
+        raise MsalignError(f"--ray-address {address}: no Ray cluster answers there (start one with "
+                           "'ray start --head', or use --ray-address auto on a cluster node)") from None
+
+
 def _run_on_ray(trials: list[Trial], dataset, backend: Backend) -> Iterator[TrialOutcome]:
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
-        options: dict[str, Any] = {"address": backend.ray_address, "log_to_driver": False, "logging_level": "WARNING"}
+        _check_cluster_answers(backend.ray_address)
+        options: dict[str, Any] = {"address": backend.ray_address}
+        if not (backend.ray_address or "").startswith("ray://"):  # Ray Client passes these on to its server
+            options.update(log_to_driver=False, logging_level="WARNING")
         if backend.ray_address is None:
             options.update(num_cpus=backend.ray_cpus, include_dashboard=False)
         try:
