@@ -293,10 +293,13 @@ def _run_in_pool(trials: list[Trial], dataset, backend: Backend) -> Iterator[Tri
                 except Exception as error:  # noqa: BLE001 - e.g. the outcome could not be pickled
                     yield TrialOutcome(trial, error=_one_line(error))
     except BaseException:
-        # interrupted (Ctrl-C) or the consumer stopped early: do not wait for running trials
+        # interrupted (Ctrl-C) or the consumer stopped early: stop the running trials at once
+        # (SIGKILL: Lightning traps SIGINT/SIGTERM and would finish the epoch; every write is
+        # atomic and a re-run skips what finished)
+        workers = list((getattr(executor, "_processes", None) or {}).values())  # shutdown() forgets them
+        for process in workers:
+            process.kill()
         executor.shutdown(wait=False, cancel_futures=True)
-        for process in list((getattr(executor, "_processes", None) or {}).values()):
-            process.terminate()
         raise
     executor.shutdown(wait=True)
 
