@@ -149,7 +149,7 @@ def write_dataset(folder: Path, sizes: dict[str, int], seed: int = 0) -> dict:
 # --- 2. train (in a subprocess) ------------------------------------------------------------------
 
 
-def train_child(folder: Path, max_train_batches: int | None, out: Path) -> dict:
+def train_child(folder: Path, max_train_batches: int | None, out: Path, batch_size: int = 0) -> dict:
     import lightning
     import torch
 
@@ -223,6 +223,8 @@ def train_child(folder: Path, max_train_batches: int | None, out: Path) -> dict:
         overrides = ["epochs=1", "threads=1", "num_workers=0"]
         if max_train_batches:
             overrides.append(f"max_train_batches={max_train_batches}")
+        if batch_size:  # else the MOSEI config's (128)
+            overrides.append(f"batch_size={batch_size}")
         model_config, train_config = resolve_config("decalign", build_config("decalign"), (dataset.name, dataset.metric_set),
                                                     None, overrides)
         t = time.perf_counter()
@@ -298,7 +300,7 @@ def render(result: dict) -> str:
         f"`benchmarks/mosei_scale.py` ({result['date']}, {result['machine']}). A synthetic dataset in MOSEI's shapes "
         "(text 50x768, audio 500x74, vision 500x35 float32; lengths vary) written with the streaming "
         "`StoreWriter` and read row by row (`DiskArray`, positioned reads) by the normal training path "
-        "(`msalign.training.train`, decalign with `configs/decalign/mosei.yaml`: width 64, batch 128; 1 torch thread, "
+        f"(`msalign.training.train`, decalign with `configs/decalign/mosei.yaml`: width 64, batch {t['config']['batch_size']}; 1 torch thread, "
         "no DataLoader workers).",
         "",
         "| | |",
@@ -330,7 +332,7 @@ def render(result: dict) -> str:
                   f"thread would take about {full / 60:.0f} minutes. samples/s are over the capped batches only; the "
                   "memory figures do not depend on how many batches run (each batch is read, used and dropped)."]
     lines += ["", "Reading the figures: the training process's peak is the model's working memory (RssAnon: decalign's "
-              "activations and gradients for a batch of 128 clips of up to 500 frames, cross-modal attention included), "
+              f"activations and gradients for a batch of {t['config']['batch_size']} clips of up to 500 frames, cross-modal attention included), "
               f"not the data: RssFile, where mapped data would show, stays at {t['sampled_peak_mb']['RssFile'] / 1024:.2f} GB "
               f"(the interpreter's and torch's libraries), RSS after loading the store is "
               f"{t['rss_after_load_mb']['VmRSS'] / 1024:.2f} GB, and reading took {t['train_epoch_read_seconds']:.1f} s of "
@@ -356,7 +358,7 @@ def main() -> int:
         folder = Path(sys.argv[2])
         if sys.argv[1] == "_train":
             cap = int(sys.argv[3]) or None
-            result = train_child(folder, cap, Path(sys.argv[4]))
+            result = train_child(folder, cap, Path(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 0)
         else:
             result = read_child(folder, sys.argv[3])
         print(json.dumps(result))
@@ -368,6 +370,7 @@ def main() -> int:
     parser.add_argument("--valid", type=int, default=1871)
     parser.add_argument("--test", type=int, default=4659)
     parser.add_argument("--max-train-batches", type=int, default=0, help="cap the training batches (default: full epoch)")
+    parser.add_argument("--batch-size", type=int, default=0, help="training batch (default: configs/decalign/mosei.yaml's 128)")
     parser.add_argument("--no-read-compare", action="store_true", help="skip the DiskArray vs memmap reading epochs")
     parser.add_argument("--evict", action="store_true", help="drop the store's pages from the page cache before each phase")
     parser.add_argument("--note", default="", help="a sentence added to the report (e.g. the machine's load)")
@@ -410,7 +413,7 @@ def main() -> int:
         if args.evict:
             evict(folder)
         print("training decalign for one epoch", file=sys.stderr, flush=True)
-        trained = run_child(["_train", str(folder), str(args.max_train_batches), str(work / "run")])
+        trained = run_child(["_train", str(folder), str(args.max_train_batches), str(work / "run"), str(args.batch_size)])
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not args.keep:
