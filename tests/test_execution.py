@@ -52,6 +52,17 @@ def _session_processes(session: int) -> list[tuple[int, str]]:
     return found
 
 
+def _kill_session(session: int) -> None:
+    """SIGKILL to the process group, then to the session's other groups (Ray puts each worker in
+    its own): the whole run stops at once, as when its machine goes down."""
+    os.killpg(session, signal.SIGKILL)
+    for pid, _ in _session_processes(session):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _assert_session_ends(session: int) -> None:
     """Every process of the session (the driver, Ray's GCS, raylet, workers) is gone within 30 s;
     any left over is killed, and the test fails naming it."""
@@ -93,7 +104,7 @@ def _assert_same_numbers(a, b, where: str = "") -> None:
 @pytest.mark.slow
 def test_ray_sweep_killed_then_rerun_skips_finished_trials_and_matches_local(tmp_path):
     """MUST-SHOW: a 2 x 2 sweep (2 grid values x 2 seeds) on a local Ray instance of 2 CPUs is
-    killed (SIGKILL to its process group) after its first trial finished, then run again: the
+    killed (SIGKILL to all its processes) after its first trial finished, then run again: the
     finished trials are skipped and left untouched, the rest run, and the sweep ends complete, with
     the point best on validation chosen and every number equal to the same sweep run locally."""
     out = tmp_path / "ray"
@@ -106,7 +117,7 @@ def test_ray_sweep_killed_then_rerun_skips_finished_trials_and_matches_local(tmp
         deadline = time.monotonic() + 240
         while not list(out.glob("*/seed_*/result.json")) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)
+        _kill_session(proc.pid)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == -signal.SIGKILL, err.decode()[-3000:]
         _assert_session_ends(proc.pid)

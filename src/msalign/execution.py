@@ -290,8 +290,8 @@ def _run_in_pool(trials: list[Trial], dataset, backend: Backend) -> Iterator[Tri
                     yield future.result()
                 except BrokenProcessPool:
                     yield TrialOutcome(trial, error="its worker process died (killed, or out of memory?)")
-                except Exception as error:  # noqa: BLE001 - e.g. the outcome could not be pickled
-                    yield TrialOutcome(trial, error=_one_line(error))
+                except (Exception, SystemExit) as error:  # noqa: BLE001 - an outcome that could not be
+                    yield TrialOutcome(trial, error=_one_line(error))  # pickled, Lightning's exit on a signal
     except BaseException:
         # interrupted (Ctrl-C) or the consumer stopped early: stop the running trials at once
         # (SIGKILL: Lightning traps SIGINT/SIGTERM and would finish the epoch; every write is

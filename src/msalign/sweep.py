@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from msalign.errors import MsalignError
-from msalign.execution import Backend, add_backend_options, backend_from_args, raise_for_failures, run_trials, seed_trials
+from msalign.execution import (Backend, add_backend_options, backend_from_args, raise_for_failures, run_trials,
+                               seed_trials)
 
 SWEEP_FILE = "sweep.json"
 SWEEP_TABLE = "sweep.md"
