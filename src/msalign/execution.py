@@ -296,8 +296,8 @@ def _run_in_pool(trials: list[Trial], dataset, backend: Backend) -> Iterator[Tri
         # interrupted (Ctrl-C) or the consumer stopped early: stop the running trials at once
         # (SIGKILL: Lightning traps SIGINT/SIGTERM and would finish the epoch; every write is
         # atomic and a re-run skips what finished)
-        workers = list((getattr(executor, "_processes", None) or {}).values())  # shutdown() forgets them
-        for process in workers:
+        processes = list((getattr(executor, "_processes", None) or {}).values())  # shutdown() forgets them
+        for process in processes:
             process.kill()
         executor.shutdown(wait=False, cancel_futures=True)
         raise
@@ -316,7 +316,7 @@ def import_ray():
 
 def _check_cluster_answers(address: str | None, seconds: float = 10.0) -> None:
     """A ``host:port`` address must accept a connection: ray.init would wait minutes for a GCS
-    that is not there. (``auto`` and ``ray://`` addresses fail fast on their own.)"""
+    that is not there. (``auto`` and ``ray://`` addresses fail within a minute on their own.)"""
     if not address or address == "auto" or "://" in address:
         return
     host, _, port = address.rpartition(":")
