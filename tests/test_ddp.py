@@ -88,3 +88,20 @@ def test_device_settings_lightning_refuses_are_one_line_errors(tmp_path, capsys,
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("msalign: error: ") and message in err[-1], err
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_a_ddp_benchmark_prints_and_writes_its_table_once(tmp_path):
+    out = tmp_path / "bench"
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    command = [sys.executable, "-m", "msalign.cli", "benchmark", "--models", "text_only,late_fusion", "--dataset", DATASET,
+               "--epochs", "1", "--seeds", "1111", "--set", "threads=1", "--devices", "2", "--strategy", "ddp",
+               "--accelerator", "cpu", "--out", str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("| name |") == 1, done.stdout  # rank 1's stdout goes nowhere
+    assert done.stderr.count("[late_fusion seed 1111] best epoch") == 1, done.stderr  # nor its log lines
+    table = json.loads((out / "table.json").read_text())
+    for label in ("text_only", "late_fusion"):
+        seed = json.loads((out / label / "results.json").read_text())["per_seed"][0]
+        assert table["models"][label]["mean"] == seed["test"]
+        assert len(np.load(out / label / "seed_1111" / "predictions.npz")["test_ids"]) == 37

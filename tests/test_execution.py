@@ -286,6 +286,7 @@ def test_backend_ray_without_ray_installed_is_one_line(tmp_path, monkeypatch, ca
     (["--backend", "ray", "--ray-address", "auto", "--ray-cpus", "2"], "--ray-cpus: only for a local Ray instance"),
     (["--backend", "ray", "--cpus-per-trial", "0"], "--cpus-per-trial 0: must be more than 0"),
     (["--seeds", "1111,1111"], "--seeds: seed 1111 is listed twice"),
+    (["--jobs", "2", "--devices", "2"], "trial text_only seed 1111: train.devices 2 x train.num_nodes 1: trials on --jobs N"),
 ])
 def test_bad_backend_options_are_one_line_errors(tmp_path, capsys, options, message):
     out = tmp_path / "never"

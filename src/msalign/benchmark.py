@@ -11,7 +11,7 @@ from msalign.atomic import atomic_write_text
 from msalign.data.types import MultimodalDataset
 from msalign.execution import Backend, raise_for_failures, run_trials, seed_trials
 from msalign.models import get_model_class
-from msalign.training.run import summarize_run
+from msalign.training.run import is_rank_zero, summarize_run
 
 
 def parse_entries(text: str) -> list[tuple[str, str, list[str]]]:
@@ -96,6 +96,8 @@ def run_benchmark(
         f"Test metrics on {dataset.source or dataset.name}, mean ± population std over seeds {seeds}\n\n"
         + metrics.format_table({n: r["mean"] for n, r in table.items()}, keys, std={n: r["std"] for n, r in table.items()})
     )
+    if not is_rank_zero():  # a DDP run's other processes: rank 0 writes the same table
+        return text
     atomic_write_text(out_dir / "table.md", text + "\n")
     atomic_write_text(out_dir / "table.json", json.dumps({"dataset": dataset.source or dataset.name, "models": table}, indent=2))
     return text

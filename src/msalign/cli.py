@@ -105,11 +105,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(dataset.describe(), file=sys.stderr)
     results = train(args.model, dataset, model_config, train_config, seeds, args.out,
                     progress=args.progress, log=lambda line: print(line, file=sys.stderr), resume=args.resume)
-    from msalign.training.run import is_rank_zero
-
-    if is_rank_zero():  # the other processes of a DDP run (--devices N) print nothing
-        _print_table({args.model: results["mean"]}, dataset.metric_set)
-        print(f"results: {Path(args.out) / 'results.json'}", file=sys.stderr)
+    _print_table({args.model: results["mean"]}, dataset.metric_set)
+    print(f"results: {Path(args.out) / 'results.json'}", file=sys.stderr)
     return 0
 
 
@@ -231,9 +228,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _process_rank() -> int:
+    """This process's rank in a multi-process job (Lightning's DDP children, torchrun, SLURM's srun),
+    from the variables they set, as Lightning reads them; 0 outside one."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(key, "").strip().isdigit():
+            return int(os.environ[key])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if _process_rank() > 0:
+        # the other processes of a DDP run repeat rank 0's command; rank 0 alone prints results
+        # (errors still reach stderr)
+        sys.stdout = open(os.devnull, "w")
     try:
         return args.func(args)
     except MsalignError as error:

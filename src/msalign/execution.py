@@ -169,6 +169,15 @@ def run_trials(
     for trial in trials:
         if not isinstance(trial.out_dir, Path) or not trial.out_dir.is_absolute():
             raise ValueError(f"trial {trial.name}: out_dir must be an absolute Path, got {trial.out_dir!r}")
+    if not backend.in_process:
+        for trial in trials:
+            c = trial.train_config
+            if c.devices * c.num_nodes > 1:
+                # Lightning's DDP launcher re-runs the command line in each device's process, which a
+                # pool or Ray worker does not have; a DDP run is one msalign train/benchmark command
+                raise MsalignError(f"trial {trial.name}: train.devices {c.devices} x train.num_nodes {c.num_nodes}: "
+                                   "trials on --jobs N or --backend ray use one device each; run a DDP job with "
+                                   "--backend local --jobs 1 (docs/scaling.md)")
     if backend.in_process:
         for trial in trials:
             outcome = _run_trial(trial, dataset, progress, lambda line, trial=trial: log(_prefixed(trial, line)))

@@ -125,7 +125,7 @@ def run_sweep(
     from msalign.atomic import atomic_write_text
     from msalign.config import config_to_dict
     from msalign.models import get_model_class
-    from msalign.training.run import summarize_run
+    from msalign.training.run import is_rank_zero, summarize_run
 
     get_model_class(model_name)  # unknown names fail before any work
     grid = check_grid(model_name, model_config, grid)
@@ -175,8 +175,9 @@ def run_sweep(
         summary["points"] = [point_rows[name] for name in configs if name in point_rows]  # grid order
         summary["best"] = select_best(summary["points"], metric, mode)
         summary["complete"] = len(point_rows) == len(points)
-        atomic_write_text(out_dir / SWEEP_FILE, json.dumps(summary, indent=2) + "\n")
-        atomic_write_text(out_dir / SWEEP_TABLE, format_sweep(summary) + "\n")
+        if is_rank_zero():  # a DDP run's other processes compute the same summary
+            atomic_write_text(out_dir / SWEEP_FILE, json.dumps(summary, indent=2) + "\n")
+            atomic_write_text(out_dir / SWEEP_TABLE, format_sweep(summary) + "\n")
         log(f"[sweep {len(point_rows)}/{len(points)}] {label}: valid {metric} "
             f"{metrics.format_metric(metric, valid_mean[metric])}")
     raise_for_failures(outcomes)
