@@ -149,11 +149,11 @@ def write_dataset(folder: Path, sizes: dict[str, int], seed: int = 0) -> dict:
 # --- 2. train (in a subprocess) ------------------------------------------------------------------
 
 
-def train_child(folder: Path, max_train_batches: int | None, out: Path, batch_size: int = 0) -> dict:
+def train_child(folder: Path, max_train_batches: int | None, out: Path, batch_size: int = 0, threads: int = 1) -> dict:
     import lightning
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     from msalign.config import resolve_config
     from msalign.data import load_dataset
     from msalign.data.store import DiskArray
@@ -220,7 +220,7 @@ def train_child(folder: Path, max_train_batches: int | None, out: Path, batch_si
         dataset = load_dataset(folder, metric_set="mosei")
         load_seconds = time.perf_counter() - t
         rss_after_load = sampler.sample()
-        overrides = ["epochs=1", "threads=1", "num_workers=0"]
+        overrides = ["epochs=1", f"threads={threads}", "num_workers=0"]
         if max_train_batches:
             overrides.append(f"max_train_batches={max_train_batches}")
         if batch_size:  # else the MOSEI config's (128)
@@ -300,7 +300,7 @@ def render(result: dict) -> str:
         f"`benchmarks/mosei_scale.py` ({result['date']}, {result['machine']}). A synthetic dataset in MOSEI's shapes "
         "(text 50x768, audio 500x74, vision 500x35 float32; lengths vary) written with the streaming "
         "`StoreWriter` and read row by row (`DiskArray`, positioned reads) by the normal training path "
-        f"(`msalign.training.train`, decalign with `configs/decalign/mosei.yaml`: width 64, batch {t['config']['batch_size']}; 1 torch thread, "
+        f"(`msalign.training.train`, decalign with `configs/decalign/mosei.yaml`: width 64, batch {t['config']['batch_size']}; {t['config']['threads']} torch thread(s), "
         "no DataLoader workers).",
         "",
         "| | |",
@@ -328,8 +328,8 @@ def render(result: dict) -> str:
         full = w["rows"]["train"] / t["train_samples_per_second"]
         lines += ["", f"**The training epoch was capped at {t['train_batches']} of "
                   f"{-(-w['rows']['train'] // t['config']['batch_size'])} batches** (`--max-train-batches "
-                  f"{t['config']['max_train_batches']}`): at {t['train_samples_per_second']:.1f} samples/s a full epoch on one "
-                  f"thread would take about {full / 60:.0f} minutes. samples/s are over the capped batches only; the "
+                  f"{t['config']['max_train_batches']}`): at {t['train_samples_per_second']:.1f} samples/s a full epoch on {t['config']['threads']} "
+                  f"thread(s) would take about {full / 60:.0f} minutes. samples/s are over the capped batches only; the "
                   "memory figures do not depend on how many batches run (each batch is read, used and dropped)."]
     lines += ["", "Reading the figures: the training process's peak is the model's working memory (RssAnon: decalign's "
               f"activations and gradients for a batch of {t['config']['batch_size']} clips of up to 500 frames, cross-modal attention included), "
@@ -358,7 +358,8 @@ def main() -> int:
         folder = Path(sys.argv[2])
         if sys.argv[1] == "_train":
             cap = int(sys.argv[3]) or None
-            result = train_child(folder, cap, Path(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 0)
+            result = train_child(folder, cap, Path(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 0,
+                                  int(sys.argv[6]) if len(sys.argv) > 6 else 1)
         else:
             result = read_child(folder, sys.argv[3])
         print(json.dumps(result))
@@ -370,6 +371,7 @@ def main() -> int:
     parser.add_argument("--valid", type=int, default=1871)
     parser.add_argument("--test", type=int, default=4659)
     parser.add_argument("--max-train-batches", type=int, default=0, help="cap the training batches (default: full epoch)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the training process (default 1)")
     parser.add_argument("--batch-size", type=int, default=0, help="training batch (default: configs/decalign/mosei.yaml's 128)")
     parser.add_argument("--no-read-compare", action="store_true", help="skip the DiskArray vs memmap reading epochs")
     parser.add_argument("--evict", action="store_true", help="drop the store's pages from the page cache before each phase")
@@ -413,7 +415,7 @@ def main() -> int:
         if args.evict:
             evict(folder)
         print("training decalign for one epoch", file=sys.stderr, flush=True)
-        trained = run_child(["_train", str(folder), str(args.max_train_batches), str(work / "run"), str(args.batch_size)])
+        trained = run_child(["_train", str(folder), str(args.max_train_batches), str(work / "run"), str(args.batch_size), str(args.threads)])
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not args.keep:
