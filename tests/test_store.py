@@ -29,17 +29,9 @@ from msalign.models import build_config, create_model
 from msalign.training import train
 from msalign.training.data import SplitIndex, collate_rows
 
-from test_data_pickle import mmsa_data, write
+from test_data_pickle import error, mmsa_data, write
 
 SPEC = "synthetic:seed=3,n_train=48,n_valid=20,n_test=24"
-
-
-def error(fn, *args, **kw) -> str:
-    with pytest.raises(MsalignError) as e:
-        fn(*args, **kw)
-    msg = str(e.value)
-    assert "\n" not in msg, msg
-    return msg
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,13 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
-def _add_dataset_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--dataset", required=required, default=None if required else "synthetic",
-                        help="synthetic[:key=value,...], an MMSA .pkl, or a feature directory")
+def _add_dataset_options(parser: argparse.ArgumentParser, required: bool = True, positional: bool = False) -> None:
+    """``--dataset`` (or, with ``positional``, a SOURCE argument stored as ``dataset``) and the load options."""
+    what = "synthetic[:key=value,...], an MMSA .pkl, a feature directory or a feature store"
+    if positional:
+        parser.add_argument("dataset", metavar="SOURCE", help=what)
+    else:
+        parser.add_argument("--dataset", required=required, default=None if required else "synthetic", help=what)
     parser.add_argument("--modalities", default=None, help="comma-separated subset, e.g. text,audio")
     parser.add_argument("--text-encoder", default=None, help="minilm (default), a local HF folder, or a hub name")
     parser.add_argument("--metric-set", default=None, choices=["mosi", "mosei", "sims", "iemocap"])

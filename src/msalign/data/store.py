@@ -869,14 +869,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     """Adds ``msalign convert`` to the CLI's subparsers."""
     parser = sub.add_parser("convert", help="convert a dataset (MMSA .pkl, feature directory, synthetic:...) to an "
                             "on-disk feature store read row by row (datasets larger than memory)")
-    parser.add_argument("source", metavar="SOURCE", help="synthetic[:key=value,...], an MMSA .pkl, a feature directory or a store")
+    from msalign.cli import _add_dataset_options
+
+    _add_dataset_options(parser, positional=True)
     parser.add_argument("out", metavar="OUT", help="the store folder to write")
-    parser.add_argument("--modalities", default=None, help="comma-separated subset, e.g. text,audio")
-    parser.add_argument("--text-encoder", default=None, help="feature directories: minilm (default), a local HF folder, or a hub name")
-    parser.add_argument("--metric-set", default=None, choices=["mosi", "mosei", "sims", "iemocap"])
-    parser.add_argument("--cache-dir", default=None, help="text-feature cache (default $MSALIGN_CACHE or ~/.cache/msalign)")
-    parser.add_argument("--descriptions", nargs="?", const=True, default=None, metavar="FILE",
-                        help="append msalign describe's descriptions (SOURCE/descriptions.json, or FILE) to the text")
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty OUT that is not a store (its files are kept; none is replaced)")
     parser.set_defaults(func=cmd_convert)
@@ -891,12 +887,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     leftovers = sorted(p.name for p in out.parent.glob(f".{out.name}.*.partial")) if out.parent.is_dir() else []
     if leftovers:
         print(f"note: {out.parent} holds unfinished conversions {leftovers} (safe to delete)", file=sys.stderr)
-    args.dataset = args.source
     started = time.perf_counter()
     dataset = _load_dataset(args)
     print(dataset.describe(), file=sys.stderr)
     loaded = time.perf_counter()
-    write_store(dataset, out, force=args.force, source=str(args.source))
+    write_store(dataset, out, force=args.force, source=str(args.dataset))
     written = time.perf_counter()
     sizes = store_sizes(out)
     total = sum(s["bytes"] for s in sizes.values())
