@@ -210,12 +210,13 @@ def predict_clips(model, info: dict[str, Any], clips: list, encoder, band: float
     norms = {m: (np.asarray(s["mean"], dtype=np.float32), np.asarray(s["std"], dtype=np.float32))
              for m, s in stats.items()} if isinstance(stats, dict) else {}
     if descriptions is None:
-        texts, text_lengths = encoder.encode([clip.transcript.text for clip in clips])
+        transcripts = [clip.transcript.text for clip in clips]
     else:  # as the loader: label.csv's text (whitespace-normalised by extract) "[SEP]" the description
         from msalign.describe.run import with_description
 
-        texts, text_lengths = encoder.encode([with_description(" ".join(clip.transcript.text.split()), d)
-                                              for clip, d in zip(clips, descriptions)])
+        transcripts = [with_description(" ".join(clip.transcript.text.split()), d) for clip, d in zip(clips, descriptions)]
+    texts, text_lengths = encoder.encode(transcripts)
+    from msalign.models.text_tuning import model_inputs
     results = []
     for i, clip in enumerate(clips):
         sequences = {"text": texts[i, : text_lengths[i]], "audio": clip.audio, "vision": clip.vision}
@@ -230,7 +231,9 @@ def predict_clips(model, info: dict[str, Any], clips: list, encoder, band: float
             features[modality] = torch.from_numpy(np.ascontiguousarray(x))[None]
             masks[modality] = torch.ones(1, len(x), dtype=torch.bool)
         with torch.inference_mode():
-            prediction = model(features, masks).prediction.float().reshape(-1).numpy()
+            # a fine-tuned text encoder in the checkpoint re-encodes the transcript (model_inputs)
+            batch = {"features": features, "masks": masks, "texts": [transcripts[i]]}
+            prediction = model(*model_inputs(model, batch)).prediction.float().reshape(-1).numpy()
         missing = {m: why for m, why in clip.missing.items() if m in model.modalities}
         result: dict[str, Any] = {}
         if info.get("task", "regression") == "regression":
