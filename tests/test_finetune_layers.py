@@ -119,7 +119,7 @@ def test_finetune_layers_out_of_range_names_the_key(tmp_path, k):
             check_text_tuning(TrainConfig(finetune_layers=k))
         return
     with pytest.raises(MsalignError, match=rf"^train\.finetune_layers={k}: .* has 4 layers; choose 1\.\.4"):
-        TopLayersTextEncoder(encoder, 16, k)
+        TopLayersTextEncoder(encoder, 16, k, cache_dir=str(tmp_path))
 
 
 def test_finetune_layers_and_finetune_text_are_exclusive():
@@ -176,7 +176,8 @@ def test_every_text_model_starts_from_the_frozen_features(folder, name):
     assert model.text_encoder.top.encoder.layer[-1].output.dense.weight.grad is not None
 
 
-def test_tuned_layers_train_and_travel_in_the_checkpoint(folder, tmp_path):
+def test_tuned_layers_train_and_travel_in_the_checkpoint(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("MSALIGN_CACHE", str(tmp_path / "cache"))  # the run caches lower states there
     dataset = _load(folder)
     train_config = TrainConfig(epochs=2, batch_size=6, lr=1e-3, threads=1, accelerator="cpu", finetune_layers=2,
                                text_lr=1e-2)
@@ -191,7 +192,7 @@ def test_tuned_layers_train_and_travel_in_the_checkpoint(folder, tmp_path):
 
     saved = [k for k in load_file(str(tmp_path / "seed_0" / "model.safetensors")) if k.startswith("text_encoder.")]
     assert saved and all(k.startswith("text_encoder.top.encoder.layer.") for k in saved)
-    fresh = TopLayersTextEncoder(folder[2], 16, 2)
+    fresh = TopLayersTextEncoder(folder[2], 16, 2, cache_dir=str(tmp_path / "cache"))
     assert not torch.allclose(model.text_encoder.top.encoder.layer[0].output.dense.weight,
                               fresh.top.encoder.layer[0].output.dense.weight)
     # reloaded, it runs the frozen lower layers on the text it is given and scores as the run did
@@ -205,4 +206,4 @@ def test_tuned_layers_train_and_travel_in_the_checkpoint(folder, tmp_path):
 def test_checkpoint_on_another_encoder_is_refused(folder, tmp_path):
     _, _, encoder = folder
     with pytest.raises(MsalignError, match="tuned layers sit on 'other sha256:0'"):
-        TopLayersTextEncoder(encoder, 16, 2, identity="other sha256:0")
+        TopLayersTextEncoder(encoder, 16, 2, identity="other sha256:0", cache_dir=str(tmp_path))

@@ -193,6 +193,9 @@ def attach_text_encoder(model: nn.Module, dataset_spec: dict[str, Any], source: 
             f"{key}: dataset {source} has precomputed text features ({text.get('source', 'none')}); "
             "fine-tuning needs a feature directory whose text is encoded from label.csv transcripts"
         )
+    if "text" in (options.get("group_standardize") or {}):
+        raise MsalignError(f"{key}: dataset {source} group-standardises its text features, which a tuned encoder "
+                           "would not reproduce; group-standardise only the other modalities")
     standardize = options.get("standardize") or {}
     stats = standardize.get("text") if isinstance(standardize, dict) else None
     encoder: nn.Module
