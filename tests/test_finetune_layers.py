@@ -201,6 +201,16 @@ def test_tuned_layers_train_and_travel_in_the_checkpoint(folder, tmp_path, monke
     loader = MSADataModule(dataset, model.modalities, 64, 0)._loader("test", shuffle=False)
     preds, labels = predict_split(model, loader, "cpu")
     assert metrics.compute(preds, labels, dataset.metric_set)["MAE"] == pytest.approx(results["mean"]["MAE"], abs=1e-6)
+    # msalign predict on a new clip: frozen lower layers, then the tuned top layers, on its transcript
+    from types import SimpleNamespace
+
+    from msalign.data.text_encoder import TextEncoder
+    from msalign.predict import predict_clips
+
+    clip = SimpleNamespace(transcript=SimpleNamespace(text=dataset.split("test").raw_text[1]), audio=None,
+                           vision=None, missing={})
+    row = predict_clips(model, info, [clip], TextEncoder(folder[2], 16, cache_dir=str(tmp_path / "cache")))[0]
+    assert row["score"] == pytest.approx(float(preds[1]), abs=1e-4)
 
 
 def test_checkpoint_on_another_encoder_is_refused(folder, tmp_path):
