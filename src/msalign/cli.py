@@ -40,6 +40,12 @@ def _add_dataset_options(parser: argparse.ArgumentParser, required: bool = True,
     parser.add_argument("--cache-dir", default=None, help="text-feature cache (default $MSALIGN_CACHE or ~/.cache/msalign)")
     parser.add_argument("--descriptions", nargs="?", const=True, default=None, metavar="FILE",
                         help="append msalign describe's descriptions (DATASET/descriptions.json, or FILE) to the text")
+    parser.add_argument("--group-standardize", nargs="?", const=True, default=None, metavar="MODALITIES",
+                        help="z-score each clip with its group's statistics, shrunk toward the training split's "
+                             "(feature directories; default every non-text modality, or e.g. audio,vision)")
+    parser.add_argument("--group-column", default=None, help="label.csv column naming the group (default video_id)")
+    parser.add_argument("--group-strength", type=float, default=None,
+                        help="weight of the training prior in a group's statistics, in clips (default 2)")
 
 
 def _add_run_options(parser: argparse.ArgumentParser,
@@ -59,9 +65,14 @@ def _load_dataset(args: argparse.Namespace, defaults: dict | None = None):
     from msalign.data import load_dataset
 
     options = dict(defaults or {})
-    for key in ("text_encoder", "metric_set", "cache_dir", "modalities", "descriptions"):
+    for key in ("text_encoder", "metric_set", "cache_dir", "modalities", "descriptions", "group_column", "group_strength"):
         if getattr(args, key, None) is not None:
             options[key] = getattr(args, key)
+    group = getattr(args, "group_standardize", None)
+    if isinstance(group, str):
+        group = [m.strip() for m in group.split(",") if m.strip()]
+    if group is not None and not isinstance(options.get("group_standardize"), dict):  # a checkpoint's priors win
+        options["group_standardize"] = group
     return load_dataset(args.dataset, **options)
 
 

@@ -58,6 +58,9 @@ class TrainConfig:
     # fine-tune the dataset's text encoder end to end (models/text_tuning.py); slow on CPU, so off
     finetune_text: bool = False
     text_lr: float = 5e-5  # the text encoder's learning rate when fine-tuned (the papers' BERT rate)
+    # k > 0: fine-tune only the encoder's top k layers over cached lower-layer states (CPU-cheap;
+    # models/text_tuning.py); exclusive with finetune_text, which tunes the whole encoder
+    finetune_layers: int = 0
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -10,7 +10,9 @@
 Options: ``modalities`` applies to every source; ``metric_set`` and ``num_classes`` to pickles,
 stores and feature directories; ``verify`` (rescan every feature value) to stores;
 ``text_encoder``, ``standardize``, ``max_text_len``, ``cache_dir``, ``batch_size``, ``device``,
-``progress`` and ``descriptions`` (msalign describe's text, for textalign) to feature directories.
+``progress``, ``descriptions`` (msalign describe's text, for textalign) and ``group_standardize``,
+``group_column``, ``group_strength`` (per-speaker z-scores, :mod:`msalign.data.group_norm`) to
+feature directories.
 An option that does not apply to the source is ignored; an unknown option is an error. Options set to None are ignored. Every
 dataset is validated (:func:`msalign.data.validate.validate_dataset`) before it is returned.
 """
@@ -27,7 +29,7 @@ from msalign.errors import MsalignError
 
 _PICKLE_OPTIONS = {"modalities", "metric_set", "num_classes"}
 _DIR_OPTIONS = _PICKLE_OPTIONS | {"text_encoder", "standardize", "max_text_len", "cache_dir", "batch_size", "device", "progress",
-                                   "descriptions"}
+                                   "descriptions", "group_standardize", "group_column", "group_strength"}
 _STORE_OPTIONS = _PICKLE_OPTIONS | {"verify"}
 _KNOWN_OPTIONS = _DIR_OPTIONS | _STORE_OPTIONS
 
