@@ -35,6 +35,8 @@ def _add_dataset_options(parser: argparse.ArgumentParser, required: bool = True,
     else:
         parser.add_argument("--dataset", required=required, default=None if required else "synthetic", help=what)
     parser.add_argument("--modalities", default=None, help="comma-separated subset, e.g. text,audio")
+    parser.add_argument("--blank", default=None, metavar="MODALITIES",
+                        help="replace these modalities' features by zeros (the same model, the stream carrying nothing)")
     parser.add_argument("--text-encoder", default=None, help="minilm (default), a local HF folder, or a hub name")
     parser.add_argument("--metric-set", default=None, choices=["mosi", "mosei", "sims", "iemocap"])
     parser.add_argument("--cache-dir", default=None, help="text-feature cache (default $MSALIGN_CACHE or ~/.cache/msalign)")
@@ -65,7 +67,8 @@ def _load_dataset(args: argparse.Namespace, defaults: dict | None = None):
     from msalign.data import load_dataset
 
     options = dict(defaults or {})
-    for key in ("text_encoder", "metric_set", "cache_dir", "modalities", "descriptions", "group_column", "group_strength"):
+    for key in ("text_encoder", "metric_set", "cache_dir", "modalities", "descriptions", "group_column", "group_strength",
+                "blank"):
         if getattr(args, key, None) is not None:
             options[key] = getattr(args, key)
     group = getattr(args, "group_standardize", None)
