@@ -281,9 +281,9 @@ def run_seed(
         atomic_write_text(started, json.dumps(identity, indent=1))
     result = train_seed(model_name, model_config, train_config, dataset, seed, out_dir, progress, resuming)
     headline = metrics.headline_keys(dataset.metric_set)
-    shown, split = (result.test, "") if result.test else (result.valid, "valid ")
-    log(f"[{model_name} seed {seed}] best epoch {result.best_epoch}, "
-        + ", ".join(f"{split}{k} {shown[k]:.4f}" for k in headline if k in shown)
+    shown, split = (result.test, "") if result.test else (result.valid, "valid: ")  # no test split: validation
+    log(f"[{model_name} seed {seed}] best epoch {result.best_epoch}, {split}"
+        + ", ".join(f"{k} {shown[k]:.4f}" for k in headline if k in shown)
         + f" ({result.seconds:.1f}s)")
     if is_rank_zero():
         atomic_write_text(done, json.dumps(
