@@ -235,15 +235,29 @@ def _open_study(out_dir: Path, direction: str, identity: dict[str, Any]):
     if previous is None:
         study.set_user_attr("identity", identity)
     elif previous != identity:
-        differ = next(key for key in identity if previous.get(key) != identity[key])
-        raise MsalignError(f"--out {out_dir}: holds a search with another {differ} ({_short(previous.get(differ))} "
-                           f"instead of {_short(identity[differ])}); use another --out")
+        where, before, now = _first_difference(previous, identity)
+        raise MsalignError(f"--out {out_dir}: holds a search with another {where} ({_short(before)} there, "
+                           f"{_short(now)} now); use another --out")
     return study
+
+
+def _first_difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any]:
+    """The dotted key where two JSON values first differ, and both values there."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(new) + [k for k in old if k not in new]:
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+    return path, old, new
 
 
 def _short(value: Any) -> str:
     text = json.dumps(value, sort_keys=True)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _without_keys(config: dict[str, dict[str, Any]], keys: list[str]) -> dict[str, dict[str, Any]]:
+    return {section: {k: v for k, v in values.items() if f"{section}.{k}" not in keys}
+            for section, values in config.items()}
 
 
 def _counted(trial) -> bool:
@@ -309,10 +323,13 @@ def search(
     out_dir = Path(out_dir).absolute()
     metric, mode = metrics.selection_metric(dataset.metric_set)
     view = validation_view(dataset)  # the only dataset a search trial is given
+    out_dir.mkdir(parents=True, exist_ok=True)
     identity = {
         "model": model_name,
         "dataset": {"name": dataset.name, "source": dataset.source, "feature_spec": _digest(dataset.feature_spec)},
-        "base_config": _config_dict(model_config, train_config),
+        # the starting configuration minus the searched keys (their values are the search's): a tuned
+        # file written by --write-config leaves a re-run's identity unchanged
+        "base_config": _without_keys(_config_dict(model_config, train_config), space.keys),
         "space": space.describe(),
         "search_seeds": list(settings.search_seeds),
         "sampler_seed": settings.sampler_seed,
