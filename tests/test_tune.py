@@ -268,3 +268,43 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     code = main(base + argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and message in err[-1] and err[-1].startswith("msalign: error:")
+
+
+# --- Ray: trials as tasks through msalign.execution's Ray backend ------------------------------------
+try:
+    import ray
+except ImportError:
+    ray = None
+
+
+@pytest.mark.slow  # a local Ray instance starts in 10-80 s on 2 shared cores
+@pytest.mark.skipif(ray is None, reason="the ray extra is not installed (bash scripts/setup.sh ray)")
+def test_tune_on_ray_asks_a_batch_and_scores_as_this_process_does(tmp_path, monkeypatch):
+    """On a 2-CPU Ray instance two trials are asked at once and run as Ray tasks; each trial's
+    validation score is what the same configuration gives trained in this process."""
+    import os
+
+    from msalign.execution import Backend
+    from msalign.training.run import run_seed
+
+    for key, value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION": "0.01"}.items():
+        monkeypatch.setitem(os.environ, key, value)
+    dataset = load_dataset(TINY)
+    model_config, train_config = _tiny_configs()
+    lines: list[str] = []
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False,
+             logging_level="WARNING")
+    try:
+        result = tune("text_only", dataset, model_config, train_config, TuneSettings(trials=2, seeds=(1111,)),
+                      tmp_path / "ray", backend=Backend("ray"), log=lines.append)
+        assert ray.is_initialized()  # a Ray connection tune did not open is left open
+    finally:
+        ray.shutdown()
+    assert [t.state for t in result.trials] == ["COMPLETE", "COMPLETE"]
+    # both trials were asked before either was told: the batch's log lines come after both trained
+    assert [line.startswith("[tune ") for line in lines[:4]] == [False, False, True, True]
+    for record in result.trials:
+        model, train = apply_params(model_config, train_config, record.params)
+        here = run_seed("text_only", validation_view(dataset), model, train, 1111, tmp_path / "here" / str(record.number),
+                        log=_quiet)
+        assert here["valid"]["MAE"] == pytest.approx(record.value)
