@@ -315,8 +315,6 @@ def search(
 ):
     """Runs the search until ``settings.trials`` trials have finished (resuming ``out_dir/study.db``)
     and returns the Optuna study. Trials see :func:`validation_view` of ``dataset`` only."""
-    from optuna.trial import TrialState
-
     from msalign import metrics
 
     backend = backend or Backend()
@@ -326,7 +324,7 @@ def search(
     out_dir.mkdir(parents=True, exist_ok=True)
     identity = {
         "model": model_name,
-        "dataset": {"name": dataset.name, "source": dataset.source, "feature_spec": _digest(dataset.feature_spec)},
+        "dataset": {"name": dataset.name, "feature_spec": _digest(dataset.feature_spec)},  # not its path's spelling
         # the starting configuration minus the searched keys (their values are the search's): a tuned
         # file written by --write-config leaves a re-run's identity unchanged
         "base_config": _without_keys(_config_dict(model_config, train_config), space.keys),
@@ -337,6 +335,20 @@ def search(
     }
     study = _open_study(out_dir, "minimize" if mode == "min" else "maximize", identity)
     _requeue_interrupted(study)
+    with ray_session(backend) if backend.kind == "ray" else nullcontext():  # one Ray connection for every batch
+        _run_study(study, model_name, view, model_config, train_config, space, settings, out_dir, backend, log,
+                   progress, on_batch)
+    return study
+
+
+def _run_study(study, model_name, view, model_config, train_config, space, settings, out_dir, backend, log, progress,
+               on_batch) -> None:
+    """Asks, trains and tells trials in batches until the budget is used (see :func:`search`)."""
+    from optuna.trial import TrialState
+
+    from msalign import metrics
+
+    metric, _ = metrics.selection_metric(view.metric_set)
     dists = distributions(space)
     batch = _batch_size(backend, len(settings.search_seeds))
     while (remaining := settings.trials - sum(map(_counted, study.get_trials(deepcopy=False)))) > 0:
@@ -381,7 +393,6 @@ def search(
                 + " ".join(f"{k}={_fmt(v)}" for k, v in p.params.items()))
         if on_batch is not None:
             on_batch(study)
-    return study
 
 
 def _batch_size(backend: Backend, seeds: int) -> int:
