@@ -248,6 +248,21 @@ def test_a_resumed_search_draws_like_an_uninterrupted_one(tmp_path):
     assert [t.value for t in resumed.trials] == [t.value for t in whole.trials]
 
 
+def test_failed_trials_use_up_the_budget_and_are_recorded(tmp_path):
+    """Trials that raise are told failed with their error and counted (the search ends); when no
+    trial finished, tune says so in one line."""
+    dataset = load_dataset(TINY)
+    model_config = dataclasses.replace(build_config("text_only"), heads=3)  # no searched width divides by 3
+    train_config = TrainConfig(epochs=1, threads=1)
+    with pytest.raises(MsalignError, match=r"^msalign tune: no trial finished \(seed 1111: "):
+        tune("text_only", dataset, model_config, train_config, TuneSettings(trials=2, seeds=(1111,)), tmp_path,
+             log=_quiet)
+    record = json.loads((tmp_path / "synthetic.search.json").read_text())
+    assert [t["state"] for t in record["trials"]] == ["FAIL", "FAIL"]
+    assert all(t["error"].startswith("seed 1111: ") and t["value"] is None for t in record["trials"])
+    assert record["final"] is None and not (tmp_path / "synthetic.yaml").exists()
+
+
 def test_another_search_in_the_same_directory_is_refused(tuned, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(tuned, out)
