@@ -38,7 +38,15 @@ class TrainConfig:
     weight_decay: float = 1e-4
     patience: int = 8  # early stopping on the validation selection metric
     grad_clip: float = 1.0
+    # "value" clips each gradient entry to [-grad_clip, grad_clip] (MMSA's clip_grad_value_), "norm" the global norm
+    grad_clip_algorithm: typing.Literal["norm", "value"] = "norm"
+    # "l1" optimises MAE, the selection metric, directly (MMSA's MulT trainer); "mse" is the papers' L2
+    loss: typing.Literal["mse", "l1"] = "mse"
+    accumulate_batches: int = 1  # gradient accumulation: one optimiser step per this many batches (MMSA: 8)
     scheduler: typing.Literal["plateau", "none"] = "plateau"
+    plateau_factor: float = 0.5  # ReduceLROnPlateau's lr multiplier (MMSA's MulT: 0.1)
+    plateau_patience: int | None = None  # epochs without improvement before the lr drops; None: patience // 3
+    text_dropout: float = 0.0  # dropout on the text features before the model, training only (MulT's text_dropout)
     num_workers: int = 0
     accelerator: str = "auto"  # auto | cpu | gpu | mps ...
     devices: int = 1  # > 1: one process per device (GPUs, or CPU processes with gloo); see docs/scaling.md

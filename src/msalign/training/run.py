@@ -135,6 +135,8 @@ def train_seed(
         max_epochs=train_config.epochs,
         deterministic="warn" if torch.cuda.is_available() else True,
         gradient_clip_val=train_config.grad_clip or None,
+        gradient_clip_algorithm=train_config.grad_clip_algorithm,
+        accumulate_grad_batches=train_config.accumulate_batches,
         limit_train_batches=train_config.max_train_batches,
         num_sanity_val_steps=0,
         callbacks=callbacks,
