@@ -155,6 +155,7 @@ TRAIN_SPACE = SearchSpace((
     FloatParam("train.lr", 5e-5, 3e-3, log=True),
     FloatParam("train.weight_decay", 1e-6, 1e-2, log=True),
     CategoricalParam("train.batch_size", (16, 32, 64)),
+    CategoricalParam("train.loss", ("mse", "l1")),  # l1 optimises MAE, the regression selection metric
     FloatParam("train.text_lr", 1e-5, 2e-4, log=True, requires="train.finetune_text"),
 ))
 
