@@ -152,6 +152,7 @@ def tuned(tmp_path_factory) -> Path:
 def test_tune_writes_the_config_and_the_search_record(tuned):
     record = json.loads((tuned / "synthetic.search.json").read_text())
     assert record["model"] == "text_only" and record["dataset_key"] == "synthetic"
+    assert record["inputs"]["describe"].startswith("synthetic: train 96, valid 32, test 32; text 20x32")
     assert record["selection"]["split"] == "valid" and record["selection"]["metric"] == "MAE"
     assert record["budget"] == {"trials": 3, "epochs": 1, "patience": record["config"]["train"]["patience"],
                                 "search_seeds": [1111]}

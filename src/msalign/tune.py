@@ -109,6 +109,7 @@ class TuneResult:
     dataset: str
     dataset_key: str
     metric_set: str
+    inputs: dict[str, Any]  # the splits' sizes and shapes, each modality's encoder, a digest of the feature spec
     selection: dict[str, str]
     space: list[dict[str, Any]]
     fixed: list[str]  # searchable keys held at their configured value (given with --set)
@@ -409,6 +410,14 @@ def _fmt(value: Any) -> str:
     return format(value, ".3g") if isinstance(value, float) else str(value)
 
 
+def _inputs(dataset) -> dict[str, Any]:
+    """What the tuned configuration was chosen for (a config file holds no trace of its features)."""
+    modalities = dataset.feature_spec.get("modalities")
+    encoders = {m: spec["encoder"] for m, spec in modalities.items()
+                if isinstance(spec, dict) and spec.get("encoder")} if isinstance(modalities, dict) else {}
+    return {"describe": dataset.describe(), "encoders": encoders, "feature_spec": _digest(dataset.feature_spec)}
+
+
 def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -525,6 +534,7 @@ def tune(
     record_path, config_path = out_dir / f"{key}.search.json", out_dir / f"{key}.yaml"
     result = TuneResult(
         model=model_name, dataset=dataset.source or dataset.name, dataset_key=key, metric_set=dataset.metric_set,
+        inputs=_inputs(dataset),
         selection={"split": "valid", "metric": metric, "mode": mode,
                    "rule": f"{'lowest' if mode == 'min' else 'highest'} validation {metric}, mean over the search "
                            "seeds; the search never sees the test split"},
