@@ -556,6 +556,8 @@ def tune(
     with _locked(out_dir), (ray_session(backend) if backend.kind == "ray" else nullcontext()):
         study = search(model_name, dataset, model_config, train_config, space, settings, out_dir, backend, log,
                        progress, on_batch=write_progress)
+        # the trials the study actually spent (more than asked when an earlier run had a larger budget)
+        result.budget["trials"] = max(settings.trials, sum(map(_counted, study.get_trials(deepcopy=False))))
         write_progress(study)
         complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
         if not complete:
