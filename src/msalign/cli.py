@@ -180,6 +180,48 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from msalign.execution import backend_from_args
+    from msalign.models import get_model_class
+    from msalign.tune import TuneSettings, fixed_keys, format_result, tune
+
+    get_model_class(args.model)  # fail before any data is loaded
+    settings = TuneSettings(trials=args.trials, search_seeds=tuple(_seeds(args.seeds_search)),
+                            seeds=tuple(_seeds(args.seeds)), sampler_seed=args.sampler_seed,
+                            write_config=args.write_config)
+    backend = backend_from_args(args)
+    dataset = _load_dataset(args)
+    print(dataset.describe(), file=sys.stderr)
+    model_config, train_config = _resolve(args.model, dataset, args)
+    out = args.out or str(Path("runs") / "tune" / f"{args.model}-{dataset.name}")
+    result = tune(args.model, dataset, model_config, train_config, settings, out,
+                  fixed=fixed_keys(model_config, train_config, args.set), backend=backend,
+                  log=lambda line: print(line, file=sys.stderr), progress=args.progress)
+    print(format_result(result))
+    print(f"tuned config: {Path(out) / result.files['config']}; search record: {Path(out) / result.files['record']}",
+          file=sys.stderr)
+    return 0
+
+
+def _add_tune_parser(sub, run_options) -> None:
+    from msalign.execution import add_backend_options
+
+    tune = sub.add_parser("tune", help="search a model's declared hyperparameter space on VALIDATION (Optuna, "
+                                       "resumable), then train the best over 5 seeds and write the tuned config")
+    tune.add_argument("--model", required=True)
+    _add_dataset_options(tune)
+    run_options(tune, set_help="fix config fields (a searchable key given here is not searched)")
+    tune.add_argument("--trials", type=int, required=True, help="search trials (the budget; the same for every model)")
+    tune.add_argument("--seeds-search", default="1111", help="seeds each search trial trains (validation mean)")
+    tune.add_argument("--seeds", default="1111,1112,1113,1114,1115", help="seeds of the final run of the chosen config")
+    tune.add_argument("--sampler-seed", type=int, default=0, help="seed of Optuna's TPE sampler (default 0)")
+    tune.add_argument("--out", default=None, help="study, trials and final run (default runs/tune/MODEL-DATASET)")
+    tune.add_argument("--write-config", action="store_true",
+                      help="also write configs/MODEL/DATASET.yaml and its .search.json record")
+    add_backend_options(tune)
+    tune.set_defaults(func=cmd_tune)
+
+
 def _print_table(rows: dict, metric_set: str) -> None:
     from msalign import metrics
 
@@ -232,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_parser(sub, _add_dataset_options, run_options)
 
     sweep.add_parser(sub)
+    _add_tune_parser(sub, run_options)
     from msalign.data import store; store.add_parser(sub)  # noqa: E702  msalign convert
     report.add_parser(sub)
 

@@ -32,6 +32,7 @@ import socket
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -336,7 +337,12 @@ def _check_cluster_answers(address: str | None, seconds: float = 10.0) -> None:
                            "'ray start --head', or use --ray-address auto on a cluster node)") from None
 
 
-def _run_on_ray(trials: list[Trial], dataset, backend: Backend) -> Iterator[TrialOutcome]:
+@contextmanager
+def ray_session(backend: Backend) -> Iterator[Any]:
+    """The ``ray`` module, connected for the block: to ``backend.ray_address`` or a local instance
+    of ``backend.ray_cpus`` CPUs, and shut down after it, unless Ray was already initialised (then
+    the block reuses that connection and leaves it open). :func:`run_trials` opens one per call;
+    a caller that runs several rounds of trials (msalign tune) opens one around all of them."""
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
@@ -351,29 +357,35 @@ def _run_on_ray(trials: list[Trial], dataset, backend: Backend) -> Iterator[Tria
         except Exception as error:  # noqa: BLE001 - e.g. no cluster at that address
             where = backend.ray_address or "a local instance"
             raise MsalignError(f"--backend ray: cannot start or reach Ray at {where} ({_one_line(error)})") from None
-    remote_trial = ray.remote(_run_trial_in_worker)
-    refs: dict[Any, Trial] = {}
     try:
-        dataset_ref = ray.put(dataset)
-        for trial in trials:
-            task = remote_trial.options(num_cpus=backend.cpus_per_trial, num_gpus=backend.gpus_per_trial,
-                                        name=f"msalign {trial.name}")
-            refs[task.remote(trial, dataset_ref, backend.threads_per_trial)] = trial
-        while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1)
-            for ref in ready:
-                trial = refs.pop(ref)
-                try:
-                    yield ray.get(ref)
-                except Exception as error:  # noqa: BLE001 - a worker that died, a task Ray could not run
-                    yield TrialOutcome(trial, error=_one_line(error))
-    except BaseException:
-        for ref in refs:
-            ray.cancel(ref, force=True)
-        raise
+        yield ray
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _run_on_ray(trials: list[Trial], dataset, backend: Backend) -> Iterator[TrialOutcome]:
+    with ray_session(backend) as ray:
+        remote_trial = ray.remote(_run_trial_in_worker)
+        refs: dict[Any, Trial] = {}
+        try:
+            dataset_ref = ray.put(dataset)
+            for trial in trials:
+                task = remote_trial.options(num_cpus=backend.cpus_per_trial, num_gpus=backend.gpus_per_trial,
+                                            name=f"msalign {trial.name}")
+                refs[task.remote(trial, dataset_ref, backend.threads_per_trial)] = trial
+            while refs:
+                ready, _ = ray.wait(list(refs), num_returns=1)
+                for ref in ready:
+                    trial = refs.pop(ref)
+                    try:
+                        yield ray.get(ref)
+                    except Exception as error:  # noqa: BLE001 - a worker that died, a task Ray could not run
+                        yield TrialOutcome(trial, error=_one_line(error))
+        except BaseException:
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            raise
 
 
 def seed_trials(label: str, model_name: str, model_config: Any, train_config: Any, seeds: list[int],
@@ -387,4 +399,4 @@ def seed_trials(label: str, model_name: str, model_config: Any, train_config: An
 
 
 __all__ = ["BACKENDS", "Backend", "Trial", "TrialOutcome", "add_backend_options", "backend_from_args", "import_ray",
-           "raise_for_failures", "run_trials", "seed_trials"]
+           "raise_for_failures", "ray_session", "run_trials", "seed_trials"]

@@ -44,6 +44,7 @@ from msalign.models.attention import Attention, PostNormBlock
 from msalign.models.base import ModelOutput, MSAModel, masked_mean
 from msalign.models.dropout import Dropout
 from msalign.models.registry import register_model
+from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
 FUSIONS = ("concat", "concat_sa", "ca", "bf", "hbf")
 BOTTLENECK_SOURCES = ("aligned", "learned")
@@ -269,6 +270,16 @@ class BottleneckFusion(Fusion):
 class DashFusion(MSAModel):
     name = "dashfusion"
     Config = DashFusionConfig
+    search_space = TRAIN_SPACE + SearchSpace((
+        CategoricalParam("model.width", (64, 128)),  # both divisible by the 8 heads
+        CategoricalParam("model.encoder_layers", (1, 2)),
+        CategoricalParam("model.fusion_layers", (1, 2, 3)),
+        CategoricalParam("model.bottleneck_tokens", (4, 8, 16)),
+        FloatParam("model.contrastive_weight", 0.02, 0.5, log=True),
+        FloatParam("model.temperature", 0.1, 1.0, log=True),
+        CategoricalParam("model.summary", ("first", "mean")),
+        FloatParam("model.dropout", 0.0, 0.4),
+    ))
     required_modalities = ("text",)
     min_modalities = 2
 

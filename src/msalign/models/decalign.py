@@ -72,6 +72,7 @@ from msalign.models.base import ModelOutput, MSAModel, masked_mean
 from msalign.models.blocks import TemporalProjection
 from msalign.models.dropout import Dropout
 from msalign.models.registry import register_model
+from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
 
 @dataclass
@@ -162,6 +163,16 @@ def position_wise_encoder(width: int, dropout: float) -> nn.Module:
 class DecAlign(MSAModel):
     name = "decalign"
     Config = DecAlignConfig
+    search_space = TRAIN_SPACE + SearchSpace((
+        CategoricalParam("model.width", (32, 64, 96)),  # all divisible by the 8 heads
+        CategoricalParam("model.layers", (2, 3, 4, 5)),
+        CategoricalParam("model.projection_kernel", (1, 3)),
+        FloatParam("model.dropout", 0.0, 0.4),
+        FloatParam("model.alpha", 0.005, 0.5, log=True),  # eq. 13's loss weights
+        FloatParam("model.beta", 0.005, 0.5, log=True),
+        FloatParam("model.dec_weight", 0.1, 2.0, log=True),
+        CategoricalParam("model.num_prototypes", (3, 5, 7, 9)),
+    ))
     min_modalities = 2
 
     def __init__(self, config: DecAlignConfig, dims: dict[str, int], output_dim: int):

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import MLPHead, SequenceEncoder
 from msalign.models.registry import register_model
+from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
 
 @dataclass
@@ -30,6 +31,13 @@ class LateFusionConfig:
 class LateFusion(MSAModel):
     name = "late_fusion"
     Config = LateFusionConfig
+    search_space = TRAIN_SPACE + SearchSpace((
+        CategoricalParam("model.width", (32, 64, 128)),
+        CategoricalParam("model.layers", (1, 2, 3)),
+        FloatParam("model.dropout", 0.0, 0.4),
+        CategoricalParam("model.head_hidden", (64, 128, 256)),
+        CategoricalParam("model.kernel_size", (1, 3)),
+    ))
 
     def __init__(self, config: LateFusionConfig, dims: dict[str, int], output_dim: int):
         super().__init__(config, dims, output_dim)

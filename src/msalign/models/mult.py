@@ -25,6 +25,7 @@ from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import TemporalProjection
 from msalign.models.dropout import Dropout
 from msalign.models.registry import register_model
+from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
 
 @dataclass
@@ -46,6 +47,17 @@ class MulT(MSAModel):
     name = "mult"
     Config = MulTConfig
     min_modalities = 2
+    search_space = TRAIN_SPACE + SearchSpace((
+        CategoricalParam("model.width", (32, 40, 64)),  # all divisible by the 8 heads
+        CategoricalParam("model.layers", (2, 3, 4, 5)),
+        CategoricalParam("model.self_layers", (1, 2, 3)),
+        CategoricalParam("model.kernel_size", (1, 3)),
+        FloatParam("model.dropout", 0.0, 0.4),
+        FloatParam("model.attn_dropout", 0.0, 0.3),
+        FloatParam("model.embed_dropout", 0.0, 0.4),
+        FloatParam("model.head_dropout", 0.0, 0.5),
+        FloatParam("train.text_dropout", 0.0, 0.3),  # MulT's dropout on the text features
+    ))
 
     def __init__(self, config: MulTConfig, dims: dict[str, int], output_dim: int):
         super().__init__(config, dims, output_dim)

@@ -163,16 +163,20 @@ def train_seed(
     # Scored through the trainer: under DDP each rank scores a shard and MSAModule gathers the
     # whole split before any metric is computed; on one device it is a plain pass in split order.
     trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
-    trainer.test(module, dataloaders=data.test_dataloader(), verbose=False)
+    # A dataset without a test split (msalign tune's search runs on msalign.tune.validation_view)
+    # is scored on validation only: the test rows are not in the process at all.
+    scored = ("valid", "test") if "test" in dataset.splits else ("valid",)
+    if "test" in scored:
+        trainer.test(module, dataloaders=data.test_dataloader(), verbose=False)
     scores, predictions = {}, {}
-    for split in ("valid", "test"):
+    for split in scored:
         index, preds, labels = module.last_predictions[split]
         expected = len(dataset.split(split))
         if not np.array_equal(index, np.arange(expected)):
             raise MsalignError(f"{split} split: scored {len(index)} distinct rows of {expected}")
         scores[split] = module.last_metrics[split]
         predictions[split] = (dataset.split(split).ids, preds, labels)
-    result = SeedResult(seed, best_epoch, scores["valid"], scores["test"], trainer.current_epoch, seconds,
+    result = SeedResult(seed, best_epoch, scores["valid"], scores.get("test", {}), trainer.current_epoch, seconds,
                         str((seed_dir / "model.safetensors").relative_to(out_dir)), module.history)
     if not is_rank_zero():  # one writer: under DDP every rank holds the same weights and scores
         return result
@@ -283,8 +287,9 @@ def run_seed(
         atomic_write_text(started, json.dumps(identity, indent=1))
     result = train_seed(model_name, model_config, train_config, dataset, seed, out_dir, progress, resuming)
     headline = metrics.headline_keys(dataset.metric_set)
-    log(f"[{model_name} seed {seed}] best epoch {result.best_epoch}, "
-        + ", ".join(f"{k} {result.test[k]:.4f}" for k in headline if k in result.test)
+    shown, split = (result.test, "") if result.test else (result.valid, "valid: ")  # no test split: validation
+    log(f"[{model_name} seed {seed}] best epoch {result.best_epoch}, {split}"
+        + ", ".join(f"{k} {shown[k]:.4f}" for k in headline if k in shown)
         + f" ({result.seconds:.1f}s)")
     if is_rank_zero():
         atomic_write_text(done, json.dumps(
