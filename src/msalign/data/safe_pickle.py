@@ -102,6 +102,8 @@ class _Reader:
 
     # --- reading the byte stream --------------------------------------------------------------
     def fail(self, message: str) -> MsalignError:
+        if message.startswith("refusing"):  # well-formed but unsafe or beyond a bound
+            return MsalignError(f"{self.source}: {message} (at byte {self.pos})")
         return MsalignError(f"{self.source}: not a readable pickle (truncated or corrupt: {message}, at byte {self.pos})")
 
     def read(self, n: int) -> memoryview:
@@ -154,7 +156,7 @@ class _Reader:
         """Record ``value``'s nesting depth (from its items) and refuse it beyond MAX_DEPTH."""
         depth = 1 + max((self.depth_of(v) for v in items), default=0)
         if depth > MAX_DEPTH:
-            raise self.fail(f"nested more than {MAX_DEPTH} levels deep")
+            raise self.fail(f"refusing data nested more than {MAX_DEPTH} levels deep")
         self.depths[id(value)] = (depth, value)
         return value
 
@@ -163,7 +165,7 @@ class _Reader:
         deepest = max((self.depth_of(v) for v in items), default=0)
         if deepest + 1 > self.depth_of(container):
             if deepest + 1 > MAX_DEPTH:
-                raise self.fail(f"nested more than {MAX_DEPTH} levels deep")
+                raise self.fail(f"refusing data nested more than {MAX_DEPTH} levels deep")
             self.depths[id(container)] = (deepest + 1, container)
 
     # --- text, bytes ----------------------------------------------------------------------------
@@ -194,7 +196,7 @@ class _Reader:
                 raise self.fail("refusing a numpy scalar that is not (numeric dtype, bytes)")
             dt = args[0].dtype(self.source)
             if dt.kind == "O" or len(args[1]) != dt.itemsize:
-                raise self.fail(f"numpy scalar of dtype {dt} with {len(args[1])} bytes")
+                raise self.fail(f"refusing a numpy scalar of dtype {dt} from {len(args[1])} bytes")
             return np.frombuffer(_as_bytes(args[1]), dtype=dt, count=1)[0]
         if name == "frombuffer":  # protocol 5: (PickleBuffer, dtype, shape, order)
             if len(args) != 4 or not _is_bytes(args[0]) or not isinstance(args[1], _Dtype) or args[3] not in ("C", "F"):
@@ -268,9 +270,9 @@ class _Reader:
         order = "F" if fortran else "C"
         if dt.kind == "O":  # object arrays: only from a list of plain scalars, filled by us
             if not isinstance(data, list) or len(data) != count:
-                raise self.fail(f"object array of shape {shape} without a list of {count} items")
+                raise self.fail(f"refusing an object array of shape {shape} not given as a list of {count} items")
             if not all(type(v) in _SCALARS or isinstance(v, np.generic) and v.dtype.kind != "O" for v in data):
-                raise self.fail("object array holding something other than strings and numbers")
+                raise self.fail("refusing an object array holding something other than strings and numbers")
             self.charge(8 * count, "an object array")
             out = np.empty(count, dtype=object)
             out[:] = data
@@ -670,10 +672,10 @@ def _check_tree(root: Any, source: str, budget: int) -> Any:
             sizes[key] = 1 + len(children(node)) + sum(sizes[id(k)] - 1 for k in kids)
             depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)
             if sizes[key] > budget:
-                raise MsalignError(f"{source}: shared references expand to more than {budget:,} objects "
+                raise MsalignError(f"{source}: refusing data whose shared references expand to more than {budget:,} objects "
                                    f"(a reference bomb; limit {MAX_EXPANSION} per file byte)")
             if depth[key] > MAX_DEPTH:
-                raise MsalignError(f"{source}: nested more than {MAX_DEPTH} levels deep")
+                raise MsalignError(f"{source}: refusing data nested more than {MAX_DEPTH} levels deep")
             continue
         if key in sizes:
             continue
