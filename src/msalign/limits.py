@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import reprlib
 import stat
@@ -71,6 +72,57 @@ def regular_file(path: str | Path, what: str = "") -> Path:
     return path
 
 
+MAX_ZIP_RATIO = 1100  # deflate's best is ~1032:1; a member declaring more expansion is a zip bomb
+
+
+def check_npz(path: str | Path) -> None:
+    """Check an ``.npz`` before numpy reads it: a regular file, a zip whose members' declared sizes
+    stay within the limit and a deflate ratio deflate can produce, and whose ``.npy`` headers
+    declare no more data than the member holds (numpy allocates shape x itemsize before reading:
+    a 2 MB member declaring 40 x 14000 x 1000 float32 would take 2.2 GB first)."""
+    import zipfile
+
+    import numpy as np
+
+    path = regular_file(path)
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            total = sum(info.file_size for info in members)
+            check_alloc(total, f"{path}: its members")
+            for info in members:
+                where = f"{path}: key {short_repr(info.filename.removesuffix('.npy'))}"
+                if info.compress_size > size or info.file_size > max(info.compress_size, 1) * MAX_ZIP_RATIO:
+                    raise MsalignError(f"{where}: declares {info.file_size:,} bytes from {info.compress_size:,} "
+                                       "compressed (a zip bomb or a damaged file)")
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                    else:  # 3.0 (UTF-8 field names) has no public reader
+                        from numpy.lib import _format_impl
+
+                        shape, _, dtype = _format_impl._read_array_header(member, version)
+                    header = member.tell() if member.seekable() else 0
+                if dtype.hasobject:
+                    raise MsalignError(f"{path}: not a readable .npz (key {short_repr(info.filename[:-4])} holds pickled "
+                                       "Python objects; only numeric and string arrays are read)")
+                need = math.prod(shape) * dtype.itemsize
+                if need > info.file_size - header:
+                    raise MsalignError(f"{where}: header declares shape {shape} of {dtype} ({need:,} bytes) but the "
+                                       f"member holds {max(info.file_size - header, 0):,}")
+    except MsalignError:
+        raise
+    except Exception as e:  # a damaged header raises ValueError, SyntaxError, tokenize.TokenError, ...
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise MsalignError(f"{path}: not a readable .npz ({short_repr(detail, 120)[1:-1]})") from None
+
+
 _REPR = reprlib.Repr()
 _REPR.maxstring = 60
 _REPR.maxother = 60
@@ -87,4 +139,4 @@ def short_repr(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-__all__ = ["check_alloc", "max_alloc", "regular_file", "short_repr"]
+__all__ = ["check_alloc", "check_npz", "max_alloc", "regular_file", "short_repr"]
