@@ -24,6 +24,7 @@ from msalign.models.attention import MultimodalTransformer
 from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import TemporalProjection
 from msalign.models.dropout import Dropout
+from msalign.config import check_ranges
 from msalign.models.registry import register_model
 
 
@@ -38,6 +39,9 @@ class MulTConfig:
     # 0 keeps SDPA on its fused kernel (see models/attention.py); MulT used 0.1 on text attention only
     attn_dropout: float = 0.0
     embed_dropout: float = 0.25
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "model")  # one place for ranges: msalign.config.check_ranges
 
 
 @register_model

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import MLPHead, SequenceEncoder
+from msalign.config import check_ranges
 from msalign.models.registry import register_model
 
 
@@ -23,6 +24,9 @@ class TextOnlyConfig:
     dropout: float = 0.1
     head_hidden: int = 64
     kernel_size: int = 1
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "model")  # one place for ranges: msalign.config.check_ranges
 
 
 @register_model
