@@ -107,8 +107,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset = _load_dataset(args)
     model_config, train_config = _resolve(args.model, dataset, args)
     print(dataset.describe(), file=sys.stderr)
-    results = train(args.model, dataset, model_config, train_config, seeds, args.out,
-                    progress=args.progress, log=lambda line: print(line, file=sys.stderr), resume=args.resume)
+    with _out_lock(args.out):
+        results = train(args.model, dataset, model_config, train_config, seeds, args.out,
+                        progress=args.progress, log=lambda line: print(line, file=sys.stderr), resume=args.resume)
     _print_table({args.model: results["mean"]}, dataset.metric_set)
     print(f"results: {Path(args.out) / 'results.json'}", file=sys.stderr)
     return 0
@@ -160,8 +161,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     dataset = _load_dataset(args)
     configs = {label: (name, *_resolve(name, dataset, args, extra=overrides)) for label, name, overrides in entries}
     print(dataset.describe(), file=sys.stderr)
-    table = run_benchmark([label for label, _, _ in entries], dataset, configs, seeds, args.out, progress=args.progress,
-                          log=lambda line: print(line, file=sys.stderr), resume=args.resume, backend=backend)
+    with _out_lock(args.out):
+        table = run_benchmark([label for label, _, _ in entries], dataset, configs, seeds, args.out,
+                              progress=args.progress, log=lambda line: print(line, file=sys.stderr),
+                              resume=args.resume, backend=backend)
     print(table)
     return 0
 
@@ -230,6 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     describe_run.add_parser(sub)
     return parser
+
+
+def _out_lock(out: str | Path):
+    """An exclusive lock on ``--out`` for the run (atomic.locked_dir); DDP ranks > 0 repeat rank 0's
+    command inside rank 0's lock, so they take none."""
+    from contextlib import nullcontext
+
+    from msalign.atomic import locked_dir
+
+    return locked_dir(out) if _process_rank() == 0 else nullcontext(Path(out))
 
 
 def _process_rank() -> int:
