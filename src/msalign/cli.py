@@ -104,6 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     seeds = _seeds(args.seeds)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise MsalignError(f"--out {args.out}: exists and is not a directory")
+    _resolve(args.model, None, args)  # --config / --set keys and ranges, before any data loads
     dataset = _load_dataset(args)
     model_config, train_config = _resolve(args.model, dataset, args)
     print(dataset.describe(), file=sys.stderr)
@@ -158,6 +159,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         get_model_class(name)
     seeds = _seeds(args.seeds)
     backend = backend_from_args(args)
+    for _, name, overrides in entries:  # keys and ranges before any data loads
+        _resolve(name, None, args, extra=overrides)
     dataset = _load_dataset(args)
     configs = {label: (name, *_resolve(name, dataset, args, extra=overrides)) for label, name, overrides in entries}
     print(dataset.describe(), file=sys.stderr)
