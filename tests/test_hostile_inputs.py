@@ -100,17 +100,244 @@ def hostile_pickles() -> dict[str, bytes]:
     return files
 
 
-def test_hostile_pickles_are_refused_in_one_line(tmp_path):
-    files = hostile_pickles()
-    for name, blob in files.items():
-        (tmp_path / name).write_bytes(blob)
-    names = sorted(files)
-    runs = run_cli_batch([[*TRAIN, "--dataset", name, "--out", f"out_{name}"] for name in names], tmp_path)
-    for name, run in zip(names, runs):
-        line = assert_refused(run, name, max_mb=1200, max_seconds=20)
+# ---- the other hostile files (each builder writes into ``tmp`` and returns argv and culprits)
+
+TINY = "synthetic:n_train=32,n_valid=16,n_test=16"
+
+
+def _npy(shape, dtype="<f4", data: bytes = b"") -> bytes:
+    """A .npy file whose header declares ``shape`` whatever data follows."""
+    header = {"descr": dtype, "fortran_order": False, "shape": tuple(shape)}
+    text = repr(header).encode("latin1")
+    pad = 64 - (10 + len(text) + 1) % 64
+    text += b" " * pad + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text + data
+
+
+def _zip(members: dict[str, bytes], compress: bool = False) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _lie_about_size(blob: bytes, member: str, declared: int) -> bytes:
+    """Set ``member``'s uncompressed size in the zip's central directory (what zipfile trusts)."""
+    name = member.encode()
+    at = blob.find(b"PK\x01\x02")
+    while at >= 0:
+        name_len = struct.unpack("<H", blob[at + 28:at + 30])[0]
+        if blob[at + 46:at + 46 + name_len] == name:
+            return blob[:at + 24] + struct.pack("<I", declared) + blob[at + 28:]
+        at = blob.find(b"PK\x01\x02", at + 4)
+    raise AssertionError(member)
+
+
+def _folder(tmp: Path, name: str) -> Path:
+    from test_data_feature_dir import make_folder
+
+    folder = tmp / name
+    make_folder(folder)
+    return folder
+
+
+def _dir_args(folder: Path) -> list[str]:
+    return [*TRAIN, "--dataset", str(folder), "--out", str(folder) + "_out"]
+
+
+def _audio_ids(folder: Path) -> np.ndarray:
+    with np.load(folder / "audio_utterance.npz") as z:
+        return z["ids"]
+
+
+def npz_cases(tmp: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
+    cases = {}
+    # issue 17.3: a 4 KB member whose header declares 40 x 14000 x 1000 float32 (2.2 GB)
+    folder = _folder(tmp, "npz_declares")
+    ids = _audio_ids(folder)
+    np_ids = _npy(ids.shape, ids.dtype.str, ids.tobytes())
+    (folder / "audio_utterance.npz").write_bytes(_zip({"ids.npy": np_ids, "audio.npy": _npy((40, 14000, 1000), data=b"\0" * 4096)}))
+    cases["npz_declares"] = (_dir_args(folder), ("audio_utterance.npz", "(40, 14000, 1000)"))
+    # a zip member whose directory entry claims 3 GB from 1 KB (a zip bomb / crafted size)
+    folder = _folder(tmp, "npz_zip_bomb")
+    rows = np.zeros((len(ids), 7), np.float32)
+    blob = _zip({"ids.npy": np_ids, "audio.npy": _npy(rows.shape, data=rows.tobytes())}, compress=True)
+    (folder / "audio_utterance.npz").write_bytes(_lie_about_size(blob, "audio.npy", 3 * 2**30))
+    cases["npz_zip_bomb"] = (_dir_args(folder), ("audio_utterance.npz",))
+    # issue 17.10: byte-string ids that are not UTF-8
+    folder = _folder(tmp, "npz_bad_ids")
+    bad = np.array([b"\xff\xfe" + i.encode() for i in ids.tolist()])
+    with np.load(folder / "audio_utterance.npz") as z:
+        np.savez(folder / "audio_utterance.npz", ids=bad, audio=z["audio"])
+    cases["npz_bad_ids"] = (_dir_args(folder), ("audio_utterance.npz", "'ids'", "UTF-8"))
+    return cases
+
+
+def fifo_cases(tmp: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
+    """issue 17.8: FIFOs where data files belong; opening one would block forever."""
+    cases = {}
+    folder = _folder(tmp, "fifo_npz")
+    (folder / "audio_utterance.npz").unlink()
+    os.mkfifo(folder / "audio_utterance.npz")
+    cases["fifo_npz"] = (_dir_args(folder), ("audio_utterance.npz", "not a regular file"))
+    folder = _folder(tmp, "fifo_label")
+    (folder / "label.csv").unlink()
+    os.mkfifo(folder / "label.csv")
+    cases["fifo_label"] = (_dir_args(folder), ("label.csv", "not a regular file"))
+    os.mkfifo(tmp / "fifo.pkl")
+    cases["fifo_pkl"] = ([*TRAIN, "--dataset", str(tmp / "fifo.pkl"), "--out", "fifo_pkl_out"], ("fifo.pkl",))
+    os.mkfifo(tmp / "fifo.yaml")
+    cases["fifo_config"] = ([*TRAIN, "--dataset", TINY, "--config", str(tmp / "fifo.yaml"), "--out", "fifo_cfg_out"],
+                            ("fifo.yaml",))
+    os.mkfifo(tmp / "fifo.safetensors")
+    cases["fifo_checkpoint"] = (["evaluate", "--checkpoint", str(tmp / "fifo.safetensors"), "--dataset", TINY],
+                                ("fifo.safetensors",))
+    return cases
+
+
+def yaml_cases(tmp: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
+    """issue 17.4: alias bombs (a billion-laughs list and a mapping merge) and a huge scalar."""
+    laughs = "a: &a [" + ",".join(["lol"] * 10) + "]\n"
+    for level in "bcdefghi":
+        previous = chr(ord(level) - 1)
+        laughs += f"{level}: &{level} [" + ",".join([f"*{previous}"] * 10) + "]\n"
+    (tmp / "laughs.yaml").write_text(laughs + "model:\n  width: *i\n")
+    merge = "base: &b {width: 64}\nmodel:\n  <<: *b\n"
+    (tmp / "merge.yaml").write_text(merge)
+    (tmp / "long.yaml").write_text("model:\n  width: '" + "9" * 500_000 + "'\n")
+    cases = {}
+    for name in ("laughs.yaml", "merge.yaml", "long.yaml"):
+        cases[name] = ([*TRAIN, "--dataset", TINY, "--config", str(tmp / name), "--out", f"out_{name}"], (name,))
+    return cases
+
+
+def settings_cases(tmp: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
+    """issue 17.6: each value out of range is refused up front, naming its key."""
+    sets = {"lr=-1": "train.lr", "lr=nan": "train.lr", "text_lr=inf": "train.text_lr", "batch_size=0": "train.batch_size",
+            "dropout=1.5": "model.dropout", "width=0": "model.width", "num_workers=-2": "train.num_workers",
+            "epochs=²": "train.epochs", "patience=-1": "train.patience", "grad_clip=-0.5": "train.grad_clip",
+            "max_train_batches=0": "train.max_train_batches", "max_train_batches=2.5": "train.max_train_batches",
+            "train.threads=100000": "train.threads", "layers=100000": "model.layers", "weight_decay=-1": "train.weight_decay"}
+    cases = {f"set {k}": ([*TRAIN, "--dataset", TINY, "--set", k, "--out", "out_set"], (v,)) for k, v in sets.items()}
+    for model in ("mult", "text_only", "decalign", "dashfusion"):
+        cases[f"heads {model}"] = (["train", "--model", model, "--dataset", TINY, "--set", "width=30", "heads=4",
+                                    "--out", "out_heads"], ("model.width",))
+    return cases
+
+
+def checkpoint_cases(tmp: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
+    """issue 17.5: tampered checkpoint metadata, refused before anything is built."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from msalign.checkpoint import read_checkpoint_meta, save_checkpoint
+    from msalign.models import create_model
+
+    model = create_model("late_fusion", dims={"text": 8, "audio": 4}, output_dim=1)
+    base = tmp / "good.safetensors"
+    save_checkpoint(base, model, {"model_config": {"width": 64}, "feature_spec": {}})
+    info, state = read_checkpoint_meta(base), load_file(str(base))
+    tampered = {"layers_1e6": ("model_config", {"layers": 1_000_000}), "width_huge": ("model_config", {"width": 16384}),
+                "dims_1e9": ("dims", {"text": 10**9, "audio": 4}), "dims_negative": ("dims", {"text": -3, "audio": 4}),
+                "dims_string": ("dims", {"text": "8", "audio": 4}), "dims_list": ("dims", [8, 4]),
+                "config_list": ("model_config", [64]), "config_unknown": ("model_config", {"depth": 3}),
+                "config_type": ("model_config", {"dropout": "high"}), "spec_not_dict": ("feature_spec", "x"),
+                "output_str": ("output_dim", "1"), "output_huge": ("output_dim", 10**12), "model_int": ("model", 3),
+                "options_list": ("feature_spec", {"options": [1]})}
+    cases = {}
+    for name, (key, value) in tampered.items():
+        meta = {**info, key: value}
+        save_file(state, str(tmp / f"{name}.safetensors"), metadata={"msalign": json.dumps(meta)})
+        cases[f"ckpt {name}"] = (["evaluate", "--checkpoint", str(tmp / f"{name}.safetensors"), "--dataset", TINY],
+                                 (f"{name}.safetensors", key))
+    return cases
+
+
+def path_cases(tmp: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
+    """issue 17.7: a benchmark label that would write outside --out; label.csv ids leaving the folder."""
+    cases = {}
+    for i, label in enumerate(["late_fusion[dropout=0.1]/../../escaped", "..", "late_fusion[x=a\\b]"]):
+        cases[f"label {i}"] = (["benchmark", "--models", label, "--dataset", TINY, "--seeds", "1", "--epochs", "1",
+                                "--out", str(tmp / "bench" / "out")], ("--models",))
+    for key, value in (("video_id", "../../outside"), ("video_id", "/etc"), ("clip_id", "..")):
+        folder = tmp / f"extract_{key}_{len(value)}"
+        folder.mkdir()
+        (folder / "label.csv").write_text(f"video_id,clip_id,text,label,annotation,mode\n"
+                                          f"{value if key == 'video_id' else 'v'},{value if key == 'clip_id' else '1'},"
+                                          "hi,0.5,Positive,train\n")
+        cases[f"extract {key} {value}"] = (["extract", str(folder), "--out", str(folder) + "_out"], ("label.csv", key))
+    return cases
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> dict[str, tuple]:
+    """Every hostile case of this module through one child interpreter: name -> (run, culprits)."""
+    tmp = tmp_path_factory.mktemp("hostile")
+    cases: dict[str, tuple[list[str], tuple[str, ...]]] = {}
+    for name, blob in hostile_pickles().items():
+        (tmp / name).write_bytes(blob)
+        cases[name] = ([*TRAIN, "--dataset", name, "--out", f"out_{name}"], (name,))
+    for build in (npz_cases, fifo_cases, yaml_cases, settings_cases, checkpoint_cases, path_cases):
+        cases.update(build(tmp))
+    names = list(cases)
+    runs = run_cli_batch([cases[n][0] for n in names], tmp, timeout=300)
+    return {"tmp": tmp, **{n: (run, cases[n][1]) for n, run in zip(names, runs)}}
+
+
+def _check(hostile: dict, prefix: str | tuple[str, ...], max_mb: float = 1500) -> None:
+    names = [n for n in hostile if n != "tmp" and n.startswith(prefix)]
+    assert names
+    for name in names:
+        run, culprits = hostile[name]
+        line = assert_refused(run, *culprits, max_mb=max_mb, max_seconds=30)
         if name.startswith("object_"):  # issue 17.1: refused before numpy sees the dtype
-            assert "refusing" in line and "object" in line
-        assert not (tmp_path / f"out_{name}" / "results.json").exists()
+            assert "refusing" in line and "object" in line, line
+
+
+def test_hostile_pickles(hostile):
+    _check(hostile, tuple(hostile_pickles()))
+    assert not list(hostile["tmp"].glob("out_*.pkl/results.json"))
+
+
+def test_npz_sizes_and_ids(hostile):
+    _check(hostile, "npz_")
+
+
+def test_special_files_do_not_hang(hostile):
+    _check(hostile, "fifo_")
+
+
+def test_yaml_alias_bombs(hostile):
+    _check(hostile, ("laughs.yaml", "merge.yaml", "long.yaml"))
+
+
+def test_settings_out_of_range(hostile):
+    _check(hostile, ("set ", "heads "))
+    for name in [n for n in hostile if n.startswith("set ") or n.startswith("heads ")]:
+        assert hostile[name][0].seconds < 10  # refused before any data loads or a model is built
+
+
+def test_tampered_checkpoint_metadata(hostile):
+    _check(hostile, "ckpt ")
+
+
+def test_paths_stay_inside(hostile):
+    _check(hostile, ("label ", "extract "))
+    tmp = hostile["tmp"]
+    assert not (tmp / "escaped").exists() and not (tmp / "bench" / "escaped").exists()
+
+
+def test_fifo_alone_in_a_fresh_process(tmp_path):
+    """The FIFO hang of issue 17.8 in its own process, bounded by the subprocess timeout."""
+    folder = _folder(tmp_path, "feats")
+    (folder / "audio_utterance.npz").unlink()
+    os.mkfifo(folder / "audio_utterance.npz")
+    assert_refused(run_cli(_dir_args(folder), tmp_path, timeout=120), "audio_utterance.npz", max_seconds=120)
 
 
 def test_allocation_limit_is_configurable(tmp_path):

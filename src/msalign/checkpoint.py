@@ -114,10 +114,11 @@ def _model_config(info: dict[str, Any], path: str | Path) -> Any:
     from msalign.config import update_dataclass
 
     try:
-        return update_dataclass(build_config(info["model"]), info["model_config"], "model", f"checkpoint {path}")
+        where = f"checkpoint {path}: metadata key 'model_config'"
+        return update_dataclass(build_config(info["model"]), info["model_config"], "model", where)
     except MsalignError as error:
         text = str(error)
-        raise MsalignError(text if str(path) in text else f"checkpoint {path}: metadata key 'model_config': {text}") from None
+        raise MsalignError(text if text.startswith(where) else f"{where}: {text}") from None
 
 
 def _check_model_size(info: dict[str, Any], config: Any, path: str | Path) -> None:

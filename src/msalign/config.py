@@ -157,7 +157,10 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     if annotation is int:
         # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
         if isinstance(value, str) and value.strip().lstrip("-").isdigit() and value.strip().isascii():
-            return int(value)
+            try:
+                return int(value)
+            except ValueError:  # beyond Python's 4300-digit limit for str -> int
+                raise MsalignError(f"config key {key!r}: integer {short_repr(value)} is too long") from None
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
@@ -186,7 +189,11 @@ def update_dataclass(obj: Any, values: dict[str, Any], section: str, source: str
             raise MsalignError(
                 f"{source}: unknown {section} config key {key!r}; known: {', '.join(sorted(hints))}"
             )
-    return dataclasses.replace(obj, **{k: coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()})
+    try:  # types, then the config class's ranges (__post_init__); errors name the source and key
+        return dataclasses.replace(obj, **{k: coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()})
+    except MsalignError as error:
+        text = str(error)
+        raise MsalignError(text if text.startswith(source) else f"{source}: {text}") from None
 
 
 class _NoAliasLoader(yaml.SafeLoader):

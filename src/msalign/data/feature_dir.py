@@ -319,6 +319,8 @@ def load_feature_dir(
     source = str(folder)
     label_path = folder / LABEL_FILE
     if not label_path.is_file():
+        if label_path.exists():  # a FIFO or device: named, never opened
+            regular_file(label_path)
         raise MsalignError(f"{source}: no {LABEL_FILE} (a feature directory needs MMSA's label file)")
     rows = read_label_csv(label_path)
     has_text_column = any(r.get("text") for r in rows)
