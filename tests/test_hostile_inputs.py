@@ -412,3 +412,86 @@ def test_depth_limit_allows_real_nesting():
         deep = [deep]
     with pytest.raises(Exception, match="levels deep"):
         safe_pickle.loads(pickle.dumps(deep, protocol=4))
+
+
+# ---- issue 17.9: resume after moving a run folder; 17.10: leftovers, modes, BOM, locks
+
+
+def test_resume_after_moving_the_run_folder(tmp_path, monkeypatch, capsys):
+    """A run interrupted after its first epoch, moved, resumed: the best epoch so far is kept
+    (Lightning would forget it: the checkpoint's dirpath is the old folder) and the results equal
+    an uninterrupted run's."""
+    import shutil
+
+    import torch
+
+    from msalign.cli import main
+    from msalign.training import module as module_mod
+    from msalign.training.run import AtomicCheckpointIO
+
+    args = ["train", "--model", "late_fusion", "--dataset", TINY, "--epochs", "3", "--seeds", "1111",
+            "--set", "train.threads=1", "train.patience=5"]
+    original = module_mod.MSAModule.on_train_epoch_start
+
+    def interrupt(self):
+        if self.current_epoch == 2:
+            raise RuntimeError("simulated crash")
+        return original(self)
+
+    monkeypatch.setattr(module_mod.MSAModule, "on_train_epoch_start", interrupt)
+    assert main([*args, "--out", str(tmp_path / "first")]) == 1
+    monkeypatch.setattr(module_mod.MSAModule, "on_train_epoch_start", original)
+    shutil.move(tmp_path / "first", tmp_path / "moved")
+    last = tmp_path / "moved" / "seed_1111" / "lightning" / "last.ckpt"
+    state = AtomicCheckpointIO().load_checkpoint(last)
+    saved = next(v for k, v in state["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    assert saved["dirpath"] == os.path.realpath(last.parent) and Path(saved["best_model_path"]).parent == Path(saved["dirpath"])
+    assert torch.load(last, weights_only=True)["callbacks"] != state["callbacks"]  # rewritten, not as stored
+    assert main([*args, "--out", str(tmp_path / "moved"), "--resume"]) == 0
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    capsys.readouterr()
+    for name in ("results.json", "seed_1111/history.json"):
+        assert (tmp_path / "moved" / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+
+
+def test_atomic_writes_get_the_umask_mode_and_clean_dead_writers_leftovers(tmp_path):
+    from msalign.atomic import _host, atomic_savez, atomic_write_text
+
+    previous = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "r.json", "{}")
+        atomic_savez(tmp_path / "a.npz", x=np.ones(2))
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "a.npz").stat().st_mode & 0o777 == 0o640
+    dead = tmp_path / f".r.json.{_host()}-{2**22 + 12345}.abcd.tmp"  # above pid_max's default: not running
+    live = tmp_path / f".r.json.{_host()}-{os.getpid()}.efgh.tmp"
+    remote = tmp_path / ".r.json.otherhost-1.ijkl.tmp"
+    old = tmp_path / ".r.json.mnop.tmp"
+    for p in (dead, live, remote, old):
+        p.write_text("half")
+    os.utime(old, (0, 0))
+    atomic_write_text(tmp_path / "r.json", "{}")
+    assert not dead.exists() and not old.exists() and live.exists() and remote.exists()
+
+
+def test_label_csv_with_a_byte_order_mark_loads(tmp_path):
+    from msalign.data import load_dataset
+
+    folder = _folder(tmp_path, "bom")
+    text = (folder / "label.csv").read_text(encoding="utf-8")
+    (folder / "label.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert len(load_dataset(str(folder), standardize=False).splits["train"]) == 6
+
+
+def test_two_runs_into_one_out_are_refused(tmp_path):
+    """While one run holds --out, a second is refused with one line naming --out and the holder."""
+    from msalign.atomic import locked_dir
+
+    with locked_dir(tmp_path / "out"):
+        runs = run_cli_batch([[*TRAIN, "--dataset", TINY, "--out", str(tmp_path / "out")]], tmp_path)
+    line = assert_refused(runs[0], "--out", str(tmp_path / "out"), f"PID {os.getpid()}")
+    assert "another msalign run" in line
+    with locked_dir(tmp_path / "out"):  # released when its holder is done
+        pass

@@ -107,8 +107,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     _resolve(args.model, None, args)  # --config / --set keys and ranges, before any data loads
     dataset = _load_dataset(args)
     model_config, train_config = _resolve(args.model, dataset, args)
-    print(dataset.describe(), file=sys.stderr)
     with _out_lock(args.out):
+        print(dataset.describe(), file=sys.stderr)
         results = train(args.model, dataset, model_config, train_config, seeds, args.out,
                         progress=args.progress, log=lambda line: print(line, file=sys.stderr), resume=args.resume)
     _print_table({args.model: results["mean"]}, dataset.metric_set)
@@ -163,8 +163,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         _resolve(name, None, args, extra=overrides)
     dataset = _load_dataset(args)
     configs = {label: (name, *_resolve(name, dataset, args, extra=overrides)) for label, name, overrides in entries}
-    print(dataset.describe(), file=sys.stderr)
     with _out_lock(args.out):
+        print(dataset.describe(), file=sys.stderr)
         table = run_benchmark([label for label, _, _ in entries], dataset, configs, seeds, args.out,
                               progress=args.progress, log=lambda line: print(line, file=sys.stderr),
                               resume=args.resume, backend=backend)
