@@ -94,6 +94,18 @@ def check_meta(info: dict[str, Any], path: str | Path) -> None:
     for key in ("feature_spec", "text_tuning", "metrics"):
         if info.get(key) is not None and not isinstance(info[key], dict):
             raise _meta_error(path, key, info[key], "expected a JSON object")
+    tuning = info.get("text_tuning")
+    if tuning:  # a fine-tuned text encoder: its name, token limit and standardisation statistics
+        if not isinstance(tuning.get("encoder"), str) or not tuning["encoder"]:
+            raise _meta_error(path, "text_tuning.encoder", tuning.get("encoder"), "expected an encoder name or folder")
+        if not _positive_int(tuning.get("max_length"), 1 << 16):
+            raise _meta_error(path, "text_tuning.max_length", tuning.get("max_length"), "expected an integer from 1 to 65536")
+        stats = tuning.get("standardize")
+        if stats is not None and not (
+            isinstance(stats, dict) and all(isinstance(stats.get(k), list) and len(stats[k]) <= MAX_DIM
+                                            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in stats[k])
+                                            for k in ("mean", "std"))):
+            raise _meta_error(path, "text_tuning.standardize", stats, "expected lists 'mean' and 'std' of numbers")
     spec = info.get("feature_spec") or {}
     for key in ("options", "modalities", "extraction"):
         if spec.get(key) is not None and not isinstance(spec[key], dict):
