@@ -102,6 +102,7 @@ def locked_dir(folder: str | Path, option: str = "--out") -> Iterator[Path]:
     from msalign.errors import MsalignError
 
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / ".lock"
     fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
@@ -114,7 +115,13 @@ def locked_dir(folder: str | Path, option: str = "--out") -> Iterator[Path]:
                                f"wait for it to finish or choose another {option}") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"PID {os.getpid()} on {socket.gethostname()}".encode(), 0)
-        yield folder
+        try:
+            yield folder
+        except BaseException:
+            if created and [p.name for p in folder.iterdir()] == [".lock"]:  # a run refused before writing
+                lock.unlink()  # anything leaves no empty folder behind
+                folder.rmdir()
+            raise
     finally:
         os.close(fd)  # releases the lock
 

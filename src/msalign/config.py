@@ -86,8 +86,8 @@ def check_ranges(config: Any, section: str) -> None:
 
     Integers lie in their field's range (``_INT_RANGES``; ``*layers`` 0-64; others 0-10^6), floats
     are finite, ``*dropout`` lies in [0, 1), rates and temperatures are > 0, weights and clips >= 0,
-    ``max_train_batches`` is a fraction in (0, 1] or a whole count, and ``width`` is divisible by
-    ``heads`` wherever a config has both."""
+    ``max_train_batches`` is a fraction in (0, 1] or a whole count. Checks between fields (width
+    divisible by heads, ...) follow in each config's own ``__post_init__``."""
     for field in dataclasses.fields(config):
         key, value = field.name, getattr(config, field.name)
         values = value if isinstance(value, (tuple, list)) else (value,)
@@ -109,9 +109,6 @@ def check_ranges(config: Any, section: str) -> None:
                     raise _bad(section, key, value, "a number >= 0")
                 if key == "max_train_batches" and (item == 0 or (item > 1 and not item.is_integer())):
                     raise _bad(section, key, value, "a fraction in (0, 1] or a whole number of batches")
-    width, heads = getattr(config, "width", None), getattr(config, "heads", None)
-    if isinstance(width, int) and isinstance(heads, int) and heads > 0 and width % heads:
-        raise MsalignError(f"config key '{section}.width': {width} is not divisible by {section}.heads = {heads}")
 
 
 def _field_types(cls: type) -> dict[str, Any]:

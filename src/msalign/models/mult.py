@@ -25,6 +25,7 @@ from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import TemporalProjection
 from msalign.models.dropout import Dropout
 from msalign.config import check_ranges
+from msalign.errors import MsalignError
 from msalign.models.registry import register_model
 
 
@@ -42,6 +43,8 @@ class MulTConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self, "model")  # one place for ranges: msalign.config.check_ranges
+        if self.width % self.heads:
+            raise MsalignError(f"mult: width {self.width} is not divisible by heads {self.heads}")
 
 
 @register_model
