@@ -495,3 +495,25 @@ def test_two_runs_into_one_out_are_refused(tmp_path):
     assert "another msalign run" in line
     with locked_dir(tmp_path / "out"):  # released when its holder is done
         pass
+
+
+def test_media_named_like_an_option_reaches_ffprobe_as_a_path(tmp_path, monkeypatch):
+    """issue 17.7: "-version.mp4" (or "concat:a|b") must not be read as an option or protocol."""
+    import subprocess
+
+    from msalign.extract import media
+
+    seen = []
+
+    def fake_run(command, **kwargs):
+        seen.append(command)
+        return subprocess.CompletedProcess(command, 1, b"", b"Invalid data found when processing input")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(media, "ffmpeg_tool", lambda name, **kw: name)
+    monkeypatch.setattr(media.subprocess, "run", fake_run)
+    (tmp_path / "-version.mp4").write_bytes(b"\0" * 64)
+    with pytest.raises(Exception, match="not a readable media file"):
+        media.probe("-version.mp4")
+    assert seen[0][-1] == str(tmp_path / "-version.mp4")
+    assert not any(arg.startswith("-version") for arg in seen[0])
