@@ -36,6 +36,9 @@ NEUTRAL_BAND = {"mosi": 0.5, "mosei": 0.5, "sims": 0.1}
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
+    from msalign.limits import regular_file
+
+    regular_file(path)  # a FIFO would block read_text forever
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
