@@ -517,3 +517,9 @@ def test_media_named_like_an_option_reaches_ffprobe_as_a_path(tmp_path, monkeypa
         media.probe("-version.mp4")
     assert seen[0][-1] == str(tmp_path / "-version.mp4")
     assert not any(arg.startswith("-version") for arg in seen[0])
+
+
+def test_interpreter_pushes_memoised_and_duplicated_none():
+    """GET / DUP of None must push it (handlers use None for "nothing pushed")."""
+    blob = PROTO2 + NONE + b"q\x00" + b"0" + MARK + b"h\x00" + NONE + b"2" + b"l" + STOP  # [memo None, None, DUP]
+    assert safe_pickle.loads(blob) == [None, None, None] == pickle.loads(blob)

@@ -381,7 +381,8 @@ def _tuple(r: _Reader, items: Any) -> tuple:
 def _memo_get(r: _Reader, index: int) -> Any:
     if index not in r.memo:
         raise r.fail(f"memo index {index} was never stored")
-    return r.memo[index]
+    value = r.memo[index]
+    return _NONE if value is None else value  # a handler's None means "pushed nothing"
 
 
 def _memo_put(r: _Reader, index: int) -> None:
@@ -440,7 +441,8 @@ def _build(r: _Reader) -> None:
 
 
 def _dup(r: _Reader) -> Any:
-    return r.top()
+    value = r.top()
+    return _NONE if value is None else value
 
 
 def _pop(r: _Reader) -> None:
