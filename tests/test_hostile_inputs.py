@@ -225,7 +225,7 @@ def settings_cases(tmp: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
     cases = {f"set {k}": ([*TRAIN, "--dataset", TINY, "--set", k, "--out", "out_set"], (v,)) for k, v in sets.items()}
     for model in ("mult", "text_only", "decalign", "dashfusion"):
         cases[f"heads {model}"] = (["train", "--model", model, "--dataset", TINY, "--set", "width=30", "heads=4",
-                                    "--out", "out_heads"], ("model.width",))
+                                    "--out", "out_heads"], (f"{model}: width 30", "heads 4"))
     return cases
 
 
