@@ -65,6 +65,27 @@ def _load_dataset(args: argparse.Namespace, defaults: dict | None = None):
     return load_dataset(args.dataset, **options)
 
 
+def _check_settings_early(model: str, args: argparse.Namespace, extra: list[str] = ()) -> None:
+    """Resolve --config / --set before any data loads, so a wrong key or a value out of range costs
+    no loading time. The dataset's own config file (configs/MODEL/<name or metric set>.yaml) is
+    chosen as the loaded dataset would choose it; when that cannot be known from the spec alone
+    (no metric set in the path or --metric-set), the check waits for the data, as it always ran."""
+    spec = str(getattr(args, "dataset", "") or "")
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        keys: tuple[str, ...] = ("synthetic", "mosi")
+    elif args.metric_set:
+        keys = (args.metric_set,)
+    else:
+        found = [key for part in reversed(Path(spec).parts) for key in ("mosei", "mosi", "sims", "iemocap")
+                 if key in part.lower()]
+        if not found:
+            return
+        keys = (found[0],)
+    from types import SimpleNamespace
+
+    _resolve(model, SimpleNamespace(name=keys[0], metric_set=keys[-1]), args, extra)
+
+
 def _resolve(model: str, dataset, args: argparse.Namespace, extra: list[str] = ()):
     from msalign.config import resolve_config
     from msalign.models import build_config
@@ -104,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     seeds = _seeds(args.seeds)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise MsalignError(f"--out {args.out}: exists and is not a directory")
-    _resolve(args.model, None, args)  # --config / --set keys and ranges, before any data loads
+    _check_settings_early(args.model, args)
     dataset = _load_dataset(args)
     model_config, train_config = _resolve(args.model, dataset, args)
     with _out_lock(args.out):
@@ -159,8 +180,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         get_model_class(name)
     seeds = _seeds(args.seeds)
     backend = backend_from_args(args)
-    for _, name, overrides in entries:  # keys and ranges before any data loads
-        _resolve(name, None, args, extra=overrides)
+    for _, name, overrides in entries:
+        _check_settings_early(name, args, overrides)
     dataset = _load_dataset(args)
     configs = {label: (name, *_resolve(name, dataset, args, extra=overrides)) for label, name, overrides in entries}
     with _out_lock(args.out):
