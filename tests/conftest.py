@@ -42,17 +42,6 @@ import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-# Runs msalign.cli.main in the child and writes the child's own peak RSS (KB) to a file on exit, so
-# the measure is this command's alone (RUSAGE_CHILDREN would be the largest child of the session).
-_CLI_WRAPPER = """
-import atexit, resource, sys
-def _rss():
-    with open(sys.argv[1], "w") as f:
-        f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
-atexit.register(_rss)
-from msalign.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
 
 
 @dataclass
@@ -62,22 +51,6 @@ class CliRun:
     stderr: str
     seconds: float
     peak_mb: float
-
-
-def run_cli(args: list[str], tmp: Path, timeout: float = 60, env: dict | None = None) -> CliRun:
-    """``msalign ARGS`` in a fresh interpreter (this checkout's src first on the path); a hang fails
-    the test through ``timeout``."""
-    rss_file = tmp / f".rss_{time.monotonic_ns()}"
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-                   "OMP_NUM_THREADS": "1", **(env or {})}
-    environment.pop("MSALIGN_DEBUG", None)
-    start = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", _CLI_WRAPPER, str(rss_file), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=environment, cwd=tmp, stdin=subprocess.DEVNULL)
-    seconds = time.monotonic() - start
-    peak = int(rss_file.read_text()) / 1024 if rss_file.exists() else float("nan")
-    rss_file.unlink(missing_ok=True)
-    return CliRun(done.returncode, done.stdout, done.stderr, seconds, peak)
 
 
 def assert_refused(run: CliRun, *culprits: str, max_mb: float = 1500, max_seconds: float = 60) -> str:

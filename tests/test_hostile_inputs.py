@@ -2,7 +2,7 @@
 
 Every file is built here at test time. Each case goes through the real CLI in a child interpreter
 and must end with exit status 2 and ONE stderr line naming the file or key, within a bounded time
-and peak memory (conftest.run_cli / run_cli_batch). A crash by signal or a hang fails the batch.
+and peak memory (conftest.run_cli_batch). A crash by signal or a hang fails the batch.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_refused, run_cli, run_cli_batch
+from conftest import assert_refused, run_cli_batch
 
 from msalign.data import safe_pickle
 
@@ -332,20 +332,23 @@ def test_paths_stay_inside(hostile):
     assert not (tmp / "escaped").exists() and not (tmp / "bench" / "escaped").exists()
 
 
-def test_fifo_alone_in_a_fresh_process(tmp_path):
-    """The FIFO hang of issue 17.8 in its own process, bounded by the subprocess timeout."""
-    folder = _folder(tmp_path, "feats")
-    (folder / "audio_utterance.npz").unlink()
-    os.mkfifo(folder / "audio_utterance.npz")
-    assert_refused(run_cli(_dir_args(folder), tmp_path, timeout=120), "audio_utterance.npz", max_seconds=120)
+def test_allocation_limit_is_configurable_and_out_is_locked(tmp_path):
+    """A valid 8 MB array is refused under MSALIGN_MAX_ALLOC=1M, naming its shape; and while one run
+    holds --out (issue 17.10), a second is refused with one line naming --out and the holder. One
+    child interpreter for both (the CLI's imports are the slow part)."""
+    from msalign.atomic import locked_dir
 
-
-def test_allocation_limit_is_configurable(tmp_path):
-    """A valid 8 MB array is refused under MSALIGN_MAX_ALLOC=1M and its shape is named."""
     blob = pickle.dumps({"train": {"text": np.zeros((8, 256, 1024), np.float32)}}, protocol=4)
     (tmp_path / "big.pkl").write_bytes(blob)
-    runs = run_cli_batch([[*TRAIN, "--dataset", "big.pkl", "--out", "o"]], tmp_path, env={"MSALIGN_MAX_ALLOC": "1M"})
+    with locked_dir(tmp_path / "out"):
+        runs = run_cli_batch([[*TRAIN, "--dataset", "big.pkl", "--out", "o"],
+                              [*TRAIN, "--dataset", TINY, "--out", str(tmp_path / "out")]],
+                             tmp_path, env={"MSALIGN_MAX_ALLOC": "1M"})
     assert_refused(runs[0], "big.pkl", "(8, 256, 1024)", "MSALIGN_MAX_ALLOC")
+    line = assert_refused(runs[1], "--out", str(tmp_path / "out"), f"PID {os.getpid()}")
+    assert "another msalign run" in line
+    with locked_dir(tmp_path / "out"):  # released when its holder is done
+        pass
 
 
 # ---- the interpreter against the stdlib oracle
@@ -483,18 +486,6 @@ def test_label_csv_with_a_byte_order_mark_loads(tmp_path):
     text = (folder / "label.csv").read_text(encoding="utf-8")
     (folder / "label.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
     assert len(load_dataset(str(folder), standardize=False).splits["train"]) == 6
-
-
-def test_two_runs_into_one_out_are_refused(tmp_path):
-    """While one run holds --out, a second is refused with one line naming --out and the holder."""
-    from msalign.atomic import locked_dir
-
-    with locked_dir(tmp_path / "out"):
-        runs = run_cli_batch([[*TRAIN, "--dataset", TINY, "--out", str(tmp_path / "out")]], tmp_path)
-    line = assert_refused(runs[0], "--out", str(tmp_path / "out"), f"PID {os.getpid()}")
-    assert "another msalign run" in line
-    with locked_dir(tmp_path / "out"):  # released when its holder is done
-        pass
 
 
 def test_media_named_like_an_option_reaches_ffprobe_as_a_path(tmp_path, monkeypatch):
