@@ -74,6 +74,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
 }
 _LAYERS = (0, 64)
 _INT_DEFAULT = (0, 10**6)
+_SIGNED: set[str] = set()  # float fields that may be negative (every float so far is a rate, weight or bound)
 _POSITIVE = {"lr", "text_lr", "temperature", "selection_temperature", "uniformity_t", "ot_epsilon", "ot_tol", "var_floor"}
 
 
@@ -85,7 +86,8 @@ def check_ranges(config: Any, section: str) -> None:
     """Refuse a config whose values are out of range; the error names ``section.key``.
 
     Integers lie in their field's range (``_INT_RANGES``; ``*layers`` 0-64; others 0-10^6), floats
-    are finite, ``*dropout`` lies in [0, 1), rates and temperatures are > 0, weights and clips >= 0,
+    are finite, ``*dropout`` lies in [0, 1), rates and temperatures are > 0, other floats >= 0
+    (a new field that may be negative goes in ``_SIGNED``),
     ``max_train_batches`` is a fraction in (0, 1] or a whole count. Checks between fields (width
     divisible by heads, ...) follow in each config's own ``__post_init__``."""
     for field in dataclasses.fields(config):
@@ -105,7 +107,7 @@ def check_ranges(config: Any, section: str) -> None:
                     raise _bad(section, key, value, "a probability in [0, 1)")
                 if (key in _POSITIVE or key == "mmd_bandwidths") and item <= 0:
                     raise _bad(section, key, value, "a number > 0")
-                if item < 0:
+                if item < 0 and key not in _SIGNED:
                     raise _bad(section, key, value, "a number >= 0")
                 if key == "max_train_batches" and (item == 0 or (item > 1 and not item.is_integer())):
                     raise _bad(section, key, value, "a fraction in (0, 1] or a whole number of batches")
