@@ -253,6 +253,15 @@ def test_train_then_predict_on_megamind(features_dir, no_face_video, tmp_path, c
     assert math.isfinite(second["score"])
     assert "Megamind.avi" in err and "missing vision: no face" in err  # the table
 
+    # No modality at all (no audio track, so no speech either; no face): an error unless --missing mask
+    blank = tmp_path / "blank.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=black:s=160x120:r=25:d=2", "-c:v", "libx264", "-preset", "ultrafast", str(blank))
+    assert main(["predict", "--checkpoint", str(checkpoint), str(blank)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("msalign: error: no input could be scored") and "--missing mask" in err[-1], err
+    assert main(["predict", "--checkpoint", str(checkpoint), str(blank), "--missing", "mask"]) == 0
+    assert json.loads(capsys.readouterr().out)["modalities_used"] == []
+
     # A checkpoint whose features this installation cannot reproduce is refused, naming the difference.
     record = json.loads((features_dir / "extract.json").read_text())
     record["spec"]["vision"]["model"] = "mediapipe face_landmarker sha256:0000000000000000"

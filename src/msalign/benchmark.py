@@ -40,6 +40,7 @@ def parse_entries(text: str) -> list[tuple[str, str, list[str]]]:
             bad = [o for o in overrides if "=" not in o]
             if bad:
                 raise MsalignError(f"--models entry {entry!r}: {bad[0]!r} is not key=value")
+            _check_label(entry)
             entries.append((entry, name.strip(), overrides))
     if depth:
         raise MsalignError(f"--models {text!r}: unbalanced brackets")
@@ -47,6 +48,20 @@ def parse_entries(text: str) -> list[tuple[str, str, list[str]]]:
     if len(set(labels)) != len(labels):
         raise MsalignError(f"--models {text!r}: an entry is listed twice")
     return entries
+
+
+def _check_label(entry: str) -> None:
+    """The label names a folder in --out: it must stay one plain path component there (no path
+    separators, no "." or "..", no control characters), so no entry can write outside --out."""
+    import os
+
+    from msalign.errors import MsalignError
+    from msalign.limits import short_repr
+
+    separators = {"/", "\\", os.sep, *([os.altsep] if os.altsep else [])}
+    if entry in (".", "..") or any(c in separators or not c.isprintable() for c in entry):
+        raise MsalignError(f"--models entry {short_repr(entry)}: may not contain path separators, control "
+                           "characters or be '.'/'..' (it names a folder inside --out)")
 
 
 def run_benchmark(

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from msalign.atomic import atomic_path
 from msalign.errors import MsalignError
+from msalign.limits import check_alloc, regular_file, short_repr
 from msalign.models import MSAModel, build_config, create_model
 
 FORMAT_VERSION = 1
@@ -31,8 +32,7 @@ def save_checkpoint(path: str | Path, model: MSAModel, meta: dict[str, Any]) -> 
 
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
-        raise MsalignError(f"checkpoint {path}: no such file")
+    regular_file(path, f"checkpoint {path}")  # missing, a directory or a FIFO: one line, no hang
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -44,10 +44,113 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
         info = json.loads(metadata["msalign"])
     except json.JSONDecodeError:
         raise MsalignError(f"checkpoint {path}: corrupt msalign metadata") from None
+    if not isinstance(info, dict):
+        raise MsalignError(f"checkpoint {path}: metadata is a {type(info).__name__}, not a JSON object")
     for key in ("model", "model_config", "dims", "output_dim"):
         if key not in info:
             raise MsalignError(f"checkpoint {path}: metadata lacks {key!r}")
+    check_meta(info, path)
     return info
+
+
+MAX_DIM = 1 << 16  # a feature dimension (BERT: 768, OpenFace: 709, COVAREP: 74)
+MAX_OUTPUT = 10_000  # classes of a classification head
+
+
+def _meta_error(path: str | Path, key: str, value: Any, want: str) -> MsalignError:
+    return MsalignError(f"checkpoint {path}: metadata key {key!r}: {short_repr(value)} ({want})")
+
+
+def _positive_int(value: Any, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= hi
+
+
+def check_meta(info: dict[str, Any], path: str | Path) -> None:
+    """Check a checkpoint's metadata against the model's config class and sane bounds before
+    anything is built from it: a tampered file would otherwise build a million layers, allocate a
+    384 GB weight or fail deep inside torch. Each wrong field is one line naming the file and key."""
+    from msalign.data.types import MODALITIES
+    from msalign.models import get_model_class
+
+    if not isinstance(info["model"], str):
+        raise _meta_error(path, "model", info["model"], "expected a model name")
+    try:
+        get_model_class(info["model"])
+    except MsalignError as error:
+        raise MsalignError(f"checkpoint {path}: metadata key 'model': {error}") from None
+    dims = info["dims"]
+    if not isinstance(dims, dict) or not dims:
+        raise _meta_error(path, "dims", dims, "expected an object of modality: feature dimension")
+    for modality, dim in dims.items():
+        if modality not in MODALITIES:
+            raise _meta_error(path, f"dims.{str(modality)[:20]}", modality, f"not one of {list(MODALITIES)}")
+        if not _positive_int(dim, MAX_DIM):
+            raise _meta_error(path, f"dims.{modality}", dim, f"expected an integer from 1 to {MAX_DIM}")
+    if not _positive_int(info["output_dim"], MAX_OUTPUT):
+        raise _meta_error(path, "output_dim", info["output_dim"], f"expected an integer from 1 to {MAX_OUTPUT}")
+    if not isinstance(info["model_config"], dict):
+        raise _meta_error(path, "model_config", info["model_config"], "expected a JSON object")
+    _model_config(info, path)  # keys known, types and ranges checked by the config class
+    for key in ("feature_spec", "text_tuning", "metrics"):
+        if info.get(key) is not None and not isinstance(info[key], dict):
+            raise _meta_error(path, key, info[key], "expected a JSON object")
+    tuning = info.get("text_tuning")
+    if tuning:  # a fine-tuned text encoder: its name, token limit and standardisation statistics
+        if not isinstance(tuning.get("encoder"), str) or not tuning["encoder"]:
+            raise _meta_error(path, "text_tuning.encoder", tuning.get("encoder"), "expected an encoder name or folder")
+        if not _positive_int(tuning.get("max_length"), 1 << 16):
+            raise _meta_error(path, "text_tuning.max_length", tuning.get("max_length"), "expected an integer from 1 to 65536")
+        stats = tuning.get("standardize")
+        if stats is not None and not (
+            isinstance(stats, dict) and all(isinstance(stats.get(k), list) and len(stats[k]) <= MAX_DIM
+                                            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in stats[k])
+                                            for k in ("mean", "std"))):
+            raise _meta_error(path, "text_tuning.standardize", stats, "expected lists 'mean' and 'std' of numbers")
+    spec = info.get("feature_spec") or {}
+    for key in ("options", "modalities", "extraction"):
+        if spec.get(key) is not None and not isinstance(spec[key], dict):
+            raise _meta_error(path, f"feature_spec.{key}", spec[key], "expected a JSON object")
+    for modality, facts in (spec.get("modalities") or {}).items():
+        if not isinstance(facts, dict):
+            raise _meta_error(path, f"feature_spec.modalities.{str(modality)[:20]}", facts, "expected a JSON object")
+    if info.get("task", "regression") not in ("regression", "classification"):
+        raise _meta_error(path, "task", info.get("task"), "expected regression or classification")
+    if info.get("metric_set", "mosi") not in ("mosi", "mosei", "sims", "iemocap"):
+        raise _meta_error(path, "metric_set", info.get("metric_set"), "expected mosi, mosei, sims or iemocap")
+    if spec.get("classes") is not None and not (isinstance(spec["classes"], list) and len(spec["classes"]) <= MAX_OUTPUT):
+        raise _meta_error(path, "feature_spec.classes", spec["classes"], "expected a list of class names")
+
+
+def _model_config(info: dict[str, Any], path: str | Path) -> Any:
+    """The model's config from the metadata, coerced and range-checked (see config.check_ranges)."""
+    from msalign.config import update_dataclass
+
+    try:
+        where = f"checkpoint {path}: metadata key 'model_config'"
+        return update_dataclass(build_config(info["model"]), info["model_config"], "model", where)
+    except MsalignError as error:
+        text = str(error)
+        raise MsalignError(text if text.startswith(where) else f"{where}: {text}") from None
+
+
+def _check_model_size(info: dict[str, Any], config: Any, path: str | Path) -> None:
+    """Count the parameters the metadata describes on torch's meta device (no memory) and refuse a
+    model larger than the weights the file holds or than the allocation limit."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            shell = create_model(info["model"], dims=info["dims"], output_dim=info["output_dim"], config=config)
+    except MsalignError as error:
+        raise MsalignError(f"checkpoint {path}: {error}") from None
+    except Exception:  # a model that cannot be built on the meta device is sized by the real build
+        return
+    nbytes = sum(t.numel() * t.element_size() for t in [*shell.parameters(), *shell.buffers()])
+    check_alloc(nbytes, f"checkpoint {path}: metadata (model_config, dims)")
+    size = Path(path).stat().st_size
+    if nbytes > 4 * size + (1 << 20):  # far more than the file: a near miss is load_state_dict's to name
+        raise MsalignError(f"checkpoint {path}: metadata describes a model of {nbytes:,} bytes of weights, "
+                           f"the file holds {size:,} bytes (tampered metadata or another model's file)")
 
 
 def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[MSAModel, dict[str, Any]]:
@@ -55,7 +158,8 @@ def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[
     info = read_checkpoint_meta(path)
     if expect_model is not None and info["model"] != expect_model:
         raise MsalignError(f"checkpoint {path}: holds model {info['model']!r}, not {expect_model!r}")
-    config = build_config(info["model"], info["model_config"])
+    config = _model_config(info, path)
+    _check_model_size(info, config, path)
     model = create_model(info["model"], dims=info["dims"], output_dim=info["output_dim"], config=config)
     if info.get("text_tuning"):  # a fine-tuned text encoder travels inside the checkpoint
         from msalign.models.text_tuning import rebuild_text_encoder

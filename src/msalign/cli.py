@@ -79,6 +79,27 @@ def _load_dataset(args: argparse.Namespace, defaults: dict | None = None):
     return load_dataset(args.dataset, **options)
 
 
+def _check_settings_early(model: str, args: argparse.Namespace, extra: list[str] = ()) -> None:
+    """Resolve --config / --set before any data loads, so a wrong key or a value out of range costs
+    no loading time. The dataset's own config file (configs/MODEL/<name or metric set>.yaml) is
+    chosen as the loaded dataset would choose it; when that cannot be known from the spec alone
+    (no metric set in the path or --metric-set), the check waits for the data, as it always ran."""
+    spec = str(getattr(args, "dataset", "") or "")
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        keys: tuple[str, ...] = ("synthetic", "mosi")
+    elif args.metric_set:
+        keys = (args.metric_set,)
+    else:
+        found = [key for part in reversed(Path(spec).parts) for key in ("mosei", "mosi", "sims", "iemocap")
+                 if key in part.lower()]
+        if not found:
+            return
+        keys = (found[0],)
+    from types import SimpleNamespace
+
+    _resolve(model, SimpleNamespace(name=keys[0], metric_set=keys[-1]), args, extra)
+
+
 def _resolve(model: str, dataset, args: argparse.Namespace, extra: list[str] = ()):
     from msalign.config import resolve_config
     from msalign.models import build_config
@@ -118,11 +139,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     seeds = _seeds(args.seeds)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise MsalignError(f"--out {args.out}: exists and is not a directory")
+    _check_settings_early(args.model, args)
     dataset = _load_dataset(args)
     model_config, train_config = _resolve(args.model, dataset, args)
-    print(dataset.describe(), file=sys.stderr)
-    results = train(args.model, dataset, model_config, train_config, seeds, args.out,
-                    progress=args.progress, log=lambda line: print(line, file=sys.stderr), resume=args.resume)
+    with _out_lock(args.out):
+        print(dataset.describe(), file=sys.stderr)
+        results = train(args.model, dataset, model_config, train_config, seeds, args.out,
+                        progress=args.progress, log=lambda line: print(line, file=sys.stderr), resume=args.resume)
     _print_table({args.model: results["mean"]}, dataset.metric_set)
     print(f"results: {Path(args.out) / 'results.json'}", file=sys.stderr)
     return 0
@@ -171,11 +194,15 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         get_model_class(name)
     seeds = _seeds(args.seeds)
     backend = backend_from_args(args)
+    for _, name, overrides in entries:
+        _check_settings_early(name, args, overrides)
     dataset = _load_dataset(args)
     configs = {label: (name, *_resolve(name, dataset, args, extra=overrides)) for label, name, overrides in entries}
-    print(dataset.describe(), file=sys.stderr)
-    table = run_benchmark([label for label, _, _ in entries], dataset, configs, seeds, args.out, progress=args.progress,
-                          log=lambda line: print(line, file=sys.stderr), resume=args.resume, backend=backend)
+    with _out_lock(args.out):
+        print(dataset.describe(), file=sys.stderr)
+        table = run_benchmark([label for label, _, _ in entries], dataset, configs, seeds, args.out,
+                              progress=args.progress, log=lambda line: print(line, file=sys.stderr),
+                              resume=args.resume, backend=backend)
     print(table)
     return 0
 
@@ -287,6 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     describe_run.add_parser(sub)
     return parser
+
+
+def _out_lock(out: str | Path):
+    """An exclusive lock on ``--out`` for the run (atomic.locked_dir); DDP ranks > 0 repeat rank 0's
+    command inside rank 0's lock, so they take none."""
+    from contextlib import nullcontext
+
+    from msalign.atomic import locked_dir
+
+    return locked_dir(out) if _process_rank() == 0 else nullcontext(Path(out))
 
 
 def _process_rank() -> int:

@@ -17,6 +17,8 @@ keys and values of the wrong type are errors naming the key.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import types
 import typing
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from typing import Any
 import yaml
 
 from msalign.errors import MsalignError
+from msalign.limits import regular_file, short_repr
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -62,6 +65,64 @@ class TrainConfig:
     # models/text_tuning.py); exclusive with finetune_text, which tunes the whole encoder
     finetune_layers: int = 0
 
+    def __post_init__(self) -> None:
+        check_ranges(self, "train")
+
+
+# --- ranges: every config dataclass (TrainConfig and each model's Config) calls check_ranges from
+# its __post_init__, so a value out of range is refused where the config is built (from files,
+# --set or a checkpoint's metadata), before any data loads or any layer is built. Bounds are by
+# field name; the upper bounds are far above any real setting and only stop a crafted value from
+# building a million layers or allocating a 384 GB weight.
+_CPUS = os.cpu_count() or 1
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "epochs": (1, 10**6), "batch_size": (1, 10**6), "patience": (0, 10**6), "devices": (1, 1024),
+    "num_nodes": (1, 10**4), "num_workers": (0, max(64, 4 * _CPUS)), "threads": (0, max(16, 4 * _CPUS)),
+    "width": (1, 16384), "ff_width": (1, 65536), "heads": (1, 1024), "head_hidden": (1, 65536),
+    "kernel_size": (1, 64), "projection_kernel": (1, 64), "max_length": (1, 10**6), "num_prototypes": (1, 1024),
+    "gmm_steps": (1, 10**4), "ot_max_iter": (1, 10**6), "top_k": (1, 10**6), "bottleneck_tokens": (1, 1024),
+    "mining_pool": (1, 10**6), "mining_refresh": (1, 10**6),
+}
+_LAYERS = (0, 64)
+_INT_DEFAULT = (0, 10**6)
+_SIGNED: set[str] = set()  # float fields that may be negative (every float so far is a rate, weight or bound)
+_POSITIVE = {"lr", "text_lr", "temperature", "selection_temperature", "uniformity_t", "ot_epsilon", "ot_tol", "var_floor"}
+
+
+def _bad(section: str, key: str, value: Any, want: str) -> MsalignError:
+    return MsalignError(f"config key '{section}.{key}': {short_repr(value)} is out of range ({want})")
+
+
+def check_ranges(config: Any, section: str) -> None:
+    """Refuse a config whose values are out of range; the error names ``section.key``.
+
+    Integers lie in their field's range (``_INT_RANGES``; ``*layers`` 0-64; others 0-10^6), floats
+    are finite, ``*dropout`` lies in [0, 1), rates and temperatures are > 0, other floats >= 0
+    (a new field that may be negative goes in ``_SIGNED``),
+    ``max_train_batches`` is a fraction in (0, 1] or a whole count. Checks between fields (width
+    divisible by heads, ...) follow in each config's own ``__post_init__``."""
+    for field in dataclasses.fields(config):
+        key, value = field.name, getattr(config, field.name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        for item in values:
+            if isinstance(item, bool) or item is None or isinstance(item, str):
+                continue
+            if isinstance(item, int):
+                lo, hi = _INT_RANGES.get(key, _LAYERS if key.endswith("layers") else _INT_DEFAULT)
+                if not lo <= item <= hi:
+                    raise _bad(section, key, value, f"an integer from {lo} to {hi}")
+            elif isinstance(item, float):
+                if not math.isfinite(item):
+                    raise _bad(section, key, value, "a finite number")
+                if key.endswith("dropout") and not 0 <= item < 1:
+                    raise _bad(section, key, value, "a probability in [0, 1)")
+                if (key in _POSITIVE or key == "mmd_bandwidths") and item <= 0:
+                    raise _bad(section, key, value, "a number > 0")
+                if item < 0 and key not in _SIGNED:
+                    raise _bad(section, key, value, "a number >= 0")
+                if key == "max_train_batches" and (item == 0 or (item > 1 and not item.is_integer())):
+                    raise _bad(section, key, value, "a fraction in (0, 1] or a whole number of batches")
+
 
 def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
@@ -83,16 +144,16 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
                 return coerce(value, option, key)
             except MsalignError as error:
                 last = error
-        raise last or MsalignError(f"config key {key!r}: bad value {value!r}")
+        raise last or MsalignError(f"config key {key!r}: bad value {short_repr(value)}")
     if origin is typing.Literal:
         if value not in typing.get_args(annotation):
-            raise MsalignError(f"config key {key!r}: {value!r} is not one of {list(typing.get_args(annotation))}")
+            raise MsalignError(f"config key {key!r}: {short_repr(value)} is not one of {list(typing.get_args(annotation))}")
         return value
     if origin in (tuple, list):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise MsalignError(f"config key {key!r}: expected a list, got {value!r}")
+            raise MsalignError(f"config key {key!r}: expected a list, got {short_repr(value)}")
         args = typing.get_args(annotation)
         item = args[0] if args else Any
         items = [coerce(v, item, key) if item is not Any else v for v in value]
@@ -102,14 +163,18 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
             return value.lower() in ("true", "yes", "on", "1")
-        raise MsalignError(f"config key {key!r}: expected true or false, got {value!r}")
+        raise MsalignError(f"config key {key!r}: expected true or false, got {short_repr(value)}")
     if annotation is int:
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
+        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit() and value.strip().isascii():
+            try:
+                return int(value)
+            except ValueError:  # beyond Python's 4300-digit limit for str -> int
+                raise MsalignError(f"config key {key!r}: integer {short_repr(value)} is too long") from None
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise MsalignError(f"config key {key!r}: expected an integer, got {value!r}")
+            raise MsalignError(f"config key {key!r}: expected an integer, got {short_repr(value)}")
         return value
     if annotation is float:
         if isinstance(value, str):
@@ -118,11 +183,11 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise MsalignError(f"config key {key!r}: expected a number, got {value!r}")
+            raise MsalignError(f"config key {key!r}: expected a number, got {short_repr(value)}")
         return float(value)
     if annotation is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise MsalignError(f"config key {key!r}: expected a string, got {value!r}")
+            raise MsalignError(f"config key {key!r}: expected a string, got {short_repr(value)}")
         return str(value)
     return value
 
@@ -134,15 +199,46 @@ def update_dataclass(obj: Any, values: dict[str, Any], section: str, source: str
             raise MsalignError(
                 f"{source}: unknown {section} config key {key!r}; known: {', '.join(sorted(hints))}"
             )
-    return dataclasses.replace(obj, **{k: coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()})
+    try:  # types, then the config class's ranges (__post_init__); errors name the source and key
+        return dataclasses.replace(obj, **{k: coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()})
+    except MsalignError as error:
+        text = str(error)
+        raise MsalignError(text if text.startswith(source) else f"{source}: {text}") from None
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases (``*name``): a config needs none, and a 1 KB file of
+    aliases to aliases expands to billions of nodes in whatever walks it (an "alias bomb")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"alias *{short_repr(event.anchor, 40)} is not accepted "
+                                              "(write the value out)", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def safe_yaml(text: str) -> Any:
+    """``yaml.safe_load`` without aliases; see :class:`_NoAliasLoader`."""
+    loader = _NoAliasLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+_MAX_CONFIG_BYTES = 1 << 20  # a config file is a few hundred bytes
 
 
 def read_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise MsalignError(f"config file {path}: no such file")
+    regular_file(path, f"config file {path}")
+    if path.stat().st_size > _MAX_CONFIG_BYTES:
+        raise MsalignError(f"config file {path}: {path.stat().st_size:,} bytes; a config file is at most 1 MB")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = safe_yaml(path.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise MsalignError(f"config file {path}: not valid YAML ({first})") from None
@@ -162,7 +258,7 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
         if not sep or not key.strip():
             raise MsalignError(f"--set {item!r}: expected key=value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = safe_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         if isinstance(value, str):
@@ -195,17 +291,24 @@ def resolve_config(
         train = update_dataclass(train, sections.get("train", {}), "train", str(path))
     model_keys = {f.name for f in dataclasses.fields(model_config)}
     train_keys = {f.name for f in dataclasses.fields(train)}
+    # all --set values of a section are applied at once, so --set width=30 --set heads=5 is checked
+    # as a whole (not as width 30 with the old heads first)
+    sets: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
     for key, value in parse_overrides(overrides or []):
         section, _, name = key.rpartition(".")
         if not section:
             section = "model" if name in model_keys else "train" if name in train_keys else ""
         if section == "model" and name in model_keys:
-            model_config = update_dataclass(model_config, {name: value}, "model", "--set")
+            sets["model"][name] = value
         elif section == "train" and name in train_keys:
-            train = update_dataclass(train, {name: value}, "train", "--set")
+            sets["train"][name] = value
         else:
             known = sorted(model_keys) + sorted(f"train.{k}" for k in train_keys)
-            raise MsalignError(f"--set {key}: unknown config key for model {model_name}; known: {', '.join(known)}")
+            raise MsalignError(f"--set {short_repr(key)[1:-1]}: unknown config key for model {model_name}; "
+                               f"known: {', '.join(known)}")
+    model_config = update_dataclass(model_config, sets["model"], "model", "--set")
+    train = update_dataclass(train, sets["train"], "train", "--set")
+    check_ranges(model_config, "model")  # for model configs that do not call it themselves
     return model_config, train
 
 

@@ -9,7 +9,8 @@ functionals, another text encoder or face model) is refused with a message namin
 A missing modality (no face, no audio track, no speech) is never hidden: it is left out of
 ``modalities_used``, named with its reason under ``missing``, and the model is given the
 feature-directory placeholder for it (one all-zero frame, what a training clip with the same gap
-holds). ``--missing error`` refuses such inputs instead.
+holds). ``--missing error`` refuses such inputs instead; an input with none of the model's modalities is
+refused unless ``--missing mask`` is given explicitly (a score from nothing is no score).
 
 A checkpoint trained with descriptions (``msalign describe``, loader option ``descriptions``,
 model ``textalign``) has each input described by the SAME describer with the SAME fitted
@@ -35,6 +36,9 @@ NEUTRAL_BAND = {"mosi": 0.5, "mosei": 0.5, "sims": 0.1}
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
+    from msalign.limits import regular_file
+
+    regular_file(path)  # a FIFO would block read_text forever
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
@@ -305,7 +309,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def predict(checkpoint: str | Path, inputs: list[str], *, extract_spec: str | Path | None = None,
-            missing: str = "mask", workers: int = 1, cache_dir: str | Path | None = None,
+            missing: str | None = None, workers: int = 1, cache_dir: str | Path | None = None,
             neutral_band: float | None = None, progress: bool | None = None,
             warn=lambda line: print(line, file=sys.stderr)) -> list[dict[str, Any]]:
     """One result per input, in input order; an input that fails has ``error`` instead of a score."""
@@ -330,7 +334,13 @@ def predict(checkpoint: str | Path, inputs: list[str], *, extract_spec: str | Pa
         expected["text"]["descriptions"] = info["feature_spec"].get("modalities", {}).get("text", {}).get("descriptions")
     check_modalities(checkpoint, info, expected)
     jobs, _ = collect_jobs(inputs)
-    outcomes = run_jobs(jobs, options, workers=workers, missing=missing, cache_dir=None, progress=progress)
+    outcomes = run_jobs(jobs, options, workers=workers, missing=missing or "mask", cache_dir=None, progress=progress)
+    if missing is None:  # the default masks a missing modality, but a score from none at all is no score
+        for outcome in outcomes:
+            if outcome.clip is not None and all(m in outcome.clip.missing for m in model.modalities):
+                reasons = "; ".join(f"{m}: {outcome.clip.missing[m]}" for m in model.modalities)
+                outcome.clip, outcome.error = None, (f"no modality the model reads could be extracted ({reasons}); "
+                                                     "--missing mask scores it anyway")
     notes: list[str] | None = None
     if describer is not None:
         notes = []
@@ -380,8 +390,9 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--checkpoint", required=True, help="model.safetensors trained on an msalign extract folder")
     parser.add_argument("--extract-spec", default=None,
                         help="the training folder's extract.json (default: found through the run's results.json)")
-    parser.add_argument("--missing", choices=["mask", "error"], default="mask",
-                        help="no face / no audio / no speech: mask (score without it, reported) or error")
+    parser.add_argument("--missing", choices=["mask", "error"], default=None,
+                        help="no face / no audio / no speech: mask (score without it, reported) or error; "
+                             "default mask, except that an input with none of the model's modalities is an error")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes over inputs")
     parser.add_argument("--neutral-band", type=float, default=None,
                         help="|score| below this is neutral (default 0.5 on MOSI's scale, 0.1 on SIMS')")

@@ -58,6 +58,7 @@ from msalign.atomic import atomic_savez
 from msalign.data.types import MODALITIES, SPLITS, MetricSet, MultimodalDataset, Split
 from msalign.data.validate import _first_bad_row, infer_metric_set, trailing_lengths, validate_dataset, zero_padding
 from msalign.errors import MsalignError
+from msalign.limits import check_npz, regular_file, short_repr
 
 LABEL_FILE = "label.csv"
 _MODES = {"train": "train", "valid": "valid", "dev": "valid", "val": "valid", "validation": "valid", "test": "test"}
@@ -115,7 +116,9 @@ def save_modality(
 def read_label_csv(path: Path) -> list[dict[str, str]]:
     """Rows of ``label.csv`` with ``id`` and normalised ``mode`` added; one-line errors."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        regular_file(path)
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             fields = [c.strip() for c in reader.fieldnames or []]
             missing = [c for c in _REQUIRED if c not in fields]
@@ -151,6 +154,7 @@ def _read_modality(folder: Path, m: str) -> tuple[Path, str, np.ndarray, np.ndar
     if path is None:
         return None
     key = "features" if path is seq else m
+    check_npz(path)  # a regular file whose declared sizes fit the limit, before numpy allocates
     try:
         with np.load(path, allow_pickle=False) as z:
             for k in ("ids", key):
@@ -178,13 +182,35 @@ def _read_modality(folder: Path, m: str) -> tuple[Path, str, np.ndarray, np.ndar
         x = x.astype(np.float32, copy=False)
     except (TypeError, ValueError):
         raise MsalignError(f"{path}: key {key!r}: not numeric (dtype {x.dtype}, shape {x.shape})") from None
+    ids = _ids_as_str(path, ids)
     if want == 2:
-        return path, "utterance", ids.astype(str), x[:, None, :], np.ones(len(x), dtype=np.int64)
+        return path, "utterance", ids, x[:, None, :], np.ones(len(x), dtype=np.int64)
     if lengths is None:
         lengths = trailing_lengths(x)
     elif lengths.shape != (len(x),) or not np.issubdtype(lengths.dtype, np.integer):
         raise MsalignError(f"{path}: key 'lengths': expected integer shape ({len(x)},), got {lengths.dtype} shape {lengths.shape}")
-    return path, "sequence", ids.astype(str), x, lengths.astype(np.int64)
+    return path, "sequence", ids, x, lengths.astype(np.int64)
+
+
+def _ids_as_str(path: Path, ids: np.ndarray) -> np.ndarray:
+    """Ids as str; byte-string ids (dtype S) are decoded as UTF-8, and a bad one is named."""
+    if ids.dtype.kind == "S":
+        try:
+            return np.array([i.decode("utf-8") for i in ids.tolist()], dtype=str)
+        except UnicodeDecodeError:
+            row = next(r for r, i in enumerate(ids.tolist()) if not _utf8(i))
+            raise MsalignError(f"{path}: key 'ids': row {row} is not UTF-8 text ({short_repr(ids[row])})") from None
+    if ids.dtype.kind not in "UiuS":
+        raise MsalignError(f"{path}: key 'ids': expected strings, got dtype {ids.dtype} (shape {ids.shape})")
+    return ids.astype(str)
+
+
+def _utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _check_finite(path: Path, split: str, m: str, x: np.ndarray, ids: list[str]) -> None:
@@ -331,6 +357,8 @@ def load_feature_dir(
     source = str(folder)
     label_path = folder / LABEL_FILE
     if not label_path.is_file():
+        if label_path.exists():  # a FIFO or device: named, never opened
+            regular_file(label_path)
         raise MsalignError(f"{source}: no {LABEL_FILE} (a feature directory needs MMSA's label file)")
     rows = read_label_csv(label_path)
     has_text_column = any(r.get("text") for r in rows)

@@ -6,9 +6,10 @@ Layout (MMSA): ``{"train": {...}, "valid": {...}, "test": {...}}``, each split a
 [input_ids, attention_mask, segment_ids], ``audio_lengths`` / ``vision_lengths`` (unaligned files),
 ``annotations``, ``classification_labels``; SIMS adds ``regression_labels_T/A/V`` (ignored here).
 
-* Safety: the file is read by :class:`RestrictedUnpickler`, which admits only numpy arrays,
-  dtypes and scalars plus plain Python containers, strings and numbers. Anything else (a pickle
-  that would call ``os.system`` on load, say) is refused before it runs.
+* Safety: the file is read by :mod:`msalign.data.safe_pickle`, an interpreter of the pickle
+  opcodes that yields only numpy arrays and scalars it rebuilds itself (numeric and string dtypes)
+  plus plain Python containers, strings and numbers, within bounds on size and nesting. Anything
+  else (a pickle that would call ``os.system`` on load, say) is refused; nothing in it runs.
 * Lengths: ``<modality>_lengths`` when present. Otherwise text lengths are the attention-mask
   sums of ``text_bert`` (all L without it); audio/vision lengths in aligned files are the
   position of the last non-zero frame + 1 (at least 1), i.e. all L minus trailing all-zero
@@ -26,8 +27,7 @@ Layout (MMSA): ``{"train": {...}, "valid": {...}, "test": {...}}``, each split a
 
 from __future__ import annotations
 
-import io
-import pickle
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,73 +36,25 @@ import numpy as np
 
 from msalign.data.types import MODALITIES, SPLITS, MetricSet, MultimodalDataset, Split
 from msalign.data.validate import infer_metric_set, trailing_lengths, validate_dataset, zero_padding
+from msalign.data import safe_pickle
 from msalign.errors import MsalignError
-
-# (module, name) pairs the unpickler may resolve: numpy array / dtype / scalar reconstruction
-# (numpy 1.x spells the module numpy.core, numpy 2.x numpy._core) and pure-data builtins.
-_NUMPY_ALLOWED = {
-    ("multiarray", "_reconstruct"),
-    ("multiarray", "scalar"),
-    ("numeric", "_frombuffer"),  # protocol-5 arrays
-}
-_ALLOWED = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),  # bytes in protocol-2 pickles (array buffers)
-    ("builtins", "set"),
-    ("builtins", "frozenset"),
-    ("builtins", "bytearray"),
-    ("builtins", "complex"),
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only numpy array/dtype/scalar constructors and pure-data builtins."""
-
-    def __init__(self, file: io.BufferedIOBase, source: str):
-        super().__init__(file, encoding="latin1")
-        self.source = source
-
-    def find_class(self, module: str, name: str) -> Any:
-        parts = module.split(".")
-        numpy_ok = (
-            len(parts) == 3 and parts[0] == "numpy" and parts[1] in ("core", "_core") and (parts[2], name) in _NUMPY_ALLOWED
-        )
-        if not (numpy_ok or (module, name) in _ALLOWED):
-            raise MsalignError(
-                f"refusing to load {self.source}: it references {module}.{name}, which could execute code "
-                "(only numpy arrays and plain containers are accepted)"
-            )
-        if numpy_ok:  # resolve in the installed numpy (2.x: numpy._core; 1.x: numpy.core), no shim warning
-            import importlib
-
-            try:
-                core = importlib.import_module(f"numpy._core.{parts[2]}")
-            except ImportError:
-                core = importlib.import_module(f"numpy.core.{parts[2]}")
-            return getattr(core, name)
-        return super().find_class(module, name)
-
+from msalign.limits import short_repr
 
 def read_pickle(path: str | Path) -> Any:
-    """Unpickle ``path`` with :class:`RestrictedUnpickler`; every failure is one MsalignError line."""
+    """Read ``path`` with :mod:`msalign.data.safe_pickle` (no code runs, numpy is never handed a
+    pickle's dtype state, sizes and nesting are bounded); every failure is one MsalignError line."""
     source = str(path)
     try:
-        with open(path, "rb") as f:
-            return RestrictedUnpickler(f, source).load()
+        return safe_pickle.load_file(path)
     except MsalignError:
         raise
-    except FileNotFoundError:
-        raise MsalignError(f"{source}: no such file") from None
     except PermissionError:
         raise MsalignError(f"{source}: permission denied") from None
-    except IsADirectoryError:
-        raise MsalignError(f"{source}: is a directory, not a pickle") from None
     except MemoryError:
         raise MsalignError(f"{source}: out of memory while unpickling") from None
-    except Exception as e:  # EOFError, UnpicklingError, ValueError, ... from a damaged file
+    except (OSError, ValueError, struct.error, OverflowError, RecursionError) as e:  # a damaged file
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise MsalignError(f"{source}: not a readable pickle (truncated or corrupt: {detail})") from None
+        raise MsalignError(f"{source}: not a readable pickle (truncated or corrupt: {short_repr(detail)[1:-1]})") from None
 
 
 def _array(d: dict, key: str, source: str, split: str, ndim: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:

@@ -91,6 +91,7 @@ import numpy as np
 from msalign.data.types import MODALITIES, SPLITS, MetricSet, MultimodalDataset, Split, Task
 from msalign.data.validate import LABEL_RANGES, validate_dataset
 from msalign.errors import MsalignError
+from msalign.limits import check_alloc, regular_file, short_repr
 
 MANIFEST = "store.json"
 FORMAT = "msalign-feature-store"
@@ -106,8 +107,13 @@ _PER_MODALITY_SPEC_FORMATS = ("mmsa_pickle", "feature_dir")
 # --- reading ---------------------------------------------------------------------------------------
 
 
+_MAX_MANIFEST = 64 * 2**20
+
+
 def _read_npy_header(path: Path, where: str) -> tuple[tuple[int, ...], np.dtype, bool, int, int]:
     """(shape, dtype, fortran_order, data offset, file size) of a .npy file, from its header only."""
+    if path.exists():
+        regular_file(path, where)  # a FIFO named like a store file would block open() forever
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
@@ -346,6 +352,7 @@ def _load_small(path: Path, where: str, shape: tuple[int, ...], kind: str) -> np
     if dtype.hasobject:
         raise MsalignError(f"{where}: holds Python objects (dtype {dtype}); expected {kind}")
     _check_size(where, header_shape, dtype, offset, size)
+    check_alloc(size - offset, where)
     try:
         x = np.load(path, allow_pickle=False)
     except Exception as e:
@@ -364,6 +371,8 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     """The checked ``store.json`` of a store folder; one-line errors naming the file and key."""
     path = Path(folder) / MANIFEST
     try:
+        if path.exists() and regular_file(path).stat().st_size > _MAX_MANIFEST:
+            raise MsalignError(f"{path}: {path.stat().st_size:,} bytes; a store manifest is a few KB")
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MsalignError(f"{path}: missing (not a feature store)") from None
@@ -374,7 +383,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise MsalignError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
     if manifest.get("format") != FORMAT:
-        raise MsalignError(f"{path}: key 'format': expected {FORMAT!r}, got {manifest.get('format')!r}")
+        raise MsalignError(f"{path}: key 'format': expected {FORMAT!r}, got {short_repr(manifest.get('format'))}")
     for key, kind in (("version", int), ("name", str), ("metric_set", str), ("task", str), ("feature_spec", dict),
                       ("modalities", dict), ("splits", dict)):
         if key not in manifest:
@@ -385,9 +394,9 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         raise MsalignError(f"{path}: key 'version': store format {manifest['version']} is newer than this msalign "
                            f"reads ({VERSION}); upgrade msalign")
     if manifest["metric_set"] not in ("mosi", "mosei", "sims", "iemocap"):
-        raise MsalignError(f"{path}: key 'metric_set': {manifest['metric_set']!r} is not mosi/mosei/sims/iemocap")
+        raise MsalignError(f"{path}: key 'metric_set': {short_repr(manifest['metric_set'])} is not mosi/mosei/sims/iemocap")
     if manifest["task"] not in ("regression", "classification"):
-        raise MsalignError(f"{path}: key 'task': {manifest['task']!r} is not regression/classification")
+        raise MsalignError(f"{path}: key 'task': {short_repr(manifest['task'])} is not regression/classification")
     if manifest["task"] == "classification" and not isinstance(manifest.get("num_classes"), int):
         raise MsalignError(f"{path}: key 'num_classes': a classification store needs an integer class count")
     mods = manifest["modalities"]
@@ -395,11 +404,11 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         raise MsalignError(f"{path}: key 'modalities': expected some of {list(MODALITIES)}, got {sorted(mods)}")
     for m, facts in mods.items():
         if not (isinstance(facts, dict) and all(isinstance(facts.get(k), int) and facts[k] >= 1 for k in ("dim", "max_len"))):
-            raise MsalignError(f"{path}: key 'modalities.{m}': expected positive integers 'dim' and 'max_len', got {facts!r}")
+            raise MsalignError(f"{path}: key 'modalities.{m}': expected positive integers 'dim' and 'max_len', got {short_repr(facts)}")
     for name in SPLITS:
         facts = manifest["splits"].get(name)
         if not isinstance(facts, dict) or not isinstance(facts.get("rows"), int) or facts["rows"] < 0:
-            raise MsalignError(f"{path}: key 'splits.{name}': expected {{'rows': N, 'raw_text': bool}}, got {facts!r}")
+            raise MsalignError(f"{path}: key 'splits.{name}': expected {{'rows': N, 'raw_text': bool}}, got {short_repr(facts)}")
     return manifest
 
 

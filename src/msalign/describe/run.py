@@ -27,6 +27,9 @@ def make_describer(kind: str, signals: Sequence[ClipSignals], train: Sequence[bo
     JSON to reuse) or an image-to-text model name / folder (with the rule voice part)."""
     if thresholds is not None:
         path = Path(thresholds)
+        from msalign.limits import regular_file
+
+        regular_file(path, f"--thresholds {path}")  # a FIFO would block read_text forever
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as error:

@@ -53,6 +53,12 @@ def _reason(stderr: bytes) -> str:
     return line.split(": ", 1)[1] if line.startswith("/") and ": " in line else line
 
 
+def media_arg(path: str | Path) -> str:
+    """``path`` as an ffmpeg / ffprobe argument: absolute, so a file named ``-x.mp4`` is not read as
+    an option and one named ``concat:a|b`` or ``http:...`` is not read as a protocol."""
+    return str(Path(path).absolute())
+
+
 @dataclass(frozen=True)
 class MediaInfo:
     """What ffprobe says about a file."""
@@ -84,7 +90,7 @@ def probe(path: str | Path) -> MediaInfo:
         raise MsalignError(f"{path}: no such file")
     tool = ffmpeg_tool("ffprobe", for_file=path)
     done = subprocess.run(
-        [tool, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
+        [tool, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", media_arg(path)],
         capture_output=True,
         stdin=subprocess.DEVNULL,
     )
@@ -131,7 +137,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000, info: MediaInfo | Non
         raise NoAudioTrackError(f"{info.path}: no audio track")
     tool = ffmpeg_tool("ffmpeg", for_file=info.path)
     done = subprocess.run(
-        [tool, "-nostdin", "-v", "error", "-i", str(info.path), "-map", "0:a:0", "-vn", "-ac", "1",
+        [tool, "-nostdin", "-v", "error", "-i", media_arg(info.path), "-map", "0:a:0", "-vn", "-ac", "1",
          "-ar", str(sample_rate), "-f", "f32le", "-"],
         capture_output=True,
     )
@@ -162,7 +168,7 @@ def iter_frames(
     width -= width % 2
     frame_bytes = width * height * 3
     tool = ffmpeg_tool("ffmpeg", for_file=info.path)
-    command = [tool, "-nostdin", "-v", "error", "-i", str(info.path), "-map", "0:v:0", "-an",
+    command = [tool, "-nostdin", "-v", "error", "-i", media_arg(info.path), "-map", "0:v:0", "-an",
                "-vf", f"fps={fps},scale={width}:{height}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     count = 0

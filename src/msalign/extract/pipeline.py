@@ -46,6 +46,7 @@ import numpy as np
 
 from msalign.atomic import atomic_path, atomic_savez, atomic_write_text
 from msalign.errors import MsalignError
+from msalign.limits import short_repr
 from msalign.extract import media
 from msalign.extract.asr import DEFAULT_ASR_MODEL, SpeechRecognizer, Transcript, read_transcript_file, transcript_beside
 from msalign.extract.audio import AudioFeatureConfig, audio_features
@@ -281,6 +282,11 @@ def _dataset_jobs(folder: Path) -> list[Job]:
     jobs = []
     for row in read_label_csv(folder / LABEL_FILE):
         vid, clip = row["video_id"], row["clip_id"]
+        for key, value in (("video_id", vid), ("clip_id", clip)):
+            # ids name media paths inside the dataset folder: one plain component each
+            if not value or value in (".", "..") or "/" in value or "\\" in value or os.sep in value or "\0" in value:
+                raise MsalignError(f"{folder / LABEL_FILE}: {key} {short_repr(value)} of clip {short_repr(row['id'])} "
+                                   "is empty, absolute or has a path separator or '..' (media must lie inside the folder)")
         stems = [folder / "Raw" / vid / clip, folder / vid / clip, folder / f"{vid}_{clip}", folder / "Raw" / f"{vid}_{clip}"]
         found = next((s.with_name(s.name + ext) for s in stems for ext in VIDEO_SUFFIXES + AUDIO_SUFFIXES
                       if s.with_name(s.name + ext).is_file()), None)

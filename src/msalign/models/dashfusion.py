@@ -43,6 +43,7 @@ from msalign.losses.contrastive import (
 from msalign.models.attention import Attention, PostNormBlock
 from msalign.models.base import ModelOutput, MSAModel, masked_mean
 from msalign.models.dropout import Dropout
+from msalign.config import check_ranges
 from msalign.models.registry import register_model
 from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
@@ -81,6 +82,7 @@ class DashFusionConfig:
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
+        check_ranges(self, "model")  # ranges first: heads >= 1 before width % heads below
         if self.fusion not in FUSIONS:
             raise MsalignError(f"dashfusion: fusion {self.fusion!r} is not one of {', '.join(FUSIONS)}")
         if self.bottleneck_source not in BOTTLENECK_SOURCES:

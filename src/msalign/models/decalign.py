@@ -136,8 +136,10 @@ class DecAlignConfig:
     mmd: bool = True
 
     def __post_init__(self) -> None:
+        from msalign.config import check_ranges
         from msalign.errors import MsalignError
 
+        check_ranges(self, "model")  # ranges first: heads >= 1 before width % heads below
         if self.covariance not in ("diag", "full"):
             raise MsalignError(f"decalign: covariance must be diag or full, got {self.covariance!r}")
         if self.prototype_cost not in ("mean", "sum"):

@@ -13,6 +13,8 @@ from torch import Tensor, nn
 
 from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import MLPHead, SequenceEncoder
+from msalign.config import check_ranges
+from msalign.errors import MsalignError
 from msalign.models.registry import register_model
 from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
@@ -25,6 +27,11 @@ class LateFusionConfig:
     dropout: float = 0.1
     head_hidden: int = 128
     kernel_size: int = 1
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "model")  # one place for ranges: msalign.config.check_ranges
+        if self.width % self.heads:
+            raise MsalignError(f"late_fusion: width {self.width} is not divisible by heads {self.heads}")
 
 
 @register_model

@@ -24,6 +24,8 @@ from msalign.models.attention import MultimodalTransformer
 from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import TemporalProjection
 from msalign.models.dropout import Dropout
+from msalign.config import check_ranges
+from msalign.errors import MsalignError
 from msalign.models.registry import register_model
 from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
@@ -40,6 +42,11 @@ class MulTConfig:
     attn_dropout: float = 0.0
     embed_dropout: float = 0.25
     head_dropout: float = 0.1  # dropout inside the residual output MLP (MMSA's MulT: output_dropout 0.5)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "model")  # one place for ranges: msalign.config.check_ranges
+        if self.width % self.heads:
+            raise MsalignError(f"mult: width {self.width} is not divisible by heads {self.heads}")
 
 
 @register_model

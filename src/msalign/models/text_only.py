@@ -12,6 +12,8 @@ from torch import Tensor
 
 from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import MLPHead, SequenceEncoder
+from msalign.config import check_ranges
+from msalign.errors import MsalignError
 from msalign.models.registry import register_model
 from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
@@ -24,6 +26,11 @@ class TextOnlyConfig:
     dropout: float = 0.1
     head_hidden: int = 64
     kernel_size: int = 1
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "model")  # one place for ranges: msalign.config.check_ranges
+        if self.width % self.heads:
+            raise MsalignError(f"text_only: width {self.width} is not divisible by heads {self.heads}")
 
 
 @register_model

@@ -39,6 +39,7 @@ from msalign.errors import MsalignError
 from msalign.losses.uniformity import uniformity_loss
 from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import MLPHead, SequenceEncoder
+from msalign.config import check_ranges
 from msalign.models.registry import register_model
 from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
@@ -58,6 +59,7 @@ class TextAlignConfig:
     uniformity_t: float = 2.0  # Wang & Isola's t (their default)
 
     def __post_init__(self) -> None:
+        check_ranges(self, "model")  # ranges first: heads >= 1 before width % heads below
         if self.top_k < 1:
             raise MsalignError(f"textalign: top_k must be >= 1, got {self.top_k}")
         if self.selection_temperature <= 0 or self.uniformity_t <= 0:

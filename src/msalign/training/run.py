@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -28,6 +29,7 @@ from msalign.checkpoint import save_checkpoint
 from msalign.config import TrainConfig, config_to_dict
 from msalign.data.types import MultimodalDataset
 from msalign.errors import MsalignError
+from msalign.limits import regular_file
 from msalign.models import create_model, get_model_class
 from msalign.models.text_tuning import attach_text_encoder, check_text_tuning
 from msalign.training.data import MSADataModule
@@ -60,11 +62,48 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, temporary)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        regular_file(path, str(path))
         try:
-            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+            checkpoint = torch.load(path, map_location=map_location or "cpu", weights_only=True)
         except Exception as error:
             detail = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise MsalignError(f"{path}: cannot resume from this checkpoint ({detail})") from None
+        return relocate(checkpoint, Path(path).parent)
+
+
+def relocate(checkpoint: dict, dirpath: Path) -> dict:
+    """Make a run folder relocatable: point ModelCheckpoint's saved paths at ``dirpath``, the folder
+    the checkpoint is read from now.
+
+    Lightning restores ``best_model_score`` / ``best_model_path`` only when the saved ``dirpath``
+    equals the current one; after a run folder is moved or copied it silently forgets the best
+    epoch so far, and the resumed run restores (and scores) other weights than an uninterrupted
+    run. Moving a folder is common (scratch to project space, a copy to another machine), so the
+    paths are rewritten rather than the resume refused; everything they name lives inside the
+    folder (best.ckpt, last.ckpt), which moves with it."""
+    callbacks = checkpoint.get("callbacks") if isinstance(checkpoint, dict) else None
+    if not isinstance(callbacks, dict):
+        return checkpoint
+    new = os.path.realpath(dirpath)  # as ModelCheckpoint stores its own dirpath
+    for key, state in callbacks.items():
+        if not (isinstance(key, str) and key.startswith("ModelCheckpoint") and isinstance(state, dict)):
+            continue
+        old = state.get("dirpath")
+        if not isinstance(old, str) or old == new:
+            continue
+
+        def moved(value: Any) -> Any:
+            if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
+                return new + value[len(old):]
+            return value
+
+        state["dirpath"] = new
+        for name in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if name in state:
+                state[name] = moved(state[name])
+        if isinstance(state.get("best_k_models"), dict):
+            state["best_k_models"] = {moved(k): v for k, v in state["best_k_models"].items()}
+    return checkpoint
 
 
 def _trainer(train_config: TrainConfig, **options: Any) -> L.Trainer:
