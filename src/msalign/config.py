@@ -81,7 +81,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "width": (1, 16384), "ff_width": (1, 65536), "heads": (1, 1024), "head_hidden": (1, 65536),
     "kernel_size": (1, 64), "projection_kernel": (1, 64), "max_length": (1, 10**6), "num_prototypes": (1, 1024),
     "gmm_steps": (1, 10**4), "ot_max_iter": (1, 10**6), "top_k": (1, 10**6), "bottleneck_tokens": (1, 1024),
-    "mining_pool": (1, 10**6), "mining_refresh": (1, 10**6),
+    "mining_pool": (1, 10**6), "mining_refresh": (1, 10**6), "accumulate_batches": (1, 10**4),
 }
 _LAYERS = (0, 64)
 _INT_DEFAULT = (0, 10**6)
@@ -120,6 +120,8 @@ def check_ranges(config: Any, section: str) -> None:
                     raise _bad(section, key, value, "a number > 0")
                 if item < 0 and key not in _SIGNED:
                     raise _bad(section, key, value, "a number >= 0")
+                if key == "plateau_factor" and not 0 < item < 1:
+                    raise _bad(section, key, value, "a factor in (0, 1)")
                 if key == "max_train_batches" and (item == 0 or (item > 1 and not item.is_integer())):
                     raise _bad(section, key, value, "a fraction in (0, 1] or a whole number of batches")
 
