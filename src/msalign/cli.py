@@ -87,12 +87,17 @@ def _resolve(model: str, dataset, args: argparse.Namespace, extra: list[str] = (
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from msalign.config_docs import format_model_help, modality_summary
     from msalign.models import get_model_class, list_models
 
+    if args.name:
+        print(format_model_help(args.name))
+        return 0
     for name in list_models():
         cls = get_model_class(name)
-        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        print(f"{name:14s} modalities {','.join(cls.supported_modalities):20s} {doc}")
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0].partition(": ")[2]
+        print(f"{name:12s} {modality_summary(cls):52s} {doc}")
+    print("msalign models NAME: every config key of a model with its type, default and meaning")
     return 0
 
 
@@ -173,10 +178,15 @@ def _print_table(rows: dict, metric_set: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from msalign import __version__
+
     parser = argparse.ArgumentParser(prog="msalign", description="Multimodal sentiment analysis with cross-modal alignment")
+    parser.add_argument("--version", action="version", version=f"msalign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("models", help="list the registered models").set_defaults(func=cmd_models)
+    models = sub.add_parser("models", help="list the registered models; with NAME, its modalities and every config key")
+    models.add_argument("name", nargs="?", metavar="NAME", help="a model: print its config keys (type, default, meaning)")
+    models.set_defaults(func=cmd_models)
 
     run_options = _add_run_options
 

@@ -32,19 +32,19 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    epochs: int = 30  # maximum training epochs
+    batch_size: int = 32  # clips per training batch
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 1e-4  # AdamW weight decay
     patience: int = 8  # early stopping on the validation selection metric
-    grad_clip: float = 1.0
-    scheduler: typing.Literal["plateau", "none"] = "plateau"
-    num_workers: int = 0
+    grad_clip: float = 1.0  # gradient-norm clipping (0: off)
+    scheduler: typing.Literal["plateau", "none"] = "plateau"  # plateau: reduce lr when validation stalls
+    num_workers: int = 0  # DataLoader worker processes
     accelerator: str = "auto"  # auto | cpu | gpu | mps ...
     devices: int = 1  # > 1: one process per device (GPUs, or CPU processes with gloo); see docs/scaling.md
     num_nodes: int = 1  # machines of a multi-node DDP job (SLURM: --nodes); devices is per machine
     strategy: str = "auto"  # Lightning strategy: auto | ddp | ddp_spawn | fsdp ...; auto picks ddp for devices > 1
-    precision: str = "32-true"
+    precision: str = "32-true"  # Lightning precision, e.g. 32-true, bf16-mixed
     max_train_batches: float = 1.0  # fraction or count of training batches per epoch (quick runs)
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default (small models often run best on 1)
     # fine-tune the dataset's text encoder end to end (models/text_tuning.py); slow on CPU, so off
@@ -120,9 +120,10 @@ def update_dataclass(obj: Any, values: dict[str, Any], section: str, source: str
     hints = _field_types(type(obj))
     for key in values:
         if key not in hints:
-            raise MsalignError(
-                f"{source}: unknown {section} config key {key!r}; known: {', '.join(sorted(hints))}"
-            )
+            from msalign.config_docs import suggest
+
+            raise MsalignError(f"{source}: unknown {section} config key {key!r}{suggest(key, sorted(hints))}; "
+                               f"'msalign models MODEL' lists the keys")
     return dataclasses.replace(obj, **{k: coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()})
 
 
@@ -193,8 +194,11 @@ def resolve_config(
         elif section == "train" and name in train_keys:
             train = update_dataclass(train, {name: value}, "train", "--set")
         else:
+            from msalign.config_docs import suggest
+
             known = sorted(model_keys) + sorted(f"train.{k}" for k in train_keys)
-            raise MsalignError(f"--set {key}: unknown config key for model {model_name}; known: {', '.join(known)}")
+            raise MsalignError(f"--set {key}: unknown config key for model {model_name}{suggest(key, known)}; "
+                               f"'msalign models {model_name}' lists every key with its type, default and meaning")
     return model_config, train
 
 
