@@ -36,7 +36,13 @@ def _add_dataset_options(parser: argparse.ArgumentParser, required: bool = True,
         parser.add_argument("--dataset", required=required, default=None if required else "synthetic", help=what)
     parser.add_argument("--modalities", default=None, help="comma-separated subset, e.g. text,audio")
     parser.add_argument("--text-encoder", default=None, help="minilm (default), a local HF folder, or a hub name")
-    parser.add_argument("--metric-set", default=None, choices=["mosi", "mosei", "sims", "iemocap"])
+    parser.add_argument("--task", default=None, choices=["regression", "classification"],
+                        help="what the labels are (default: from the metric set, class names or the path; integer-only "
+                             "labels must say)")
+    parser.add_argument("--metric-set", default=None, choices=["mosi", "mosei", "sims", "iemocap"],
+                        help="metrics to score with (iemocap: the classification set, WAcc/WAF1)")
+    parser.add_argument("--empty-clips", default=None, choices=["drop", "error"],
+                        help="clips that are all padding in every modality: error (default) or drop them (counted per split)")
     parser.add_argument("--cache-dir", default=None, help="text-feature cache (default $MSALIGN_CACHE or ~/.cache/msalign)")
     parser.add_argument("--descriptions", nargs="?", const=True, default=None, metavar="FILE",
                         help="append msalign describe's descriptions (DATASET/descriptions.json, or FILE) to the text")
@@ -59,7 +65,7 @@ def _load_dataset(args: argparse.Namespace, defaults: dict | None = None):
     from msalign.data import load_dataset
 
     options = dict(defaults or {})
-    for key in ("text_encoder", "metric_set", "cache_dir", "modalities", "descriptions"):
+    for key in ("text_encoder", "metric_set", "task", "cache_dir", "modalities", "descriptions", "empty_clips"):
         if getattr(args, key, None) is not None:
             options[key] = getattr(args, key)
     return load_dataset(args.dataset, **options)
@@ -70,7 +76,7 @@ def _resolve(model: str, dataset, args: argparse.Namespace, extra: list[str] = (
     from msalign.models import build_config
 
     # the dataset's config files (configs/MODEL/<name or metric set>.yaml); none without a dataset
-    keys = (dataset.name, dataset.metric_set) if dataset is not None else tuple(filter(None, [args.metric_set]))
+    keys = _config_keys(dataset, args)
     model_config, train_config = resolve_config(model, build_config(model), keys, args.config, [*args.set, *extra])
     if args.epochs is not None:
         if args.epochs < 1:
@@ -84,6 +90,21 @@ def _resolve(model: str, dataset, args: argparse.Namespace, extra: list[str] = (
         if getattr(args, key, None) is not None:
             setattr(train_config, key, getattr(args, key))
     return model_config, train_config
+
+
+def _config_keys(dataset, args: argparse.Namespace) -> tuple[str, ...]:
+    return dataset.resolved_config_keys() if dataset is not None else tuple(filter(None, [getattr(args, "metric_set", None)]))
+
+
+def _summary(dataset, models: list[str], args: argparse.Namespace) -> str:
+    """The one-line dataset summary (sizes, shapes, task and metric set with why) and the config files applied."""
+    from msalign.config import config_files, describe_files
+
+    keys = _config_keys(dataset, args)
+    files = {m: describe_files(config_files(m, keys, args.config)) for m in dict.fromkeys(models)}
+    applied = next(iter(files.values())) if len(set(files.values())) == 1 else "; ".join(f"{m}: {f}" for m, f in files.items())
+    head = dataset.describe() if dataset is not None else "no dataset"
+    return f"{head}; config files: {applied}"
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -111,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise MsalignError(f"--out {args.out}: exists and is not a directory")
     dataset = _load_dataset(args)
     model_config, train_config = _resolve(args.model, dataset, args)
-    print(dataset.describe(), file=sys.stderr)
+    print(_summary(dataset, [args.model], args), file=sys.stderr)
     results = train(args.model, dataset, model_config, train_config, seeds, args.out,
                     progress=args.progress, log=lambda line: print(line, file=sys.stderr), resume=args.resume)
     _print_table({args.model: results["mean"]}, dataset.metric_set)
@@ -164,7 +185,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     backend = backend_from_args(args)
     dataset = _load_dataset(args)
     configs = {label: (name, *_resolve(name, dataset, args, extra=overrides)) for label, name, overrides in entries}
-    print(dataset.describe(), file=sys.stderr)
+    print(_summary(dataset, [name for _, name, _ in entries], args), file=sys.stderr)
     table = run_benchmark([label for label, _, _ in entries], dataset, configs, seeds, args.out, progress=args.progress,
                           log=lambda line: print(line, file=sys.stderr), resume=args.resume, backend=backend)
     print(table)

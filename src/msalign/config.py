@@ -9,7 +9,9 @@ A config file is YAML with two optional sections::
 
 Look-up order for defaults: the dataclasses' defaults (the papers' values), then
 ``configs/<model>/default.yaml``, then the first of ``configs/<model>/<key>.yaml`` that exists for the
-dataset's keys (its name, then its metric set: synthetic.yaml, else mosi.yaml), then ``--config FILE``, then ``--set key=value`` overrides. A bare key
+dataset's keys (its name, then its metric set: synthetic.yaml, else mosi.yaml; a classification dataset
+tries classification.yaml, or iemocap.yaml when its path names IEMOCAP), then ``--config FILE``, then
+``--set key=value`` overrides (:func:`config_files` lists the files; the CLI prints them). A bare key
 resolves to the model section first, then train; ``model.x`` / ``train.x`` are explicit. Unknown
 keys and values of the wrong type are errors naming the key.
 """
@@ -164,6 +166,24 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
+def config_files(model_name: str, dataset_keys: list[str] | tuple[str, ...] = (),
+                 config_file: str | Path | None = None) -> list[Path]:
+    """The files :func:`resolve_config` applies, in order (see the module docstring)."""
+    files = [p for p in [CONFIG_DIR / model_name / "default.yaml"] if p.is_file()]
+    # Only the most specific dataset file applies (e.g. synthetic.yaml, not also mosi.yaml).
+    specific = [CONFIG_DIR / model_name / f"{key}.yaml" for key in dataset_keys]
+    files += [p for p in specific if p.is_file()][:1]
+    if config_file is not None:
+        files.append(Path(config_file))
+    return files
+
+
+def describe_files(files: list[Path]) -> str:
+    """``configs/decalign/mosi.yaml, my.yaml`` (the package's files relative to it), or ``none``."""
+    names = [f"configs/{p.relative_to(CONFIG_DIR)}" if p.is_relative_to(CONFIG_DIR) else str(p) for p in files]
+    return ", ".join(names) or "none (the dataclass defaults)"
+
+
 def resolve_config(
     model_name: str,
     model_config: Any,
@@ -173,13 +193,7 @@ def resolve_config(
 ) -> tuple[Any, TrainConfig]:
     """Builds (model config, train config) in the look-up order described in the module docstring."""
     train = TrainConfig()
-    files = [p for p in [CONFIG_DIR / model_name / "default.yaml"] if p.is_file()]
-    # Only the most specific dataset file applies (e.g. synthetic.yaml, not also mosi.yaml).
-    specific = [CONFIG_DIR / model_name / f"{key}.yaml" for key in dataset_keys]
-    files += [p for p in specific if p.is_file()][:1]
-    if config_file is not None:
-        files.append(Path(config_file))
-    for path in files:
+    for path in config_files(model_name, dataset_keys, config_file):
         sections = read_config_file(path)
         model_config = update_dataclass(model_config, sections.get("model", {}), "model", str(path))
         train = update_dataclass(train, sections.get("train", {}), "train", str(path))

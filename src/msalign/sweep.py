@@ -261,7 +261,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from msalign.cli import _load_dataset, _resolve, _seeds
+    from msalign.cli import _load_dataset, _resolve, _seeds, _summary
     from msalign.models import build_config, get_model_class
 
     get_model_class(args.model)
@@ -270,8 +270,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     # keys and types before any data is loaded; whole points against the resolved config in run_sweep
     grid = check_grid(args.model, build_config(args.model), parse_grid(args.grid), check_points=False)
     dataset = _load_dataset(args)
-    print(dataset.describe(), file=sys.stderr)
     model_config, train_config = _resolve(args.model, dataset, args)
+    print(_summary(dataset, [args.model], args), file=sys.stderr)
     summary = run_sweep(args.model, dataset, model_config, train_config, grid, seeds, args.out,
                         progress=args.progress, log=lambda line: print(line, file=sys.stderr), backend=backend)
     print(format_sweep(summary))

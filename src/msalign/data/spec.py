@@ -25,9 +25,9 @@ from msalign.data.types import MultimodalDataset
 from msalign.data.validate import validate_dataset
 from msalign.errors import MsalignError
 
-_PICKLE_OPTIONS = {"modalities", "metric_set", "num_classes"}
+_PICKLE_OPTIONS = {"modalities", "metric_set", "num_classes", "task"}
 _DIR_OPTIONS = _PICKLE_OPTIONS | {"text_encoder", "standardize", "max_text_len", "cache_dir", "batch_size", "device", "progress",
-                                   "descriptions"}
+                                   "descriptions", "empty_clips"}
 _STORE_OPTIONS = _PICKLE_OPTIONS | {"verify"}
 _KNOWN_OPTIONS = _DIR_OPTIONS | _STORE_OPTIONS
 
@@ -71,6 +71,8 @@ def load_dataset(spec: str | os.PathLike, **options: Any) -> MultimodalDataset:
     if text == "synthetic" or text.startswith("synthetic:"):
         from msalign.data.synthetic import generate_synthetic
 
+        if options.get("task", "regression") != "regression":
+            raise MsalignError(f"dataset {text!r}: the synthetic dataset is regression only (--task {options['task']})")
         ds = generate_synthetic(**parse_synthetic(text))
         validate_dataset(ds)
         return ds.select_modalities(modalities) if modalities else ds

@@ -428,6 +428,7 @@ def load_store(
     metric_set: MetricSet | None = None,
     num_classes: int | None = None,
     verify: bool = False,
+    task: Task | None = None,
 ) -> MultimodalDataset:
     """The store in ``folder`` as a :class:`MultimodalDataset` whose features are :class:`DiskArray`\\ s.
 
@@ -448,7 +449,9 @@ def load_store(
     missing = [m for m in wanted if m not in stored]
     if missing or not wanted:
         raise MsalignError(f"{folder}: store lacks modality {missing or list(modalities or [])} (has {stored})")
-    task: Task = manifest["task"]
+    if task is not None and task != manifest["task"]:
+        raise MsalignError(f"{manifest_path}: key 'task': the store holds {manifest['task']} labels, not --task {task}")
+    task = manifest["task"]
     if metric_set is not None:
         if metric_set not in ("mosi", "mosei", "sims", "iemocap"):
             raise MsalignError(f"{folder}: metric set {metric_set!r} is not mosi/mosei/sims/iemocap")
