@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from msalign.errors import MsalignError
+from msalign.errors import MsalignError, PartialResults
 
 DEFAULT_MODELS = ("text_only", "late_fusion", "mult", "decalign")
 
@@ -135,7 +135,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(_summary(dataset, [args.model], args), file=sys.stderr)
     results = train(args.model, dataset, model_config, train_config, seeds, args.out,
                     progress=args.progress, log=lambda line: print(line, file=sys.stderr), resume=args.resume)
-    _print_table({args.model: results["mean"]}, dataset.metric_set)
+    several = len(seeds) > 1  # "± std" only over more than one seed
+    print(f"Test metrics, {f'mean ± population std over seeds {seeds}' if several else f'seed {seeds[0]}'}:")
+    _print_table({args.model: results["mean"]}, dataset.metric_set, std={args.model: results["std"]} if several else None)
     print(f"results: {Path(args.out) / 'results.json'}", file=sys.stderr)
     return 0
 
@@ -192,10 +194,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(rows: dict, metric_set: str) -> None:
+def _print_table(rows: dict, metric_set: str, std: dict | None = None) -> None:
     from msalign import metrics
 
-    print(metrics.format_table(rows, metrics.headline_keys(metric_set)))
+    print(metrics.format_table(rows, metrics.headline_keys(metric_set), std=std))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except MsalignError as error:
+        if isinstance(error, PartialResults):  # some trials failed: the finished ones' table first
+            print(error.table)
         print(f"msalign: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

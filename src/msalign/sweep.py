@@ -129,6 +129,11 @@ def run_sweep(
 
     get_model_class(model_name)  # unknown names fail before any work
     grid = check_grid(model_name, model_config, grid)
+    from msalign.benchmark import check_entries
+
+    # every point's model against the dataset's modalities and widths before any training
+    check_entries({point_label(params): (model_name, dataclasses.replace(model_config, **params), train_config)
+                   for params in grid_points(grid)}, dataset)
     out_dir = Path(out_dir)
     dataset_name = dataset.source or dataset.name
     previous = _read_sweep(out_dir)
@@ -180,7 +185,22 @@ def run_sweep(
             atomic_write_text(out_dir / SWEEP_TABLE, format_sweep(summary) + "\n")
         log(f"[sweep {len(point_rows)}/{len(points)}] {label}: valid {metric} "
             f"{metrics.format_metric(metric, valid_mean[metric])}")
-    raise_for_failures(outcomes)
+    failed = {}
+    for outcome in outcomes:
+        if outcome.failed:
+            failed.setdefault(outcome.trial.label, {"params": configs[outcome.trial.label][0],
+                                                    "error": f"seed {outcome.trial.seed}: {outcome.error}"})
+    if failed:
+        summary["failed"] = failed
+        if is_rank_zero():
+            atomic_write_text(out_dir / SWEEP_FILE, json.dumps(summary, indent=2) + "\n")
+            atomic_write_text(out_dir / SWEEP_TABLE, format_sweep(summary) + "\n")
+    try:
+        raise_for_failures(outcomes)
+    except MsalignError as error:
+        from msalign.errors import PartialResults
+
+        raise PartialResults(f"{error}; the finished points: {out_dir / SWEEP_TABLE}", format_sweep(summary)) from None
     return summary
 
 
@@ -237,6 +257,11 @@ def format_sweep(summary: dict[str, Any]) -> str:
         params = ", ".join(f"{k}={_format_value(v)}" for k, v in b["params"].items())
         lines += ["", f"Chosen on validation {metric} ({'lowest' if mode == 'min' else 'highest'}): **{params}** — "
                       f"valid {metric} {fmt(metric, b['valid'][metric])}, test {metric} {fmt(metric, b['test'].get(metric))}."]
+    for label, failure in (summary.get("failed") or {}).items():  # marked rows, then what went wrong
+        cells = [_format_value(failure["params"][k]) for k in keys] + ["–"] * (len(valid_cols) + len(headline))
+        lines.append("| " + " | ".join(cells + ["FAILED"]) + " |")
+    if summary.get("failed"):
+        lines += ["", "Failed: " + "; ".join(f"{label} {f['error']}" for label, f in summary["failed"].items())]
     if not summary.get("complete", True):
         lines += ["", f"Incomplete: {len(summary['points'])} of {len(grid_points(summary['grid']))} points finished so far."]
     return "\n".join(lines)

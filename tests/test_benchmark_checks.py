@@ -1,0 +1,39 @@
+"""benchmark / sweep check every entry before training; "± std" only over several seeds (issue 19, items 6, 7)."""
+
+from __future__ import annotations
+
+import json
+
+from msalign.cli import main
+
+TINY = "synthetic:n_train=64,n_valid=24,n_test=24"
+
+
+def test_benchmark_checks_every_entry_before_training(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--models", "late_fusion,dashfusion", "--dataset", TINY, "--modalities", "audio,vision",
+                 "--epochs", "1", "--seeds", "1111", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "--models entry 'dashfusion'" in err[-1] and "needs modality ['text']" in err[-1]
+    assert not (out / "late_fusion").exists()  # nothing trained
+
+
+def test_sweep_checks_every_point_before_training(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--model", "dashfusion", "--dataset", TINY, "--modalities", "audio,vision", "--grid",
+                 "temperature=0.1,0.5", "--epochs", "1", "--out", str(out)]) == 2
+    assert "needs modality ['text']" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_std_only_over_several_seeds(tmp_path, capsys):
+    common = ["--dataset", TINY, "--epochs", "1", "--set", "width=8", "train.threads=1"]
+    assert main(["benchmark", "--models", "text_only", *common, "--seeds", "1111", "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "±" not in out and "seed 1111" in out
+    assert main(["train", "--model", "text_only", *common, "--seeds", "1111,1112", "--out", str(tmp_path / "t")]) == 0
+    out = capsys.readouterr().out
+    std = json.loads((tmp_path / "t" / "results.json").read_text())["std"]["MAE"]
+    assert "mean ± population std over seeds [1111, 1112]" in out and f"± {std:.3f}" in out
+    assert main(["train", "--model", "text_only", *common, "--seeds", "1111", "--out", str(tmp_path / "t1")]) == 0
+    assert "±" not in capsys.readouterr().out
