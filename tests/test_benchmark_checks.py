@@ -37,3 +37,24 @@ def test_std_only_over_several_seeds(tmp_path, capsys):
     assert "mean ± population std over seeds [1111, 1112]" in out and f"± {std:.3f}" in out
     assert main(["train", "--model", "text_only", *common, "--seeds", "1111", "--out", str(tmp_path / "t1")]) == 0
     assert "±" not in capsys.readouterr().out
+
+
+def test_changed_config_into_an_existing_run_is_refused_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--model", "text_only", "--dataset", TINY, "--epochs", "1", "--set", "train.threads=1",
+            "--out", str(out)]
+    assert main([*args, "--set", "width=8"]) == 0
+    (out / "report").mkdir()
+    (out / "report" / "report.md").write_text("stale")
+    before = (out / "results.json").read_text()
+    capsys.readouterr()
+    assert main([*args, "--set", "width=16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "holds another run (seed_1111 was trained with model.width 8 -> 16)" in err and "--overwrite" in err
+    assert (out / "results.json").read_text() == before and (out / "report" / "report.md").exists()
+    assert main([*args, "--set", "width=8", "--seeds", "1111,1112"]) == 0  # same run, one more seed: fine
+    capsys.readouterr()
+    assert main([*args, "--set", "width=16", "--overwrite"]) == 0
+    assert "removed seed_1111, seed_1112, results.json, report" in capsys.readouterr().err
+    assert not (out / "report").exists() and not (out / "seed_1112").exists()
+    assert json.loads((out / "results.json").read_text())["config"]["model"]["width"] == 16

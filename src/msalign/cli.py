@@ -133,6 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset = _load_dataset(args)
     model_config, train_config = _resolve(args.model, dataset, args)
     print(_summary(dataset, [args.model], args), file=sys.stderr)
+    _check_out({args.model: (Path(args.out), args.model, model_config, train_config)}, dataset, args)
     results = train(args.model, dataset, model_config, train_config, seeds, args.out,
                     progress=args.progress, log=lambda line: print(line, file=sys.stderr), resume=args.resume)
     several = len(seeds) > 1  # "± std" only over more than one seed
@@ -188,10 +189,22 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     dataset = _load_dataset(args)
     configs = {label: (name, *_resolve(name, dataset, args, extra=overrides)) for label, name, overrides in entries}
     print(_summary(dataset, [name for _, name, _ in entries], args), file=sys.stderr)
+    _check_out({label: (Path(args.out) / label, *configs[label]) for label, _, _ in entries}, dataset, args,
+               derived_root=Path(args.out))
     table = run_benchmark([label for label, _, _ in entries], dataset, configs, seeds, args.out, progress=args.progress,
                           log=lambda line: print(line, file=sys.stderr), resume=args.resume, backend=backend)
     print(table)
     return 0
+
+
+def _check_out(runs: dict, dataset, args: argparse.Namespace, derived_root: Path | None = None) -> None:
+    """Refuses a run folder holding another run unless --overwrite (then clears it): msalign.overwrite."""
+    from msalign.overwrite import check_out_dirs
+    from msalign.training.run import run_identity
+
+    identities = {label: (folder, run_identity(name, model_config, train_config, dataset))
+                  for label, (folder, name, model_config, train_config) in runs.items()}
+    check_out_dirs(identities, args.overwrite, lambda line: print(line, file=sys.stderr), derived_root)
 
 
 def _print_table(rows: dict, metric_set: str, std: dict | None = None) -> None:
@@ -221,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True)
     train.add_argument("--resume", action="store_true",
                        help="continue an interrupted seed from OUT/seed_N/lightning/last.ckpt (finished seeds are always skipped)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace a run of another configuration in OUT (its seeds, results.json and report/)")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="score a checkpoint on a dataset split")
@@ -241,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="runs/benchmark")
     bench.add_argument("--resume", action="store_true",
                        help="continue an interrupted seed from its last Lightning checkpoint (finished seeds are always skipped)")
+    bench.add_argument("--overwrite", action="store_true",
+                       help="replace entries run with another configuration (their seeds; the table and report/)")
     from msalign.execution import add_backend_options
 
     add_backend_options(bench)
