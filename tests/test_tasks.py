@@ -94,3 +94,17 @@ def test_options_are_on_every_data_command(option, capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert option in capsys.readouterr().out
+
+
+def test_text_encoding_says_when_it_starts(tmp_path, capsys):
+    from msalign.data.text_encoder import TextEncoder
+
+    encoder = TextEncoder(cache_dir=tmp_path / "cache", max_length=8)
+    encoder.encode(["a good film", "a bad one"])
+    err = capsys.readouterr().err
+    assert "encoding 2 transcripts with minilm" in err and str(tmp_path / "cache") in err
+    encoder.encode(["a good film", "a bad one", "new"])
+    err = capsys.readouterr().err
+    assert "encoding 1 transcripts with minilm" in err and "2 cached" in err
+    encoder.encode(["a good film"])
+    assert "encoding" not in capsys.readouterr().err  # nothing to encode: nothing said

@@ -891,8 +891,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if leftovers:
         print(f"note: {out.parent} holds unfinished conversions {leftovers} (safe to delete)", file=sys.stderr)
     started = time.perf_counter()
+    print(f"loading {args.dataset} ...", file=sys.stderr)
     dataset = _load_dataset(args)
     print(dataset.describe(), file=sys.stderr)
+    rows = sum(len(s) for s in dataset.splits.values())
+    print(f"writing feature store {out} ({rows} clips) ...", file=sys.stderr)
     loaded = time.perf_counter()
     write_store(dataset, out, force=args.force, source=str(args.dataset))
     written = time.perf_counter()
