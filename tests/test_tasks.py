@@ -39,7 +39,10 @@ def test_real_valued_and_named_labels_and_the_path_decide_alone(tmp_path):
     assert ds.task == "regression" and ds.metric_set == "mosi" and "path names mosi" in ds.why
     assert "iemocap is the classification set" in error(load_dataset, str(tmp_path / "reals"), task="regression",
                                                         metric_set="iemocap")
-    assert "regression only" in error(load_dataset, "synthetic", task="classification")
+    small = "synthetic:n_train=32,n_valid=16,n_test=16"
+    ds = load_dataset(small, task="classification")
+    assert ds.task == "classification" and ds.source == small and "task=classification" in ds.describe()
+    assert "but --task regression" in error(load_dataset, small + ",task=classification", task="regression")
 
 
 def test_classification_configs_are_chosen_for_the_task_not_iemocap(tmp_path):

@@ -71,9 +71,13 @@ def load_dataset(spec: str | os.PathLike, **options: Any) -> MultimodalDataset:
     if text == "synthetic" or text.startswith("synthetic:"):
         from msalign.data.synthetic import generate_synthetic
 
-        if options.get("task", "regression") != "regression":
-            raise MsalignError(f"dataset {text!r}: the synthetic dataset is regression only (--task {options['task']})")
-        ds = generate_synthetic(**parse_synthetic(text))
+        kwargs = parse_synthetic(text)
+        if "task" in options:
+            if kwargs.setdefault("task", options["task"]) != options["task"]:
+                raise MsalignError(f"dataset {text!r}: task={kwargs['task']} in the spec, but --task {options['task']}")
+        ds = generate_synthetic(**kwargs)
+        ds.source = text  # the whole spec: a report reloads exactly this data
+        ds.why = "the synthetic generator" + (": task=" + kwargs["task"] if "task" in kwargs else ", MOSI's label scale")
         validate_dataset(ds)
         return ds.select_modalities(modalities) if modalities else ds
     path = Path(text).expanduser()
