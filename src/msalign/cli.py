@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from msalign import profile, report, sweep
 
-    profile.add_parser(sub, _add_dataset_options, run_options)
+    profile.add_parser(sub, _add_dataset_options)
 
     sweep.add_parser(sub)
     from msalign.data import store; store.add_parser(sub)  # noqa: E702  msalign convert
