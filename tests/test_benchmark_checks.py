@@ -58,3 +58,26 @@ def test_changed_config_into_an_existing_run_is_refused_unless_overwrite(tmp_pat
     assert "removed seed_1111, seed_1112, results.json, report" in capsys.readouterr().err
     assert not (out / "report").exists() and not (out / "seed_1112").exists()
     assert json.loads((out / "results.json").read_text())["config"]["model"]["width"] == 16
+
+
+def test_logger_csv_writes_lightning_metrics_beside_history(tmp_path, monkeypatch, capsys):
+    """issue 19 item 13: --logger csv|tensorboard; history.json stays; not part of the run's identity."""
+    import csv
+    import importlib.util
+
+    args = ["train", "--model", "text_only", "--dataset", TINY, "--epochs", "2", "--set", "width=8", "train.threads=1",
+            "--out", str(tmp_path / "run")]
+    assert main([*args, "--logger", "csv"]) == 0
+    seed = tmp_path / "run" / "seed_1111"
+    rows = list(csv.DictReader((seed / "logs" / "metrics.csv").open()))
+    assert {"0", "1"} <= {r["epoch"] for r in rows if r.get("valid/MAE")}  # per epoch (then the final scoring)
+    assert (seed / "history.json").is_file()
+    capsys.readouterr()
+    assert main(args) == 0 and "already finished" in capsys.readouterr().err  # same run without the logger
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("tensorboard") else real(name, *a))
+    assert main([*args, "--logger", "tensorboard", "--out", str(tmp_path / "tb")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tensorboard package is not installed" in err[0]
+    assert not (tmp_path / "tb").exists()

@@ -59,6 +59,9 @@ def _add_run_options(parser: argparse.ArgumentParser,
     parser.add_argument("--accelerator", default=None, help="train.accelerator: auto (default), cpu, gpu, mps, ...")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bars (default: when stderr is a terminal)")
+    parser.add_argument("--logger", default=None, choices=["none", "csv", "tensorboard"],
+                        help="train.logger: a Lightning log in OUT/.../seed_N/logs/ to watch a run (csv: metrics.csv; "
+                             "tensorboard: tensorboard --logdir OUT)")
 
 
 def _load_dataset(args: argparse.Namespace, defaults: dict | None = None):
@@ -86,9 +89,13 @@ def _resolve(model: str, dataset, args: argparse.Namespace, extra: list[str] = (
         if args.devices < 1:
             raise MsalignError(f"--devices {args.devices}: must be at least 1")
         train_config.devices = args.devices
-    for key in ("strategy", "accelerator"):
+    for key in ("strategy", "accelerator", "logger"):
         if getattr(args, key, None) is not None:
             setattr(train_config, key, getattr(args, key))
+    if train_config.logger != "none":  # before any training: tensorboard may be missing
+        from msalign.training.run import check_logger
+
+        check_logger(train_config.logger)
     return model_config, train_config
 
 

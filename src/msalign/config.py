@@ -52,6 +52,9 @@ class TrainConfig:
     # fine-tune the dataset's text encoder end to end (models/text_tuning.py); slow on CPU, so off
     finetune_text: bool = False
     text_lr: float = 5e-5  # the text encoder's learning rate when fine-tuned (the papers' BERT rate)
+    # a Lightning logger writing seed_N/logs/ while a run trains, to watch it (metrics.csv, or
+    # TensorBoard events: tensorboard --logdir OUT); not part of a run's identity
+    logger: typing.Literal["none", "csv", "tensorboard"] = "none"
 
 
 def _field_types(cls: type) -> dict[str, Any]:
