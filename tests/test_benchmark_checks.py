@@ -81,3 +81,16 @@ def test_logger_csv_writes_lightning_metrics_beside_history(tmp_path, monkeypatc
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tensorboard package is not installed" in err[0]
     assert not (tmp_path / "tb").exists()
+
+
+def test_checkpoint_folder_is_a_clear_line_or_its_seed_file(tmp_path, capsys):
+    """issue 19: --checkpoint with a folder: a seed folder means its model.safetensors; a run folder names the files."""
+    out = tmp_path / "run"
+    assert main(["train", "--model", "text_only", "--dataset", TINY, "--epochs", "1", "--set", "width=8",
+                 "train.threads=1", "--seeds", "1111,1112", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out), "--dataset", TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"is a run folder; pass a seed's file, e.g. {out / 'seed_1111' / 'model.safetensors'}" in err[0]
+    assert main(["evaluate", "--checkpoint", str(out / "seed_1112"), "--dataset", TINY, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == json.loads((out / "results.json").read_text())["per_seed"][1]["test"]
