@@ -34,7 +34,9 @@ def test_real_valued_and_named_labels_and_the_path_decide_alone(tmp_path):
     assert ds.task == "regression" and "labels are real numbers" in ds.why
     make_folder(tmp_path / "names", labels=["neg", "neu", "pos"] * 4)
     assert "labels are class names" in load_dataset(str(tmp_path / "names")).why
-    make_folder(tmp_path / "my_mosi", labels=[0, 1, -1] * 4)  # the path names a regression benchmark
+    make_folder(tmp_path / "ints", labels=[-2, 0, 2] * 4)  # negative: not class indices
+    assert load_dataset(str(tmp_path / "ints")).why.startswith("task: labels below 0")
+    make_folder(tmp_path / "my_mosi", labels=[0, 1, 2] * 4)  # the path names a regression benchmark
     ds = load_dataset(str(tmp_path / "my_mosi"))
     assert ds.task == "regression" and ds.metric_set == "mosi" and "path names mosi" in ds.why
     assert "iemocap is the classification set" in error(load_dataset, str(tmp_path / "reals"), task="regression",

@@ -419,7 +419,8 @@ def choose_task(rows: list[dict[str, str]], label_path: Path, folder: Path, task
 
     Order: ``task`` (``--task``), else the metric set (``--metric-set``; iemocap is classification),
     else class names in the labels (classification), else a benchmark's name in the folder's path,
-    else the labels: real-valued -> regression; integers only -> an error asking for ``--task``.
+    else the labels: real-valued or negative -> regression; integers 0..C-1 only (class indices or
+    not) -> an error asking for ``--task``.
     The metric set: ``metric_set``, else the path's, else iemocap's classification metrics (WAcc,
     WAF1) for classification and sims / mosi by the label range for regression.
     """
@@ -442,13 +443,13 @@ def choose_task(rows: list[dict[str, str]], label_path: Path, folder: Path, task
     elif by_path is not None:
         task = "classification" if by_path == "iemocap" else "regression"
         why = f"the path names {by_path}"
-    elif y is not None and len(y) and np.all(y == np.round(y)):
+    elif y is not None and len(y) and np.all(y == np.round(y)) and y.min() >= 0:  # could be class indices 0..C-1
         values = sorted({int(v) for v in y})
         shown = ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
         raise MsalignError(f"{label_path}: key 'label': every label is an integer ({len(values)} values: {shown}); "
                            "pass --task classification or --task regression")
     else:
-        task, why = "regression", "labels are real numbers"
+        task, why = "regression", "labels are real numbers" if y is None or np.any(y != np.round(y)) else "labels below 0"
     if metric_set is not None:
         if (metric_set == "iemocap") != (task == "classification"):
             raise MsalignError(f"--metric-set {metric_set} does not score {task} (iemocap is the classification set)")
