@@ -94,3 +94,30 @@ def test_checkpoint_folder_is_a_clear_line_or_its_seed_file(tmp_path, capsys):
     assert len(err) == 1 and f"is a run folder; pass a seed's file, e.g. {out / 'seed_1111' / 'model.safetensors'}" in err[0]
     assert main(["evaluate", "--checkpoint", str(out / "seed_1112"), "--dataset", TINY, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"] == json.loads((out / "results.json").read_text())["per_seed"][1]["test"]
+
+
+def test_sweep_failures_keep_the_finished_points_table_and_changed_configs_need_overwrite(tmp_path, monkeypatch, capsys):
+    from msalign.errors import MsalignError
+    from msalign.training import run
+
+    real = run.run_seed
+
+    def flaky(model_name, dataset, model_config, *args, **kwargs):
+        if model_config.width == 16:
+            raise MsalignError("this point breaks")
+        return real(model_name, dataset, model_config, *args, **kwargs)
+
+    monkeypatch.setattr(run, "run_seed", flaky)
+    out = tmp_path / "sweep"
+    args = ["sweep", "--model", "text_only", "--dataset", TINY, "--grid", "width=8,16", "--epochs", "1",
+            "--set", "train.threads=1", "--out", str(out)]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert "1 trial failed (width=16 seed 1111)" in captured.err.strip().splitlines()[-1]
+    assert "| 8 |" in captured.out and "| 16 | – |" in captured.out and "FAILED" in captured.out
+    assert json.loads((out / "sweep.json").read_text())["failed"]["width=16"]["error"] == "seed 1111: this point breaks"
+    monkeypatch.setattr(run, "run_seed", real)
+    assert main([*args[:-2], "--set", "train.lr=0.01", "--out", str(out)]) == 2
+    assert "holds another run (seed_1111 was trained with train.lr 0.001 -> 0.01)" in capsys.readouterr().err
+    assert main([*args[:-2], "--set", "train.lr=0.01", "--overwrite", "--out", str(out)]) == 0
+    assert not json.loads((out / "sweep.json").read_text()).get("failed")

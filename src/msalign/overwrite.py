@@ -17,7 +17,7 @@ from typing import Any
 from msalign.errors import MsalignError
 
 # what msalign derives from a run folder's seeds: removed with them
-DERIVED = ("results.json", "report", "table.md", "table.json")
+DERIVED = ("results.json", "report", "table.md", "table.json", "sweep.json", "sweep.md")
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

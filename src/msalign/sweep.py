@@ -280,6 +280,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     _add_run_options(parser, set_help="override config fields for every point (the grid keys win)")
     parser.add_argument("--seeds", default="1111")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace points run with another configuration (their seeds; sweep.json, sweep.md, report/)")
     add_backend_options(parser)
     parser.set_defaults(func=cmd_sweep)
     return parser
@@ -297,6 +299,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     dataset = _load_dataset(args)
     model_config, train_config = _resolve(args.model, dataset, args)
     print(_summary(dataset, [args.model], args), file=sys.stderr)
+    from msalign.cli import _check_out
+
+    # a point's folder holding seeds of another configuration: refused unless --overwrite
+    _check_out({point_label(params): (Path(args.out) / point_label(params), args.model,
+                                      dataclasses.replace(model_config, **params), train_config)
+                for params in grid_points(check_grid(args.model, model_config, grid))}, dataset, args,
+               derived_root=Path(args.out))
     summary = run_sweep(args.model, dataset, model_config, train_config, grid, seeds, args.out,
                         progress=args.progress, log=lambda line: print(line, file=sys.stderr), backend=backend)
     print(format_sweep(summary))
