@@ -113,3 +113,22 @@ def test_text_encoding_says_when_it_starts(tmp_path, capsys):
     assert "encoding 1 transcripts with minilm" in err and "2 cached" in err
     encoder.encode(["a good film"])
     assert "encoding" not in capsys.readouterr().err  # nothing to encode: nothing said
+
+
+def test_a_classification_pickle_gets_classification_yaml_unless_it_is_iemocap(tmp_path):
+    import pickle
+
+    from test_data_pickle import mmsa_data
+
+    data = mmsa_data()
+    for split in data.values():
+        n = len(split["regression_labels"])
+        split["classification_labels"] = np.arange(n) % 3
+        del split["regression_labels"]
+    (tmp_path / "emotions.pkl").write_bytes(pickle.dumps(data))
+    ds = load_dataset(str(tmp_path / "emotions.pkl"))
+    assert ds.task == "classification" and "the pickle's classification_labels" in ds.why
+    assert [p.name for p in config_files("decalign", ds.resolved_config_keys())] == ["classification.yaml"]
+    (tmp_path / "iemocap.pkl").write_bytes(pickle.dumps(data))
+    iemocap = load_dataset(str(tmp_path / "iemocap.pkl"))
+    assert [p.name for p in config_files("decalign", iemocap.resolved_config_keys())] == ["iemocap.yaml"]
