@@ -217,6 +217,8 @@ def test_a_failed_trial_is_named_and_the_others_finish(tmp_path, capsys):
     assert "mean" in table["text_only"] and table["late_fusion"]["failed"].startswith("seed 1112: --resume: ")
     assert "| text_only | " in captured.out and "| late_fusion (FAILED) | – |" in captured.out
     assert (out / "table.md").read_text().strip() == captured.out.strip()
+    assert main(["report", str(out)]) == 0  # the report of the finished entries, the failed one noted
+    assert "late_fusion: failed (seed 1112: --resume: " in (out / "report" / "report.md").read_text()
 
 
 @pytest.fixture(scope="module")

@@ -773,9 +773,10 @@ def build_train_report(run_dir: Path, folder: Path, dataset=None) -> Report:
 
 def build_benchmark_report(run_dir: Path, folder: Path, dataset=None) -> Report:
     table = _read_json(run_dir / "table.json", "table.json")
-    entries = list(table.get("models", {}))
+    failed = {label: row["failed"] for label, row in table.get("models", {}).items() if "failed" in row}
+    entries = [label for label in table.get("models", {}) if label not in failed]
     if not entries:
-        raise MsalignError(f"{run_dir / 'table.json'}: lists no models")
+        raise MsalignError(f"{run_dir / 'table.json'}: lists no finished models")
     runs = []
     for label in entries:
         if not (run_dir / label / "results.json").is_file():
@@ -786,12 +787,17 @@ def build_benchmark_report(run_dir: Path, folder: Path, dataset=None) -> Report:
     metric, _, _ = _selection_label(metric_set)
     report = Report(f"Report: benchmark {run_dir}")
     seeds = table["models"][entries[0]].get("seeds", runs[0].seeds)
+    several = len(seeds) > 1  # "± std" only over more than one seed
     report.paragraph(f"{len(entries)} models / variants on `{table.get('dataset', '?')}`, seeds {', '.join(map(str, seeds))}. "
-                     "Test metrics: mean ± population std over seeds; model selection used the validation split only "
-                     f"(valid {metric}: mean over seeds). Accuracies and F1 in %, MAE and Corr raw.")
+                     f"Test metrics: {'mean ± population std over seeds' if several else 'one seed'}; model selection "
+                     f"used the validation split only (valid {metric}: mean over seeds). Accuracies and F1 in %, MAE and "
+                     "Corr raw.")
     report.heading("Metrics")
+    for label, error in failed.items():
+        report.note(f"{label}: failed ({error}); not in this report")
     report.table(["model"] + [f"test {k}" for k in keys] + [f"valid {metric}"],
-                 [[label] + [_fmt(k, table["models"][label]["mean"].get(k), table["models"][label]["std"].get(k)) for k in keys]
+                 [[label] + [_fmt(k, table["models"][label]["mean"].get(k),
+                                  table["models"][label]["std"].get(k) if several else None) for k in keys]
                   + [_fmt(metric, _valid_mean(run, metric))] for label, run in zip(entries, runs, strict=True)])
     report.heading("Per-class accuracy")
     per_class = plot_per_class(runs, folder)
