@@ -3,6 +3,8 @@ regress, the summary line says why, classification configs are chosen for the ta
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -66,6 +68,10 @@ def test_train_summary_names_task_metrics_and_config_files(tmp_path, capsys):
     summary = capsys.readouterr().err.splitlines()[0]
     assert "task classification (3 classes); metrics iemocap (task: --task classification" in summary
     assert summary.endswith("config files: configs/late_fusion/classification.yaml")
+    # evaluate takes the task from the checkpoint
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "seed_1111"), "--dataset", str(tmp_path / "three"),
+                 "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["metrics"]) >= {"WAcc", "WAF1"}
 
 
 def test_empty_clips_drop_or_error(tmp_path, capsys):

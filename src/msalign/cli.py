@@ -158,6 +158,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model, info = load_checkpoint(args.checkpoint)
     defaults = {k: v for k, v in info.get("feature_spec", {}).get("options", {}).items()}
+    if info.get("task") in ("regression", "classification"):
+        defaults["task"] = info["task"]  # the training task, also for integer class labels
     dataset = _load_dataset(args, defaults)
     check_feature_spec(info, dataset.feature_spec, dataset.dims, args.checkpoint)
     if args.modality_ablation:

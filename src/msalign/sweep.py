@@ -68,7 +68,10 @@ def check_grid(model_name: str, model_config: Any, grid: dict[str, list[Any]], c
     for key, values in grid.items():
         name = key.removeprefix("model.")
         if name not in fields:
-            raise MsalignError(f"--grid {key}: not a config key of model {model_name}; known: {', '.join(sorted(fields))}")
+            from msalign.config_docs import suggest
+
+            raise MsalignError(f"--grid {key}: not a config key of model {model_name}{suggest(key, sorted(fields))}; "
+                               f"'msalign models {model_name}' lists the keys")
         try:
             checked[name] = [coerce(value, hints[name], f"model.{name}") for value in values]
         except MsalignError as error:
