@@ -35,6 +35,8 @@ def _add_dataset_options(parser: argparse.ArgumentParser, required: bool = True,
     else:
         parser.add_argument("--dataset", required=required, default=None if required else "synthetic", help=what)
     parser.add_argument("--modalities", default=None, help="comma-separated subset, e.g. text,audio")
+    parser.add_argument("--blank", default=None, metavar="MODALITIES",
+                        help="replace these modalities' features by zeros (the same model, the stream carrying nothing)")
     parser.add_argument("--text-encoder", default=None, help="minilm (default), a local HF folder, or a hub name")
     parser.add_argument("--task", default=None, choices=["regression", "classification"],
                         help="what the labels are (default: from the metric set, class names or the path; integer-only "
@@ -46,6 +48,12 @@ def _add_dataset_options(parser: argparse.ArgumentParser, required: bool = True,
     parser.add_argument("--cache-dir", default=None, help="text-feature cache (default $MSALIGN_CACHE or ~/.cache/msalign)")
     parser.add_argument("--descriptions", nargs="?", const=True, default=None, metavar="FILE",
                         help="append msalign describe's descriptions (DATASET/descriptions.json, or FILE) to the text")
+    parser.add_argument("--group-standardize", nargs="?", const=True, default=None, metavar="MODALITIES",
+                        help="z-score each clip with its group's statistics, shrunk toward the training split's "
+                             "(feature directories; default every non-text modality, or e.g. audio,vision)")
+    parser.add_argument("--group-column", default=None, help="label.csv column naming the group (default video_id)")
+    parser.add_argument("--group-strength", type=float, default=None,
+                        help="weight of the training prior in a group's statistics, in clips (default 2)")
 
 
 def _add_run_options(parser: argparse.ArgumentParser,
@@ -68,9 +76,15 @@ def _load_dataset(args: argparse.Namespace, defaults: dict | None = None):
     from msalign.data import load_dataset
 
     options = dict(defaults or {})
-    for key in ("text_encoder", "metric_set", "task", "cache_dir", "modalities", "descriptions", "empty_clips"):
+    for key in ("text_encoder", "metric_set", "task", "cache_dir", "modalities", "descriptions", "empty_clips",
+                "group_column", "group_strength", "blank"):
         if getattr(args, key, None) is not None:
             options[key] = getattr(args, key)
+    group = getattr(args, "group_standardize", None)
+    if isinstance(group, str):
+        group = [m.strip() for m in group.split(",") if m.strip()]
+    if group is not None and not isinstance(options.get("group_standardize"), dict):  # a checkpoint's priors win
+        options["group_standardize"] = group
     return load_dataset(args.dataset, **options)
 
 

@@ -39,8 +39,16 @@ class TrainConfig:
     lr: float = 1e-3  # AdamW learning rate
     weight_decay: float = 1e-4  # AdamW weight decay
     patience: int = 8  # early stopping on the validation selection metric
-    grad_clip: float = 1.0  # gradient-norm clipping (0: off)
+    grad_clip: float = 1.0  # gradient clipping threshold (0: off); see grad_clip_algorithm
+    # "value" clips each gradient entry to [-grad_clip, grad_clip] (MMSA's clip_grad_value_), "norm" the global norm
+    grad_clip_algorithm: typing.Literal["norm", "value"] = "norm"
+    # "l1" optimises MAE, the selection metric, directly (MMSA's MulT trainer); "mse" is the papers' L2
+    loss: typing.Literal["mse", "l1"] = "mse"
+    accumulate_batches: int = 1  # gradient accumulation: one optimiser step per this many batches (MMSA: 8)
     scheduler: typing.Literal["plateau", "none"] = "plateau"  # plateau: reduce lr when validation stalls
+    plateau_factor: float = 0.5  # ReduceLROnPlateau's lr multiplier (MMSA's MulT: 0.1)
+    plateau_patience: int | None = None  # epochs without improvement before the lr drops; None: patience // 3
+    text_dropout: float = 0.0  # dropout on the text features before the model, training only (MulT's text_dropout)
     num_workers: int = 0  # DataLoader worker processes
     accelerator: str = "auto"  # auto | cpu | gpu | mps ...
     devices: int = 1  # > 1: one process per device (GPUs, or CPU processes with gloo); see docs/scaling.md
@@ -52,6 +60,9 @@ class TrainConfig:
     # fine-tune the dataset's text encoder end to end (models/text_tuning.py); slow on CPU, so off
     finetune_text: bool = False
     text_lr: float = 5e-5  # the text encoder's learning rate when fine-tuned (the papers' BERT rate)
+    # k > 0: fine-tune only the encoder's top k layers over cached lower-layer states (CPU-cheap;
+    # models/text_tuning.py); exclusive with finetune_text, which tunes the whole encoder
+    finetune_layers: int = 0
     # a Lightning logger writing seed_N/logs/ while a run trains, to watch it (metrics.csv, or
     # TensorBoard events: tensorboard --logdir OUT); not part of a run's identity
     logger: typing.Literal["none", "csv", "tensorboard"] = "none"

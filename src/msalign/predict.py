@@ -210,27 +210,37 @@ def predict_clips(model, info: dict[str, Any], clips: list, encoder, band: float
     norms = {m: (np.asarray(s["mean"], dtype=np.float32), np.asarray(s["std"], dtype=np.float32))
              for m, s in stats.items()} if isinstance(stats, dict) else {}
     if descriptions is None:
-        texts, text_lengths = encoder.encode([clip.transcript.text for clip in clips])
+        transcripts = [clip.transcript.text for clip in clips]
     else:  # as the loader: label.csv's text (whitespace-normalised by extract) "[SEP]" the description
         from msalign.describe.run import with_description
 
-        texts, text_lengths = encoder.encode([with_description(" ".join(clip.transcript.text.split()), d)
-                                              for clip, d in zip(clips, descriptions)])
-    results = []
+        transcripts = [with_description(" ".join(clip.transcript.text.split()), d) for clip, d in zip(clips, descriptions)]
+    texts, text_lengths = encoder.encode(transcripts)
+    from msalign.models.text_tuning import model_inputs
+
+    per_clip = []
     for i, clip in enumerate(clips):
         sequences = {"text": texts[i, : text_lengths[i]], "audio": clip.audio, "vision": clip.vision}
-        features, masks = {}, {}
         for modality in model.modalities:
             x = sequences[modality]
             if x is None or len(x) == 0:  # the feature-directory placeholder for a missing modality
                 x = np.zeros((1, info["dims"][modality]), dtype=np.float32)
-            x = np.asarray(x, dtype=np.float32)
+            sequences[modality] = np.asarray(x, dtype=np.float32)
+        per_clip.append(sequences)
+    _group_standardize(per_clip, info)
+    results = []
+    for i, clip in enumerate(clips):
+        features, masks = {}, {}
+        for modality in model.modalities:
+            x = per_clip[i][modality]
             if modality in norms:
                 x = (x - norms[modality][0]) / norms[modality][1]
             features[modality] = torch.from_numpy(np.ascontiguousarray(x))[None]
             masks[modality] = torch.ones(1, len(x), dtype=torch.bool)
         with torch.inference_mode():
-            prediction = model(features, masks).prediction.float().reshape(-1).numpy()
+            # a fine-tuned text encoder in the checkpoint re-encodes the transcript (model_inputs)
+            batch = {"features": features, "masks": masks, "texts": [transcripts[i]]}
+            prediction = model(*model_inputs(model, batch)).prediction.float().reshape(-1).numpy()
         missing = {m: why for m, why in clip.missing.items() if m in model.modalities}
         result: dict[str, Any] = {}
         if info.get("task", "regression") == "regression":
@@ -250,6 +260,30 @@ def predict_clips(model, info: dict[str, Any], clips: list, encoder, band: float
             result["description"] = descriptions[i]
         results.append(result)
     return results
+
+
+def _group_standardize(per_clip: list[dict[str, Any]], info: dict[str, Any]) -> None:
+    """A checkpoint trained on per-group z-scores (msalign.data.group_norm): the clips given to one
+    predict call form one group (one speaker's clips, e.g. a video's segments), shrunk toward the
+    training prior; a single clip falls back smoothly to the training statistics."""
+    options = info.get("feature_spec", {}).get("options", {})
+    priors = options.get("group_standardize")
+    if not isinstance(priors, dict):
+        return
+    from msalign.data.group_norm import DEFAULT_STRENGTH, standardize_groups
+
+    for modality, prior in priors.items():
+        if not per_clip or modality not in per_clip[0]:
+            continue
+        rows = [clip[modality] for clip in per_clip]
+        lengths = np.array([len(x) for x in rows])
+        padded = np.zeros((len(rows), int(lengths.max()), rows[0].shape[1]), dtype=np.float32)
+        for i, x in enumerate(rows):
+            padded[i, : len(x)] = x
+        standardize_groups(padded, lengths, ["predict"] * len(rows), prior,
+                           float(options.get("group_strength", DEFAULT_STRENGTH)))
+        for clip, x, n in zip(per_clip, padded, lengths):
+            clip[modality] = x[:n]
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

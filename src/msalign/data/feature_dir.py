@@ -31,6 +31,13 @@ checkpoint's options back to :func:`~msalign.data.load_dataset`.
 description", before the text encoder runs (with ``DESCRIPTION_TOKENS`` more tokens of room);
 recorded in ``feature_spec`` (the describer with its fitted thresholds under ``feature_spec["describer"]``,
 so ``msalign predict`` describes new media alike). A missing file or clip is an error naming the file.
+``group_standardize`` (default False) z-scores each clip per group BEFORE the train-split
+standardisation (:mod:`msalign.data.group_norm`): True = every loaded non-text modality, or a
+list of modalities, or a mapping ``{modality: {"mean": [...], "var": [...]}}`` of recorded
+training priors to reuse; the group is the label.csv column ``group_column`` (default
+``video_id``: MOSI's speaker) and ``group_strength`` is the prior's weight in clips. Groups are
+formed within each split and never read labels. The priors used are recorded in
+``feature_spec["options"]`` like ``standardize``'s statistics.
 ``empty_clips="drop"`` leaves out the clips that are all padding in every modality (counted per split in
 the dataset's ``dropped``); the default ``"error"`` refuses them. ``task`` and the metric set: see :func:`choose_task`.
 ``metric_set`` overrides the one inferred from the path (mosi/mosei/sims/iemocap in the folder's
@@ -276,6 +283,34 @@ def _standardize(
     return stats
 
 
+def _group_standardize(splits: dict[str, Split], groups: dict[str, list[str]], option: Standardize,
+                       strength: float, source: str) -> dict[str, dict[str, list[float]]]:
+    """Per-group z-scores (msalign.data.group_norm), split by split; returns the priors used."""
+    from msalign.data.group_norm import fit_prior, resolve_modalities, standardize_groups
+
+    if option is False or option is None:
+        return {}
+    if not strength >= 0:
+        raise MsalignError(f"{source}: group_strength {strength!r}: must be a number >= 0")
+    present = splits["train"].modalities
+    given = option if isinstance(option, Mapping) else None
+    names = [m for m in given if m in present] if given is not None else resolve_modalities(option, present, source)
+    priors: dict[str, dict[str, list[float]]] = {}
+    for m in names:
+        dim = splits["train"].features[m].shape[2]
+        if given is not None:
+            prior = given[m]
+            if not isinstance(prior, Mapping) or np.shape(prior.get("mean")) != (dim,) or np.shape(prior.get("var")) != (dim,):
+                raise MsalignError(f"{source}: group_standardize prior for {m!r} needs 'mean' and 'var' lists of width {dim}")
+        else:
+            train = splits["train"]
+            prior = fit_prior(train.features[m], train.lengths[m], groups["train"])
+        for name, s in splits.items():
+            standardize_groups(s.features[m], s.lengths[m], groups[name], prior, strength)
+        priors[m] = {"mean": list(prior["mean"]), "var": list(prior["var"])}
+    return priors
+
+
 def load_feature_dir(
     folder: str | Path,
     *,
@@ -283,6 +318,9 @@ def load_feature_dir(
     text_encoder: str = "minilm",
     max_text_len: int = 50,
     standardize: Standardize = True,
+    group_standardize: Standardize = False,
+    group_column: str = "video_id",
+    group_strength: float | None = None,
     metric_set: MetricSet | None = None,
     task: Task | None = None,
     num_classes: int | None = None,
@@ -381,10 +419,24 @@ def load_feature_dir(
     # validated before standardising too: z-scoring would hide all-zero clips and smear NaN/inf
     validate_dataset(MultimodalDataset(name=folder.name, splits=splits, metric_set=metric_set, task=task,  # type: ignore[arg-type]
                                        num_classes=num_classes if task == "classification" else None, source=source))
+    if group_standardize is not False and group_standardize is not None:
+        if group_column not in rows[0]:
+            raise MsalignError(f"{label_path}: no column {group_column!r} to group clips by "
+                               f"(group_column; header {[k for k in rows[0] if k not in ('id',)]})")
+        from msalign.data.group_norm import DEFAULT_STRENGTH
+
+        strength = float(DEFAULT_STRENGTH if group_strength is None else group_strength)
+        row_of = {clip: i for i, clip in enumerate(ids)}  # by id: --empty-clips drop may have left clips out
+        groups = {name: [rows[row_of[clip]][group_column] for clip in splits[name].ids] for name in SPLITS}
+        priors = _group_standardize(splits, groups, group_standardize, strength, source)
+    else:
+        priors = {}
     stats = _standardize(splits, standardize, source)
     # "options" = the load options that reproduce these features (the CLI passes a checkpoint's
     # options back to load_dataset, so evaluate/predict reuse the TRAINING statistics).
     options: dict[str, Any] = {"standardize": stats or False}
+    if priors:  # absent otherwise, so the feature specs of existing checkpoints stay equal
+        options.update(group_standardize=priors, group_column=group_column, group_strength=strength)
     if spec_mods.get("text", {}).get("source") == "text_encoder":
         options.update(text_encoder=text_encoder, max_text_len=max_text_len)
     if described:

@@ -7,10 +7,13 @@
   (:mod:`msalign.data.store`; ``msalign convert`` writes one);
 * another directory -> a feature directory (:mod:`msalign.data.feature_dir`).
 
-Options: ``modalities`` applies to every source; ``metric_set`` and ``num_classes`` to pickles,
+Options: ``modalities`` and ``blank`` (modalities whose features are replaced by zeros: the same
+model with that stream carrying nothing) apply to every source; ``metric_set`` and ``num_classes`` to pickles,
 stores and feature directories; ``verify`` (rescan every feature value) to stores;
 ``text_encoder``, ``standardize``, ``max_text_len``, ``cache_dir``, ``batch_size``, ``device``,
-``progress`` and ``descriptions`` (msalign describe's text, for textalign) to feature directories.
+``progress``, ``descriptions`` (msalign describe's text, for textalign) and ``group_standardize``,
+``group_column``, ``group_strength`` (per-speaker z-scores, :mod:`msalign.data.group_norm`) to
+feature directories.
 An option that does not apply to the source is ignored; an unknown option is an error. Options set to None are ignored. Every
 dataset is validated (:func:`msalign.data.validate.validate_dataset`) before it is returned.
 """
@@ -27,9 +30,10 @@ from msalign.errors import MsalignError
 
 _PICKLE_OPTIONS = {"modalities", "metric_set", "num_classes", "task"}
 _DIR_OPTIONS = _PICKLE_OPTIONS | {"text_encoder", "standardize", "max_text_len", "cache_dir", "batch_size", "device", "progress",
-                                   "descriptions", "empty_clips"}
+                                   "descriptions", "empty_clips", "group_standardize", "group_column",
+                                   "group_strength"}
 _STORE_OPTIONS = _PICKLE_OPTIONS | {"verify"}
-_KNOWN_OPTIONS = _DIR_OPTIONS | _STORE_OPTIONS
+_KNOWN_OPTIONS = _DIR_OPTIONS | _STORE_OPTIONS | {"blank"}
 
 
 def _parse_value(text: str) -> Any:
@@ -60,6 +64,14 @@ def parse_synthetic(spec: str) -> dict[str, Any]:
 
 def load_dataset(spec: str | os.PathLike, **options: Any) -> MultimodalDataset:
     """Load the dataset ``spec`` names (see the module docstring), validated."""
+    blank = options.pop("blank", None)
+    if isinstance(blank, str):
+        blank = [m.strip() for m in blank.split(",") if m.strip()]
+    ds = _load(spec, **options)
+    return ds.blank_modalities(blank) if blank else ds
+
+
+def _load(spec: str | os.PathLike, **options: Any) -> MultimodalDataset:
     options = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(options) - _KNOWN_OPTIONS)
     if unknown:

@@ -15,8 +15,12 @@ Encoders (never downloaded: everything is loaded with ``local_files_only`` and H
 * a local folder that ``transformers.AutoModel`` / ``AutoTokenizer`` load;
 * a hub name such as ``"bert-base-uncased"``, only if it is already in the Hugging Face cache.
 
+``TextEncoder(name, layers=j)`` returns the hidden state after the encoder's first ``j``
+transformer layers instead of its last (``j = 0``: the embedding output): the frozen lower part
+that ``train.finetune_layers`` caches once (:mod:`msalign.models.text_tuning`).
+
 Cache: ``<cache_dir>/text/<key>/`` where ``<key>`` hashes the encoder identity (its name plus a
-SHA-256 over its config, tokenizer and weight files) and ``max_length``. Each finished batch is
+SHA-256 over its config, tokenizer and weight files), ``max_length`` and ``layers`` when given. Each finished batch is
 one shard ``<hash>.npz`` (``keys`` = SHA-256 of each text, ``lengths``, ``tokens`` = the real
 token vectors concatenated), written to a temporary file and renamed into place, so an
 interrupted run keeps every finished batch and a re-run encodes only what is missing. The cache
@@ -164,9 +168,21 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+def encoder_layers(model: Any, name: str) -> Any:
+    """The encoder's list of transformer layers (``model.encoder.layer``: BERT, MiniLM, MPNet, RoBERTa, ...)."""
+    import torch
+
+    layers = getattr(getattr(model, "encoder", None), "layer", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise MsalignError(f"text encoder {name!r}: {type(model).__name__} has no encoder.layer list; "
+                           "train.finetune_layers supports BERT-like encoders (BERT, MiniLM, MPNet, RoBERTa)")
+    return layers
+
+
 @functools.lru_cache(maxsize=2)
-def _load_model(name: str, path: str, device: str) -> tuple[Any, Any]:
-    """(tokenizer, eval-mode float32 model), loaded once per process per folder and device."""
+def _load_model(name: str, path: str, device: str, layers: int | None = None) -> tuple[Any, Any]:
+    """(tokenizer, eval-mode float32 model), loaded once per process per folder, device and depth;
+    ``layers``: keep only the first ``layers`` transformer layers."""
     _offline()
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -181,6 +197,12 @@ def _load_model(name: str, path: str, device: str) -> tuple[Any, Any]:
     finally:
         if bar_was_on:
             hf_logging.enable_progress_bar()
+    if layers is not None:
+        import torch
+
+        # BERT-like encoders return the last layer's output as it is (post-norm, no final norm), so
+        # the truncated model's last_hidden_state is the hidden state after ``layers`` layers
+        model.encoder.layer = torch.nn.ModuleList(encoder_layers(model, name)[:layers])
     return tokenizer, model.float().eval().to(device)
 
 
@@ -197,6 +219,7 @@ class TextEncoder:
         *,
         cache: bool = True,
         progress: bool | None = None,
+        layers: int | None = None,
     ):
         if max_length < 2:
             raise MsalignError(f"text encoder: max_length must be >= 2, got {max_length}")
@@ -210,6 +233,7 @@ class TextEncoder:
         self._device = device
         self.cache = cache
         self.progress = progress
+        self.layers = layers
         self._model: Any = None
         self._tokenizer: Any = None
         try:
@@ -220,6 +244,11 @@ class TextEncoder:
         if not isinstance(dim, int):
             raise MsalignError(f"text encoder {self.name!r}: config.json names no hidden_size")
         self.dim: int = dim
+        depth = config.get("num_hidden_layers")
+        self.num_layers: int | None = depth if isinstance(depth, int) else None
+        if layers is not None and (self.num_layers is None or not 0 <= layers <= self.num_layers):
+            raise MsalignError(f"text encoder {self.name!r}: cannot stop after {layers} layers "
+                               f"(config.json has num_hidden_layers={self.num_layers})")
 
     @functools.cached_property
     def identity(self) -> str:
@@ -236,13 +265,14 @@ class TextEncoder:
 
     @property
     def shard_dir(self) -> Path:
-        key = hashlib.sha256(f"{self.identity}|{self.max_length}|{CACHE_FORMAT}".encode()).hexdigest()[:24]
+        depth = "" if self.layers is None else f"|layers={self.layers}"  # full encoders keep their old keys
+        key = hashlib.sha256(f"{self.identity}|{self.max_length}|{CACHE_FORMAT}{depth}".encode()).hexdigest()[:24]
         return self.cache_dir / "text" / key
 
     # -- model ---------------------------------------------------------------------------------
     def _load(self) -> None:
         if self._model is None:
-            self._tokenizer, self._model = _load_model(self.name, str(self.path), self.device)
+            self._tokenizer, self._model = _load_model(self.name, str(self.path), self.device, self.layers)
 
     def _encode_batch(self, texts: list[str]) -> list[np.ndarray]:
         """Run the model on one batch; returns each text's (length, D) token vectors."""
@@ -281,7 +311,8 @@ class TextEncoder:
         folder.mkdir(parents=True, exist_ok=True)
         meta = folder / "encoder.json"
         if not meta.exists():
-            meta.write_text(json.dumps({"identity": self.identity, "max_length": self.max_length, "format": CACHE_FORMAT}))
+            meta.write_text(json.dumps({"identity": self.identity, "max_length": self.max_length, "format": CACHE_FORMAT,
+                                        **({"layers": self.layers} if self.layers is not None else {})}))
         name = hashlib.sha256("".join(keys).encode()).hexdigest()[:24]
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         try:
@@ -302,7 +333,18 @@ class TextEncoder:
         """(features (N, max_length, D) float32 zero-padded, lengths (N,) int64) for ``texts``."""
         texts = [str(t) for t in texts]
         keys = [text_key(t) for t in texts]
-        by_key = dict(zip(keys, texts))
+        vectors = self.encode_tokens(texts, progress=progress)
+        features = np.zeros((len(texts), self.max_length, self.dim), dtype=np.float32)
+        lengths = np.zeros(len(texts), dtype=np.int64)
+        for i, k in enumerate(keys):
+            v = vectors[k]
+            features[i, : len(v)] = v
+            lengths[i] = len(v)
+        return features, lengths
+
+    def encode_tokens(self, texts: Sequence[str], *, progress: bool | None = None) -> dict[str, np.ndarray]:
+        """{text_key(text): its (length, D) token vectors} for the distinct ``texts`` (no padding)."""
+        by_key = {text_key(t): t for t in map(str, texts)}
         vectors = self._read_cache(set(by_key))
         missing = [k for k in by_key if k not in vectors]
         if missing:
@@ -333,13 +375,7 @@ class TextEncoder:
                         self._write_shard(batch, out)
                     vectors.update(zip(batch, out))
                     bar.update(len(batch))
-        features = np.zeros((len(texts), self.max_length, self.dim), dtype=np.float32)
-        lengths = np.zeros(len(texts), dtype=np.int64)
-        for i, k in enumerate(keys):
-            v = vectors[k]
-            features[i, : len(v)] = v
-            lengths[i] = len(v)
-        return features, lengths
+        return vectors
 
     __call__ = encode
 

@@ -129,6 +129,28 @@ class MultimodalDataset:
             dropped=dict(self.dropped),
         )
 
+    def blank_modalities(self, modalities: tuple[str, ...] | list[str]) -> MultimodalDataset:
+        """A copy whose ``modalities`` carry nothing: every feature zero, lengths and masks kept.
+
+        The same model then trains without that stream's information (e.g. DecAlign on text only,
+        which needs two streams): the ablation that shows what a modality adds. Recorded in
+        ``feature_spec["options"]["blank"]`` so evaluate and predict blank it too.
+        """
+        missing = [m for m in modalities if m not in self.modalities]
+        if missing:
+            raise MsalignError(f"dataset {self.source or self.name}: cannot blank modality {missing} "
+                               f"(has {list(self.modalities)})")
+        splits = {
+            name: Split(name=s.name, features={m: np.zeros_like(x) if m in modalities else x for m, x in s.features.items()},
+                        lengths=s.lengths, labels=s.labels, ids=s.ids, raw_text=s.raw_text)
+            for name, s in self.splits.items()
+        }
+        spec = dict(self.feature_spec)
+        spec["options"] = {**spec.get("options", {}), "blank": [m for m in MODALITIES if m in modalities]}
+        return MultimodalDataset(name=self.name, splits=splits, metric_set=self.metric_set, task=self.task,
+                                 num_classes=self.num_classes, source=self.source, feature_spec=spec, why=self.why,
+                                 config_keys=self.config_keys, dropped=dict(self.dropped))
+
     def describe(self) -> str:
         sizes = ", ".join(f"{n} {len(s)}" for n, s in self.splits.items())
         shapes = ", ".join(f"{m} {self.max_lengths[m]}x{d}" for m, d in self.dims.items())

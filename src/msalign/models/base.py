@@ -76,10 +76,11 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
-def task_loss(prediction: Tensor, target: Tensor, output_dim: int) -> Tensor:
-    """MSE for regression (output_dim 1), cross-entropy for classification."""
+def task_loss(prediction: Tensor, target: Tensor, output_dim: int, regression_loss: str = "mse") -> Tensor:
+    """MSE (or L1 with ``regression_loss="l1"``) for regression (output_dim 1), cross-entropy for classification."""
     if output_dim == 1:
-        return nn.functional.mse_loss(prediction.reshape(-1), target.to(prediction.dtype).reshape(-1))
+        error = nn.functional.l1_loss if regression_loss == "l1" else nn.functional.mse_loss
+        return error(prediction.reshape(-1), target.to(prediction.dtype).reshape(-1))
     return nn.functional.cross_entropy(prediction, target.long())
 
 

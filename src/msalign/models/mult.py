@@ -38,6 +38,7 @@ class MulTConfig:
     # 0 keeps SDPA on its fused kernel (see models/attention.py); MulT used 0.1 on text attention only
     attn_dropout: float = 0.0
     embed_dropout: float = 0.25  # dropout on the projected input sequences
+    head_dropout: float = 0.1  # dropout inside the residual output MLP (MMSA's MulT: output_dropout 0.5)
 
 
 @register_model
@@ -54,7 +55,7 @@ class MulT(MSAModel):
         self.transformer = MultimodalTransformer(self.modalities, c.width, c.heads, c.layers, c.self_layers,
                                                  c.dropout, c.attn_dropout)
         total = self.transformer.output_width * len(self.modalities)
-        self.head_in = nn.Sequential(nn.Linear(total, total), nn.GELU(), Dropout(c.dropout), nn.Linear(total, total))
+        self.head_in = nn.Sequential(nn.Linear(total, total), nn.GELU(), Dropout(c.head_dropout), nn.Linear(total, total))
         self.head_out = nn.Linear(total, output_dim)
 
     def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> ModelOutput:

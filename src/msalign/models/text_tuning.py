@@ -9,12 +9,23 @@ features, so at the first step the model sees exactly the features it would have
 The encoder trains with its own learning rate (``train.text_lr``), is saved inside the
 checkpoint (``text_tuning`` in the metadata says how to rebuild it) and is used by evaluate,
 report and predict.
+
+``--set train.finetune_layers=k`` fine-tunes only the encoder's top ``k`` transformer layers, at
+CPU cost (:class:`TopLayersTextEncoder`): the frozen embeddings and lower ``n - k`` layers run
+ONCE over every transcript of the dataset (cached in memory, and on disk beside the text
+features, keyed by encoder identity, ``max_length`` and depth ``n - k``); each step runs only
+trainable copies of the top ``k`` layers on the cached hidden states. It is the computation of
+fine-tuning those ``k`` layers end to end with everything below them frozen AND in eval mode: a
+cache cannot hold dropout, so the lower layers never drop out (tests/test_finetune_layers.py
+checks outputs and gradients against the end-to-end encoder). ``finetune_text`` (the whole
+encoder, embeddings included, end to end) and ``finetune_layers`` are exclusive: set one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -65,28 +76,147 @@ class TunedTextEncoder(nn.Module):
         return features, mask
 
 
+class _PassThrough(nn.Module):
+    """Stands in for the embeddings of the top-layers model: its input is already a hidden state."""
+
+    def forward(self, input_ids=None, inputs_embeds=None, **_: Any) -> Tensor:
+        return inputs_embeds
+
+
+class TopLayersTextEncoder(nn.Module):
+    """Transcripts -> standardised token features, fine-tuning only the top ``k`` layers.
+
+    The frozen part (embeddings + the first ``n - k`` layers, in eval mode: no dropout) is a
+    :class:`~msalign.data.text_encoder.TextEncoder` stopped after ``n - k`` layers; its hidden
+    states are computed once per distinct transcript (:meth:`prefill` for a whole dataset, else on
+    first sight, e.g. new text at predict time) and kept in memory. ``self.top`` is the encoder's
+    own model class with its embeddings replaced by a pass-through and only the top ``k`` layers:
+    calling it with ``inputs_embeds=<cached states>`` makes the attention mask (and MPNet's
+    relative position bias) exactly as the full model does. Parameters shared with the frozen
+    layers (MPNet's relative attention bias) stay frozen, or the cache would go stale. The output
+    is the encoder's last hidden state, z-scored with the train-split statistics of the frozen
+    features and zeroed at padding, as :class:`TunedTextEncoder` gives it. Only ``self.top`` is
+    saved in a checkpoint; the frozen part is rebuilt from the encoder (its identity is checked).
+    """
+
+    def __init__(self, encoder: str, max_length: int, layers: int, standardize: dict[str, Any] | None = None,
+                 cache_dir: str | None = None, identity: str | None = None, disk_cache: bool = True):
+        super().__init__()
+        from transformers import AutoModel
+
+        from msalign.data.text_encoder import TextEncoder, _offline, encoder_layers
+
+        _offline()
+        probe = TextEncoder(encoder, max_length, cache_dir=cache_dir, cache=False)
+        total = probe.num_layers
+        if total is None or not 1 <= int(layers) <= total:
+            raise MsalignError(f"train.finetune_layers={layers}: text encoder {encoder!r} has {total} layers; "
+                               f"choose 1..{total}")
+        if identity is not None and probe.identity != identity:
+            raise MsalignError(f"text encoder {encoder!r}: the local encoder is {probe.identity!r}, the checkpoint's "
+                               f"tuned layers sit on {identity!r}")
+        self.encoder_name, self.max_length, self.layers, self.label = encoder, int(max_length), int(layers), probe.label
+        self.identity = probe.identity
+        # the frozen lower part; a plain attribute, so it is neither trained nor saved
+        self.lower = TextEncoder(encoder, max_length, cache_dir=cache_dir, cache=disk_cache, layers=total - self.layers)
+        top = AutoModel.from_pretrained(probe.path, local_files_only=True).float()
+        top.embeddings = _PassThrough()
+        top.encoder.layer = nn.ModuleList(encoder_layers(top, encoder)[total - self.layers:])
+        top.pooler = None  # our models read the token sequence; the pooler would only cost time
+        for name, p in top.named_parameters():
+            p.requires_grad_(name.startswith("encoder.layer."))
+        self.top = top.train()
+        width = top.config.hidden_size
+        mean, std = torch.zeros(width), torch.ones(width)
+        if standardize:
+            mean, std = torch.tensor(standardize["mean"]), torch.tensor(standardize["std"])
+            if mean.shape != (width,) or std.shape != (width,):
+                raise MsalignError(f"train.finetune_layers: standardisation statistics of width {tuple(mean.shape)} "
+                                   f"do not fit encoder {encoder!r} of width {width}")
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        self._states: dict[str, Tensor] = {}  # text_key -> (length, D) hidden state after the lower layers
+
+    def metadata(self) -> dict[str, Any]:
+        return {"encoder": self.encoder_name, "max_length": self.max_length, "finetune_layers": self.layers,
+                "identity": self.identity, "standardize": {"mean": self.mean.tolist(), "std": self.std.tolist()}}
+
+    def prefill(self, texts: list[str]) -> None:
+        """Run the frozen lower layers once over ``texts`` (batched by length, disk-cached)."""
+        from msalign.data.text_encoder import text_key
+
+        wanted = {text_key(t): t for t in map(str, texts)}
+        missing = [t for k, t in wanted.items() if k not in self._states]
+        if missing:
+            vectors = self.lower.encode_tokens(missing)
+            self._states.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in vectors.items()})
+
+    def forward(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """(features (B, L, D) zero at padding, mask (B, L)), L <= max_length, [CLS]/[SEP] included."""
+        from msalign.data.text_encoder import text_key
+
+        texts = [str(t) for t in texts]
+        self.prefill(texts)
+        states = [self._states[text_key(t)] for t in texts]
+        device = self.mean.device
+        lengths = torch.tensor([len(s) for s in states], device=device)
+        hidden = nn.utils.rnn.pad_sequence(states, batch_first=True).to(device)
+        mask = torch.arange(hidden.shape[1], device=device)[None, :] < lengths[:, None]
+        out = self.top(inputs_embeds=hidden, attention_mask=mask.long()).last_hidden_state
+        features = ((out - self.mean) / self.std) * mask.unsqueeze(-1)
+        return features, mask
+
+
+def check_text_tuning(train_config: Any) -> None:
+    """One line naming the key for a fine-tuning setting that cannot run (before any work)."""
+    k = train_config.finetune_layers
+    if k < 0:
+        raise MsalignError(f"train.finetune_layers={k}: must be 0 (off) or the number of top layers to tune")
+    if k and train_config.finetune_text:
+        raise MsalignError("train.finetune_layers and train.finetune_text: set one (finetune_text tunes the whole "
+                           "encoder end to end, finetune_layers=k only its top k layers)")
+
+
 def attach_text_encoder(model: nn.Module, dataset_spec: dict[str, Any], source: str,
-                        cache_dir: str | None = None) -> TunedTextEncoder:
-    """Attach a trainable copy of the dataset's text encoder to ``model`` (as ``model.text_encoder``)."""
+                        cache_dir: str | None = None, finetune_layers: int = 0,
+                        texts: list[str] | None = None) -> nn.Module:
+    """Attach a trainable copy of the dataset's text encoder to ``model`` (as ``model.text_encoder``):
+    the whole encoder, or with ``finetune_layers=k`` its top k layers over cached lower states
+    (``texts``: the transcripts to run the lower layers on now, e.g. every split's)."""
+    key = "train.finetune_layers" if finetune_layers else "train.finetune_text"
     text = dataset_spec.get("modalities", {}).get("text", {})
     options = dataset_spec.get("options", {})
     if "text" not in getattr(model, "modalities", ()):
-        raise MsalignError(f"train.finetune_text: model {model.name} does not use the text modality")
+        raise MsalignError(f"{key}: model {model.name} does not use the text modality")
     if text.get("source") != "text_encoder" or "text_encoder" not in options:
         raise MsalignError(
-            f"train.finetune_text: dataset {source} has precomputed text features ({text.get('source', 'none')}); "
+            f"{key}: dataset {source} has precomputed text features ({text.get('source', 'none')}); "
             "fine-tuning needs a feature directory whose text is encoded from label.csv transcripts"
         )
+    if "text" in (options.get("group_standardize") or {}):
+        raise MsalignError(f"{key}: dataset {source} group-standardises its text features, which a tuned encoder "
+                           "would not reproduce; group-standardise only the other modalities")
     standardize = options.get("standardize") or {}
-    encoder = TunedTextEncoder(options["text_encoder"], options.get("max_text_len", 50),
-                               standardize.get("text") if isinstance(standardize, dict) else None, cache_dir)
+    stats = standardize.get("text") if isinstance(standardize, dict) else None
+    encoder: nn.Module
+    if finetune_layers:
+        encoder = TopLayersTextEncoder(options["text_encoder"], options.get("max_text_len", 50), finetune_layers,
+                                       stats, cache_dir, identity=text.get("encoder"))
+        if texts:
+            encoder.prefill(texts)
+    else:
+        encoder = TunedTextEncoder(options["text_encoder"], options.get("max_text_len", 50), stats, cache_dir)
     model.text_encoder = encoder
     return encoder
 
 
 def rebuild_text_encoder(model: nn.Module, meta: dict[str, Any]) -> None:
     """Re-attach a checkpoint's fine-tuned encoder (its weights come with the checkpoint's state)."""
-    model.text_encoder = TunedTextEncoder(meta["encoder"], meta["max_length"], meta.get("standardize"))
+    if meta.get("finetune_layers"):
+        model.text_encoder = TopLayersTextEncoder(meta["encoder"], meta["max_length"], meta["finetune_layers"],
+                                                  meta.get("standardize"), identity=meta.get("identity"))
+    else:
+        model.text_encoder = TunedTextEncoder(meta["encoder"], meta["max_length"], meta.get("standardize"))
 
 
 def model_inputs(model: nn.Module, batch: dict) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -102,4 +232,4 @@ def model_inputs(model: nn.Module, batch: dict) -> tuple[dict[str, Tensor], dict
     return {**features, "text": text}, {**masks, "text": mask}
 
 
-__all__ = ["TunedTextEncoder", "attach_text_encoder", "model_inputs", "rebuild_text_encoder"]
+__all__ = ["TopLayersTextEncoder", "TunedTextEncoder", "attach_text_encoder", "check_text_tuning", "model_inputs", "rebuild_text_encoder"]

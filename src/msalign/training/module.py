@@ -35,7 +35,15 @@ class MSAModule(L.LightningModule):
         self._resumed: dict | None = None  # our part of a checkpoint being resumed from
 
     def forward(self, batch: dict) -> ModelOutput:
-        return self.model(*model_inputs(self.model, batch))
+        return self.model(*self._inputs(batch))
+
+    def _inputs(self, batch: dict) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        features, masks = model_inputs(self.model, batch)
+        rate = self.train_config.text_dropout
+        if rate > 0 and self.training and "text" in features:
+            # MulT's text_dropout: the frozen text features are the strongest and most overfit input
+            features = {**features, "text": torch.nn.functional.dropout(features["text"], rate, training=True)}
+        return features, masks
 
     def on_fit_start(self) -> None:
         spec = getattr(self.model, "mining", None)
@@ -85,10 +93,10 @@ class MSAModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         if self.sampler is not None:
             contrast = self.sampler.draw(batch["index"], self.device, self.model)
-            output = self.model(*model_inputs(self.model, batch), contrast=contrast)
+            output = self.model(*self._inputs(batch), contrast=contrast)
         else:
             output = self(batch)
-        loss = task_loss(output.prediction, batch["labels"], self.model.output_dim)
+        loss = task_loss(output.prediction, batch["labels"], self.model.output_dim, self.train_config.loss)
         values = {"train/task": loss.detach()}
         for name, value in output.aux_losses.items():
             values[f"train/{name}"] = value.detach()
@@ -187,7 +195,8 @@ class MSAModule(L.LightningModule):
 
             raise MsalignError(f"train.scheduler: unknown scheduler {c.scheduler!r}; use plateau or none")
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=self.monitor_mode, factor=0.5, patience=max(1, c.patience // 3)
+            optimizer, mode=self.monitor_mode, factor=c.plateau_factor,
+            patience=max(1, c.patience // 3) if c.plateau_patience is None else c.plateau_patience,
         )
         return {
             "optimizer": optimizer,

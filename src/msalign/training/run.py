@@ -29,7 +29,7 @@ from msalign.config import TrainConfig, config_to_dict
 from msalign.data.types import MultimodalDataset
 from msalign.errors import MsalignError
 from msalign.models import create_model, get_model_class
-from msalign.models.text_tuning import attach_text_encoder
+from msalign.models.text_tuning import attach_text_encoder, check_text_tuning
 from msalign.training.data import MSADataModule
 from msalign.training.module import MSAModule
 
@@ -141,8 +141,12 @@ def train_seed(
         torch.set_num_threads(train_config.threads)
     L.seed_everything(seed, workers=True, verbose=False)
     model = create_model(model_name, dims=dataset.dims, output_dim=dataset.output_dim, config=model_config)
-    if train_config.finetune_text:
-        attach_text_encoder(model, dataset.feature_spec, dataset.source or dataset.name)
+    if train_config.finetune_text or train_config.finetune_layers:
+        check_text_tuning(train_config)
+        # every split's transcripts: the frozen lower layers run once, before the first step
+        texts = [t for s in ("train", "valid", "test") for t in (dataset.split(s).raw_text or [])]
+        attach_text_encoder(model, dataset.feature_spec, dataset.source or dataset.name,
+                            finetune_layers=train_config.finetune_layers, texts=texts)
     modalities = model.modalities
     module = MSAModule(model, train_config, dataset.metric_set)
     monitor = f"valid/{module.monitor_key}"
@@ -157,6 +161,8 @@ def train_seed(
         max_epochs=train_config.epochs,
         deterministic="warn" if torch.cuda.is_available() else True,
         gradient_clip_val=train_config.grad_clip or None,
+        gradient_clip_algorithm=train_config.grad_clip_algorithm,
+        accumulate_grad_batches=train_config.accumulate_batches,
         limit_train_batches=train_config.max_train_batches,
         num_sanity_val_steps=0,
         callbacks=callbacks,
@@ -207,7 +213,7 @@ def train_seed(
             "modalities": list(modalities),
             "seed": seed,
             "metrics": scores,
-            **({"text_tuning": model.text_encoder.metadata()} if train_config.finetune_text else {}),
+            **({"text_tuning": model.text_encoder.metadata()} if getattr(model, "text_encoder", None) is not None else {}),
         },
     )
     atomic_write_text(seed_dir / "history.json", json.dumps(module.history, indent=1))
@@ -366,6 +372,7 @@ def train(
     Finished seeds (``seed_N/result.json`` of the same run) are skipped; ``resume`` continues an
     unfinished seed from its last Lightning checkpoint."""
     get_model_class(model_name)  # unknown names fail before any work
+    check_text_tuning(train_config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_seed = [run_seed(model_name, dataset, model_config, train_config, seed, out_dir, progress, log, resume)
