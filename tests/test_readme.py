@@ -70,6 +70,9 @@ def test_the_readme_shows_commands_and_every_model():
     for name in list_models():
         assert f"| `{name}` |" in text, f"the Models table lacks {name}"
     assert "source .venv/bin/activate" in text
+    for line in text.splitlines():  # a claim of time says the machine it was measured on
+        if re.search(r"\b\d+(\.\d+)?\s*(minutes?|seconds?|hours?|min|s)\b|a few minutes|one-minute", line):
+            assert re.search(r"core|GPU|CPU", line), f"a time claim without its machine: {line}"
 
 
 @pytest.mark.parametrize("command", readme_commands())
