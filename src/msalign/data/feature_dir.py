@@ -435,6 +435,8 @@ def load_feature_dir(
     # "options" = the load options that reproduce these features (the CLI passes a checkpoint's
     # options back to load_dataset, so evaluate/predict reuse the TRAINING statistics).
     options: dict[str, Any] = {"standardize": stats or False}
+    if empty_clips == "drop":  # evaluate / report reload the same clips (absent otherwise, as for priors)
+        options["empty_clips"] = "drop"
     if priors:  # absent otherwise, so the feature specs of existing checkpoints stay equal
         options.update(group_standardize=priors, group_column=group_column, group_strength=strength)
     if spec_mods.get("text", {}).get("source") == "text_encoder":
