@@ -102,7 +102,7 @@ def test_readme_commands_run(tmp_path, monkeypatch, capsys):
         captured = capsys.readouterr()
         assert code == 0, f"README command failed: {command}\n{captured.err[-2000:]}"
         ran.append(command)
-    assert len(ran) >= 12 and len(skipped) <= 14, (ran, skipped)  # most of the README runs
+    assert len(ran) >= 14, (ran, skipped)  # every cheap command; the others need data or machines (NOT_RUN)
     assert (tmp_path / "runs" / "dec" / "report" / "report.md").is_file()
     assert (tmp_path / "runs" / "watched" / "seed_1111" / "logs" / "metrics.csv").is_file()
 
