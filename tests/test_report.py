@@ -224,4 +224,5 @@ def test_figures_are_titled_by_model_not_folder(benchmark_dir, tmp_path):
     shutil.copytree(benchmark_dir / "late_fusion", run)
     _, report = build_report(run, out=tmp_path / "r.md")
     captions = " ".join(f.caption for f in report.figures)
-    assert "late_fusion" in captions and "my-folder-name" not in captions
+    # SMALL's --set width=16 heads=2 is the variant (layers=1 is the default); never the folder name
+    assert "late_fusion[width=16,heads=2]" in captions and "my-folder-name" not in captions

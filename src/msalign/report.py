@@ -756,9 +756,37 @@ def _add_gap(report: Report, run: TrainRun, folder: Path, dataset) -> None:
     report.table(["modalities", "before alignment", "after alignment"], rows)
 
 
+def run_variant(results: dict[str, Any]) -> str:
+    """``[hete=false,width=16]``: the model config keys a run changed from what its dataset's config
+    files give (the benchmark's variant notation); '' when none, or when that cannot be told."""
+    from msalign.config import resolve_config
+    from msalign.models import build_config
+
+    model, config = results.get("model"), (results.get("config") or {}).get("model")
+    if not isinstance(config, dict):
+        return ""
+    dataset = str(results.get("dataset", ""))
+    name = "synthetic" if dataset.startswith("synthetic") else Path(dataset).name
+    metric_set = results.get("metric_set", "mosi")
+    keys = (name, metric_set if metric_set != "iemocap" or "iemocap" in dataset.lower() else "classification")
+    try:
+        base, _ = resolve_config(model, build_config(model), keys)
+    except MsalignError:
+        return ""
+    changed = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in config.items()
+               if k in base.__dataclass_fields__ and _listed(getattr(base, k)) != _listed(v)]
+    return f"[{','.join(changed)}]" if changed else ""
+
+
+def _listed(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
 def build_train_report(run_dir: Path, folder: Path, dataset=None) -> Report:
-    model = _read_json(run_dir / "results.json", "results.json").get("model")
-    run = load_train_run(run_dir, str(model or run_dir.name or run_dir), dataset)  # figures say the model
+    results = _read_json(run_dir / "results.json", "results.json")
+    model = results.get("model")
+    label = f"{model}{run_variant(results)}" if model else (run_dir.name or str(run_dir))
+    run = load_train_run(run_dir, label, dataset)  # figures say the model and variant, not the folder
     report = Report(f"Report: {run.model} run {run_dir}")
     report.paragraph(_describe_run(run))
     report.heading("Metrics (per seed)")
