@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System tools and sample media for `msalign extract` / `predict` and their tests (Debian packages).
 #   ffmpeg, espeak-ng        installed with apt-get (--no-install-recommends)
+#   chromium                 the same way: the browser tests/test_report_browser.py drives headless
 #   opencv-doc               Megamind.avi (11 s, a talking face with English speech)
 #   pocketsphinx-testdata    16 kHz public-domain speech
 # The two data packages are only unpacked (apt-get download + dpkg -x) into the media cache,
@@ -23,6 +24,8 @@ apt_update() {
 missing=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+# a real browser for the HTML report test (tests/test_report_browser.py, driven by Playwright)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   apt_update
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -135,7 +135,7 @@ def test_real_mosi_gets_voice_components_and_no_face(tmp_path):
 
 def test_model_describer_not_available_offline_is_one_line(tmp_path, capsys):
     folder = write_feature_dir(tmp_path / "d")
-    assert main(["describe", str(folder), "--describer", "no-such-org/no-such-captioner"]) == 2
+    assert main(["describe", str(folder), "--describer", "no-such-org/no-such-captioner", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "not in the Hugging Face cache" in err and "--describer rules" in err and "Traceback" not in err
 
@@ -238,7 +238,7 @@ def megamind_features(tmp_path, texts, modes, step, length, needs=("librosa", "m
     features = tmp_path / "features"
     assert main(["extract", str(tmp_path / "ds"), "--out", str(features), "--fps", "4", "--missing", "mask",
                  "--workers", "1"]) == 0
-    assert main(["describe", str(features)]) == 0
+    assert main(["describe", str(features), "--out", str(features)]) == 0  # into the dataset: asked for
     return features
 
 
@@ -259,3 +259,15 @@ def test_extracted_megamind_described_and_trained(tmp_path):
     again = tmp_path / "again.json"
     assert main(["describe", str(features), "--thresholds", str(features / "descriptions.json"), "--out", str(again)]) == 0
     assert json.loads(again.read_text())["descriptions"] == descriptions
+
+
+def test_describe_never_writes_into_the_dataset_unless_out_points_there(tmp_path, capsys):
+    """issue 19 item 11."""
+    folder = write_feature_dir(tmp_path / "d")
+    before = sorted(p.name for p in folder.iterdir())
+    assert main(["describe", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "give --out" in err[0]
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert main(["describe", str(folder), "--out", str(tmp_path / "notes")]) == 0
+    assert (tmp_path / "notes" / "descriptions.json").is_file() and sorted(p.name for p in folder.iterdir()) == before

@@ -202,7 +202,8 @@ def test_a_failed_trial_is_named_and_the_others_finish(tmp_path, capsys):
     args = ["benchmark", "--models", "text_only,late_fusion", "--dataset", TINY, "--seeds", "1111,1112",
             "--epochs", "1", "--set", "width=16", "train.threads=1", "--resume", "--out", str(out)]
     assert main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
     assert err[-1].startswith("msalign: error: 1 trial failed (late_fusion seed 1112); first error: --resume: ")
     assert "is from another run" in err[-1]
     assert sum("[late_fusion seed 1112] failed: --resume:" in line for line in err) == 1
@@ -210,7 +211,14 @@ def test_a_failed_trial_is_named_and_the_others_finish(tmp_path, capsys):
     # the other trials finished: text_only has its results.json, late_fusion its seed 1111
     assert json.loads((out / "text_only" / "results.json").read_text())["seeds"] == [1111, 1112]
     assert (out / "late_fusion" / "seed_1111" / "result.json").is_file()
-    assert not (out / "late_fusion" / "results.json").exists() and not (out / "table.json").exists()
+    assert not (out / "late_fusion" / "results.json").exists()
+    # the finished entries' table is still written and printed, the failed row marked
+    table = json.loads((out / "table.json").read_text())["models"]
+    assert "mean" in table["text_only"] and table["late_fusion"]["failed"].startswith("seed 1112: --resume: ")
+    assert "| text_only | " in captured.out and "| late_fusion (FAILED) | – |" in captured.out
+    assert (out / "table.md").read_text().strip() == captured.out.strip()
+    assert main(["report", str(out)]) == 0  # the report of the finished entries, the failed one noted
+    assert "late_fusion: failed (seed 1112: --resume: " in (out / "report" / "report.md").read_text()
 
 
 @pytest.fixture(scope="module")

@@ -67,3 +67,24 @@ def test_cli_profile(capsys):
     assert main(["profile", "--model", "decalign", "--depth", "1"]) == 0  # the synthetic dataset by default
     assert main(["profile", "--model", "dashfusion", "--shapes", "text=12"]) == 2
     assert "expected modality=LENGTHxDIM" in capsys.readouterr().err
+
+
+def test_profile_resolves_configs_as_train_and_prints_plain_text(tmp_path, capsys):
+    """issue 19 item 12: the config files it applied, the same counts with --shapes and --dataset, plain
+    text on request (the default in a terminal), and only its own options in --help."""
+    assert main(["profile", "--model", "decalign", "--depth", "1", "--format", "text"]) == 0
+    captured = capsys.readouterr()
+    assert "config files: configs/decalign/synthetic.yaml" in captured.err
+    assert "&nbsp;" not in captured.out and "|" not in captured.out
+    total = next(line for line in captured.out.splitlines() if line.startswith("total")).split()[1]
+    assert main(["profile", "--model", "decalign", "--depth", "1", "--format", "text", "--dataset", "synthetic",
+                 "--shapes", "text=20x32,audio=40x8,vision=30x12"]) == 0
+    captured = capsys.readouterr()
+    assert "config files: configs/decalign/synthetic.yaml" in captured.err
+    assert next(line for line in captured.out.splitlines() if line.startswith("total")).split()[1] == total
+    assert main(["profile", "--model", "decalign", "--shapes", "text=20x32,audio=40x8"]) == 0
+    assert "config files: none" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["profile", "--help"])
+    text = capsys.readouterr().out
+    assert "--set" in text and "--epochs" not in text and "--devices" not in text and "--strategy" not in text

@@ -205,3 +205,24 @@ def test_gap_and_pca_numbers():
     points, shares = pca_2d(x, fit=keep)
     assert points.shape == (300, 2) and shares[0] > 0.6  # the wide first feature again
     assert abs(np.corrcoef(points[keep, 0], x[keep, 0])[0, 1]) > 0.99
+
+
+def test_report_takes_the_dataset_from_the_run_and_refuses_another(benchmark_dir, tmp_path, capsys):
+    """issue 19 item 10: no --dataset -> results.json's; a different --dataset -> one line, exit 2."""
+    out = tmp_path / "auto.md"
+    assert main(["report", str(benchmark_dir / "decalign"), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "dataset (from the run):" in captured.err and "note: modality gap" not in captured.err
+    assert check_figures(out)["gap"] == 3
+    assert main(["report", str(benchmark_dir / "decalign"), "--dataset", TINY + ",seed=3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the run was trained on synthetic:" in err[0] and "omit --dataset" in err[0]
+
+
+def test_figures_are_titled_by_model_not_folder(benchmark_dir, tmp_path):
+    run = tmp_path / "my-folder-name"
+    shutil.copytree(benchmark_dir / "late_fusion", run)
+    _, report = build_report(run, out=tmp_path / "r.md")
+    captions = " ".join(f.caption for f in report.figures)
+    # SMALL's --set width=16 heads=2 is the variant (layers=1 is the default); never the folder name
+    assert "late_fusion[width=16,heads=2]" in captions and "my-folder-name" not in captions

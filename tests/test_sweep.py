@@ -99,7 +99,7 @@ def test_a_sweep_of_another_model_is_refused_in_the_same_directory(sweep_dir, ca
     assert main(["sweep", "--model", "late_fusion", "--dataset", TINY, "--grid", "dropout=0.1", "--epochs", "1",
                  "--out", str(sweep_dir)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("msalign: error: ") and "a sweep of model decalign on synthetic, not late_fusion" in err[-1]
+    assert err[-1].startswith("msalign: error: ") and f"a sweep of model decalign on {TINY}, not late_fusion" in err[-1]
     assert not (sweep_dir / "dropout=0.1").exists()
 
 

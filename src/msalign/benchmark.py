@@ -9,6 +9,7 @@ from typing import Any
 from msalign import metrics
 from msalign.atomic import atomic_write_text
 from msalign.data.types import MultimodalDataset
+from msalign.errors import MsalignError, PartialResults
 from msalign.execution import Backend, raise_for_failures, run_trials, seed_trials
 from msalign.models import get_model_class
 from msalign.training.run import is_rank_zero, summarize_run
@@ -64,6 +65,19 @@ def _check_label(entry: str) -> None:
                            "characters or be '.'/'..' (it names a folder inside --out)")
 
 
+def check_entries(configs: dict[str, tuple[Any, Any, Any]], dataset: MultimodalDataset) -> None:
+    """Every entry's modalities and config against the dataset, before any training: each model is
+    built once at the dataset's feature widths (cheap; no data passes through it)."""
+    from msalign.errors import MsalignError
+    from msalign.models import create_model
+
+    for label, (model_name, model_config, _) in configs.items():
+        try:
+            create_model(model_name, dataset.dims, dataset.output_dim, config=model_config)
+        except MsalignError as error:
+            raise MsalignError(f"--models entry {label!r} on {dataset.source or dataset.name}: {error}") from None
+
+
 def run_benchmark(
     models: list[str],
     dataset: MultimodalDataset,
@@ -81,14 +95,18 @@ def run_benchmark(
     ``models``: labels (see :func:`parse_entries`); ``configs[label]`` = (model name, model
     config, train config). Every (entry, seed) is one trial on ``backend`` (default: one after
     another in this process, see :mod:`msalign.execution`); an entry's ``results.json`` is written
-    as soon as its seeds have finished. When trials fail, the others still finish and one
-    MsalignError names the failed ones (no table is written).
+    as soon as its seeds have finished. Every entry is checked against the dataset before any
+    training (:func:`check_entries`). When trials fail, the others still finish, the table of the
+    finished entries is written with the failed rows marked, and :class:`PartialResults` (an
+    MsalignError naming the failed trials) carries that table. "± std" appears only over more than one seed.
     """
     out_dir = Path(out_dir)
+    for name in models:
+        get_model_class(configs[name][0])  # unknown names fail before any work
+    check_entries({name: configs[name] for name in models}, dataset)
     trials = []
     for name in models:
         model_name, model_config, train_config = configs[name]
-        get_model_class(model_name)  # unknown names fail before any work
         trials += seed_trials(name, model_name, model_config, train_config, seeds, out_dir / name, resume)
     finished: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in models}
     summaries: dict[str, dict[str, Any]] = {}
@@ -104,15 +122,26 @@ def run_benchmark(
             results = summarize_run(model_name, dataset, model_config, train_config, seeds, out_dir / name,
                                     [finished[name][seed] for seed in seeds])
             summaries[name] = {"mean": results["mean"], "std": results["std"], "seeds": seeds}
-    raise_for_failures(outcomes)
-    table = {name: summaries[name] for name in models}
+    failed = {}
+    for outcome in outcomes:
+        if outcome.failed:
+            failed.setdefault(outcome.trial.label, f"seed {outcome.trial.seed}: {outcome.error}")
+    table: dict[str, Any] = {name: summaries[name] for name in models if name in summaries}
+    table.update({name: {"failed": failed.get(name, "unfinished")} for name in models if name not in summaries})
     keys = metrics.headline_keys(dataset.metric_set)
-    text = (
-        f"Test metrics on {dataset.source or dataset.name}, mean ± population std over seeds {seeds}\n\n"
-        + metrics.format_table({n: r["mean"] for n, r in table.items()}, keys, std={n: r["std"] for n, r in table.items()})
-    )
-    if not is_rank_zero():  # a DDP run's other processes: rank 0 writes the same table
-        return text
-    atomic_write_text(out_dir / "table.md", text + "\n")
-    atomic_write_text(out_dir / "table.json", json.dumps({"dataset": dataset.source or dataset.name, "models": table}, indent=2))
+    several = len(seeds) > 1
+    what = f"mean ± population std over seeds {seeds}" if several else f"seed {seeds[0]}"
+    rows = {(n if n in summaries else f"{n} (FAILED)"): summaries.get(n, {}).get("mean", {}) for n in models}
+    stds = {n: summaries[n]["std"] for n in summaries} if several else None
+    text = f"Test metrics on {dataset.source or dataset.name}, {what}\n\n" + metrics.format_table(rows, keys, std=stds)
+    if failed:
+        text += "\n\nFailed: " + "; ".join(f"{n} {e}" for n, e in failed.items())
+    if is_rank_zero():  # a DDP run's other processes: rank 0 writes the same table
+        atomic_write_text(out_dir / "table.md", text + "\n")
+        atomic_write_text(out_dir / "table.json",
+                          json.dumps({"dataset": dataset.source or dataset.name, "models": table}, indent=2))
+    try:
+        raise_for_failures(outcomes)
+    except MsalignError as error:
+        raise PartialResults(f"{error}; the table of the finished entries: {out_dir / 'table.md'}", text) from None
     return text

@@ -30,8 +30,23 @@ def save_checkpoint(path: str | Path, model: MSAModel, meta: dict[str, Any]) -> 
         save_file(state, str(temporary), metadata={"msalign": json.dumps(info)})
 
 
-def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+def checkpoint_file(path: str | Path) -> Path:
+    """``path``, or for a seed folder its ``model.safetensors``; a run folder (several seeds) is one
+    line naming the seed files to choose from."""
     path = Path(path)
+    if not path.is_dir():
+        return path
+    if (path / "model.safetensors").is_file():  # OUT/seed_N
+        return path / "model.safetensors"
+    seeds = sorted(path.glob("seed_*/model.safetensors"))
+    if seeds:
+        more = f" (or another of its {len(seeds)} seeds)" if len(seeds) > 1 else ""
+        raise MsalignError(f"checkpoint {path}: is a run folder; pass a seed's file, e.g. {seeds[0]}{more}")
+    raise MsalignError(f"checkpoint {path}: is a folder without model.safetensors; pass OUT/seed_N/model.safetensors")
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    path = checkpoint_file(path)
     regular_file(path, f"checkpoint {path}")  # missing, a directory or a FIFO: one line, no hang
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -155,6 +170,7 @@ def _check_model_size(info: dict[str, Any], config: Any, path: str | Path) -> No
 
 def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[MSAModel, dict[str, Any]]:
     """Rebuilds the model and loads its weights. ``expect_model`` refuses another model's file."""
+    path = checkpoint_file(path)
     info = read_checkpoint_meta(path)
     if expect_model is not None and info["model"] != expect_model:
         raise MsalignError(f"checkpoint {path}: holds model {info['model']!r}, not {expect_model!r}")

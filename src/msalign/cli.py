@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from msalign.errors import MsalignError
+from msalign.errors import MsalignError, PartialResults
 
 DEFAULT_MODELS = ("text_only", "late_fusion", "mult", "decalign")
 
@@ -38,7 +38,13 @@ def _add_dataset_options(parser: argparse.ArgumentParser, required: bool = True,
     parser.add_argument("--blank", default=None, metavar="MODALITIES",
                         help="replace these modalities' features by zeros (the same model, the stream carrying nothing)")
     parser.add_argument("--text-encoder", default=None, help="minilm (default), a local HF folder, or a hub name")
-    parser.add_argument("--metric-set", default=None, choices=["mosi", "mosei", "sims", "iemocap"])
+    parser.add_argument("--task", default=None, choices=["regression", "classification"],
+                        help="what the labels are (default: from the metric set, class names or the path; integer-only "
+                             "labels must say)")
+    parser.add_argument("--metric-set", default=None, choices=["mosi", "mosei", "sims", "iemocap"],
+                        help="metrics to score with (iemocap: the classification set, WAcc/WAF1)")
+    parser.add_argument("--empty-clips", default=None, choices=["drop", "error"],
+                        help="clips that are all padding in every modality: error (default) or drop them (counted per split)")
     parser.add_argument("--cache-dir", default=None, help="text-feature cache (default $MSALIGN_CACHE or ~/.cache/msalign)")
     parser.add_argument("--descriptions", nargs="?", const=True, default=None, metavar="FILE",
                         help="append msalign describe's descriptions (DATASET/descriptions.json, or FILE) to the text")
@@ -61,14 +67,17 @@ def _add_run_options(parser: argparse.ArgumentParser,
     parser.add_argument("--accelerator", default=None, help="train.accelerator: auto (default), cpu, gpu, mps, ...")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bars (default: when stderr is a terminal)")
+    parser.add_argument("--logger", default=None, choices=["none", "csv", "tensorboard"],
+                        help="train.logger: a Lightning log in OUT/.../seed_N/logs/ to watch a run (csv: metrics.csv; "
+                             "tensorboard: tensorboard --logdir OUT)")
 
 
 def _load_dataset(args: argparse.Namespace, defaults: dict | None = None):
     from msalign.data import load_dataset
 
     options = dict(defaults or {})
-    for key in ("text_encoder", "metric_set", "cache_dir", "modalities", "descriptions", "group_column", "group_strength",
-                "blank"):
+    for key in ("text_encoder", "metric_set", "task", "cache_dir", "modalities", "descriptions", "empty_clips",
+                "group_column", "group_strength", "blank"):
         if getattr(args, key, None) is not None:
             options[key] = getattr(args, key)
     group = getattr(args, "group_standardize", None)
@@ -105,7 +114,7 @@ def _resolve(model: str, dataset, args: argparse.Namespace, extra: list[str] = (
     from msalign.models import build_config
 
     # the dataset's config files (configs/MODEL/<name or metric set>.yaml); none without a dataset
-    keys = (dataset.name, dataset.metric_set) if dataset is not None else tuple(filter(None, [args.metric_set]))
+    keys = _config_keys(dataset, args)
     model_config, train_config = resolve_config(model, build_config(model), keys, args.config, [*args.set, *extra])
     if args.epochs is not None:
         if args.epochs < 1:
@@ -115,19 +124,43 @@ def _resolve(model: str, dataset, args: argparse.Namespace, extra: list[str] = (
         if args.devices < 1:
             raise MsalignError(f"--devices {args.devices}: must be at least 1")
         train_config.devices = args.devices
-    for key in ("strategy", "accelerator"):
+    for key in ("strategy", "accelerator", "logger"):
         if getattr(args, key, None) is not None:
             setattr(train_config, key, getattr(args, key))
+    if train_config.logger != "none":  # before any training: tensorboard may be missing
+        from msalign.training.run import check_logger
+
+        check_logger(train_config.logger)
     return model_config, train_config
 
 
+def _config_keys(dataset, args: argparse.Namespace) -> tuple[str, ...]:
+    return dataset.resolved_config_keys() if dataset is not None else tuple(filter(None, [getattr(args, "metric_set", None)]))
+
+
+def _summary(dataset, models: list[str], args: argparse.Namespace) -> str:
+    """The one-line dataset summary (sizes, shapes, task and metric set with why) and the config files applied."""
+    from msalign.config import config_files, describe_files
+
+    keys = _config_keys(dataset, args)
+    files = {m: describe_files(config_files(m, keys, args.config)) for m in dict.fromkeys(models)}
+    applied = next(iter(files.values())) if len(set(files.values())) == 1 else "; ".join(f"{m}: {f}" for m, f in files.items())
+    head = dataset.describe() if dataset is not None else "no dataset"
+    return f"{head}; config files: {applied}"
+
+
 def cmd_models(args: argparse.Namespace) -> int:
+    from msalign.config_docs import format_model_help, modality_summary
     from msalign.models import get_model_class, list_models
 
+    if args.name:
+        print(format_model_help(args.name))
+        return 0
     for name in list_models():
         cls = get_model_class(name)
-        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        print(f"{name:14s} modalities {','.join(cls.supported_modalities):20s} {doc}")
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0].partition(": ")[2]
+        print(f"{name:12s} {modality_summary(cls):52s} {doc}")
+    print("msalign models NAME: every config key of a model with its type, default and meaning")
     return 0
 
 
@@ -142,11 +175,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_settings_early(args.model, args)
     dataset = _load_dataset(args)
     model_config, train_config = _resolve(args.model, dataset, args)
+    print(_summary(dataset, [args.model], args), file=sys.stderr)
     with _out_lock(args.out):
-        print(dataset.describe(), file=sys.stderr)
+        _check_out({args.model: (Path(args.out), args.model, model_config, train_config)}, dataset, args)
         results = train(args.model, dataset, model_config, train_config, seeds, args.out,
                         progress=args.progress, log=lambda line: print(line, file=sys.stderr), resume=args.resume)
-    _print_table({args.model: results["mean"]}, dataset.metric_set)
+    several = len(seeds) > 1  # "± std" only over more than one seed
+    print(f"Test metrics, {f'mean ± population std over seeds {seeds}' if several else f'seed {seeds[0]}'}:")
+    _print_table({args.model: results["mean"]}, dataset.metric_set, std={args.model: results["std"]} if several else None)
     print(f"results: {Path(args.out) / 'results.json'}", file=sys.stderr)
     return 0
 
@@ -159,6 +195,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model, info = load_checkpoint(args.checkpoint)
     defaults = {k: v for k, v in info.get("feature_spec", {}).get("options", {}).items()}
+    if info.get("task") in ("regression", "classification"):
+        defaults["task"] = info["task"]  # the training task, also for integer class labels
     dataset = _load_dataset(args, defaults)
     check_feature_spec(info, dataset.feature_spec, dataset.dims, args.checkpoint)
     if args.modality_ablation:
@@ -198,8 +236,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         _check_settings_early(name, args, overrides)
     dataset = _load_dataset(args)
     configs = {label: (name, *_resolve(name, dataset, args, extra=overrides)) for label, name, overrides in entries}
+    print(_summary(dataset, [name for _, name, _ in entries], args), file=sys.stderr)
     with _out_lock(args.out):
-        print(dataset.describe(), file=sys.stderr)
+        _check_out({label: (Path(args.out) / label, *configs[label]) for label, _, _ in entries}, dataset, args,
+                   derived_root=Path(args.out))
         table = run_benchmark([label for label, _, _ in entries], dataset, configs, seeds, args.out,
                               progress=args.progress, log=lambda line: print(line, file=sys.stderr),
                               resume=args.resume, backend=backend)
@@ -218,7 +258,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                             write_config=args.write_config)
     backend = backend_from_args(args)
     dataset = _load_dataset(args)
-    print(dataset.describe(), file=sys.stderr)
+    print(_summary(dataset, [args.model], args), file=sys.stderr)
     model_config, train_config = _resolve(args.model, dataset, args)
     out = args.out or str(Path("runs") / "tune" / f"{args.model}-{dataset.name}")
     result = tune(args.model, dataset, model_config, train_config, settings, out,
@@ -249,17 +289,32 @@ def _add_tune_parser(sub, run_options) -> None:
     tune.set_defaults(func=cmd_tune)
 
 
-def _print_table(rows: dict, metric_set: str) -> None:
+def _check_out(runs: dict, dataset, args: argparse.Namespace, derived_root: Path | None = None) -> None:
+    """Refuses a run folder holding another run unless --overwrite (then clears it): msalign.overwrite."""
+    from msalign.overwrite import check_out_dirs
+    from msalign.training.run import run_identity
+
+    identities = {label: (folder, run_identity(name, model_config, train_config, dataset))
+                  for label, (folder, name, model_config, train_config) in runs.items()}
+    check_out_dirs(identities, args.overwrite, lambda line: print(line, file=sys.stderr), derived_root)
+
+
+def _print_table(rows: dict, metric_set: str, std: dict | None = None) -> None:
     from msalign import metrics
 
-    print(metrics.format_table(rows, metrics.headline_keys(metric_set)))
+    print(metrics.format_table(rows, metrics.headline_keys(metric_set), std=std))
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from msalign import __version__
+
     parser = argparse.ArgumentParser(prog="msalign", description="Multimodal sentiment analysis with cross-modal alignment")
+    parser.add_argument("--version", action="version", version=f"msalign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("models", help="list the registered models").set_defaults(func=cmd_models)
+    models = sub.add_parser("models", help="list the registered models; with NAME, its modalities and every config key")
+    models.add_argument("name", nargs="?", metavar="NAME", help="a model: print its config keys (type, default, meaning)")
+    models.set_defaults(func=cmd_models)
 
     run_options = _add_run_options
 
@@ -271,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True)
     train.add_argument("--resume", action="store_true",
                        help="continue an interrupted seed from OUT/seed_N/lightning/last.ckpt (finished seeds are always skipped)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace a run of another configuration in OUT (its seeds, results.json and report/)")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="score a checkpoint on a dataset split")
@@ -291,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="runs/benchmark")
     bench.add_argument("--resume", action="store_true",
                        help="continue an interrupted seed from its last Lightning checkpoint (finished seeds are always skipped)")
+    bench.add_argument("--overwrite", action="store_true",
+                       help="replace entries run with another configuration (their seeds; the table and report/)")
     from msalign.execution import add_backend_options
 
     add_backend_options(bench)
@@ -298,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from msalign import profile, report, sweep
 
-    profile.add_parser(sub, _add_dataset_options, run_options)
+    profile.add_parser(sub, _add_dataset_options)
 
     sweep.add_parser(sub)
     _add_tune_parser(sub, run_options)
@@ -345,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except MsalignError as error:
+        if isinstance(error, PartialResults):  # some trials failed: the finished ones' table first
+            print(error.table)
         print(f"msalign: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

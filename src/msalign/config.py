@@ -9,7 +9,9 @@ A config file is YAML with two optional sections::
 
 Look-up order for defaults: the dataclasses' defaults (the papers' values), then
 ``configs/<model>/default.yaml``, then the first of ``configs/<model>/<key>.yaml`` that exists for the
-dataset's keys (its name, then its metric set: synthetic.yaml, else mosi.yaml), then ``--config FILE``, then ``--set key=value`` overrides. A bare key
+dataset's keys (its name, then its metric set: synthetic.yaml, else mosi.yaml; a classification dataset
+tries classification.yaml, or iemocap.yaml when its path names IEMOCAP), then ``--config FILE``, then
+``--set key=value`` overrides (:func:`config_files` lists the files; the CLI prints them). A bare key
 resolves to the model section first, then train; ``model.x`` / ``train.x`` are explicit. Unknown
 keys and values of the wrong type are errors naming the key.
 """
@@ -35,27 +37,27 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    epochs: int = 30  # maximum training epochs
+    batch_size: int = 32  # clips per training batch
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 1e-4  # AdamW weight decay
     patience: int = 8  # early stopping on the validation selection metric
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # gradient clipping threshold (0: off); see grad_clip_algorithm
     # "value" clips each gradient entry to [-grad_clip, grad_clip] (MMSA's clip_grad_value_), "norm" the global norm
     grad_clip_algorithm: typing.Literal["norm", "value"] = "norm"
     # "l1" optimises MAE, the selection metric, directly (MMSA's MulT trainer); "mse" is the papers' L2
     loss: typing.Literal["mse", "l1"] = "mse"
     accumulate_batches: int = 1  # gradient accumulation: one optimiser step per this many batches (MMSA: 8)
-    scheduler: typing.Literal["plateau", "none"] = "plateau"
+    scheduler: typing.Literal["plateau", "none"] = "plateau"  # plateau: reduce lr when validation stalls
     plateau_factor: float = 0.5  # ReduceLROnPlateau's lr multiplier (MMSA's MulT: 0.1)
     plateau_patience: int | None = None  # epochs without improvement before the lr drops; None: patience // 3
     text_dropout: float = 0.0  # dropout on the text features before the model, training only (MulT's text_dropout)
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader worker processes
     accelerator: str = "auto"  # auto | cpu | gpu | mps ...
     devices: int = 1  # > 1: one process per device (GPUs, or CPU processes with gloo); see docs/scaling.md
     num_nodes: int = 1  # machines of a multi-node DDP job (SLURM: --nodes); devices is per machine
     strategy: str = "auto"  # Lightning strategy: auto | ddp | ddp_spawn | fsdp ...; auto picks ddp for devices > 1
-    precision: str = "32-true"
+    precision: str = "32-true"  # Lightning precision, e.g. 32-true, bf16-mixed
     max_train_batches: float = 1.0  # fraction or count of training batches per epoch (quick runs)
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default (small models often run best on 1)
     # fine-tune the dataset's text encoder end to end (models/text_tuning.py); slow on CPU, so off
@@ -64,6 +66,9 @@ class TrainConfig:
     # k > 0: fine-tune only the encoder's top k layers over cached lower-layer states (CPU-cheap;
     # models/text_tuning.py); exclusive with finetune_text, which tunes the whole encoder
     finetune_layers: int = 0
+    # a Lightning logger writing seed_N/logs/ while a run trains, to watch it (metrics.csv, or
+    # TensorBoard events: tensorboard --logdir OUT); not part of a run's identity
+    logger: typing.Literal["none", "csv", "tensorboard"] = "none"
 
     def __post_init__(self) -> None:
         check_ranges(self, "train")
@@ -198,9 +203,10 @@ def update_dataclass(obj: Any, values: dict[str, Any], section: str, source: str
     hints = _field_types(type(obj))
     for key in values:
         if key not in hints:
-            raise MsalignError(
-                f"{source}: unknown {section} config key {key!r}; known: {', '.join(sorted(hints))}"
-            )
+            from msalign.config_docs import suggest
+
+            raise MsalignError(f"{source}: unknown {section} config key {short_repr(key)}{suggest(key, sorted(hints))}; "
+                               f"'msalign models MODEL' lists the keys")
     try:  # types, then the config class's ranges (__post_init__); errors name the source and key
         return dataclasses.replace(obj, **{k: coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()})
     except MsalignError as error:
@@ -272,6 +278,24 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
+def config_files(model_name: str, dataset_keys: list[str] | tuple[str, ...] = (),
+                 config_file: str | Path | None = None) -> list[Path]:
+    """The files :func:`resolve_config` applies, in order (see the module docstring)."""
+    files = [p for p in [CONFIG_DIR / model_name / "default.yaml"] if p.is_file()]
+    # Only the most specific dataset file applies (e.g. synthetic.yaml, not also mosi.yaml).
+    specific = [CONFIG_DIR / model_name / f"{key}.yaml" for key in dataset_keys]
+    files += [p for p in specific if p.is_file()][:1]
+    if config_file is not None:
+        files.append(Path(config_file))
+    return files
+
+
+def describe_files(files: list[Path]) -> str:
+    """``configs/decalign/mosi.yaml, my.yaml`` (the package's files relative to it), or ``none``."""
+    names = [f"configs/{p.relative_to(CONFIG_DIR)}" if p.is_relative_to(CONFIG_DIR) else str(p) for p in files]
+    return ", ".join(names) or "none (the dataclass defaults)"
+
+
 def resolve_config(
     model_name: str,
     model_config: Any,
@@ -281,13 +305,7 @@ def resolve_config(
 ) -> tuple[Any, TrainConfig]:
     """Builds (model config, train config) in the look-up order described in the module docstring."""
     train = TrainConfig()
-    files = [p for p in [CONFIG_DIR / model_name / "default.yaml"] if p.is_file()]
-    # Only the most specific dataset file applies (e.g. synthetic.yaml, not also mosi.yaml).
-    specific = [CONFIG_DIR / model_name / f"{key}.yaml" for key in dataset_keys]
-    files += [p for p in specific if p.is_file()][:1]
-    if config_file is not None:
-        files.append(Path(config_file))
-    for path in files:
+    for path in config_files(model_name, dataset_keys, config_file):
         sections = read_config_file(path)
         model_config = update_dataclass(model_config, sections.get("model", {}), "model", str(path))
         train = update_dataclass(train, sections.get("train", {}), "train", str(path))
@@ -305,9 +323,12 @@ def resolve_config(
         elif section == "train" and name in train_keys:
             sets["train"][name] = value
         else:
+            from msalign.config_docs import suggest
+
             known = sorted(model_keys) + sorted(f"train.{k}" for k in train_keys)
-            raise MsalignError(f"--set {short_repr(key)[1:-1]}: unknown config key for model {model_name}; "
-                               f"known: {', '.join(known)}")
+            raise MsalignError(f"--set {short_repr(key)[1:-1]}: unknown config key for model {model_name}"
+                               f"{suggest(key, known)}; 'msalign models {model_name}' lists every key with its type, "
+                               "default and meaning")
     model_config = update_dataclass(model_config, sets["model"], "model", "--set")
     train = update_dataclass(train, sets["train"], "train", "--set")
     check_ranges(model_config, "model")  # for model configs that do not call it themselves

@@ -77,7 +77,17 @@ def profile_model(model: MSAModel, features: dict[str, torch.Tensor], masks: dic
     return costs
 
 
-def format_costs(costs: list[ModuleCost]) -> str:
+def format_costs(costs: list[ModuleCost], fmt: str = "md") -> str:
+    """The table as Markdown (``md``: nesting shown with ``&nbsp;``, for rendered pages) or aligned
+    plain ``text`` (nesting shown with spaces, for a terminal)."""
+    if fmt == "text":
+        names = [("  " * (c.name.count(".") + 1) if c.name else "") + (c.name or "total") for c in costs]
+        params = [f"{c.params:,}" for c in costs]
+        macs = [f"{c.macs / 1e6:.2f}" for c in costs]
+        header = ("module", "parameters", "multiply-adds (M)")
+        rows = [header, *zip(names, params, macs)]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        return "\n".join(f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:>{widths[2]}}" for a, b, c in rows)
     lines = ["| module | parameters | multiply-adds (M) |", "|---|---:|---:|"]
     for cost in costs:
         indent = "&nbsp;&nbsp;" * (cost.name.count(".") + 1) if cost.name else ""
@@ -86,25 +96,36 @@ def format_costs(costs: list[ModuleCost]) -> str:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from msalign.cli import _load_dataset, _resolve
+    import sys
+
+    from msalign.cli import _load_dataset, _resolve, _summary
     from msalign.models import create_model
 
+    # the config resolution of train: the dataset's configs/<model>/<key>.yaml, --config, --set
     if args.shapes:
         shapes = parse_shapes(args.shapes)
         dims = {m: dim for m, (_, dim) in shapes.items()}
-        model_config, _ = _resolve(args.model, None, args)
-        model = create_model(args.model, dims=dims, output_dim=1, config=model_config)
+        dataset = _load_dataset(args) if args.dataset is not None else None  # only for its config files
+        model_config, _ = _resolve(args.model, dataset, args)
+        model = create_model(args.model, dims=dims, output_dim=dataset.output_dim if dataset else 1, config=model_config)
     else:
+        if args.dataset is None:
+            args.dataset = "synthetic"
         dataset = _load_dataset(args)
         model_config, _ = _resolve(args.model, dataset, args)
         model = create_model(args.model, dims=dataset.dims, output_dim=dataset.output_dim, config=model_config)
         # a full-length sample: every modality at the dataset's padded length
         shapes = {m: dataset.split("train").features[m].shape[1:] for m in model.modalities}
+    summary = _summary(dataset, [args.model], args)
+    if dataset is None:
+        summary += " (--dataset or --metric-set applies a dataset's file, as train does)"
+    print(summary, file=sys.stderr)
     features, masks = sample_inputs({m: shapes[m] for m in model.modalities})
     costs = profile_model(model, features, masks, args.depth)
     shape_text = ", ".join(f"{m} {shapes[m][0]}x{shapes[m][1]}" for m in model.modalities)
     print(f"{args.model}: one sample ({shape_text}); 1 multiply-add = 2 FLOPs\n")
-    print(format_costs(costs))
+    fmt = args.format or ("text" if sys.stdout.isatty() else "md")
+    print(format_costs(costs, fmt))
     if args.json:
         from msalign.atomic import atomic_write_text
 
@@ -113,16 +134,21 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub, dataset_options, run_options) -> None:
+def add_parser(sub, dataset_options) -> None:
     parser = sub.add_parser("profile", help="parameters and multiply-adds per sample, per module")
     parser.add_argument("--model", required=True)
     dataset_options(parser, required=False)
-    parser.add_argument("--shapes", help="profile on random inputs of these shapes instead of a dataset, "
-                                         "e.g. text=39x768,audio=400x33,vision=55x709")
+    parser.add_argument("--shapes", help="profile on random inputs of these shapes instead of the dataset's, "
+                                         "e.g. text=39x768,audio=400x33,vision=55x709 (--dataset still picks the config files)")
     parser.add_argument("--depth", type=int, default=2, help="module nesting depth to list (default 2)")
+    parser.add_argument("--format", choices=["text", "md"], default=None,
+                        help="text (aligned columns; the default in a terminal) or md (Markdown; the default otherwise)")
     parser.add_argument("--json", help="also write the table as JSON to this file")
-    run_options(parser)
-    parser.set_defaults(func=cmd_profile)
+    parser.add_argument("--config", default=None, help="YAML file with 'model' and 'train' sections")
+    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config fields (repeatable), as for train")
+    # the dataset defaults to synthetic without --shapes (cmd_profile); the training options do not apply
+    parser.set_defaults(func=cmd_profile, dataset=None, epochs=None)
 
 
 __all__ = ["ModuleCost", "format_costs", "parse_shapes", "profile_model", "sample_inputs"]

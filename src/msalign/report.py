@@ -14,7 +14,8 @@ figures written beside it:
 - the modality gap (Fig. 6): per pair of modalities, a 2-D PCA of the test clips' utterance features
   before alignment (each modality's projection) and after it (the shared common encoder), with the
   distance between the two modalities' centroids in the title. It needs a decalign checkpoint and
-  ``--dataset`` to recompute the features, and is skipped with a note otherwise;
+  the run's dataset to recompute the features (the one results.json records, loaded with the
+  checkpoint's options; ``--dataset`` must name the same one), and is skipped with a note otherwise;
 - the validation / test sensitivity heatmap of a two-key sweep (Fig. 7; a line plot for one key);
 - training curves from ``history.json``: training loss and the validation selection metric per epoch.
 
@@ -129,11 +130,14 @@ def render_html(report: Report) -> str:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',  # readable on a phone
         f"<title>{html.escape(report.title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;line-height:1.45}"
-        "table{border-collapse:collapse;margin:1em 0;font-size:0.92em}th,td{border:1px solid #bbb;padding:4px 8px;"
-        "text-align:right}th:first-child,td:first-child{text-align:left}th{background:#eee}"
-        "figure{margin:1.5em 0}img{max-width:100%}figcaption{color:#333;font-style:italic}</style>",
+        "<style>body{font-family:sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;line-height:1.45;"
+        "overflow-wrap:anywhere}"
+        ".table{overflow-x:auto;margin:1em 0}"  # a wide table scrolls inside its box, the page never does
+        "table{border-collapse:collapse;font-size:0.92em}th,td{border:1px solid #bbb;padding:4px 8px;"
+        "text-align:right;overflow-wrap:normal}th:first-child,td:first-child{text-align:left}th{background:#eee}"
+        "figure{margin:1.5em 0}img{max-width:100%;height:auto}figcaption{color:#333;font-style:italic}</style>",
         "</head><body>",
         f"<h1>{html.escape(report.title)}</h1>",
     ]
@@ -144,9 +148,10 @@ def render_html(report: Report) -> str:
             parts.append(f"<p>{_inline_html(block[1])}</p>")
         elif block[0] == "table":
             header, rows = block[1], block[2]
-            parts.append("<table><thead><tr>" + "".join(f"<th>{_inline_html(h)}</th>" for h in header) + "</tr></thead><tbody>")
+            parts.append('<div class="table"><table><thead><tr>' + "".join(f"<th>{_inline_html(h)}</th>" for h in header)
+                         + "</tr></thead><tbody>")
             parts += ["<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>" for row in rows]
-            parts.append("</tbody></table>")
+            parts.append("</tbody></table></div>")
         elif block[0] == "figure":
             figure = block[1]
             width, height = figure.size_px
@@ -751,8 +756,37 @@ def _add_gap(report: Report, run: TrainRun, folder: Path, dataset) -> None:
     report.table(["modalities", "before alignment", "after alignment"], rows)
 
 
+def run_variant(results: dict[str, Any]) -> str:
+    """``[hete=false,width=16]``: the model config keys a run changed from what its dataset's config
+    files give (the benchmark's variant notation); '' when none, or when that cannot be told."""
+    from msalign.config import resolve_config
+    from msalign.models import build_config
+
+    model, config = results.get("model"), (results.get("config") or {}).get("model")
+    if not isinstance(config, dict):
+        return ""
+    dataset = str(results.get("dataset", ""))
+    name = "synthetic" if dataset.startswith("synthetic") else Path(dataset).name
+    metric_set = results.get("metric_set", "mosi")
+    keys = (name, metric_set if metric_set != "iemocap" or "iemocap" in dataset.lower() else "classification")
+    try:
+        base, _ = resolve_config(model, build_config(model), keys)
+    except MsalignError:
+        return ""
+    changed = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in config.items()
+               if k in base.__dataclass_fields__ and _listed(getattr(base, k)) != _listed(v)]
+    return f"[{','.join(changed)}]" if changed else ""
+
+
+def _listed(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
 def build_train_report(run_dir: Path, folder: Path, dataset=None) -> Report:
-    run = load_train_run(run_dir, run_dir.name or str(run_dir), dataset)
+    results = _read_json(run_dir / "results.json", "results.json")
+    model = results.get("model")
+    label = f"{model}{run_variant(results)}" if model else (run_dir.name or str(run_dir))
+    run = load_train_run(run_dir, label, dataset)  # figures say the model and variant, not the folder
     report = Report(f"Report: {run.model} run {run_dir}")
     report.paragraph(_describe_run(run))
     report.heading("Metrics (per seed)")
@@ -767,9 +801,10 @@ def build_train_report(run_dir: Path, folder: Path, dataset=None) -> Report:
 
 def build_benchmark_report(run_dir: Path, folder: Path, dataset=None) -> Report:
     table = _read_json(run_dir / "table.json", "table.json")
-    entries = list(table.get("models", {}))
+    failed = {label: row["failed"] for label, row in table.get("models", {}).items() if "failed" in row}
+    entries = [label for label in table.get("models", {}) if label not in failed]
     if not entries:
-        raise MsalignError(f"{run_dir / 'table.json'}: lists no models")
+        raise MsalignError(f"{run_dir / 'table.json'}: lists no finished models")
     runs = []
     for label in entries:
         if not (run_dir / label / "results.json").is_file():
@@ -780,12 +815,17 @@ def build_benchmark_report(run_dir: Path, folder: Path, dataset=None) -> Report:
     metric, _, _ = _selection_label(metric_set)
     report = Report(f"Report: benchmark {run_dir}")
     seeds = table["models"][entries[0]].get("seeds", runs[0].seeds)
+    several = len(seeds) > 1  # "± std" only over more than one seed
     report.paragraph(f"{len(entries)} models / variants on `{table.get('dataset', '?')}`, seeds {', '.join(map(str, seeds))}. "
-                     "Test metrics: mean ± population std over seeds; model selection used the validation split only "
-                     f"(valid {metric}: mean over seeds). Accuracies and F1 in %, MAE and Corr raw.")
+                     f"Test metrics: {'mean ± population std over seeds' if several else 'one seed'}; model selection "
+                     f"used the validation split only (valid {metric}: mean over seeds). Accuracies and F1 in %, MAE and "
+                     "Corr raw.")
     report.heading("Metrics")
+    for label, error in failed.items():
+        report.note(f"{label}: failed ({error}); not in this report")
     report.table(["model"] + [f"test {k}" for k in keys] + [f"valid {metric}"],
-                 [[label] + [_fmt(k, table["models"][label]["mean"].get(k), table["models"][label]["std"].get(k)) for k in keys]
+                 [[label] + [_fmt(k, table["models"][label]["mean"].get(k),
+                                  table["models"][label]["std"].get(k) if several else None) for k in keys]
                   + [_fmt(metric, _valid_mean(run, metric))] for label, run in zip(entries, runs, strict=True)])
     report.heading("Per-class accuracy")
     per_class = plot_per_class(runs, folder)
@@ -840,7 +880,7 @@ def build_sweep_report(run_dir: Path, folder: Path, dataset=None) -> Report:
         report.note(f"sensitivity plot: drawn for 1 or 2 grid keys; this sweep has {len(keys)}.")
     if best and (run_dir / best["label"] / "results.json").is_file():
         report.heading(f"The chosen point: {best['label']}")
-        run = load_train_run(run_dir / best["label"], best["label"], dataset)
+        run = load_train_run(run_dir / best["label"], f"{summary['model']} {best['label']}", dataset)
         _add_run_figures(report, run, folder, dataset)
         per_class = plot_per_class([run], folder)
         if per_class is not None:
@@ -876,7 +916,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a train run (results.json), benchmark (table.json) or sweep (sweep.json)")
     parser.add_argument("--format", choices=["md", "html"], default=None, help="default: md, or html when --out ends in .html")
     parser.add_argument("--dataset", default=None,
-                        help="the run's dataset: recomputes the modality-gap features (and missing predictions) from checkpoints")
+                        help="default: the dataset the run recorded (used for the modality gap and missing predictions); "
+                             "another one is refused")
     parser.add_argument("--cache-dir", default=None, help="text-feature cache (default $MSALIGN_CACHE or ~/.cache/msalign)")
     parser.add_argument("--out", default=None, help="report file (default RUN_DIR/report/report.md); figures go beside it")
     parser.set_defaults(func=cmd_report)
@@ -887,11 +928,53 @@ def _first_checkpoint(run_dir: Path) -> Path | None:
     return next(iter(sorted(run_dir.glob("**/seed_*/model.safetensors"))), None)
 
 
+def recorded_dataset(run_dir: Path) -> tuple[str | None, str | None]:
+    """(dataset, metric set) that RUN_DIR's summary file records (results.json, table.json or sweep.json)."""
+    kind = run_kind(run_dir)
+    name = {"train": "results.json", "benchmark": "table.json", "sweep": "sweep.json"}[kind]
+    data = _read_json(run_dir / name, name)
+    metric_set = data.get("metric_set")
+    if kind == "benchmark" and metric_set is None:
+        first = next(iter(data.get("models", {})), None)
+        if first is not None and (run_dir / first / "results.json").is_file():
+            metric_set = _read_json(run_dir / first / "results.json", "results.json").get("metric_set")
+    dataset = data.get("dataset")
+    return (dataset if isinstance(dataset, str) else None), metric_set
+
+
+def same_dataset(given: str, recorded: str) -> bool:
+    """Whether ``--dataset given`` names the dataset a run recorded (paths compared resolved when both
+    exist, else by their last component; synthetic:... variants by their generator name)."""
+    if given == recorded:
+        return True
+    if given.split(":")[0] == "synthetic" or recorded.split(":")[0] == "synthetic":
+        from msalign.data.spec import parse_synthetic
+
+        return given.split(":")[0] == recorded.split(":")[0] and parse_synthetic(given) == parse_synthetic(recorded)
+    a, b = Path(given).expanduser(), Path(recorded).expanduser()
+    if a.exists() and b.exists():
+        return a.resolve() == b.resolve()
+    return a.resolve().name == b.resolve().name
+
+
+def _needs_dataset(run_dir: Path) -> bool:
+    """A decalign run (the modality gap) or a seed without predictions.npz needs the data."""
+    for results in [run_dir / "results.json", *run_dir.glob("*/results.json")]:
+        if results.is_file() and _read_json(results, "results.json").get("model") == "decalign":
+            return True
+    return any(not (seed / "predictions.npz").is_file() for seed in run_dir.glob("**/seed_*") if seed.is_dir())
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     run_kind(run_dir)  # a missing or foreign directory fails before any data is loaded
-    dataset = None
-    if args.dataset is not None:
+    recorded, metric_set = recorded_dataset(run_dir)
+    if args.dataset is not None and recorded is not None and not same_dataset(args.dataset, recorded):
+        raise MsalignError(f"--dataset {args.dataset}: the run was trained on {recorded} (recorded in {run_dir}); "
+                           "omit --dataset to use that one")
+    spec = args.dataset if args.dataset is not None else (recorded if _needs_dataset(run_dir) else None)
+    dataset, skipped = None, None
+    if spec is not None:
         from msalign.checkpoint import read_checkpoint_meta
         from msalign.data import load_dataset
 
@@ -899,9 +982,23 @@ def cmd_report(args: argparse.Namespace) -> int:
         options = dict(read_checkpoint_meta(checkpoint).get("feature_spec", {}).get("options", {})) if checkpoint else {}
         if args.cache_dir is not None:
             options["cache_dir"] = args.cache_dir
-        dataset = load_dataset(args.dataset, **options)
-        print(dataset.describe(), file=sys.stderr)
+        if metric_set is not None and not str(spec).startswith("synthetic"):
+            options.setdefault("metric_set", metric_set)  # the run's task, also for integer class labels
+        try:
+            dataset = load_dataset(spec, **options)
+            if args.dataset is None and checkpoint is not None:  # the recorded spec must still give the run's features
+                from msalign.checkpoint import check_feature_spec
+
+                check_feature_spec(read_checkpoint_meta(checkpoint), dataset.feature_spec, dataset.dims, checkpoint)
+        except MsalignError as error:
+            if args.dataset is not None:
+                raise
+            dataset, skipped = None, f"the recorded dataset {spec} could not be used ({error}); pass --dataset SPEC"
+        if dataset is not None:
+            print(f"dataset{' (from the run)' if args.dataset is None else ''}: {dataset.describe()}", file=sys.stderr)
     target, report = build_report(run_dir, dataset, args.out, args.format)
+    if skipped:
+        print(f"note: {skipped}", file=sys.stderr)
     for text in report.notes:
         print(f"note: {text}", file=sys.stderr)
     print(f"report: {target} ({len(report.figures)} figures)")

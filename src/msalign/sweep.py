@@ -68,7 +68,10 @@ def check_grid(model_name: str, model_config: Any, grid: dict[str, list[Any]], c
     for key, values in grid.items():
         name = key.removeprefix("model.")
         if name not in fields:
-            raise MsalignError(f"--grid {key}: not a config key of model {model_name}; known: {', '.join(sorted(fields))}")
+            from msalign.config_docs import suggest
+
+            raise MsalignError(f"--grid {key}: not a config key of model {model_name}{suggest(key, sorted(fields))}; "
+                               f"'msalign models {model_name}' lists the keys")
         try:
             checked[name] = [coerce(value, hints[name], f"model.{name}") for value in values]
         except MsalignError as error:
@@ -129,6 +132,11 @@ def run_sweep(
 
     get_model_class(model_name)  # unknown names fail before any work
     grid = check_grid(model_name, model_config, grid)
+    from msalign.benchmark import check_entries
+
+    # every point's model against the dataset's modalities and widths before any training
+    check_entries({point_label(params): (model_name, dataclasses.replace(model_config, **params), train_config)
+                   for params in grid_points(grid)}, dataset)
     out_dir = Path(out_dir)
     dataset_name = dataset.source or dataset.name
     previous = _read_sweep(out_dir)
@@ -180,7 +188,22 @@ def run_sweep(
             atomic_write_text(out_dir / SWEEP_TABLE, format_sweep(summary) + "\n")
         log(f"[sweep {len(point_rows)}/{len(points)}] {label}: valid {metric} "
             f"{metrics.format_metric(metric, valid_mean[metric])}")
-    raise_for_failures(outcomes)
+    failed = {}
+    for outcome in outcomes:
+        if outcome.failed:
+            failed.setdefault(outcome.trial.label, {"params": configs[outcome.trial.label][0],
+                                                    "error": f"seed {outcome.trial.seed}: {outcome.error}"})
+    if failed:
+        summary["failed"] = failed
+        if is_rank_zero():
+            atomic_write_text(out_dir / SWEEP_FILE, json.dumps(summary, indent=2) + "\n")
+            atomic_write_text(out_dir / SWEEP_TABLE, format_sweep(summary) + "\n")
+    try:
+        raise_for_failures(outcomes)
+    except MsalignError as error:
+        from msalign.errors import PartialResults
+
+        raise PartialResults(f"{error}; the finished points: {out_dir / SWEEP_TABLE}", format_sweep(summary)) from None
     return summary
 
 
@@ -237,6 +260,11 @@ def format_sweep(summary: dict[str, Any]) -> str:
         params = ", ".join(f"{k}={_format_value(v)}" for k, v in b["params"].items())
         lines += ["", f"Chosen on validation {metric} ({'lowest' if mode == 'min' else 'highest'}): **{params}** — "
                       f"valid {metric} {fmt(metric, b['valid'][metric])}, test {metric} {fmt(metric, b['test'].get(metric))}."]
+    for label, failure in (summary.get("failed") or {}).items():  # marked rows, then what went wrong
+        cells = [_format_value(failure["params"][k]) for k in keys] + ["–"] * (len(valid_cols) + len(headline))
+        lines.append("| " + " | ".join(cells + ["FAILED"]) + " |")
+    if summary.get("failed"):
+        lines += ["", "Failed: " + "; ".join(f"{label} {f['error']}" for label, f in summary["failed"].items())]
     if not summary.get("complete", True):
         lines += ["", f"Incomplete: {len(summary['points'])} of {len(grid_points(summary['grid']))} points finished so far."]
     return "\n".join(lines)
@@ -255,13 +283,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     _add_run_options(parser, set_help="override config fields for every point (the grid keys win)")
     parser.add_argument("--seeds", default="1111")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace points run with another configuration (their seeds; sweep.json, sweep.md, report/)")
     add_backend_options(parser)
     parser.set_defaults(func=cmd_sweep)
     return parser
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from msalign.cli import _load_dataset, _out_lock, _resolve, _seeds
+    from msalign.cli import _load_dataset, _out_lock, _resolve, _seeds, _summary
     from msalign.models import build_config, get_model_class
 
     get_model_class(args.model)
@@ -271,8 +301,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     grid = check_grid(args.model, build_config(args.model), parse_grid(args.grid), check_points=False)
     dataset = _load_dataset(args)
     model_config, train_config = _resolve(args.model, dataset, args)
+    print(_summary(dataset, [args.model], args), file=sys.stderr)
+    from msalign.cli import _check_out
+
     with _out_lock(args.out):  # one sweep per --out at a time
-        print(dataset.describe(), file=sys.stderr)
+        # a point's folder holding seeds of another configuration: refused unless --overwrite
+        _check_out({point_label(params): (Path(args.out) / point_label(params), args.model,
+                                          dataclasses.replace(model_config, **params), train_config)
+                    for params in grid_points(check_grid(args.model, model_config, grid))}, dataset, args,
+                   derived_root=Path(args.out))
         summary = run_sweep(args.model, dataset, model_config, train_config, grid, seeds, args.out,
                             progress=args.progress, log=lambda line: print(line, file=sys.stderr), backend=backend)
     print(format_sweep(summary))

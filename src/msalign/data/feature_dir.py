@@ -38,6 +38,8 @@ training priors to reuse; the group is the label.csv column ``group_column`` (de
 ``video_id``: MOSI's speaker) and ``group_strength`` is the prior's weight in clips. Groups are
 formed within each split and never read labels. The priors used are recorded in
 ``feature_spec["options"]`` like ``standardize``'s statistics.
+``empty_clips="drop"`` leaves out the clips that are all padding in every modality (counted per split in
+the dataset's ``dropped``); the default ``"error"`` refuses them. ``task`` and the metric set: see :func:`choose_task`.
 ``metric_set`` overrides the one inferred from the path (mosi/mosei/sims/iemocap in the folder's
 name, innermost first) or, failing that, from the labels (class names or ``metric_set="iemocap"``
 -> classification; regression labels within [-1, 1] -> sims; else mosi).
@@ -55,8 +57,9 @@ from typing import Any
 import numpy as np
 
 from msalign.atomic import atomic_savez
-from msalign.data.types import MODALITIES, SPLITS, MetricSet, MultimodalDataset, Split
-from msalign.data.validate import _first_bad_row, infer_metric_set, trailing_lengths, validate_dataset, zero_padding
+from msalign.data.types import MODALITIES, SPLITS, MetricSet, MultimodalDataset, Split, Task
+from msalign.data.validate import (_first_bad_row, drop_empty_clips, infer_metric_set, trailing_lengths, validate_dataset,
+                                   zero_padding)
 from msalign.errors import MsalignError
 from msalign.limits import check_npz, regular_file, short_repr
 
@@ -345,14 +348,18 @@ def load_feature_dir(
     group_column: str = "video_id",
     group_strength: float | None = None,
     metric_set: MetricSet | None = None,
+    task: Task | None = None,
     num_classes: int | None = None,
     cache_dir: str | Path | None = None,
     batch_size: int = 64,
     device: str | None = None,
     progress: bool | None = None,
     descriptions: bool | str | os.PathLike = False,
+    empty_clips: str = "error",
 ) -> MultimodalDataset:
     """Load, standardise and validate a feature directory; see the module docstring."""
+    if empty_clips not in ("error", "drop"):
+        raise MsalignError(f"--empty-clips {empty_clips!r}: expected drop or error")
     folder = Path(folder)
     source = str(folder)
     label_path = folder / LABEL_FILE
@@ -375,11 +382,7 @@ def load_feature_dir(
     if not wanted:
         raise MsalignError(f"{source}: no feature files ({', '.join(f'{m}.npz' for m in MODALITIES)}, ...) and no text column")
 
-    if metric_set is None:
-        numeric = all(_is_number(r["label"]) for r in rows)
-        y = np.array([float(r["label"]) for r in rows]) if numeric else None
-        metric_set = infer_metric_set(folder.resolve(), y, "regression" if numeric else "classification")
-    task = "classification" if metric_set == "iemocap" else "regression"
+    task, metric_set, why, config_keys = choose_task(rows, label_path, folder, task, metric_set)
     labels, classes = _parse_labels(rows, label_path, task)
     ids = [r["id"] for r in rows]
     texts = [r.get("text", "") for r in rows]
@@ -440,6 +443,7 @@ def load_feature_dir(
             raise MsalignError(f"{label_path}: split {name!r}, key 'mode': no clips have mode {name!r}")
     if task == "classification" and num_classes is None:
         num_classes = len(classes) if classes else int(labels.max()) + 1
+    dropped = drop_empty_clips(splits, source) if empty_clips == "drop" else {}
     # validated before standardising too: z-scoring would hide all-zero clips and smear NaN/inf
     validate_dataset(MultimodalDataset(name=folder.name, splits=splits, metric_set=metric_set, task=task,  # type: ignore[arg-type]
                                        num_classes=num_classes if task == "classification" else None, source=source))
@@ -450,7 +454,8 @@ def load_feature_dir(
         from msalign.data.group_norm import DEFAULT_STRENGTH
 
         strength = float(DEFAULT_STRENGTH if group_strength is None else group_strength)
-        groups = {name: [rows[i][group_column] for i in np.flatnonzero(mode == name)] for name in SPLITS}
+        row_of = {clip: i for i, clip in enumerate(ids)}  # by id: --empty-clips drop may have left clips out
+        groups = {name: [rows[row_of[clip]][group_column] for clip in splits[name].ids] for name in SPLITS}
         priors = _group_standardize(splits, groups, group_standardize, strength, source)
     else:
         priors = {}
@@ -458,6 +463,8 @@ def load_feature_dir(
     # "options" = the load options that reproduce these features (the CLI passes a checkpoint's
     # options back to load_dataset, so evaluate/predict reuse the TRAINING statistics).
     options: dict[str, Any] = {"standardize": stats or False}
+    if empty_clips == "drop":  # evaluate / report reload the same clips (absent otherwise, as for priors)
+        options["empty_clips"] = "drop"
     if priors:  # absent otherwise, so the feature specs of existing checkpoints stay equal
         options.update(group_standardize=priors, group_column=group_column, group_strength=strength)
     if spec_mods.get("text", {}).get("source") == "text_encoder":
@@ -480,6 +487,70 @@ def load_feature_dir(
         num_classes=num_classes if task == "classification" else None,
         source=source,
         feature_spec=spec,
+        why=why,
+        config_keys=config_keys,
+        dropped=dropped,
     )
     validate_dataset(ds)
     return ds
+
+
+def choose_task(rows: list[dict[str, str]], label_path: Path, folder: Path, task: Task | None,
+                metric_set: MetricSet | None) -> tuple[Task, MetricSet, str, tuple[str, ...]]:
+    """(task, metric set, why, config keys) for a label.csv; integer labels never silently regress.
+
+    Order: ``task`` (``--task``), else the metric set (``--metric-set``; iemocap is classification),
+    else class names in the labels (classification), else a benchmark's name in the folder's path,
+    else the labels: real-valued or negative -> regression; integers 0..C-1 only (class indices or
+    not) -> an error asking for ``--task``.
+    The metric set: ``metric_set``, else the path's, else iemocap's classification metrics (WAcc,
+    WAF1) for classification and sims / mosi by the label range for regression.
+    """
+    raw = [r["label"] for r in rows]
+    numeric = all(_is_number(v) for v in raw)
+    y = np.array([float(v) for v in raw]) if numeric else None
+    by_path = infer_metric_set(folder.resolve()) if _path_names_benchmark(folder) else None
+    name = folder.resolve().name
+    if metric_set is not None and metric_set not in ("mosi", "mosei", "sims", "iemocap"):
+        raise MsalignError(f"{label_path}: metric set {metric_set!r} is not mosi/mosei/sims/iemocap")
+    if task is not None:
+        if task not in ("regression", "classification"):
+            raise MsalignError(f"--task {task!r}: expected regression or classification")
+        why = f"--task {task}"
+    elif metric_set is not None:
+        task = "classification" if metric_set == "iemocap" else "regression"
+        why = f"--metric-set {metric_set}"
+    elif not numeric:
+        task, why = "classification", "labels are class names"
+    elif by_path is not None:
+        task = "classification" if by_path == "iemocap" else "regression"
+        why = f"the path names {by_path}"
+    elif y is not None and len(y) and np.all(y == np.round(y)) and y.min() >= 0:  # could be class indices 0..C-1
+        values = sorted({int(v) for v in y})
+        shown = ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
+        raise MsalignError(f"{label_path}: key 'label': every label is an integer ({len(values)} values: {shown}); "
+                           "pass --task classification or --task regression")
+    else:
+        task, why = "regression", "labels are real numbers" if y is None or np.any(y != np.round(y)) else "labels below 0"
+    if metric_set is not None:
+        if (metric_set == "iemocap") != (task == "classification"):
+            raise MsalignError(f"--metric-set {metric_set} does not score {task} (iemocap is the classification set)")
+        metrics_why = "--metric-set"
+    elif task == "classification":
+        metric_set, metrics_why = "iemocap", "the classification metrics"
+    elif by_path is not None and by_path != "iemocap":
+        metric_set, metrics_why = by_path, "named in the path"
+    else:
+        metric_set = infer_metric_set("", y, "regression")
+        metrics_why = "labels within [-1, 1]" if metric_set == "sims" else "labels beyond [-1, 1]"
+    if metric_set == "iemocap" and by_path == "iemocap":
+        keys: tuple[str, ...] = (name, "iemocap")
+    elif task == "classification":
+        keys = (name, "classification")  # never another dataset's class count (e.g. iemocap's 6)
+    else:
+        keys = (name, metric_set)
+    return task, metric_set, f"task: {why}; metric set: {metrics_why}", keys  # type: ignore[return-value]
+
+
+def _path_names_benchmark(folder: Path) -> bool:
+    return any(key in part.lower() for part in folder.resolve().parts for key in ("mosei", "mosi", "sims", "iemocap"))

@@ -103,8 +103,10 @@ def load_mmsa_pickle(
     metric_set: MetricSet | None = None,
     modalities: Sequence[str] | None = None,
     num_classes: int | None = None,
+    task: str | None = None,
 ) -> MultimodalDataset:
-    """Load, check and validate an MMSA feature pickle; see the module docstring."""
+    """Load, check and validate an MMSA feature pickle; see the module docstring. ``task``
+    (--task) picks the labels: ``regression_labels`` or ``classification_labels``."""
     path = Path(path)
     source = str(path)
     data = read_pickle(path)
@@ -122,10 +124,17 @@ def load_mmsa_pickle(
     wanted = [m for m in MODALITIES if m in wanted]
     if not wanted:
         raise MsalignError(f"{source}: split 'train' has none of the keys {list(MODALITIES)} (has {_keys(train)})")
+    if task is not None and task not in ("regression", "classification"):
+        raise MsalignError(f"--task {task!r}: expected regression or classification")
+    if metric_set is not None and task is not None and (metric_set == "iemocap") != (task == "classification"):
+        raise MsalignError(f"--metric-set {metric_set} does not score {task} (iemocap is the classification set)")
+    given_task, given_metric_set = task, metric_set
     if metric_set is None:
-        task_hint = "regression" if "regression_labels" in train else "classification"
+        task_hint = task or ("regression" if "regression_labels" in train else "classification")
         y = np.asarray(train.get("regression_labels", []), dtype=np.float64).reshape(-1) if task_hint == "regression" else None
         metric_set = infer_metric_set(path, y, task_hint)  # type: ignore[arg-type]
+        if task is not None and (metric_set == "iemocap") != (task == "classification"):
+            metric_set = "iemocap" if task == "classification" else infer_metric_set("", y, "regression")
     task = "classification" if metric_set == "iemocap" else "regression"
 
     splits: dict[str, Split] = {}
@@ -186,6 +195,12 @@ def load_mmsa_pickle(
     }
     if neg_inf:
         spec["repairs"] = {"audio_neg_inf_to_zero": neg_inf}
+    if given_task:
+        task_why = f"--task {given_task}"
+    elif given_metric_set:
+        task_why = f"--metric-set {given_metric_set}"
+    else:
+        task_why = f"the pickle's {task}_labels"
     ds = MultimodalDataset(
         name=f"{metric_set}-{path.stem}",
         splits=splits,
@@ -194,6 +209,10 @@ def load_mmsa_pickle(
         num_classes=num_classes if task == "classification" else None,
         source=source,
         feature_spec=spec,
+        why=f"task: {task_why}; metric set: {'--metric-set' if given_metric_set else 'from the path and labels'}",
+        # a classification pickle borrows iemocap.yaml only when it is IEMOCAP (its path says so)
+        config_keys=(f"{metric_set}-{path.stem}", metric_set if task == "regression" or "iemocap" in str(path).lower()
+                     else "classification"),
     )
     validate_dataset(ds)
     return ds

@@ -28,9 +28,10 @@ from msalign.data.types import MultimodalDataset
 from msalign.data.validate import validate_dataset
 from msalign.errors import MsalignError
 
-_PICKLE_OPTIONS = {"modalities", "metric_set", "num_classes"}
+_PICKLE_OPTIONS = {"modalities", "metric_set", "num_classes", "task"}
 _DIR_OPTIONS = _PICKLE_OPTIONS | {"text_encoder", "standardize", "max_text_len", "cache_dir", "batch_size", "device", "progress",
-                                   "descriptions", "group_standardize", "group_column", "group_strength"}
+                                   "descriptions", "empty_clips", "group_standardize", "group_column",
+                                   "group_strength"}
 _STORE_OPTIONS = _PICKLE_OPTIONS | {"verify"}
 _KNOWN_OPTIONS = _DIR_OPTIONS | _STORE_OPTIONS | {"blank"}
 
@@ -82,7 +83,13 @@ def _load(spec: str | os.PathLike, **options: Any) -> MultimodalDataset:
     if text == "synthetic" or text.startswith("synthetic:"):
         from msalign.data.synthetic import generate_synthetic
 
-        ds = generate_synthetic(**parse_synthetic(text))
+        kwargs = parse_synthetic(text)
+        if "task" in options:
+            if kwargs.setdefault("task", options["task"]) != options["task"]:
+                raise MsalignError(f"dataset {text!r}: task={kwargs['task']} in the spec, but --task {options['task']}")
+        ds = generate_synthetic(**kwargs)
+        ds.source = text  # the whole spec: a report reloads exactly this data
+        ds.why = "the synthetic generator" + (": task=" + kwargs["task"] if "task" in kwargs else ", MOSI's label scale")
         validate_dataset(ds)
         return ds.select_modalities(modalities) if modalities else ds
     path = Path(text).expanduser()

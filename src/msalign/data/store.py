@@ -437,6 +437,7 @@ def load_store(
     metric_set: MetricSet | None = None,
     num_classes: int | None = None,
     verify: bool = False,
+    task: Task | None = None,
 ) -> MultimodalDataset:
     """The store in ``folder`` as a :class:`MultimodalDataset` whose features are :class:`DiskArray`\\ s.
 
@@ -457,7 +458,9 @@ def load_store(
     missing = [m for m in wanted if m not in stored]
     if missing or not wanted:
         raise MsalignError(f"{folder}: store lacks modality {missing or list(modalities or [])} (has {stored})")
-    task: Task = manifest["task"]
+    if task is not None and task != manifest["task"]:
+        raise MsalignError(f"{manifest_path}: key 'task': the store holds {manifest['task']} labels, not --task {task}")
+    task = manifest["task"]
     if metric_set is not None:
         if metric_set not in ("mosi", "mosei", "sims", "iemocap"):
             raise MsalignError(f"{folder}: metric set {metric_set!r} is not mosi/mosei/sims/iemocap")
@@ -897,8 +900,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if leftovers:
         print(f"note: {out.parent} holds unfinished conversions {leftovers} (safe to delete)", file=sys.stderr)
     started = time.perf_counter()
+    print(f"loading {args.dataset} ...", file=sys.stderr)
     dataset = _load_dataset(args)
     print(dataset.describe(), file=sys.stderr)
+    rows = sum(len(s) for s in dataset.splits.values())
+    print(f"writing feature store {out} ({rows} clips) ...", file=sys.stderr)
     loaded = time.perf_counter()
     write_store(dataset, out, force=args.force, source=str(args.dataset))
     written = time.perf_counter()

@@ -356,6 +356,10 @@ class TextEncoder:
             from tqdm.auto import tqdm
 
             show = progress if progress is not None else self.progress
+            if show is not False:  # the first encoding of a dataset can take minutes: say so when it starts
+                cached = f", {len(by_key) - len(missing)} cached" if len(missing) < len(by_key) else ""
+                where = f"; cached in {self.cache_dir}" if self.cache else ""
+                print(f"encoding {len(missing)} transcripts with {self.label}{cached} (once{where}) ...", file=sys.stderr)
             bar = tqdm(
                 total=len(missing),
                 desc=f"encoding text with {self.label}",

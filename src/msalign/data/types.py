@@ -69,6 +69,12 @@ class MultimodalDataset:
     # Describes how the features were made (encoder names, normalisation statistics, ...).
     # A checkpoint records it; evaluate/predict refuse a dataset whose spec differs.
     feature_spec: dict = field(default_factory=dict)
+    # why the task and metric set are what they are ("--task classification", "labels are class
+    # names", ...), for the one-line summary; and the configs/<model>/<key>.yaml keys to try, most
+    # specific first (empty: the name, then the metric set)
+    why: str = ""
+    config_keys: tuple[str, ...] = ()
+    dropped: dict = field(default_factory=dict)  # all-padding clips left out per split (--empty-clips drop)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -118,6 +124,9 @@ class MultimodalDataset:
             num_classes=self.num_classes,
             source=self.source,
             feature_spec=dict(self.feature_spec),
+            why=self.why,
+            config_keys=self.config_keys,
+            dropped=dict(self.dropped),
         )
 
     def blank_modalities(self, modalities: tuple[str, ...] | list[str]) -> MultimodalDataset:
@@ -139,9 +148,23 @@ class MultimodalDataset:
         spec = dict(self.feature_spec)
         spec["options"] = {**spec.get("options", {}), "blank": [m for m in MODALITIES if m in modalities]}
         return MultimodalDataset(name=self.name, splits=splits, metric_set=self.metric_set, task=self.task,
-                                 num_classes=self.num_classes, source=self.source, feature_spec=spec)
+                                 num_classes=self.num_classes, source=self.source, feature_spec=spec, why=self.why,
+                                 config_keys=self.config_keys, dropped=dict(self.dropped))
 
     def describe(self) -> str:
         sizes = ", ".join(f"{n} {len(s)}" for n, s in self.splits.items())
         shapes = ", ".join(f"{m} {self.max_lengths[m]}x{d}" for m, d in self.dims.items())
-        return f"{self.name}: {sizes}; {shapes}; task {self.task}; metrics {self.metric_set}"
+        task = f"task {self.task}" + (f" ({self.num_classes} classes)" if self.task == "classification" else "")
+        why = f" ({self.why})" if self.why else ""
+        dropped = ""
+        if self.dropped:
+            dropped = "; dropped all-padding clips: " + ", ".join(f"{n} {k}" for n, k in self.dropped.items())
+        return f"{self.name}: {sizes}; {shapes}; {task}; metrics {self.metric_set}{why}{dropped}"
+
+    def resolved_config_keys(self) -> tuple[str, ...]:
+        """The keys whose ``configs/<model>/<key>.yaml`` apply to this dataset, most specific first."""
+        if self.config_keys:
+            return self.config_keys
+        if self.task == "classification":
+            return (self.name, "iemocap" if "iemocap" in self.name.lower() else "classification")
+        return (self.name, self.metric_set)

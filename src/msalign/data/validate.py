@@ -129,7 +129,7 @@ def validate_split(
         shapes = ", ".join(f"{m} {x.shape}" for m, x in split.features.items())
         raise MsalignError(
             f"{_where(source, name, '/'.join(split.features))}: row {r} (id {split.ids[r]!r}) is all padding "
-            f"in every modality ({empty.size} such rows; shapes {shapes})"
+            f"in every modality ({empty.size} such rows; shapes {shapes}); --empty-clips drop leaves them out"
         )
     _nonfinite(labels, source, name, "labels")
     if task == "classification":
@@ -157,6 +157,31 @@ def validate_split(
         if clip in seen:
             raise MsalignError(f"{_where(source, name, 'id')}: duplicate id {clip!r} at rows {seen[clip]} and {i} ({n} ids)")
         seen[clip] = i
+
+
+def empty_rows(split: Split) -> np.ndarray:
+    """Indices of the clips whose features are zero at every position in every modality."""
+    n = len(split.labels)
+    any_data = np.zeros(n, dtype=bool)
+    for x in split.features.values():
+        for start in range(0, n, _CHUNK):
+            any_data[start : start + _CHUNK] |= (np.asarray(x[start : start + _CHUNK]) != 0).any(axis=(1, 2))
+    return np.flatnonzero(~any_data)
+
+
+def drop_empty_clips(splits: dict[str, Split], source: str) -> dict[str, int]:
+    """``--empty-clips drop``: removes the all-padding clips (see :func:`empty_rows`) from every split,
+    in place; returns the count dropped per split. A split left with no clip is an error."""
+    dropped = {}
+    for name, split in list(splits.items()):
+        empty = empty_rows(split)
+        dropped[name] = int(empty.size)
+        if empty.size == len(split.labels):
+            raise MsalignError(f"{_where(source, name, '/'.join(split.features))}: all {empty.size} clips are all padding "
+                               "in every modality; nothing left after --empty-clips drop")
+        if empty.size:
+            splits[name] = split.subset(np.setdiff1d(np.arange(len(split.labels)), empty))
+    return dropped
 
 
 def validate_dataset(ds: MultimodalDataset, *, require_splits: Iterable[str] = SPLITS, contents: bool = True) -> None:

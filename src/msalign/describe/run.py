@@ -124,9 +124,12 @@ def describe_dataset(folder: str | Path, out: str | Path | None = None, describe
         rows, signals = sources.build_image_feature_dir(folder, out, face_model)
         target, kind = Path(out) / DESCRIPTIONS_FILE, "image-text dataset"
     else:
+        if out is None:  # never into the dataset folder unless asked: --out DATASET writes there
+            raise MsalignError(f"{folder}: give --out: a .json file, or a folder for {DESCRIPTIONS_FILE} "
+                               f"(--out {folder} puts it where train --descriptions looks by default)")
         rows, signals = sources.feature_dir_signals(folder)
-        target = Path(out) if out is not None else folder / DESCRIPTIONS_FILE
-        if target.is_dir():
+        target = Path(out)
+        if target.is_dir() or target.suffix.lower() != ".json":  # a folder (made if need be)
             target = target / DESCRIPTIONS_FILE
         kind = "feature directory"
     train = [r["mode"] == "train" for r in rows]
@@ -152,8 +155,9 @@ def add_parser(sub: Any) -> None:
     parser = sub.add_parser("describe", help="describe faces / head / voice of every clip in words (descriptions.json, for textalign)")
     parser.add_argument("input", metavar="INPUT", help="a feature directory, or an image-text dataset folder (with --out)")
     parser.add_argument("--out", default=None,
-                        help="feature directory: where descriptions.json goes (default INPUT/descriptions.json); "
-                             "image-text dataset: the feature directory to write")
+                        help="required. Feature directory: a .json file or a folder for descriptions.json (--out INPUT "
+                             "writes into the dataset, where train --descriptions looks); image-text dataset: the "
+                             "feature directory to write")
     parser.add_argument("--describer", default="rules",
                         help="rules (default: fitted percentile rules) or a Hugging Face image-to-text model name / folder")
     parser.add_argument("--thresholds", default=None, help="reuse the rule thresholds of this descriptions.json instead of fitting")

@@ -405,6 +405,10 @@ def run_jobs(jobs: list[Job], options: ExtractOptions, *, workers: int = 1, miss
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="extracting", unit="file", file=sys.stderr,
                disable=not show)
     workers = min(workers, max(1, len(todo)))
+    if todo and progress is not False:  # extraction takes seconds per file: say so when it starts
+        cached = f" ({len(jobs) - len(todo)} cached)" if len(todo) < len(jobs) else ""
+        print(f"extracting features of {len(todo)} files{cached} with {workers} worker{'s' * (workers > 1)} ...",
+              file=sys.stderr)
     threads = options.threads or max(1, (os.cpu_count() or 1) // workers)
     args = (options.to_json(), threads, missing, str(cache_dir) if cache_dir is not None else None)
 

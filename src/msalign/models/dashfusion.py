@@ -54,8 +54,8 @@ BOTTLENECK_SOURCES = ("aligned", "learned")
 @dataclass
 class DashFusionConfig:
     width: int = 128  # Sec. IV-B: 128-d encoders
-    heads: int = 8
-    ff_width: int = 256
+    heads: int = 8  # attention heads (width must divide by it)
+    ff_width: int = 256  # feed-forward width of the transformer layers
     # Sec. IV-B: single-layer audio / vision encoders on MOSI and CH-SIMS, 3 layers on MOSEI
     # (the official code uses 2 and 4; anchors.md)
     encoder_layers: int = 1
@@ -68,18 +68,18 @@ class DashFusionConfig:
     semantic: bool = True  # eq. 5 text-anchored pairs
     scl: bool = True  # Sec. III-D supervised contrast with mined samples
     contrastive_weight: float = 0.2  # lambda of eq. 12
-    temperature: float = 0.5
-    positives: int = 2
-    hard_negatives: int = 2
-    easy_negatives: int = 2
+    temperature: float = 0.5  # temperature of the contrastive losses
+    positives: int = 2  # same-class positives mined per anchor
+    hard_negatives: int = 2  # hard negatives mined per anchor (most similar of another class)
+    easy_negatives: int = 2  # easy negatives mined per anchor (least similar of another class)
     mining_pool: int = 10  # draw from the 10 best-ranked candidates of each kind
     mining_refresh: int = 2  # recompute similarities every other epoch (official code)
-    head_hidden: tuple[int, ...] = (256, 128)
+    head_hidden: tuple[int, ...] = (256, 128)  # hidden widths of the MLP head
     # what the head reads of each fused sequence: "first" token (the paper: BERT's [CLS], the
     # audio / vision CLS token, the first bottleneck token) or the masked "mean" over time, the
     # better summary for frozen sentence-transformer features trained with mean pooling (MiniLM)
     summary: str = "first"
-    dropout: float = 0.1
+    dropout: float = 0.1  # dropout in encoders, fusion and head
 
     def __post_init__(self) -> None:
         check_ranges(self, "model")  # ranges first: heads >= 1 before width % heads below

@@ -78,9 +78,9 @@ from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, Sear
 @dataclass
 class DecAlignConfig:
     # architecture (the official MOSI configuration: d = 64, 8 heads, 5 layers)
-    width: int = 64
-    heads: int = 8
-    layers: int = 5
+    width: int = 64  # shared width d of the projected features
+    heads: int = 8  # attention heads (width must divide by it)
+    layers: int = 5  # cross-modal transformer layers
     # Self-attention layers over each target's cross-modal output: the second stage of the
     # multimodal transformer [35] (MulT) that section 3.4 incorporates "to model global temporal
     # information". The official code stops after the cross-attention (a target's frames never
@@ -98,27 +98,27 @@ class DecAlignConfig:
     # it, see the closing note of issue 3); the transformer blocks normalise their own inputs.
     projection_norm: bool = False
     projection_kernel: int = 3  # temporal conv kernel; 1 = the official code's pointwise projection
-    dropout: float = 0.1
+    dropout: float = 0.1  # residual, feed-forward and head dropout
     # Dropout on the attention weights forces SDPA's unfused path, which materialises every
     # (B, heads, Lq, Lk) weight: at MOSI's unaligned lengths ~4x the step time and ~9 GB RSS.
     # Off by default (residual and feed-forward dropout stay); the official code uses 0.1.
     attn_dropout: float = 0.0
     # loss weights, eq. 13 (the paper's sensitivity study: alpha = beta = 0.05)
-    alpha: float = 0.05
-    beta: float = 0.05
-    dec_weight: float = 1.0
+    alpha: float = 0.05  # weight of the heterogeneity (prototype OT) loss
+    beta: float = 0.05  # weight of the homogeneity (moments + MMD) loss
+    dec_weight: float = 1.0  # weight of the decoupling loss (eq. 1)
     # prototypes and OT (eq. 2-9)
     num_prototypes: int = 7  # 6 for IEMOCAP
-    gmm_steps: int = 5
+    gmm_steps: int = 5  # EM steps of the per-batch GMM fit
     covariance: str = "diag"  # diag | full
-    var_floor: float = 1e-4
+    var_floor: float = 1e-4  # lower bound on GMM variances
     # eq. 6 summed over d dimensions grows with d (costs ~100 at d = 64), which leaves a plan at
     # epsilon = 0.1 far from converged; "mean" divides by d (as the official code does) so epsilon
     # keeps one meaning at any width. "sum" is eq. 6 as printed.
     prototype_cost: str = "mean"  # mean | sum
-    ot_epsilon: float = 0.1
-    ot_max_iter: int = 200
-    ot_tol: float = 1e-5
+    ot_epsilon: float = 0.1  # entropic regularisation of the Sinkhorn OT
+    ot_max_iter: int = 200  # Sinkhorn iteration cap
+    ot_tol: float = 1e-5  # Sinkhorn convergence tolerance
     calibration: str = "plan"  # plan | index
     # eq. 10's squared norms: "sum" as printed grows with d^2 (the covariance term: 7.3 at d = 64 on
     # MOSI, larger than the task loss at beta = 0.05); "mean" (mean squared entry, the official
@@ -127,13 +127,13 @@ class DecAlignConfig:
     # MMD (eq. 11-12): None = multi-bandwidth around the median heuristic
     mmd_bandwidths: tuple[float, ...] | None = None
     # ablation switches (Tables 3 and 4)
-    decoupling: bool = True
-    hete: bool = True
-    homo: bool = True
-    proto_ot: bool = True
-    cross_transformer: bool = True
-    sem: bool = True
-    mmd: bool = True
+    decoupling: bool = True  # MFD: separate unique / common encoders and L_dec
+    hete: bool = True  # heterogeneity alignment: prototype OT and the cross-modal transformer
+    homo: bool = True  # homogeneity alignment: moment matching and MMD
+    proto_ot: bool = True  # prototype-guided OT (eq. 2-9)
+    cross_transformer: bool = True  # CT: cross-modal transformer over the unique sequences
+    sem: bool = True  # moment matching of the common features (eq. 10)
+    mmd: bool = True  # MMD between the common features (eq. 11-12)
 
     def __post_init__(self) -> None:
         from msalign.config import check_ranges

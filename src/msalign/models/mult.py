@@ -33,14 +33,14 @@ from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, Sear
 @dataclass
 class MulTConfig:
     width: int = 40  # Tsai et al.: 40-d, 8 heads (their code: 10 heads on 40 - we keep width % heads == 0)
-    heads: int = 8
-    layers: int = 4
-    self_layers: int = 3
-    kernel_size: int = 1
-    dropout: float = 0.1
+    heads: int = 8  # attention heads (width must divide by it)
+    layers: int = 4  # crossmodal transformer layers per modality pair
+    self_layers: int = 3  # self-attention layers over each target's concatenated crossmodal outputs
+    kernel_size: int = 1  # temporal conv kernel of the input projections (1: pointwise)
+    dropout: float = 0.1  # residual and feed-forward dropout
     # 0 keeps SDPA on its fused kernel (see models/attention.py); MulT used 0.1 on text attention only
     attn_dropout: float = 0.0
-    embed_dropout: float = 0.25
+    embed_dropout: float = 0.25  # dropout on the projected input sequences
     head_dropout: float = 0.1  # dropout inside the residual output MLP (MMSA's MulT: output_dropout 0.5)
 
     def __post_init__(self) -> None:

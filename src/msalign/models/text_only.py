@@ -20,12 +20,12 @@ from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, Sear
 
 @dataclass
 class TextOnlyConfig:
-    width: int = 64
-    layers: int = 1
-    heads: int = 4
-    dropout: float = 0.1
-    head_hidden: int = 64
-    kernel_size: int = 1
+    width: int = 64  # hidden width of the text encoder
+    layers: int = 1  # transformer encoder layers (0: projection only)
+    heads: int = 4  # attention heads (width must divide by it)
+    dropout: float = 0.1  # dropout in the encoder and the head
+    head_hidden: int = 64  # hidden units of the MLP head
+    kernel_size: int = 1  # temporal conv kernel of the input projection (1: pointwise)
 
     def __post_init__(self) -> None:
         check_ranges(self, "model")  # one place for ranges: msalign.config.check_ranges

@@ -46,16 +46,16 @@ from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, Sear
 
 @dataclass
 class TextAlignConfig:
-    width: int = 128
+    width: int = 128  # width the text tokens are projected to
     layers: int = 1  # transformer layers over the projected tokens (0: projection only)
-    heads: int = 4
-    dropout: float = 0.1
-    head_hidden: int = 128
+    heads: int = 4  # attention heads (width must divide by it)
+    dropout: float = 0.1  # dropout in the encoder and the head
+    head_hidden: int = 128  # hidden units of the MLP head
     token_selection: bool = True  # keep the top_k tokens by learned relevance (False: mean over all)
     top_k: int = 16  # tokens kept per clip (a MiniLM transcript + description is ~30-90 tokens)
     selection_temperature: float = 1.0  # slope of the sigmoid whose gradient the hard mask borrows
     uniformity: bool = True  # add the batch-level uniformity term
-    uniformity_weight: float = 0.1
+    uniformity_weight: float = 0.1  # weight of the uniformity loss
     uniformity_t: float = 2.0  # Wang & Isola's t (their default)
 
     def __post_init__(self) -> None:

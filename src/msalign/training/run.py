@@ -124,6 +124,28 @@ def _trainer(train_config: TrainConfig, **options: Any) -> L.Trainer:
                            f"{c.strategy!r}, train.precision {c.precision!r}: {detail}") from None
 
 
+def check_logger(kind: str) -> None:
+    """``train.logger`` must be none, csv or tensorboard; tensorboard needs its package (one line otherwise)."""
+    import importlib.util
+
+    if kind not in ("none", "csv", "tensorboard"):
+        raise MsalignError(f"train.logger {kind!r}: expected none, csv or tensorboard")
+    if kind == "tensorboard" and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        raise MsalignError("--logger tensorboard: the tensorboard package is not installed (pip install tensorboard); "
+                           "--logger csv needs nothing")
+
+
+def make_logger(kind: str, seed_dir: Path):
+    """Lightning's CSVLogger / TensorBoardLogger writing ``seed_dir/logs/`` (no version subfolders), or False."""
+    check_logger(kind)
+    if kind == "none":
+        return False
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    logger = CSVLogger if kind == "csv" else TensorBoardLogger
+    return logger(save_dir=str(seed_dir), name="logs", version="")
+
+
 def _quiet_lightning() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_utilities"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -184,7 +206,7 @@ def train_seed(
         num_sanity_val_steps=0,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        logger=False,
+        logger=make_logger(train_config.logger, seed_dir),
         enable_model_summary=False,
         enable_progress_bar=progress,
         default_root_dir=str(seed_dir),
@@ -279,7 +301,8 @@ def _best_epoch(rows: list[dict[str, float]], monitor: str, mode: str) -> int:
 
 def run_identity(model_name: str, model_config: Any, train_config: TrainConfig, dataset: MultimodalDataset) -> dict:
     """What makes two runs the same run: a finished seed of the same identity is never trained again."""
-    run_config = {"model": config_to_dict(model_config), "train": config_to_dict(train_config)}
+    train = {k: v for k, v in config_to_dict(train_config).items() if k != "logger"}  # watching changes no result
+    run_config = {"model": config_to_dict(model_config), "train": train}
     return json.loads(json.dumps({"model": model_name, "config": run_config, "feature_spec": dataset.feature_spec}))
 
 
