@@ -249,11 +249,18 @@ def test_a_resumed_search_draws_like_an_uninterrupted_one(tmp_path):
     assert [t.value for t in resumed.trials] == [t.value for t in whole.trials]
 
 
-def test_failed_trials_use_up_the_budget_and_are_recorded(tmp_path):
+def test_failed_trials_use_up_the_budget_and_are_recorded(tmp_path, monkeypatch):
     """Trials that raise are told failed with their error and counted (the search ends); when no
     trial finished, tune says so in one line."""
+    import msalign.training.run as run_module
+
+    def failing_seed(*args, **kwargs):
+        raise MsalignError("the model diverged")
+
+    # every trial fails inside training (configs are valid: they are checked before any trial)
+    monkeypatch.setattr(run_module, "run_seed", failing_seed)
     dataset = load_dataset(TINY)
-    model_config = dataclasses.replace(build_config("text_only"), heads=3)  # no searched width divides by 3
+    model_config = build_config("text_only")
     train_config = TrainConfig(epochs=1, threads=1)
     with pytest.raises(MsalignError, match=r"^msalign tune: no trial finished \(seed 1111: "):
         tune("text_only", dataset, model_config, train_config, TuneSettings(trials=2, seeds=(1111,)), tmp_path,

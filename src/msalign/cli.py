@@ -106,7 +106,8 @@ def _check_settings_early(model: str, args: argparse.Namespace, extra: list[str]
         keys = (found[0],)
     from types import SimpleNamespace
 
-    _resolve(model, SimpleNamespace(name=keys[0], metric_set=keys[-1]), args, extra)
+    # a stand-in for the dataset: only its config keys are read before the data loads
+    _resolve(model, SimpleNamespace(resolved_config_keys=lambda: keys), args, extra)
 
 
 def _resolve(model: str, dataset, args: argparse.Namespace, extra: list[str] = ()):
