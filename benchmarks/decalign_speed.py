@@ -74,7 +74,7 @@ then training samples/s from one further pass of training steps over the trainin
 peak RSS of the training run. The import floor is the peak RSS of a process that only imports
 python, torch, lightning and msalign. ``--shapes mosei`` times training steps on random tensors of
 MOSEI's unaligned shapes (text 50 x 768, audio 500 x 74, vision 500 x 35; lengths as in the
-``unaligned`` scenario) instead; ``--options`` adds arms of the current code with speed options
+``unaligned`` scenario; the model of configs/decalign/mosei.yaml, batch ``--batch-size``) instead; ``--options`` adds arms of the current code with speed options
 (``bf16``: CPU autocast to bfloat16; ``compile``: ``torch.compile`` of the model).
 """
 
@@ -425,21 +425,23 @@ def dataset_epoch_worker(args: argparse.Namespace) -> dict:
 
 
 def shapes_worker(args: argparse.Namespace) -> dict:
-    """Training steps on random tensors of ``--scenario``'s shapes (official config): samples/s."""
+    """Training steps on random tensors of ``--scenario``'s shapes: samples/s."""
     import contextlib
+    import dataclasses
 
     import torch
 
     torch.set_num_threads(args.threads)
     import msalign
     from msalign.models import create_model
+    from msalign.models.registry import build_config
 
     scenario = SCENARIOS[args.scenario]
     options = [o for o in args.option.split("+") if o]
-    model_config = official_model_config()
+    # MOSEI: configs/decalign/mosei.yaml's model (the paper defaults: no attention dropout, kernel 3)
+    model_config = build_config("decalign", {}) if args.scenario == "mosei" else official_model_config()
     torch.manual_seed(0)
-    model = create_model("decalign", dims=scenario["dims"], output_dim=1,
-                         **{k: getattr(model_config, k) for k in OFFICIAL_MOSI if hasattr(model_config, k)}).train()
+    model = create_model("decalign", dims=scenario["dims"], output_dim=1, **dataclasses.asdict(model_config)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=6e-5, fused=True)
     forward = torch.compile(model) if "compile" in options else model
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if "bf16" in options else contextlib.nullcontext
@@ -511,7 +513,13 @@ def compare(args: argparse.Namespace) -> None:
                         if not k.startswith("__"):
                             cmd += [k, v]
                     env = dict(os.environ, PYTHONPATH=env_path)
-                    result = run_worker(cmd, 1, f"{arm} {kind}", env=env)
+                    try:
+                        result = run_worker(cmd, 1, f"{arm} {kind}", env=env,
+                                            timeout=args.option_timeout if extra.get("--option") else None)
+                    except SystemExit as failure:  # an option that does not run here (no compiler, ...)
+                        if not extra.get("--option"):
+                            raise
+                        result = {"kind": kind, "option": extra["--option"], "error": str(failure)}
                     result.update(arm=arm, round=round_, name=extra.get("__name", kind))
                     runs.append(result)
                     print(json.dumps(result), flush=True)
@@ -536,7 +544,7 @@ def compare(args: argparse.Namespace) -> None:
 def summarize_compare(runs: list[dict]) -> dict:
     """Per (arm, name, option): the median over rounds of every figure."""
     groups: dict[str, list[dict]] = {}
-    for r in runs:
+    for r in (r for r in runs if "error" not in r):
         groups.setdefault(f"{r['arm']}/{r['name']}" + (f"/{r['option']}" if r.get("option") else ""), []).append(r)
     keys = ("seconds_per_epoch", "cpu_seconds_per_epoch", "train_samples_per_s", "cpu_train_samples_per_s", "peak_rss_mb")
     return {g: {k: statistics.median(r[k] for r in rs) for k in keys if k in rs[0]} | {"n": len(rs)}
@@ -665,10 +673,13 @@ def render_markdown(data: dict) -> str:
     return "\n".join(lines)
 
 
-def run_worker(cmd: list[str], threads: int, name: str, env: dict | None = None) -> dict:
+def run_worker(cmd: list[str], threads: int, name: str, env: dict | None = None, timeout: float | None = None) -> dict:
     """Run one measurement in a fresh process (its own peak RSS) and return its JSON result."""
     env = dict(env or os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"{name} took more than {timeout} s") from None
     if done.returncode != 0:
         sys.stderr.write(done.stderr)
         raise SystemExit(f"{name} failed")
@@ -701,6 +712,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --compare")
     parser.add_argument("--shapes", default="", help="--compare on random tensors of these shapes instead (mosei)")
     parser.add_argument("--options", default="", help="--shapes: extra arms of the current code: bf16, compile")
+    parser.add_argument("--option-timeout", type=float, default=900.0, help="seconds after which an option arm is dropped")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--floor-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--shapes-worker", action="store_true", help=argparse.SUPPRESS)
