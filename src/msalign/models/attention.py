@@ -22,6 +22,9 @@ Speed notes (CPU, measured in ``benchmarks/decalign_speed.py``):
 * :class:`CrossModalEncoder` runs the position-wise layers (LayerNorms, projections, feed-forward,
   dropout) on the real query frames only when a good share of the queries is padding, and pads
   them back just around the attention call (:class:`Packed`); exact as well.
+* :meth:`CrossModalEncoder.forward_frames` serves contexts of a few keys (one-frame utterance-level
+  streams): the context is normalised once for all blocks, and keys / values are folded into the
+  queries or projected once per clip; no padding, no SDPA call (exact; ``docs/speed.md``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ Section 3 of the paper, for any M >= 2 modalities:
    concatenation of the other modalities' sequences, then (``self_layers``) attends to itself, as
    in MulT [35] (padding is dropped first: keys packed
    real-first and trimmed, queries trimmed, long and uneven batches split into length groups,
-   position-wise layers run on real frames only; all exact, see ``models.attention``);
+   position-wise layers run on real frames only; targets with few keys, e.g. one-frame
+   utterance-level streams, take ``_cross_modal_small``; all exact, see ``models.attention``);
 6. fusion: pooled transformer outputs concatenated with pooled common features, then a
    two-layer MLP head (dropout, linear, GELU, dropout, linear; the paper says one fully
    connected layer); loss eq. 13: task + dec + alpha * hete + beta * homo.
@@ -302,7 +303,9 @@ class DecAlign(MSAModel):
         dropped, exactly: the context is packed real-first and trimmed (``pack_keys``), the query
         trimmed to its last real frame, when lengths vary enough the rows run in a few length
         groups (``length_groups``), and the encoder's position-wise layers see real query frames
-        only. Returns each target's transformer output mean-pooled over its real positions.
+        only. Targets with few (query frame, key) pairs take ``_cross_modal_small`` instead (the same
+        function, without SDPA's per-block overhead). Returns each target's transformer output
+        mean-pooled over its real positions.
         """
         c = self.config
         positioned = {}
