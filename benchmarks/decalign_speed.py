@@ -55,6 +55,27 @@ Method (each scenario x configuration x thread count runs in a fresh subprocess,
 
 Results go to ``benchmarks/results/decalign_speed.{json,md}``; runs are kept by ``--label`` so a
 "before" and an "after" measurement sit side by side.
+
+Same-window comparison with another git revision (``--compare``, issue 18)::
+
+    .venv/bin/python benchmarks/decalign_speed.py --compare --baseline-rev 9530bfc \
+        --datasets three=CACHE/mosi_real_std.pkl,two=../shared/data/mosi --rounds 3 --epochs 3
+    .venv/bin/python benchmarks/decalign_speed.py --compare --baseline-rev 9530bfc --shapes mosei --steps 3
+
+The baseline revision is checked out with ``git worktree add`` into a temporary folder, and every
+measurement runs in a fresh subprocess with ``PYTHONPATH`` at one arm's ``src``; the arms alternate
+round by round (A B A B ...), so both see the same background load and every speed-up is a ratio
+measured in one window (the median round of each arm is kept). ``three`` is the three-stream MMSA
+pickle that ``../shared/peer/build_pkl.py`` builds (text, audio, an all-zero (N, 1, 1) vision
+placeholder); ``two`` the text + audio folder. Each epoch run is ``msalign.training.train`` at the
+official MOSI config (d 64, 8 heads, 5 layers, batch 32, kernel-1 projections, attention dropout
+0.1, lr 6e-5) for ``--epochs`` epochs: seconds per epoch (training + validation, wall and CPU),
+then training samples/s from one further pass of training steps over the training split, and the
+peak RSS of the training run. The import floor is the peak RSS of a process that only imports
+python, torch, lightning and msalign. ``--shapes mosei`` times training steps on random tensors of
+MOSEI's unaligned shapes (text 50 x 768, audio 500 x 74, vision 500 x 35; lengths as in the
+``unaligned`` scenario; the model of configs/decalign/mosei.yaml, batch ``--batch-size``) instead; ``--options`` adds arms of the current code with speed options
+(``bf16``: CPU autocast to bfloat16; ``compile``: ``torch.compile`` of the model).
 """
 
 from __future__ import annotations
@@ -80,6 +101,9 @@ SCENARIOS = {
                   "steps": 3, "repeats": 3},
     "real": {"dims": {"text": 384, "audio": 73}, "lengths": {"text": 50, "audio": 1}, "steps": 30, "repeats": 5},
 }
+SCENARIOS["mosei"] = {"dims": {"text": 768, "audio": 74, "vision": 35},
+                      "lengths": {"text": 50, "audio": 500, "vision": 500}, "steps": 3, "repeats": 1}
+OFFICIAL_MOSI = {"width": 64, "heads": 8, "layers": 5, "self_layers": 0, "projection_kernel": 1, "attn_dropout": 0.1}
 CONFIGS = {
     "official": {"width": 64, "heads": 8, "layers": 5, "self_layers": 0, "projection_kernel": 1},
     "default": {},
@@ -319,6 +343,255 @@ def epoch_worker(args: argparse.Namespace) -> dict:
     }
 
 
+def official_model_config():
+    """The official MOSI configuration (issue 18), restricted to this checkout's fields."""
+    import dataclasses
+
+    from msalign.models.registry import build_config
+    from msalign.models.decalign import DecAlignConfig
+
+    known = {f.name for f in dataclasses.fields(DecAlignConfig)}
+    return build_config("decalign", {k: v for k, v in OFFICIAL_MOSI.items() if k in known})
+
+
+def floor_worker(args: argparse.Namespace) -> dict:
+    """Peak RSS of importing python + torch + lightning + msalign, nothing else."""
+    import lightning  # noqa: F401
+    import torch  # noqa: F401
+
+    import msalign.training  # noqa: F401
+
+    return {"kind": "floor", "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def dataset_epoch_worker(args: argparse.Namespace) -> dict:
+    """``msalign.training.train`` at the official config on ``--dataset`` (s/epoch, peak RSS), then
+    one pass of training steps over its training split (training samples/s)."""
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import msalign
+    from msalign.config import TrainConfig
+    from msalign.data import load_dataset
+    from msalign.models import create_model
+    from msalign.training import train
+    from msalign.training.data import collate_rows
+
+    dataset = load_dataset(args.dataset)
+    model_config = official_model_config()
+    train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=6e-5, patience=args.epochs + 1,
+                               threads=args.threads, accelerator="cpu")
+    with tempfile.TemporaryDirectory() as out:
+        wall, cpu = time.perf_counter(), time.process_time()
+        train("decalign", dataset, model_config, train_config, seeds=[1111], out_dir=out, progress=False,
+              log=lambda *a: None)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    split = dataset.split("train")
+    modalities = tuple(m for m in ("text", "audio", "vision") if m in split.features)
+    order = np.random.default_rng(0).permutation(len(split.labels))
+    batches = [collate_rows(split, modalities, order[i:i + args.batch_size]) for i in range(0, len(order), args.batch_size)]
+    torch.manual_seed(0)
+    model = create_model("decalign", dims={m: split.features[m].shape[-1] for m in modalities}, output_dim=1,
+                         **{k: getattr(model_config, k) for k in OFFICIAL_MOSI if hasattr(model_config, k)}).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=6e-5, fused=True)
+
+    def step(b) -> None:
+        out = model(b["features"], b["masks"])
+        loss = torch.nn.functional.mse_loss(out.prediction, b["labels"].float())
+        for value in out.aux_losses.values():
+            loss = loss + value
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    for b in batches[:3]:
+        step(b)
+    step_wall, step_cpu = time.perf_counter(), time.process_time()
+    for b in batches:
+        step(b)
+    step_wall, step_cpu = time.perf_counter() - step_wall, time.process_time() - step_cpu
+    return {
+        "kind": "epoch", "dataset": args.dataset, "modalities": list(modalities), "msalign": str(Path(msalign.__file__).parent),
+        "epochs": args.epochs, "seconds_per_epoch": round(wall / args.epochs, 3),
+        "cpu_seconds_per_epoch": round(cpu / args.epochs, 3),
+        "train_samples_per_s": round(len(order) / step_wall, 1), "cpu_train_samples_per_s": round(len(order) / step_cpu, 1),
+        "peak_rss_mb": round(peak, 1),
+    }
+
+
+def shapes_worker(args: argparse.Namespace) -> dict:
+    """Training steps on random tensors of ``--scenario``'s shapes: samples/s."""
+    import contextlib
+    import dataclasses
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import msalign
+    from msalign.models import create_model
+    from msalign.models.registry import build_config
+
+    scenario = SCENARIOS[args.scenario]
+    options = [o for o in args.option.split("+") if o]
+    # MOSEI: configs/decalign/mosei.yaml's model (the paper defaults: no attention dropout, kernel 3)
+    model_config = build_config("decalign", {}) if args.scenario == "mosei" else official_model_config()
+    torch.manual_seed(0)
+    model = create_model("decalign", dims=scenario["dims"], output_dim=1, **dataclasses.asdict(model_config)).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=6e-5, fused=True)
+    forward = torch.compile(model) if "compile" in options else model
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if "bf16" in options else contextlib.nullcontext
+    batches = make_batches(torch, scenario, args.batch_size, 2, seed=1)
+
+    def step(b) -> None:
+        features, masks, labels = b
+        with autocast():
+            out = forward(features, masks)
+            loss = torch.nn.functional.mse_loss(out.prediction.float(), labels)
+            for value in out.aux_losses.values():
+                loss = loss + value.float()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if not torch.isfinite(loss):
+            raise RuntimeError("non-finite loss in the benchmark")
+
+    step(batches[0])
+    steps = args.steps or scenario["steps"]
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i in range(steps):
+        step(batches[i % len(batches)])
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"kind": "shapes", "scenario": args.scenario, "option": args.option or "none", "steps": steps,
+            "msalign": str(Path(msalign.__file__).parent),
+            "train_samples_per_s": round(steps * args.batch_size / wall, 2),
+            "cpu_train_samples_per_s": round(steps * args.batch_size / cpu, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def git_revision(path: Path, rev: str = "HEAD") -> str:
+    return subprocess.run(["git", "-C", str(path), "rev-parse", "--short", rev], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Interleaved same-window comparison of this checkout with ``--baseline-rev`` (module docstring)."""
+    import tempfile
+
+    repo = HERE.parent
+    arms = {"current": {"src": repo / "src", "rev": git_revision(repo) + ("+" if subprocess.run(
+        ["git", "-C", str(repo), "status", "--porcelain", "src"], capture_output=True, text=True).stdout.strip() else "")}}
+    scratch = Path(tempfile.mkdtemp(prefix="decalign_speed_"))
+    if args.baseline_rev:
+        checkout = scratch / "baseline"
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(checkout), args.baseline_rev],
+                       check=True, capture_output=True)
+        arms["baseline"] = {"src": checkout / "src", "rev": git_revision(checkout)}
+    options = [o for o in args.options.split(",") if o]
+    try:
+        runs: list[dict] = []
+        for round_ in range(args.rounds):
+            order = list(arms) if round_ % 2 == 0 else list(reversed(arms))
+            for arm in order:
+                env_path = str(arms[arm]["src"])
+                jobs = []
+                if args.shapes:
+                    jobs += [("shapes", {"--scenario": args.shapes, "--option": o}) for o in ([""] + (options if arm == "current" else []))]
+                else:
+                    jobs.append(("floor", {}))
+                    jobs += [("epoch", {"--dataset": path, "__name": name}) for name, path in
+                             (d.split("=", 1) for d in args.datasets.split(","))]
+                for kind, extra in jobs:
+                    cmd = [sys.executable, __file__, f"--{kind}-worker", "--threads", "1", "--epochs", str(args.epochs),
+                           "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
+                    for k, v in extra.items():
+                        if not k.startswith("__"):
+                            cmd += [k, v]
+                    env = dict(os.environ, PYTHONPATH=env_path)
+                    try:
+                        result = run_worker(cmd, 1, f"{arm} {kind}", env=env,
+                                            timeout=args.option_timeout if extra.get("--option") else None)
+                    except SystemExit as failure:  # an option that does not run here (no compiler, ...)
+                        if not extra.get("--option"):
+                            raise
+                        result = {"kind": kind, "option": extra["--option"], "error": str(failure)}
+                    result.update(arm=arm, round=round_, name=extra.get("__name", kind))
+                    runs.append(result)
+                    print(json.dumps(result), flush=True)
+    finally:
+        if args.baseline_rev:
+            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(checkout)], capture_output=True)
+    summary = summarize_compare(runs)
+    record = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine_info(),
+              "arms": {k: v["rev"] for k, v in arms.items()}, "rounds": args.rounds, "epochs": args.epochs,
+              "datasets": args.datasets if not args.shapes else None, "shapes": args.shapes or None,
+              "note": args.note, "runs": runs, "summary": summary}
+    json_path = Path(args.json)
+    data = json.loads(json_path.read_text()) if json_path.is_file() else {"runs": {}}
+    data.setdefault("compare", {})[args.label] = record
+    json_path.write_text(json.dumps(data, indent=1) + "\n")
+    md_path = Path(args.md) if args.md else json_path.with_suffix(".md")
+    md_path.write_text(render_markdown(data))
+    print(json.dumps(summary, indent=1))
+    print(f"wrote {json_path} and {md_path}")
+
+
+def summarize_compare(runs: list[dict]) -> dict:
+    """Per (arm, name, option): the median over rounds of every figure."""
+    groups: dict[str, list[dict]] = {}
+    for r in (r for r in runs if "error" not in r):
+        groups.setdefault(f"{r['arm']}/{r['name']}" + (f"/{r['option']}" if r.get("option") else ""), []).append(r)
+    keys = ("seconds_per_epoch", "cpu_seconds_per_epoch", "train_samples_per_s", "cpu_train_samples_per_s", "peak_rss_mb")
+    return {g: {k: statistics.median(r[k] for r in rs) for k in keys if k in rs[0]} | {"n": len(rs)}
+            for g, rs in groups.items()}
+
+
+def render_compare(label: str, c: dict) -> list[str]:
+    m = c["machine"]
+    s = c["summary"]
+    lines = [f"## {label} (same window, interleaved)", "",
+             f"{c['date']}; {m['cpu_count']} cores ({m['cpu']}), torch {m['torch']}, python {m['python']}, load "
+             f"average at start {m['loadavg_at_start']}; arms: " + ", ".join(f"{k} = git {v}" for k, v in c["arms"].items())
+             + f"; {c['rounds']} rounds, alternating arm order, medians; 1 torch thread per run."
+             + (f" {c['note']}" if c.get("note") else ""), ""]
+    if c.get("shapes"):
+        lines += ["| arm / option | train samples/s (wall) | (CPU) | peak RSS (MB) |", "|---|---|---|---|"]
+        for g, v in s.items():
+            lines.append(f"| {g} | {v['train_samples_per_s']:.2f} | {v['cpu_train_samples_per_s']:.2f} | {v['peak_rss_mb']:.0f} |")
+        return lines + [""]
+    floor = {arm: v["peak_rss_mb"] for g, v in s.items() for arm in [g.split("/")[0]] if g.endswith("/floor")}
+    lines += ["| arm / data | s/epoch (wall) | s/epoch (CPU) | train samples/s (wall / CPU) | peak RSS (MB) | minus import floor |",
+              "|---|---|---|---|---|---|"]
+    for g, v in s.items():
+        if g.endswith("/floor"):
+            lines.append(f"| {g} | | | | {v['peak_rss_mb']:.0f} | |")
+            continue
+        arm = g.split("/")[0]
+        lines.append(f"| {g} | {v['seconds_per_epoch']:.2f} | {v['cpu_seconds_per_epoch']:.2f} | "
+                     f"{v['train_samples_per_s']:.0f} / {v['cpu_train_samples_per_s']:.0f} | {v['peak_rss_mb']:.0f} | "
+                     f"{v['peak_rss_mb'] - floor.get(arm, 0.0):.0f} |")
+    names = sorted({g.split("/")[1] for g in s if not g.endswith("/floor")})
+    ratios = []
+    for n in names:
+        a, b = s.get(f"current/{n}"), s.get(f"baseline/{n}")
+        if a and b:
+            ratios.append(f"{n}: {b['seconds_per_epoch'] / a['seconds_per_epoch']:.2f}x (wall), "
+                          f"{b['cpu_seconds_per_epoch'] / a['cpu_seconds_per_epoch']:.2f}x (CPU) faster per epoch; "
+                          f"training samples/s {a['train_samples_per_s'] / b['train_samples_per_s']:.2f}x")
+    for arm in ("current", "baseline"):
+        three, two = s.get(f"{arm}/three"), s.get(f"{arm}/two")
+        if three and two:
+            ratios.append(f"{arm}: three streams cost {three['seconds_per_epoch'] / two['seconds_per_epoch']:.2f}x "
+                          f"(wall), {three['cpu_seconds_per_epoch'] / two['cpu_seconds_per_epoch']:.2f}x (CPU) "
+                          "the two-stream epoch")
+    return lines + [""] + [f"- {r}" for r in ratios] + [""]
+
+
 # ---------------------------------------------------------------------------------------------
 # driver
 
@@ -393,15 +666,20 @@ def render_markdown(data: dict) -> str:
                 lines.append(f"| {e['config']} | {e['threads']} | {e['batch_size']} | {e['epochs']} | "
                              f"{e['seconds_per_epoch']} | {e['cpu_seconds_per_epoch']} | {e['peak_rss_mb']:.0f} |")
             lines.append("")
+    for label, c in data.get("compare", {}).items():
+        lines += render_compare(label, c)
     if data.get("notes"):
         lines += ["## Notes", "", *data["notes"], ""]
     return "\n".join(lines)
 
 
-def run_worker(cmd: list[str], threads: int, name: str) -> dict:
+def run_worker(cmd: list[str], threads: int, name: str, env: dict | None = None, timeout: float | None = None) -> dict:
     """Run one measurement in a fresh process (its own peak RSS) and return its JSON result."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    env = dict(env or os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"{name} took more than {timeout} s") from None
     if done.returncode != 0:
         sys.stderr.write(done.stderr)
         raise SystemExit(f"{name} failed")
@@ -427,15 +705,38 @@ def main() -> None:
     parser.add_argument("--epoch-configs", default="official", help="configs timed with the full loop (scenario real)")
     parser.add_argument("--notes", default=None, help="markdown file whose lines become the results' Notes section")
     parser.add_argument("--render-only", action="store_true", help="only rewrite the markdown from the JSON (and --notes)")
+    parser.add_argument("--compare", action="store_true", help="same-window interleaved comparison (docstring)")
+    parser.add_argument("--baseline-rev", default="", help="git revision of the baseline arm (e.g. 9530bfc)")
+    parser.add_argument("--datasets", default="two=../shared/data/mosi",
+                        help="NAME=PATH,... datasets of the --compare epoch runs (three=PICKLE for the three streams)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --compare")
+    parser.add_argument("--shapes", default="", help="--compare on random tensors of these shapes instead (mosei)")
+    parser.add_argument("--options", default="", help="--shapes: extra arms of the current code: bf16, compile")
+    parser.add_argument("--option-timeout", type=float, default=900.0, help="seconds after which an option arm is dropped")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--shapes-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", help=argparse.SUPPRESS)
+    parser.add_argument("--option", default="", help=argparse.SUPPRESS)
     parser.add_argument("--epoch-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.worker or args.epoch_worker:
+    if args.worker or args.epoch_worker or args.floor_worker or args.shapes_worker:
         args.threads = int(args.threads)
-        print(json.dumps(worker(args) if args.worker else epoch_worker(args)))
+        if args.floor_worker:
+            result = floor_worker(args)
+        elif args.shapes_worker:
+            result = shapes_worker(args)
+        elif args.epoch_worker and args.dataset:
+            result = dataset_epoch_worker(args)
+        else:
+            result = worker(args) if args.worker else epoch_worker(args)
+        print(json.dumps(result))
+        return
+    if args.compare:
+        compare(args)
         return
 
     json_path = Path(args.json)

@@ -419,3 +419,91 @@ def test_dataset_configs(key, expected):
     assert model_config.alpha == model_config.beta == 0.05
     for name, value in expected.items():
         assert getattr(model_config if hasattr(model_config, name) else train_config, name) == value
+
+
+# --- few-key cross-modal path (DecAlign._cross_modal_small / CrossModalEncoder.forward_frames) -------
+
+
+def few_key_batch(dataset, modalities, empty_every=0, second_frame=False):
+    """Utterance-level (length-1) audio / vision as in the MMSA pickle with a zero vision placeholder;
+    optionally some rows without audio (``empty_every``) and a ragged second vision frame."""
+    b = batch(dataset, range(32), modalities)
+    for m in (m for m in ("audio", "vision") if m in modalities):
+        b["features"][m] = b["features"][m][:, :1].clone()
+        b["masks"][m] = torch.ones(32, 1, dtype=torch.bool)
+    if empty_every:
+        b["masks"]["audio"][::empty_every] = False
+        b["features"]["audio"][::empty_every] = 0.0
+    if second_frame:
+        extra = torch.rand(32, 1, generator=torch.Generator().manual_seed(3)) < 0.5
+        frame = torch.randn(32, 1, b["features"]["vision"].shape[-1]) * extra[..., None]
+        b["features"]["vision"] = torch.cat([b["features"]["vision"], frame], 1)
+        b["masks"]["vision"] = torch.cat([b["masks"]["vision"], extra], 1)
+    return b
+
+
+@pytest.mark.parametrize("modalities, empty_every, second_frame", [
+    (("text", "audio", "vision"), 0, False), (("text", "audio"), 0, False), (("text", "audio"), 4, False),
+    (("text", "audio", "vision"), 3, True), (("text", "audio", "vision"), 0, True)])
+def test_few_key_path_matches_the_sdpa_encoders(data, modalities, empty_every, second_frame):
+    """Keys/values folded into the queries (few queries) or projected once per row (many queries)
+    give the predictions, losses and gradients of the padded SDPA encoders."""
+    model = model_for(data, modalities, layers=2, dropout=0.0, projection_kernel=1)
+    b = few_key_batch(data, modalities, empty_every, second_frame)
+    used = []
+    small = model._cross_modal_small
+    model._cross_modal_small = lambda *a: used.append(sorted(a[3])) or small(*a)
+    results = []
+    for budget in (0, 10**9):
+        model.small_attention = budget
+        model.eval()
+        with torch.no_grad():
+            prediction = model(b["features"], b["masks"]).prediction
+        loss, _ = train_step(model, b)
+        results.append((prediction, loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                                    if p.grad is not None}))
+    assert used == [sorted(modalities)] * 2  # the reference run (budget 0) never took the path
+    (p0, l0, g0), (p1, l1, g1) = results
+    torch.testing.assert_close(p1, p0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(l1, l0, atol=1e-5, rtol=1e-5)
+    assert g0.keys() == g1.keys()
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("queries", [1, 7])
+def test_forward_frames_matches_forward_with_attention_dropout_weights(queries, monkeypatch):
+    """The attention-dropout branches scale the value bias by the kept weights' sum: with a fixed
+    'dropout' (a deterministic mask) both paths still agree with SDPA's weights times the values."""
+    torch.manual_seed(0)
+    encoder = CrossModalEncoder(16, 4, 2, dropout=0.0, attn_dropout=0.5, positions=False).train()
+    query = torch.randn(3, queries, 16)
+    query_mask = torch.ones(3, queries, dtype=torch.bool)
+    context = torch.randn(3, 5, 16)
+    context_mask = torch.arange(5)[None] < torch.tensor([5, 2, 3])[:, None]
+    context = context * context_mask[..., None]
+    pattern = torch.Generator().manual_seed(1)
+
+    def fixed_dropout(x, p, training=True):
+        keep = (torch.rand(x.shape, generator=pattern) > p).to(x.dtype)
+        return x * keep / (1 - p)
+
+    monkeypatch.setattr(attention_module, "dropout", fixed_dropout)
+    normalised = F.layer_norm(context, (16,)) * context_mask[..., None]
+    rows = torch.arange(3).repeat_interleave(queries)
+    got = encoder.forward_frames(query.reshape(-1, 16), rows, normalised, context_mask)
+    # reference: the explicit attention with the same weights' mask, block by block
+    pattern.manual_seed(1)
+    hidden = query.reshape(-1, 16)
+    for block in encoder.blocks:
+        a = block.attention
+        k, v = a.to_kv(block.norm_context(context)).split(16, -1)
+        k, v = k[rows].unflatten(-1, (4, -1)), v[rows].unflatten(-1, (4, -1))
+        q = a.to_q(block.norm_query(hidden)).unflatten(-1, (4, -1))
+        scores = torch.einsum("nhd,nkhd->nhk", q, k) / 2.0
+        scores = scores.masked_fill(~context_mask[rows][:, None, :], float("-inf"))
+        weights = fixed_dropout(scores.softmax(-1), 0.5) if queries < 5 else \
+            fixed_dropout(scores.softmax(-1).transpose(1, 2), 0.5).transpose(1, 2)
+        hidden = hidden + a.out(torch.einsum("nhk,nkhd->nhd", weights, v).flatten(-2))
+        hidden = hidden + block.feed_forward(block.norm_ff(hidden))
+    torch.testing.assert_close(got, encoder.norm(hidden), atol=1e-5, rtol=1e-5)

@@ -22,6 +22,9 @@ Speed notes (CPU, measured in ``benchmarks/decalign_speed.py``):
 * :class:`CrossModalEncoder` runs the position-wise layers (LayerNorms, projections, feed-forward,
   dropout) on the real query frames only when a good share of the queries is padding, and pads
   them back just around the attention call (:class:`Packed`); exact as well.
+* :meth:`CrossModalEncoder.forward_frames` serves contexts of a few keys (one-frame utterance-level
+  streams): the context is normalised once for all blocks, and keys / values are folded into the
+  queries or projected once per clip; no padding, no SDPA call (exact; ``docs/speed.md``).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from torch import Tensor, nn
 
 from msalign.models.base import masked_mean
 from msalign.models.blocks import sinusoidal_positions
-from msalign.models.dropout import Dropout
+from msalign.models.dropout import Dropout, dropout
 
 
 @functools.lru_cache(maxsize=64)
@@ -239,6 +242,88 @@ class CrossModalEncoder(nn.Module):
         if layout is not None:
             return layout.unpack(self.norm(hidden))
         return self.norm(hidden) * query_mask.unsqueeze(-1).to(hidden.dtype)
+
+    def folded_kv(self) -> tuple[Tensor, Tensor]:
+        """Every block's key/value projection of its LayerNormed context as a map of the context
+        normalised WITHOUT affine: ``to_kv(LN(x)) = (W * g) xhat + (W beta + c)``.
+
+        Returns (layers, 2 * width, width) weights and (layers, 2 * width) biases (keys first).
+        """
+        weight = torch.stack([b.attention.to_kv.weight for b in self.blocks])
+        gain = torch.stack([b.norm_context.weight for b in self.blocks])
+        shift = torch.stack([b.norm_context.bias for b in self.blocks])
+        bias = torch.stack([b.attention.to_kv.bias for b in self.blocks])
+        return weight * gain[:, None, :], torch.einsum("lod,ld->lo", weight, shift) + bias
+
+    def forward_frames(self, frames: Tensor, rows: Tensor | None, context: Tensor, key_mask: Tensor) -> Tensor:
+        """The encoder on packed query frames, for contexts of a few keys; same result as :meth:`forward`.
+
+        ``frames``: (N, D) real query frames (positions already added) of batch rows ``rows``
+        (None: frame n is row n). ``context``: (B, Lk, D) each row's context frames normalised
+        by LayerNorm without affine, zero at padding (= LN of a zero frame before the affine, what
+        an all-padding row attends to in :meth:`forward`); ``key_mask``: (B, Lk) bool.
+
+        The keys and values are never formed. With ``W_k``, ``W_v`` the blocks' projections with
+        the context LayerNorm's gain folded in, ``q . k_j = (W_k^T q) . xhat_j + q . b_k``, and the
+        second term is the same for every key, so the softmax ignores it; the output is ``W_v``
+        applied to the weighted mean of the ``xhat_j``, plus ``b_v`` times the sum of the weights
+        (1 unless attention dropout dropped some). So one (N, Lk, D) context serves every block,
+        and the per-block work on the keys is two small batched products instead of a projection
+        of every key. Returns the final LayerNorm, (N, D).
+        """
+        if self.positions:
+            raise ValueError("forward_frames takes frames with positions already added (positions=False)")
+        width, count = frames.shape[-1], context.shape[1]
+        heads = self.blocks[0].attention.heads
+        scale = (width // heads) ** -0.5
+        weight, bias = self.folded_kv()
+        # more query frames than keys: project the keys; fewer: fold the projections into the queries
+        query_heavy = frames.shape[0] > context.shape[0] * count
+        if count > 1:
+            if rows is not None:
+                key_mask = key_mask.index_select(0, rows)
+                context = context if query_heavy else context.index_select(0, rows)
+            keep = key_mask | ~key_mask.any(dim=1, keepdim=True)  # see key_padding_bias
+            score_bias = torch.zeros(keep.shape, dtype=frames.dtype, device=frames.device)
+            score_bias = score_bias.masked_fill_(~keep, float("-inf"))  # (N, Lk)
+            keys_t = context.transpose(1, 2)  # (N, D, Lk)
+        hidden = frames
+        for layer, block in enumerate(self.blocks):
+            attention = block.attention
+            value_weight, value_bias = weight[layer, width:], bias[layer, width:]
+            training_dropout = attention.dropout > 0 and attention.training
+            if count == 1:  # one key: the output is its value (as in Attention.forward)
+                value = F.linear(context[:, 0], value_weight, value_bias)
+                if training_dropout:
+                    value = value if rows is None else value.index_select(0, rows)
+                    weights = dropout(value.new_ones(value.shape[0], heads, 1), attention.dropout)
+                    attended = attention.out((weights * value.unflatten(-1, (heads, -1))).flatten(-2))
+                else:
+                    attended = attention.out(value)
+                    attended = attended if rows is None else attended.index_select(0, rows)
+            elif query_heavy:
+                q = attention.to_q(block.norm_query(hidden)).unflatten(-1, (heads, -1)) * scale  # (N, H, dh)
+                kv = F.linear(context, weight[layer], bias[layer])
+                kv = kv if rows is None else kv.index_select(0, rows)
+                keys, values = kv.unflatten(-1, (2, heads, -1)).unbind(2)  # (N, Lk, H, dh)
+                weights = ((q.unsqueeze(1) * keys).sum(-1) + score_bias.unsqueeze(-1)).softmax(dim=1)
+                if training_dropout:
+                    weights = dropout(weights, attention.dropout)
+                attended = attention.out((weights.unsqueeze(-1) * values).sum(1).flatten(-2))
+            else:
+                q = attention.to_q(block.norm_query(hidden)).unflatten(-1, (heads, -1)) * scale  # (N, H, dh)
+                key_weight = weight[layer, :width].unflatten(0, (heads, -1))  # (H, dh, D)
+                query = torch.einsum("nhj,hjd->nhd", q, key_weight)
+                weights = torch.baddbmm(score_bias.unsqueeze(1), query, keys_t).softmax(dim=-1)  # (N, H, Lk)
+                if training_dropout:
+                    weights = dropout(weights, attention.dropout)
+                mixed = torch.bmm(weights, context)  # (N, H, D)
+                out = torch.einsum("nhd,hjd->nhj", mixed, value_weight.unflatten(0, (heads, -1)))
+                total = weights.sum(-1, keepdim=True) if training_dropout else 1.0
+                attended = attention.out((out + total * value_bias.unflatten(0, (heads, -1))).flatten(-2))
+            hidden = hidden + block.dropout(attended)
+            hidden = hidden + block.dropout(block.feed_forward(block.norm_ff(hidden)))
+        return self.norm(hidden)
 
 
 class MultimodalTransformer(nn.Module):

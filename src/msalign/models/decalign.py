@@ -15,7 +15,8 @@ Section 3 of the paper, for any M >= 2 modalities:
    concatenation of the other modalities' sequences, then (``self_layers``) attends to itself, as
    in MulT [35] (padding is dropped first: keys packed
    real-first and trimmed, queries trimmed, long and uneven batches split into length groups,
-   position-wise layers run on real frames only; all exact, see ``models.attention``);
+   position-wise layers run on real frames only; targets with few keys, e.g. one-frame
+   utterance-level streams, take ``_cross_modal_small``; all exact, see ``models.attention``);
 6. fusion: pooled transformer outputs concatenated with pooled common features, then a
    two-layer MLP head (dropout, linear, GELU, dropout, linear; the paper says one fully
    connected layer); loss eq. 13: task + dec + alpha * hete + beta * homo.
@@ -315,24 +316,35 @@ class DecAlign(MSAModel):
         dropped, exactly: the context is packed real-first and trimmed (``pack_keys``), the query
         trimmed to its last real frame, when lengths vary enough the rows run in a few length
         groups (``length_groups``), and the encoder's position-wise layers see real query frames
-        only. Returns each target's transformer output mean-pooled over its real positions.
+        only. Targets with few (query frame, key) pairs take ``_cross_modal_small`` instead (the same
+        function, without SDPA's per-block overhead). Returns each target's transformer output
+        mean-pooled over its real positions.
         """
         c = self.config
         positioned = {}
         for m, x in unique.items():
             offset = cached_positions(x.shape[1], x.shape[2], x.device, x.dtype) + self.modality_embedding[m]
             positioned[m] = (x + offset) * masks[m].unsqueeze(-1).to(x.dtype)
-        pooled = {}
+        key_counts = {m: masks[m].sum(dim=1) for m in self.modalities}
+        small = {}
         for target in self.modalities:
+            keys = sum(key_counts[m] for m in self.modalities if m != target)
+            pairs = int(key_counts[target].sum()) * max(int(keys.max()), 1)
+            if not c.self_layers and pairs <= self.small_attention:
+                small[target] = keys
+        pooled = self._cross_modal_small(positioned, masks, key_counts, small) if small else {}
+        for target in self.modalities:
+            if target in small:
+                continue
             sources = [m for m in self.modalities if m != target]
             context, context_mask = pack_keys(torch.cat([positioned[m] for m in sources], dim=1),
                                               torch.cat([masks[m] for m in sources], dim=1))
-            spans, key_counts = query_span(masks[target]), context_mask.sum(dim=1)
-            groups = length_groups(spans, key_counts, c.width, c.heads)
+            spans, context_counts = query_span(masks[target]), context_mask.sum(dim=1)
+            groups = length_groups(spans, context_counts, c.width, c.heads)
             parts = []
             for rows in groups:
                 whole = len(groups) == 1
-                lq, lk = max(int(spans[rows].max()), 1), max(int(key_counts[rows].max()), 1)
+                lq, lk = max(int(spans[rows].max()), 1), max(int(context_counts[rows].max()), 1)
                 query = positioned[target][:, :lq] if whole else positioned[target][rows, :lq]
                 query_mask = masks[target][:, :lq] if whole else masks[target][rows, :lq]
                 keys = context[:, :lk] if whole else context[rows, :lk]
@@ -346,6 +358,57 @@ class DecAlign(MSAModel):
             else:
                 inverse = torch.argsort(torch.cat(groups))
                 pooled[target] = torch.cat(parts)[inverse]
+        return {m: pooled[m] for m in self.modalities}
+
+    # targets with at most this many (real query frame, key) pairs take ``_cross_modal_small``
+    small_attention: int = 16384
+
+    def _cross_modal_small(self, positioned: dict[str, Tensor], masks: dict[str, Tensor],
+                           key_counts: dict[str, Tensor], small: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``cross_modal`` for targets with few keys (``small``: target -> (B,) key counts), exact.
+
+        Each modality's real frames are normalised once (LayerNorm without affine, shared by every
+        block of every target they feed), each target's context is laid out per row real-first
+        (as ``pack_keys`` does), and its encoder runs on its real query frames without forming
+        keys or values (``CrossModalEncoder.forward_frames``).
+        """
+        width, batch = self.config.width, next(iter(masks.values())).shape[0]
+        eps = self.transformer[next(iter(small))].blocks[0].norm_context.eps
+        frames, rows, ranks = {}, {}, {}
+        for m, x in positioned.items():
+            mask = masks[m]
+            if mask.shape[1] == 1 and bool(mask.all()):  # one real frame per row: frame n is row n
+                frames[m], rows[m] = x[:, 0], None
+                ranks[m] = torch.zeros(batch, dtype=torch.long, device=mask.device)
+            else:
+                layout = Packed.from_mask(mask)
+                frames[m], rows[m] = layout.pack(x), layout.rows
+                ranks[m] = (mask.cumsum(dim=1) - 1).reshape(-1).index_select(0, layout.index)
+        normalised = {m: F.layer_norm(frames[m], (width,), eps=eps) for m in self.modalities
+                      if any(t != m for t in small)}
+        pooled = {}
+        for target, counts in small.items():
+            length = max(int(counts.max()), 1)
+            offset = torch.zeros_like(counts)
+            slots, parts = [], []
+            for source in (m for m in self.modalities if m != target):
+                source_rows = rows[source]
+                if source_rows is None:
+                    source_rows = torch.arange(batch, device=counts.device)
+                slots.append(source_rows * length + offset.index_select(0, source_rows) + ranks[source])
+                parts.append(normalised[source])
+                offset = offset + key_counts[source]
+            parts = torch.cat(parts)
+            context = parts.new_zeros(batch * length, width).index_copy(0, torch.cat(slots), parts)
+            key_mask = torch.arange(length, device=counts.device)[None, :] < counts[:, None]
+            out = self.transformer[target].forward_frames(frames[target], rows[target],
+                                                         context.view(batch, length, width), key_mask)
+            query_rows = rows[target]
+            if query_rows is None:
+                pooled[target] = out
+            else:
+                sums = out.new_zeros(batch, width).index_add_(0, query_rows, out)
+                pooled[target] = sums / key_counts[target].unsqueeze(-1).to(out.dtype).clamp_min(1.0)
         return pooled
 
     # --- the alignment losses (training only: predictions do not depend on them) -------------
