@@ -65,7 +65,7 @@ ROWS = [
 
 # Public code on identical inputs (text MiniLM 50 x 384, audio 73-d z-scored on train, zero vision),
 # 5 seeds, MMSA metrics: ../shared/peer/README.md. Our own re-run of MMSA MulT is
-# benchmarks/results/mmsa_mult_peer.json (benchmarks/peer_mmsa.md says how it was run).
+# benchmarks/results/mmsa_mult_peer.json (benchmarks/results/mosi_parity.md says how it was run).
 PEERS = {
     "MMSA 2.2.1 MulT (peer)": {"Non0_acc_2": (0.8268, 0.0036), "Non0_F1_score": (0.8268, None), "Has0_acc_2": (0.8081, None),
                                "Mult_acc_7": (0.3618, None), "MAE": (0.915, 0.016), "Corr": (0.706, None)},
