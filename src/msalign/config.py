@@ -94,6 +94,12 @@ _SIGNED: set[str] = set()  # float fields that may be negative (every float so f
 _POSITIVE = {"lr", "text_lr", "temperature", "selection_temperature", "uniformity_t", "ot_epsilon", "ot_tol", "var_floor"}
 
 
+def check_heads(model: str, width: int, heads: int) -> None:
+    """Multi-head attention splits the width evenly across the heads."""
+    if width % heads:
+        raise MsalignError(f"{model}: width {width} is not divisible by heads {heads}")
+
+
 def _bad(section: str, key: str, value: Any, want: str) -> MsalignError:
     return MsalignError(f"config key '{section}.{key}': {short_repr(value)} is out of range ({want})")
 

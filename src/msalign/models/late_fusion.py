@@ -13,8 +13,7 @@ from torch import Tensor, nn
 
 from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import MLPHead, SequenceEncoder
-from msalign.config import check_ranges
-from msalign.errors import MsalignError
+from msalign.config import check_heads, check_ranges
 from msalign.models.registry import register_model
 from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
@@ -30,8 +29,7 @@ class LateFusionConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self, "model")  # one place for ranges: msalign.config.check_ranges
-        if self.width % self.heads:
-            raise MsalignError(f"late_fusion: width {self.width} is not divisible by heads {self.heads}")
+        check_heads("late_fusion", self.width, self.heads)
 
 
 @register_model

@@ -24,8 +24,7 @@ from msalign.models.attention import MultimodalTransformer
 from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import TemporalProjection
 from msalign.models.dropout import Dropout
-from msalign.config import check_ranges
-from msalign.errors import MsalignError
+from msalign.config import check_heads, check_ranges
 from msalign.models.registry import register_model
 from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
@@ -45,8 +44,7 @@ class MulTConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self, "model")  # one place for ranges: msalign.config.check_ranges
-        if self.width % self.heads:
-            raise MsalignError(f"mult: width {self.width} is not divisible by heads {self.heads}")
+        check_heads("mult", self.width, self.heads)
 
 
 @register_model

@@ -32,6 +32,21 @@ from torch import Tensor, nn
 from msalign.errors import MsalignError
 
 
+def register_standardisation(module: nn.Module, standardize: dict[str, Any] | None, width: int, encoder: str,
+                             what: str) -> None:
+    """The train-split standardisation of the frozen text features as ``module.mean`` / ``module.std``
+    buffers, so a tuned encoder's first output equals the frozen features. persistent=False: they
+    are rebuilt from the checkpoint's metadata, not stored twice."""
+    mean, std = torch.zeros(width), torch.ones(width)
+    if standardize:
+        mean, std = torch.tensor(standardize["mean"]), torch.tensor(standardize["std"])
+        if mean.shape != (width,) or std.shape != (width,):
+            raise MsalignError(f"{what}: standardisation statistics of width {tuple(mean.shape)} do not "
+                               f"fit encoder {encoder!r} of width {width}")
+    module.register_buffer("mean", mean, persistent=False)
+    module.register_buffer("std", std, persistent=False)
+
+
 class TunedTextEncoder(nn.Module):
     """A trainable Hugging Face encoder: transcripts -> standardised token features and mask."""
 
@@ -49,16 +64,7 @@ class TunedTextEncoder(nn.Module):
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         # from_pretrained returns eval mode; the training loop switches modes from here on
         self.transformer = AutoModel.from_pretrained(path, local_files_only=True).float().train()
-        width = self.transformer.config.hidden_size
-        mean, std = torch.zeros(width), torch.ones(width)
-        if standardize:
-            mean, std = torch.tensor(standardize["mean"]), torch.tensor(standardize["std"])
-            if mean.shape != (width,) or std.shape != (width,):
-                raise MsalignError(f"text fine-tuning: standardisation statistics of width {tuple(mean.shape)} do not "
-                                   f"fit encoder {encoder!r} of width {width}")
-        # persistent=False: rebuilt from the checkpoint's metadata, not stored twice
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
+        register_standardisation(self, standardize, self.transformer.config.hidden_size, encoder, "text fine-tuning")
 
     def metadata(self) -> dict[str, Any]:
         return {"encoder": self.encoder_name, "max_length": self.max_length,
@@ -126,15 +132,7 @@ class TopLayersTextEncoder(nn.Module):
         for name, p in top.named_parameters():
             p.requires_grad_(name.startswith("encoder.layer."))
         self.top = top.train()
-        width = top.config.hidden_size
-        mean, std = torch.zeros(width), torch.ones(width)
-        if standardize:
-            mean, std = torch.tensor(standardize["mean"]), torch.tensor(standardize["std"])
-            if mean.shape != (width,) or std.shape != (width,):
-                raise MsalignError(f"train.finetune_layers: standardisation statistics of width {tuple(mean.shape)} "
-                                   f"do not fit encoder {encoder!r} of width {width}")
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
+        register_standardisation(self, standardize, top.config.hidden_size, encoder, "train.finetune_layers")
         self._states: dict[str, Tensor] = {}  # text_key -> (length, D) hidden state after the lower layers
 
     def metadata(self) -> dict[str, Any]:
