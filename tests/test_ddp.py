@@ -78,7 +78,7 @@ def test_ddp_history_has_one_row_per_epoch_with_losses_over_both_ranks(ddp_run: 
     (["--strategy", "nonsense"], "train.strategy 'nonsense'"),
     (["--accelerator", "warp-drive"], "train.accelerator 'warp-drive'"),
     (["--devices", "0"], "--devices 0: must be at least 1"),
-    (["--set", "train.num_nodes=0"], "train.num_nodes 0: must be at least 1"),
+    (["--set", "train.num_nodes=0"], "'train.num_nodes': 0 is out of range (an integer from 1 to 10000)"),
 ])
 def test_device_settings_lightning_refuses_are_one_line_errors(tmp_path, capsys, option, message):
     from msalign.cli import main

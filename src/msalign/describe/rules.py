@@ -189,6 +189,8 @@ class RuleDescriber(Describer):
                 continue
             self.thresholds[key] = [float(v) for v in np.percentile(values[pick], PERCENTILES)]
             self.fitted_on[key] = where
+        # fitted even when no clip had a face or a voice: every clip is then described as such
+        self._fitted = True
         return self
 
     def _fit_opaque(self, vectors: list[np.ndarray | None], train_mask: np.ndarray) -> None:
@@ -220,7 +222,7 @@ class RuleDescriber(Describer):
         return 0 if value <= p33 else 1 if value <= p66 else 2 if value <= p90 else 3
 
     def describe(self, signals: ClipSignals) -> str:
-        if not self.thresholds:
+        if not self.thresholds and not getattr(self, "_fitted", False):
             raise MsalignError("describe: the rule describer has no thresholds; fit it on the data first")
         stats = self.statistics(signals)
         return " ".join(p for p in (self._face(signals, stats), self._head(signals, stats), self._voice(signals, stats)) if p)
