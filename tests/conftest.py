@@ -75,6 +75,16 @@ def assert_refused(run: CliRun, *culprits: str, max_mb: float = 1500, max_second
 _BATCH_WRAPPER = """
 import io, json, os, resource, sys, time
 from msalign.cli import main
+def peak_kb():
+    # VmHWM is this process's own peak; ru_maxrss keeps the peak of the forked parent's pages across
+    # exec on Linux, so a child of a 3 GB pytest process would report 3 GB
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 cases = json.load(open(sys.argv[1]))
 out = []
 for case in cases:
@@ -89,7 +99,7 @@ for case in cases:
     finally:
         sys.stderr = keep
     out.append({"rc": rc, "stderr": err.getvalue(), "seconds": time.monotonic() - start,
-                "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
+                "peak_kb": peak_kb()})
     with open(sys.argv[2], "w") as f:
         json.dump(out, f)
 """
