@@ -176,8 +176,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_settings_early(args.model, args)
     dataset = _load_dataset(args)
     model_config, train_config = _resolve(args.model, dataset, args)
-    print(_summary(dataset, [args.model], args), file=sys.stderr)
-    with _out_lock(args.out):
+    with _out_lock(args.out):  # taken before anything is printed: a refused second run says one line
+        print(_summary(dataset, [args.model], args), file=sys.stderr)
         _check_out({args.model: (Path(args.out), args.model, model_config, train_config)}, dataset, args)
         results = train(args.model, dataset, model_config, train_config, seeds, args.out,
                         progress=args.progress, log=lambda line: print(line, file=sys.stderr), resume=args.resume)
@@ -237,8 +237,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         _check_settings_early(name, args, overrides)
     dataset = _load_dataset(args)
     configs = {label: (name, *_resolve(name, dataset, args, extra=overrides)) for label, name, overrides in entries}
-    print(_summary(dataset, [name for _, name, _ in entries], args), file=sys.stderr)
-    with _out_lock(args.out):
+    with _out_lock(args.out):  # taken before anything is printed: a refused second run says one line
+        print(_summary(dataset, [name for _, name, _ in entries], args), file=sys.stderr)
         _check_out({label: (Path(args.out) / label, *configs[label]) for label, _, _ in entries}, dataset, args,
                    derived_root=Path(args.out))
         table = run_benchmark([label for label, _, _ in entries], dataset, configs, seeds, args.out,

@@ -301,10 +301,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     grid = check_grid(args.model, build_config(args.model), parse_grid(args.grid), check_points=False)
     dataset = _load_dataset(args)
     model_config, train_config = _resolve(args.model, dataset, args)
-    print(_summary(dataset, [args.model], args), file=sys.stderr)
     from msalign.cli import _check_out
 
-    with _out_lock(args.out):  # one sweep per --out at a time
+    with _out_lock(args.out):  # one sweep per --out at a time; taken before anything is printed
+        print(_summary(dataset, [args.model], args), file=sys.stderr)
         # a point's folder holding seeds of another configuration: refused unless --overwrite
         _check_out({point_label(params): (Path(args.out) / point_label(params), args.model,
                                           dataclasses.replace(model_config, **params), train_config)
