@@ -59,6 +59,8 @@ ROWS = [
     Row("late_fusion", stream=2),
     Row("textalign", note="no descriptions (MOSI has no video)", stream=2),
     Row("dashfusion", stream=2),
+    Row("decalign[finetune_layers=2,text_lr=5e-5]", note="MiniLM's top 2 layers fine-tuned over cached lower layers",
+        stream=4),
     Row("decalign", ("--blank", "audio"), note="the same decalign, its audio replaced by zeros: what the audio adds"),
     Row("decalign", ("--group-standardize",), note="audio z-scored per speaker (video_id), shrunk to the train prior"),
 ]
