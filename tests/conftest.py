@@ -125,3 +125,31 @@ def run_cli_batch(cases: list[list[str]], tmp: Path, timeout: float = 180, env: 
     spec.unlink()
     result.unlink()
     return [CliRun(r["rc"], "", r["stderr"], r["seconds"], r["peak_kb"] / 1024) for r in runs]
+
+
+SENTIMENT_WORDS = ["great", "awful", "fine", "boring", "lovely", "bad", "superb", "dull"]
+
+
+def write_review_folder(data: Path, seed: int = 0) -> Path:
+    """A feature directory of 24 clips (12 train / 6 valid / 6 test): real review sentences in
+    label.csv, labels +-2 alternating, and a random 5-d utterance audio vector."""
+    import csv
+
+    import numpy as np
+
+    from msalign.data.feature_dir import save_modality
+
+    data.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    ids = []
+    with open(data / "label.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["video_id", "clip_id", "text", "label", "annotation", "mode"])
+        for i in range(24):
+            word = SENTIMENT_WORDS[i % len(SENTIMENT_WORDS)]
+            mode = "train" if i < 12 else "valid" if i < 18 else "test"
+            writer.writerow([f"v{i}", "1", f"the movie was really {word} " + "and long " * (i % 3),
+                             2.0 if i % 2 == 0 else -2.0, "", mode])
+            ids.append(f"v{i}_1")
+    save_modality(data, "audio", ids, rng.normal(size=(24, 5)))
+    return data

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 
 import numpy as np
 import pytest
@@ -11,13 +10,14 @@ import torch
 from msalign.checkpoint import load_checkpoint
 from msalign.config import TrainConfig
 from msalign.data import load_dataset
-from msalign.data.feature_dir import save_modality
 from msalign.errors import MsalignError
 from msalign.models import build_config, create_model
 from msalign.models.text_tuning import TopLayersTextEncoder, TunedTextEncoder, attach_text_encoder, model_inputs
 from msalign.training import train
 from msalign.training.data import MSADataModule, collate_rows
 from msalign.training.module import MSAModule, predict_split
+
+from conftest import write_review_folder
 
 WORDS = ["great", "awful", "fine", "boring", "lovely", "bad", "superb", "dull", "the", "movie", "was", "really",
          "and", "long", "plot", "acting"]
@@ -132,20 +132,7 @@ def folder(tmp_path_factory):
     """24 clips with real sentences, utterance audio; text from the tiny BERT."""
     root = tmp_path_factory.mktemp("layers")
     encoder = _tiny_encoder(root / "enc", "bert")
-    data = root / "tiny"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    ids = []
-    with open(data / "label.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["video_id", "clip_id", "text", "label", "annotation", "mode"])
-        for i in range(24):
-            word = WORDS[i % 8]
-            mode = "train" if i < 12 else "valid" if i < 18 else "test"
-            writer.writerow([f"v{i}", "1", f"the movie was really {word} " + "and long " * (i % 3),
-                             2.0 if i % 2 == 0 else -2.0, "", mode])
-            ids.append(f"v{i}_1")
-    save_modality(data, "audio", ids, rng.normal(size=(24, 5)))
+    data = write_review_folder(root / "tiny")
     return data, root / "cache", str(encoder)
 
 

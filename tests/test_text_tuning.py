@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from importlib import metadata
 
@@ -13,7 +12,6 @@ import torch
 from msalign.checkpoint import load_checkpoint
 from msalign.config import TrainConfig
 from msalign.data import load_dataset
-from msalign.data.feature_dir import save_modality
 from msalign.data.synthetic import generate_synthetic
 from msalign.data.text_encoder import MPNET_PARTS, TextEncoder
 from msalign.errors import MsalignError
@@ -23,27 +21,13 @@ from msalign.training import train
 from msalign.training.data import collate_rows
 from msalign.training.module import MSAModule, predict_split
 
-WORDS = ["great", "awful", "fine", "boring", "lovely", "bad", "superb", "dull"]
-
+from conftest import write_review_folder
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """24 clips with real sentences, utterance audio, MiniLM text computed from the transcripts."""
     root = tmp_path_factory.mktemp("tuning")
-    data = root / "tiny"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    ids = []
-    with open(data / "label.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["video_id", "clip_id", "text", "label", "annotation", "mode"])
-        for i in range(24):
-            word = WORDS[i % len(WORDS)]
-            label = 2.0 if i % 2 == 0 else -2.0
-            mode = "train" if i < 12 else "valid" if i < 18 else "test"
-            writer.writerow([f"v{i}", "1", f"the movie was really {word} " + "and long " * (i % 3), label, "", mode])
-            ids.append(f"v{i}_1")
-    save_modality(data, "audio", ids, rng.normal(size=(24, 5)))
+    data = write_review_folder(root / "tiny")
     return data, root / "cache"
 
 
