@@ -71,6 +71,9 @@ ROWS = [
 PEERS = {
     "MMSA 2.2.1 MulT (peer)": {"Non0_acc_2": (0.8268, 0.0036), "Non0_F1_score": (0.8268, None), "Has0_acc_2": (0.8081, None),
                                "Mult_acc_7": (0.3618, None), "MAE": (0.915, 0.016), "Corr": (0.706, None)},
+    "MMSA 2.2.1 MulT run here, seeds 1111-1112, 1 thread (peer; mosi_parity.md)": {
+        "Non0_acc_2": (0.8087, 0.0023), "Non0_F1_score": (0.8095, None), "Has0_acc_2": (0.7922, None),
+        "Mult_acc_7": (0.3644, None), "MAE": (0.9335, 0.0025), "Corr": (0.707, None)},
     "official DecAlign, its MOSI config (peer)": {"Non0_acc_2": (0.7970, 0.0081), "Non0_F1_score": (0.7974, None),
                                                   "Has0_acc_2": (0.7790, None), "Mult_acc_7": (0.3198, None),
                                                   "MAE": (0.971, 0.019), "Corr": (0.664, None)},
@@ -133,7 +136,9 @@ def write_tables(table: dict) -> None:
         cells = " | ".join(cell(k, row["mean"][k], row["std"][k] if len(row["seeds"]) > 1 else None) for k in KEYS)
         lines.append(f"| {row['label']} | {' '.join(row['dataset_options']) or '–'} | {cells} | {row['valid_MAE_mean']:.3f} | "
                      f"{len(row['seeds'])} | {row['revision']} ({row['date']}) | {row['note']} |")
-    lines += ["", "Peers: public code on identical inputs (../shared/peer/README.md; 5 seeds, MMSA metrics).", "",
+    lines += ["", "Peers: public code on identical inputs (../shared/peer/README.md: 5 seeds, MMSA metrics; our own re-run of",
+              "MMSA's MulT: benchmarks/results/mosi_parity.md). Which setting validation selects, and why decalign's",
+              "audio does not help on test: benchmarks/results/mosi_parity.md.", "",
               "| peer | Has0 Acc-2 | Non0 Acc-2 | Non0 F1 | Acc-7 | MAE | Corr |", "|---|---|---|---|---|---|---|"]
     for name, values in table["peers"].items():
         cells = " | ".join(cell(k, *values[k]) if k in values else "" for k in KEYS)
