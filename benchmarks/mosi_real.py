@@ -168,7 +168,11 @@ def main(argv: list[str]) -> None:
         log = (out / group / "benchmark.log").open("a")
         running.append((group, log, subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                                       env={**os.environ, "OMP_NUM_THREADS": "1"})))
-    failed = [group for group, log, process in running if process.wait() != 0 or log.close()]
+    failed = []
+    for group, log, process in running:
+        if process.wait() != 0:
+            failed.append(group)
+        log.close()
     if failed:
         print(f"benchmark groups {failed} failed (see OUT/<group>/benchmark.log); their finished rows are kept")
     path = RESULTS / "mosi_real.json"
