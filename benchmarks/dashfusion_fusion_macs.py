@@ -2,7 +2,7 @@
 
 One sample of lengths 39 / 400 / 55 (text / audio / vision) and dims 768 / 33 / 709, the
 paper's setting (128-d, 8 heads, p = 8, 2 fusion layers). Counted with torch's FLOP counter via
-``msalign.profile`` (1 multiply-add = 2 FLOPs; attention on SDPA's math path). Writes
+``msalign.evaluation.profiling`` (1 multiply-add = 2 FLOPs; attention on SDPA's math path). Writes
 benchmarks/results/dashfusion_fusion_macs.{md,json}.
 
     .venv/bin/python benchmarks/dashfusion_fusion_macs.py
@@ -17,7 +17,7 @@ import torch
 
 from msalign.models import create_model
 from msalign.models.dashfusion import FUSIONS
-from msalign.profile import ModuleCost, profile_model, sample_inputs
+from msalign.evaluation.profiling import ModuleCost, profile_model, sample_inputs
 
 SHAPES = {"text": (39, 768), "audio": (400, 33), "vision": (55, 709)}
 PAPER_MADDS_M = {"concat": 0, "concat_sa": 324, "ca": 73, "bf": 162, "hbf": 145}  # Table V

@@ -24,7 +24,7 @@ from msalign.data import load_dataset
 from msalign.models import build_config, create_model
 from msalign.models.text_tuning import attach_text_encoder, model_inputs
 from msalign.training.data import collate_rows
-from msalign.training.module import MSAModule
+from msalign.training.module import MSALightningModule
 
 
 def measure(dataset, setting: str, steps: int, batch: int) -> dict:
@@ -40,7 +40,7 @@ def measure(dataset, setting: str, steps: int, batch: int) -> dict:
             encoder.lower.cache = False  # the one-off lower-layer pass is measured, not read from disk
             encoder.prefill(texts)
         prefill = time.process_time() - started
-    module = MSAModule(model, TrainConfig(scheduler="none"), dataset.metric_set)
+    module = MSALightningModule(model, TrainConfig(scheduler="none"), dataset.metric_set)
     optimizer = module.configure_optimizers()
     model.train()
     split = dataset.split("train")

@@ -2,7 +2,7 @@
 
 For every seed checkpoint of each given run directory (``msalign train`` / ``benchmark`` output),
 scores the valid and test splits with all inputs, with audio permuted across clips, and with
-audio set to its train mean (``msalign.analysis``). Writes
+audio set to its train mean (``msalign.evaluation.ablation``). Writes
 benchmarks/results/mosi_modality_ablation.{md,json}.
 
     .venv/bin/python benchmarks/mosi_modality_ablation.py runs/mosi/decalign runs/mosi_df/dashfusion
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from msalign.analysis import modality_contribution
-from msalign.checkpoint import check_feature_spec, load_checkpoint
+from msalign.evaluation.ablation import modality_contribution
+from msalign.training.checkpoint import check_feature_spec, load_checkpoint
 from msalign.data import load_dataset
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi"

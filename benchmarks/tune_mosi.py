@@ -24,7 +24,7 @@ from pathlib import Path
 
 from msalign import metrics
 from msalign.atomic import atomic_write_text
-from msalign.cli import main as msalign
+from msalign.cli.app import main as msalign
 from msalign.models import list_models
 
 DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from msalign.analysis import _with_modality, modality_contribution
+from msalign.evaluation.ablation import _with_modality, modality_contribution
 from msalign.cli import main
 from msalign.data.synthetic import generate_synthetic
 from msalign.models import create_model

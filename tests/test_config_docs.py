@@ -9,7 +9,7 @@ import pytest
 from msalign import __version__
 from msalign.cli import main
 from msalign.config import TrainConfig, resolve_config
-from msalign.config_docs import field_help, format_model_help
+from msalign.models.config_docs import field_help, format_model_help
 from msalign.errors import MsalignError
 from msalign.models import build_config, get_model_class, list_models
 

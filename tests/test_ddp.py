@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from msalign import metrics
-from msalign.checkpoint import load_checkpoint
+from msalign.training.checkpoint import load_checkpoint
 from msalign.data import load_dataset
 from msalign.training.data import MSADataModule
 from msalign.training.module import _first_occurrences, predict_split

@@ -1,4 +1,4 @@
-"""Trials of sweeps and benchmarks on a local process pool or on Ray (msalign.execution): the same
+"""Trials of sweeps and benchmarks on a local process pool or on Ray (msalign.experiments.scheduling): the same
 result files as one after another in this process, finished trials skipped after a kill -9,
 selection on validation, failed trials named, the dataset shipped once, Ray optional."""
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from msalign import execution
+from msalign.experiments import scheduling as execution
 from msalign.cli import main
 from msalign.data import load_dataset
 from msalign.data.types import MultimodalDataset
@@ -267,11 +267,11 @@ def test_ray_trials_dataset_put_once_failure_reported_others_match(ray_instance,
 
 def test_backend_ray_without_ray_installed_is_one_line(tmp_path, monkeypatch, capsys):
     """`import msalign`, the parser and --backend local need no Ray; --backend ray says how to install it."""
-    no_ray = "import sys; sys.modules['ray'] = None; import msalign, msalign.execution, msalign.sweep; print('ok')"
+    no_ray = "import sys; sys.modules['ray'] = None; import msalign, msalign.experiments.scheduling, msalign.experiments.sweep; print('ok')"
     assert subprocess.run([sys.executable, "-c", no_ray], capture_output=True, text=True, timeout=60).stdout == "ok\n"
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
-    from msalign.cli import build_parser
+    from msalign.cli.app import build_parser
 
     build_parser().format_help()
     out = tmp_path / "never"

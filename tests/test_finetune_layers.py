@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from msalign.checkpoint import load_checkpoint
+from msalign.training.checkpoint import load_checkpoint
 from msalign.config import TrainConfig
 from msalign.data import load_dataset
 from msalign.errors import MsalignError
@@ -15,7 +15,7 @@ from msalign.models import build_config, create_model
 from msalign.models.text_tuning import TopLayersTextEncoder, TunedTextEncoder, attach_text_encoder, model_inputs
 from msalign.training import train
 from msalign.training.data import MSADataModule, collate_rows
-from msalign.training.module import MSAModule, predict_split
+from msalign.training.module import MSALightningModule, predict_split
 
 from conftest import write_review_folder
 
@@ -152,7 +152,7 @@ def test_every_text_model_starts_from_the_frozen_features(folder, name):
     features, masks = model_inputs(model, batch)
     torch.testing.assert_close(masks["text"], batch["masks"]["text"])
     torch.testing.assert_close(features["text"], batch["features"]["text"], atol=2e-4, rtol=1e-4)
-    module = MSAModule(model, TrainConfig(lr=1e-3, text_lr=2e-5, scheduler="none"), dataset.metric_set)
+    module = MSALightningModule(model, TrainConfig(lr=1e-3, text_lr=2e-5, scheduler="none"), dataset.metric_set)
     groups = module.configure_optimizers().param_groups
     assert [g["lr"] for g in groups] == [1e-3, 2e-5]
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.text_encoder.top.encoder.layer.parameters()}
@@ -190,7 +190,7 @@ def test_tuned_layers_train_and_travel_in_the_checkpoint(folder, tmp_path, monke
     from types import SimpleNamespace
 
     from msalign.data.text_encoder import TextEncoder
-    from msalign.predict import predict_clips
+    from msalign.inference.predict import predict_clips
 
     clip = SimpleNamespace(transcript=SimpleNamespace(text=dataset.split("test").raw_text[1]), audio=None,
                            vision=None, missing={})

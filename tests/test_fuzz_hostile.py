@@ -100,7 +100,7 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st
 def checkpoint(tmp_path_factory) -> tuple[Path, dict, dict]:
     from safetensors.torch import load_file
 
-    from msalign.checkpoint import read_checkpoint_meta, save_checkpoint
+    from msalign.training.checkpoint import read_checkpoint_meta, save_checkpoint
     from msalign.models import create_model
 
     path = tmp_path_factory.mktemp("ckpt") / "good.safetensors"
@@ -118,7 +118,7 @@ def checkpoint(tmp_path_factory) -> tuple[Path, dict, dict]:
 def test_tampered_checkpoint_metadata(key, value, checkpoint, tmp_path_factory):
     from safetensors.torch import save_file
 
-    from msalign.checkpoint import load_checkpoint
+    from msalign.training.checkpoint import load_checkpoint
 
     path, info, state = checkpoint
     meta = json.loads(json.dumps(info))

@@ -136,7 +136,7 @@ def test_missing_group_column_is_one_line_naming_it(tmp_path, clips):
 
 
 def test_cli_options_reach_the_loader(tmp_path, clips):
-    from msalign.cli import _load_dataset
+    from msalign.cli.app import _load_dataset
 
     labels, audio, speakers, modes = clips
     _write(tmp_path / "a", labels, audio, speakers, modes)
@@ -149,7 +149,7 @@ def test_cli_options_reach_the_loader(tmp_path, clips):
 
 
 def test_predict_groups_the_clips_given_together():
-    from msalign.predict import _group_standardize
+    from msalign.inference.predict import _group_standardize
 
     prior = {"mean": [0.0], "var": [1.0]}
     info = {"feature_spec": {"options": {"group_standardize": {"audio": prior}, "group_strength": 1.0}}}

@@ -235,7 +235,7 @@ def checkpoint_cases(tmp: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
 
     from safetensors.torch import load_file, save_file
 
-    from msalign.checkpoint import read_checkpoint_meta, save_checkpoint
+    from msalign.training.checkpoint import read_checkpoint_meta, save_checkpoint
     from msalign.models import create_model
 
     model = create_model("late_fusion", dims={"text": 8, "audio": 4}, output_dim=1)
@@ -434,16 +434,16 @@ def test_resume_after_moving_the_run_folder(tmp_path, monkeypatch, capsys):
 
     args = ["train", "--model", "late_fusion", "--dataset", TINY, "--epochs", "3", "--seeds", "1111",
             "--set", "train.threads=1", "train.patience=5"]
-    original = module_mod.MSAModule.on_train_epoch_start
+    original = module_mod.MSALightningModule.on_train_epoch_start
 
     def interrupt(self):
         if self.current_epoch == 2:
             raise RuntimeError("simulated crash")
         return original(self)
 
-    monkeypatch.setattr(module_mod.MSAModule, "on_train_epoch_start", interrupt)
+    monkeypatch.setattr(module_mod.MSALightningModule, "on_train_epoch_start", interrupt)
     assert main([*args, "--out", str(tmp_path / "first")]) == 1
-    monkeypatch.setattr(module_mod.MSAModule, "on_train_epoch_start", original)
+    monkeypatch.setattr(module_mod.MSALightningModule, "on_train_epoch_start", original)
     shutil.move(tmp_path / "first", tmp_path / "moved")
     last = tmp_path / "moved" / "seed_1111" / "lightning" / "last.ckpt"
     state = AtomicCheckpointIO().load_checkpoint(last)

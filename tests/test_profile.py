@@ -7,7 +7,7 @@ from msalign.cli import main
 from msalign.errors import MsalignError
 from msalign.models import create_model
 from msalign.models.attention import Attention
-from msalign.profile import parse_shapes, profile_model, sample_inputs
+from msalign.evaluation.profiling import parse_shapes, profile_model, sample_inputs
 
 
 class TwoLinears(torch.nn.Module):

@@ -15,7 +15,7 @@ import torch
 from msalign import metrics
 from msalign.cli import main
 from msalign.data import load_dataset
-from msalign.report import FIGURE_SIZES, build_report, confusion_counts, modality_gap, pca_2d, typical_rows
+from msalign.evaluation.report import FIGURE_SIZES, build_report, confusion_counts, modality_gap, pca_2d, typical_rows
 
 TINY = "synthetic:n_train=160,n_valid=48,n_test=48"
 SMALL = ["--epochs", "2", "--set", "width=16", "heads=2", "layers=1", "train.threads=1"]
@@ -144,7 +144,7 @@ def test_missing_predictions_are_recomputed_from_the_checkpoint(benchmark_dir, d
     assert any("no predictions.npz" in note for note in report.notes)
     _, report = build_report(run, dataset)
     assert any(f.kind == "confusion" for f in report.figures)
-    from msalign.report import predict_checkpoint
+    from msalign.evaluation.report import predict_checkpoint
 
     np.testing.assert_allclose(predict_checkpoint(run / "seed_1111" / "model.safetensors", dataset)["test"][0], saved,
                                rtol=1e-5, atol=1e-6)

@@ -44,13 +44,13 @@ def test_kill_then_resume_matches_an_uninterrupted_run(model, tmp_path, monkeypa
     _train_and_kill(model, tmp_path / "killed")
 
     epochs_started = []
-    original = module_mod.MSAModule.on_train_epoch_start
+    original = module_mod.MSALightningModule.on_train_epoch_start
 
     def record(self):
         epochs_started.append(self.current_epoch)
         return original(self)
 
-    monkeypatch.setattr(module_mod.MSAModule, "on_train_epoch_start", record)
+    monkeypatch.setattr(module_mod.MSALightningModule, "on_train_epoch_start", record)
     assert main([*_args(model, tmp_path / "killed"), "--resume"]) == 0
     assert "resuming from" in capsys.readouterr().err
     assert epochs_started and epochs_started[0] >= 1 and epochs_started == sorted(set(epochs_started))  # no epoch redone

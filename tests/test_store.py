@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from msalign.analysis import modality_contribution, train_mean
-from msalign.checkpoint import check_feature_spec
+from msalign.evaluation.ablation import modality_contribution, train_mean
+from msalign.training.checkpoint import check_feature_spec
 from msalign.cli import main
 from msalign.config import resolve_config
 from msalign.data import load_dataset

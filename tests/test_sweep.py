@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from msalign import sweep
+from msalign.experiments import sweep
 from msalign.cli import main
 from msalign.errors import MsalignError
 from msalign.models import build_config

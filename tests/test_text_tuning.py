@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from msalign.checkpoint import load_checkpoint
+from msalign.training.checkpoint import load_checkpoint
 from msalign.config import TrainConfig
 from msalign.data import load_dataset
 from msalign.data.synthetic import generate_synthetic
@@ -19,7 +19,7 @@ from msalign.models import build_config, create_model
 from msalign.models.text_tuning import attach_text_encoder, model_inputs
 from msalign.training import train
 from msalign.training.data import collate_rows
-from msalign.training.module import MSAModule, predict_split
+from msalign.training.module import MSALightningModule, predict_split
 
 from conftest import write_review_folder
 
@@ -73,7 +73,7 @@ def test_text_encoder_gets_its_own_learning_rate(folder):
     dataset = load(folder)
     model = create_model("text_only", dims=dataset.dims, config=build_config("text_only", {"width": 16}))
     attach_text_encoder(model, dataset.feature_spec, "tiny")
-    module = MSAModule(model, TrainConfig(lr=1e-3, text_lr=2e-5, scheduler="none"), dataset.metric_set)
+    module = MSALightningModule(model, TrainConfig(lr=1e-3, text_lr=2e-5, scheduler="none"), dataset.metric_set)
     optimizer = module.configure_optimizers()
     assert [g["lr"] for g in optimizer.param_groups] == [1e-3, 2e-5]
     encoder_params = {id(p) for p in model.text_encoder.parameters()}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from msalign.checkpoint import read_checkpoint_meta
+from msalign.training.checkpoint import read_checkpoint_meta
 from msalign.config import TrainConfig
 from msalign.data.synthetic import generate_synthetic
 from msalign.errors import MsalignError

@@ -10,7 +10,7 @@ from msalign.errors import MsalignError
 from msalign.models import build_config, create_model
 from msalign.models.base import task_loss
 from msalign.training.data import collate_rows
-from msalign.training.module import MSAModule
+from msalign.training.module import MSALightningModule
 
 SMALL = "synthetic:n_train=24,n_valid=8,n_test=8"
 
@@ -24,7 +24,7 @@ def test_l1_loss_is_the_mean_absolute_error_and_mse_the_default():
 def _module(**train):
     dataset = load_dataset(SMALL)
     model = create_model("late_fusion", dims=dataset.dims, config=build_config("late_fusion", {}))
-    module = MSAModule(model, TrainConfig(**train), dataset.metric_set)
+    module = MSALightningModule(model, TrainConfig(**train), dataset.metric_set)
     batch = collate_rows(dataset.split("train"), model.modalities, np.arange(8))
     return module, batch
 

@@ -19,8 +19,8 @@ from msalign.data import load_dataset
 from msalign.data.types import Split
 from msalign.errors import MsalignError
 from msalign.models import build_config, create_model, get_model_class, list_models
-from msalign.search_space import CategoricalParam, FloatParam, SearchSpace, apply_params
-from msalign.tune import (STUDY_FILE, STUDY_NAME, TuneSettings, distributions, fixed_keys, search, search_space_for,
+from msalign.models.search_space import CategoricalParam, FloatParam, SearchSpace, apply_params
+from msalign.experiments.tune import (STUDY_FILE, STUDY_NAME, TuneSettings, distributions, fixed_keys, search, search_space_for,
                           tune, validation_view)
 
 TINY = "synthetic:n_train=96,n_valid=32,n_test=32"
@@ -293,7 +293,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert code == 2 and message in err[-1] and err[-1].startswith("msalign: error:")
 
 
-# --- Ray: trials as tasks through msalign.execution's Ray backend ------------------------------------
+# --- Ray: trials as tasks through msalign.experiments.scheduling's Ray backend ------------------------------------
 try:
     import ray
 except ImportError:
@@ -307,7 +307,7 @@ def test_tune_on_ray_asks_a_batch_and_scores_as_this_process_does(tmp_path, monk
     validation score is what the same configuration gives trained in this process."""
     import os
 
-    from msalign.execution import Backend
+    from msalign.experiments.scheduling import Backend
     from msalign.training.run import run_seed
 
     for key, value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION": "0.01"}.items():

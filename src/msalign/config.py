@@ -209,7 +209,7 @@ def update_dataclass(obj: Any, values: dict[str, Any], section: str, source: str
     hints = _field_types(type(obj))
     for key in values:
         if key not in hints:
-            from msalign.config_docs import suggest
+            from msalign.models.config_docs import suggest
 
             raise MsalignError(f"{source}: unknown {section} config key {short_repr(key)}{suggest(key, sorted(hints))}; "
                                f"'msalign models MODEL' lists the keys")
@@ -329,7 +329,7 @@ def resolve_config(
         elif section == "train" and name in train_keys:
             sets["train"][name] = value
         else:
-            from msalign.config_docs import suggest
+            from msalign.models.config_docs import suggest
 
             known = sorted(model_keys) + sorted(f"train.{k}" for k in train_keys)
             raise MsalignError(f"--set {short_repr(key)[1:-1]}: unknown config key for model {model_name}"

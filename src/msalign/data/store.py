@@ -48,7 +48,7 @@ ran when the store was written and the manifest records it. ``verify=True`` resc
 (chunk by chunk); a store whose manifest lacks the ``validated`` record is always rescanned.
 
 ``feature_spec`` is the source's, unchanged: the features ARE the source's, and
-:func:`~msalign.checkpoint.check_feature_spec` compares every ``feature_spec`` key except
+:func:`~msalign.training.checkpoint.check_feature_spec` compares every ``feature_spec`` key except
 ``source``, ``n_*`` and ``describer``, so adding store facts there would make a checkpoint trained
 on a store refuse its own source data (and the reverse), and would make training on the store a
 different run (``run_identity``) from training on the source. The store's own facts (format
@@ -61,7 +61,7 @@ What reads a feature array whole when given a DiskArray: ``np.asarray(x)`` (and 
 calls it) and ``Split.subset`` (it reads the subset's rows - meant for small subsets). Everything
 else reads in pieces: the training collate (one batch), DashFusion's hard-negative sampler (the
 training split in batches of 256 through the same collate), validation (chunks of 512 rows, only
-on ``verify``), the modality ablation of :mod:`msalign.analysis` (chunked training mean, lazy
+on ``verify``), the modality ablation of :mod:`msalign.evaluation.ablation` (chunked training mean, lazy
 permuted and mean-filled views), prediction and report figures (through the data loader); the
 profiler and models look at shapes only.
 
@@ -881,7 +881,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     """Adds ``msalign convert`` to the CLI's subparsers."""
     parser = sub.add_parser("convert", help="convert a dataset (MMSA .pkl, feature directory, synthetic:...) to an "
                             "on-disk feature store read row by row (datasets larger than memory)")
-    from msalign.cli import _add_dataset_options
+    from msalign.cli.app import _add_dataset_options
 
     _add_dataset_options(parser, positional=True)
     parser.add_argument("out", metavar="OUT", help="the store folder to write")
@@ -892,7 +892,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from msalign.cli import _load_dataset
+    from msalign.cli.app import _load_dataset
 
     out = Path(args.out)
     _check_destination(out, args.force)  # before the (possibly long) load

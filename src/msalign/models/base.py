@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from msalign.errors import MsalignError
-from msalign.search_space import SearchSpace
+from msalign.models.search_space import SearchSpace
 
 
 @dataclass
@@ -38,7 +38,7 @@ class MSAModel(nn.Module):
     supported_modalities: ClassVar[tuple[str, ...]] = ("text", "audio", "vision")
     required_modalities: ClassVar[tuple[str, ...]] = ()
     min_modalities: ClassVar[int] = 1
-    # what ``msalign tune`` may vary (msalign.search_space): TRAIN_SPACE plus the model's own keys
+    # what ``msalign tune`` may vary (msalign.models.search_space): TRAIN_SPACE plus the model's own keys
     search_space: ClassVar[SearchSpace | None] = None
 
     def __init__(self, config: Any, dims: dict[str, int], output_dim: int):

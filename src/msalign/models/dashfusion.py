@@ -45,7 +45,7 @@ from msalign.models.base import ModelOutput, MSAModel, masked_mean
 from msalign.models.dropout import Dropout
 from msalign.config import check_ranges
 from msalign.models.registry import register_model
-from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
+from msalign.models.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
 FUSIONS = ("concat", "concat_sa", "ca", "bf", "hbf")
 BOTTLENECK_SOURCES = ("aligned", "learned")

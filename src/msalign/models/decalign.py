@@ -73,7 +73,7 @@ from msalign.models.base import ModelOutput, MSAModel, masked_mean
 from msalign.models.blocks import TemporalProjection
 from msalign.models.dropout import Dropout
 from msalign.models.registry import register_model
-from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
+from msalign.models.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
 
 @dataclass

@@ -15,7 +15,7 @@ from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import MLPHead, SequenceEncoder
 from msalign.config import check_heads, check_ranges
 from msalign.models.registry import register_model
-from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
+from msalign.models.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
 
 @dataclass

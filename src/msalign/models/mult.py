@@ -26,7 +26,7 @@ from msalign.models.blocks import TemporalProjection
 from msalign.models.dropout import Dropout
 from msalign.config import check_heads, check_ranges
 from msalign.models.registry import register_model
-from msalign.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
+from msalign.models.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
 
 @dataclass

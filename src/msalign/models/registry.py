@@ -40,7 +40,7 @@ def build_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
     known = {f.name for f in dataclasses.fields(cls.Config)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        from msalign.config_docs import suggest
+        from msalign.models.config_docs import suggest
 
         raise MsalignError(f"model {name}: unknown config key {unknown[0]!r}{suggest(unknown[0], sorted(known))}; "
                            f"'msalign models {name}' lists the keys")

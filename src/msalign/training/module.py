@@ -18,7 +18,7 @@ from msalign.training.data import batch_to_device
 from msalign.training.mining import HardNegativeSampler
 
 
-class MSAModule(L.LightningModule):
+class MSALightningModule(L.LightningModule):
     def __init__(self, model: MSAModel, train_config: TrainConfig, metric_set: str):
         super().__init__()
         self.model = model

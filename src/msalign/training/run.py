@@ -25,7 +25,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from msalign import metrics
 from msalign.atomic import atomic_path, atomic_savez, atomic_write_text
-from msalign.checkpoint import save_checkpoint
+from msalign.training.checkpoint import save_checkpoint
 from msalign.config import TrainConfig, config_to_dict
 from msalign.data.types import MultimodalDataset
 from msalign.errors import MsalignError
@@ -33,7 +33,7 @@ from msalign.limits import regular_file
 from msalign.models import create_model, get_model_class
 from msalign.models.text_tuning import attach_text_encoder, check_text_tuning
 from msalign.training.data import MSADataModule
-from msalign.training.module import MSAModule
+from msalign.training.module import MSALightningModule
 
 
 @dataclass
@@ -152,7 +152,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    # DDP: MSAModule gathers predictions over ranks and drops the sampler's padding repeats before
+    # DDP: MSALightningModule gathers predictions over ranks and drops the sampler's padding repeats before
     # computing metrics, and logs values that are already equal on every rank
     warnings.filterwarnings("ignore", message=".*Using `DistributedSampler` with the dataloaders.*")
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
@@ -187,7 +187,7 @@ def train_seed(
         attach_text_encoder(model, dataset.feature_spec, dataset.source or dataset.name,
                             finetune_layers=train_config.finetune_layers, texts=texts)
     modalities = model.modalities
-    module = MSAModule(model, train_config, dataset.metric_set)
+    module = MSALightningModule(model, train_config, dataset.metric_set)
     monitor = f"valid/{module.monitor_key}"
     data = MSADataModule(dataset, modalities, train_config.batch_size, seed, train_config.num_workers)
     best = ModelCheckpoint(dirpath=seed_dir / "lightning", filename="best", monitor=monitor,
@@ -221,10 +221,10 @@ def train_seed(
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     best_epoch = _best_epoch(module.history, monitor, module.monitor_mode)
-    # Scored through the trainer: under DDP each rank scores a shard and MSAModule gathers the
+    # Scored through the trainer: under DDP each rank scores a shard and MSALightningModule gathers the
     # whole split before any metric is computed; on one device it is a plain pass in split order.
     trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
-    # A dataset without a test split (msalign tune's search runs on msalign.tune.validation_view)
+    # A dataset without a test split (msalign tune's search runs on msalign.experiments.tune.validation_view)
     # is scored on validation only: the test rows are not in the process at all.
     scored = ("valid", "test") if "test" in dataset.splits else ("valid",)
     if "test" in scored:
@@ -327,7 +327,7 @@ def run_seed(
 ) -> dict[str, Any]:
     """One seed of a run into ``out_dir/seed_N`` (skipped when already finished; ``resume`` continues
     from its last Lightning checkpoint); returns the seed's summary. Writes only inside
-    ``seed_N/``, so seeds and runs can go in parallel (:mod:`msalign.execution`)."""
+    ``seed_N/``, so seeds and runs can go in parallel (:mod:`msalign.experiments.scheduling`)."""
     out_dir = Path(out_dir)
     if not is_rank_zero():
         log = _silent

@@ -10,7 +10,7 @@ from msalign import metrics
 from msalign.atomic import atomic_write_text
 from msalign.data.types import MultimodalDataset
 from msalign.errors import MsalignError, PartialResults
-from msalign.execution import Backend, raise_for_failures, run_trials, seed_trials
+from msalign.experiments.scheduling import Backend, raise_for_failures, run_trials, seed_trials
 from msalign.models import get_model_class
 from msalign.training.run import is_rank_zero, summarize_run
 
@@ -94,7 +94,7 @@ def run_benchmark(
 
     ``models``: labels (see :func:`parse_entries`); ``configs[label]`` = (model name, model
     config, train config). Every (entry, seed) is one trial on ``backend`` (default: one after
-    another in this process, see :mod:`msalign.execution`); an entry's ``results.json`` is written
+    another in this process, see :mod:`msalign.experiments.scheduling`); an entry's ``results.json`` is written
     as soon as its seeds have finished. Every entry is checked against the dataset before any
     training (:func:`check_entries`). When trials fail, the others still finish, the table of the
     finished entries is written with the failed rows marked, and :class:`PartialResults` (an

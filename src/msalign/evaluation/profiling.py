@@ -98,7 +98,7 @@ def format_costs(costs: list[ModuleCost], fmt: str = "md") -> str:
 def cmd_profile(args: argparse.Namespace) -> int:
     import sys
 
-    from msalign.cli import _load_dataset, _resolve, _summary
+    from msalign.cli.app import _load_dataset, _resolve, _summary
     from msalign.models import create_model
 
     # the config resolution of train: the dataset's configs/<model>/<key>.yaml, --config, --set

@@ -261,7 +261,7 @@ def read_predictions(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def _check_checkpoint(path: Path, dataset) -> tuple[Any, dict]:
-    from msalign.checkpoint import check_feature_spec, load_checkpoint
+    from msalign.training.checkpoint import check_feature_spec, load_checkpoint
 
     model, info = load_checkpoint(path)
     check_feature_spec(info, dataset.feature_spec, dataset.dims, path)
@@ -611,7 +611,7 @@ def plot_sweep(summary: dict[str, Any], folder: Path) -> FigureFile | None:
     keys = list(summary["grid"])
     metric, mode, unit = _selection_label(summary["metric_set"])
     done = {point["label"]: point for point in summary["points"]}
-    from msalign.sweep import point_label
+    from msalign.experiments.sweep import point_label
 
     best = (summary.get("best") or {}).get("label")
     name = "sweep_sensitivity.png"
@@ -849,7 +849,7 @@ def build_benchmark_report(run_dir: Path, folder: Path, dataset=None) -> Report:
 
 
 def build_sweep_report(run_dir: Path, folder: Path, dataset=None) -> Report:
-    from msalign.sweep import _format_value
+    from msalign.experiments.sweep import _format_value
 
     summary = _read_json(run_dir / "sweep.json", "sweep.json")
     for key in ("model", "grid", "points", "selection", "metric_set", "seeds"):
@@ -975,7 +975,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     spec = args.dataset if args.dataset is not None else (recorded if _needs_dataset(run_dir) else None)
     dataset, skipped = None, None
     if spec is not None:
-        from msalign.checkpoint import read_checkpoint_meta
+        from msalign.training.checkpoint import read_checkpoint_meta
         from msalign.data import load_dataset
 
         checkpoint = _first_checkpoint(run_dir)
@@ -987,7 +987,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         try:
             dataset = load_dataset(spec, **options)
             if args.dataset is None and checkpoint is not None:  # the recorded spec must still give the run's features
-                from msalign.checkpoint import check_feature_spec
+                from msalign.training.checkpoint import check_feature_spec
 
                 check_feature_spec(read_checkpoint_meta(checkpoint), dataset.feature_spec, dataset.dims, checkpoint)
         except MsalignError as error:

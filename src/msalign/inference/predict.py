@@ -179,7 +179,7 @@ def expected_modalities(options, encoder) -> dict[str, dict[str, Any]]:
 
 def check_modalities(checkpoint: Path, info: dict[str, Any], expected: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Refuse a checkpoint whose modalities were made differently; returns the matching feature spec."""
-    from msalign.checkpoint import check_feature_spec
+    from msalign.training.checkpoint import check_feature_spec
 
     spec = info.get("feature_spec", {})
     trained_modalities = spec.get("modalities", {})
@@ -313,7 +313,7 @@ def predict(checkpoint: str | Path, inputs: list[str], *, extract_spec: str | Pa
             neutral_band: float | None = None, progress: bool | None = None,
             warn=lambda line: print(line, file=sys.stderr)) -> list[dict[str, Any]]:
     """One result per input, in input order; an input that fails has ``error`` instead of a score."""
-    from msalign.checkpoint import load_checkpoint
+    from msalign.training.checkpoint import load_checkpoint
     from msalign.data.text_encoder import TextEncoder
     from msalign.extract.pipeline import collect_jobs, run_jobs
 

@@ -3,7 +3,7 @@
 ``msalign tune --model M --dataset SPEC --trials N --out DIR`` (:func:`tune`):
 
 1. **Search.** An Optuna study over the model's declared space (``Model.search_space``,
-   :mod:`msalign.search_space`): Optuna's TPE sampler (seeded, so a search is reproducible) draws
+   :mod:`msalign.models.search_space`): Optuna's TPE sampler (seeded, so a search is reproducible) draws
    each trial's values; each trial trains on the train split for every ``--seeds-search`` seed and
    is scored by the dataset's selection metric on the VALIDATION split (MAE, lowest, for
    regression; WAF1, highest, for IEMOCAP), mean over those seeds. The trials run on a
@@ -30,7 +30,7 @@ seeds that finished are never trained twice. The sampler is re-seeded before eac
 one draws. A study in ``DIR`` of another model, dataset, starting config, space or search seeds is
 refused.
 
-Trials run on :mod:`msalign.execution`'s backends: in this process (default), ``jobs`` processes
+Trials run on :mod:`msalign.experiments.scheduling`'s backends: in this process (default), ``jobs`` processes
 (that many trials' seeds at once), or Ray tasks (``--backend ray``; one Ray connection for the
 whole search). With more than one trial at a time the sampler is asked for a batch of trials
 (TPE's constant-liar mode, so a batch does not draw the same point) and told each result as the
@@ -54,8 +54,8 @@ from pathlib import Path
 from typing import Any
 
 from msalign.errors import MsalignError
-from msalign.execution import Backend, raise_for_failures, ray_session, run_trials, seed_trials
-from msalign.search_space import CategoricalParam, FloatParam, IntParam, SearchSpace, apply_params, read_key
+from msalign.experiments.scheduling import Backend, raise_for_failures, ray_session, run_trials, seed_trials
+from msalign.models.search_space import CategoricalParam, FloatParam, IntParam, SearchSpace, apply_params, read_key
 
 STUDY_FILE = "study.db"
 STUDY_NAME = "msalign-tune"

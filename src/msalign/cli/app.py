@@ -151,7 +151,7 @@ def _summary(dataset, models: list[str], args: argparse.Namespace) -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from msalign.config_docs import format_model_help, modality_summary
+    from msalign.models.config_docs import format_model_help, modality_summary
     from msalign.models import get_model_class, list_models
 
     if args.name:
@@ -190,7 +190,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from msalign import metrics
-    from msalign.checkpoint import check_feature_spec, load_checkpoint
+    from msalign.training.checkpoint import check_feature_spec, load_checkpoint
     from msalign.training.data import MSADataModule, default_device
     from msalign.training.module import predict_split
 
@@ -201,7 +201,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = _load_dataset(args, defaults)
     check_feature_spec(info, dataset.feature_spec, dataset.dims, args.checkpoint)
     if args.modality_ablation:
-        from msalign.analysis import format_contribution, modality_contribution
+        from msalign.evaluation.ablation import format_contribution, modality_contribution
 
         results = modality_contribution(model, dataset, args.split)
         if args.json:
@@ -223,8 +223,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from msalign.benchmark import parse_entries, run_benchmark
-    from msalign.execution import backend_from_args
+    from msalign.experiments.benchmark import parse_entries, run_benchmark
+    from msalign.experiments.scheduling import backend_from_args
 
     from msalign.models import get_model_class
 
@@ -249,9 +249,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from msalign.execution import backend_from_args
+    from msalign.experiments.scheduling import backend_from_args
     from msalign.models import get_model_class
-    from msalign.tune import TuneSettings, fixed_keys, format_result, tune
+    from msalign.experiments.tune import TuneSettings, fixed_keys, format_result, tune
 
     get_model_class(args.model)  # fail before any data is loaded
     settings = TuneSettings(trials=args.trials, search_seeds=tuple(_seeds(args.seeds_search)),
@@ -272,7 +272,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _add_tune_parser(sub, run_options) -> None:
-    from msalign.execution import add_backend_options
+    from msalign.experiments.scheduling import add_backend_options
 
     tune = sub.add_parser("tune", help="search a model's declared hyperparameter space on VALIDATION (Optuna, "
                                        "resumable), then train the best over 5 seeds and write the tuned config")
@@ -291,8 +291,8 @@ def _add_tune_parser(sub, run_options) -> None:
 
 
 def _check_out(runs: dict, dataset, args: argparse.Namespace, derived_root: Path | None = None) -> None:
-    """Refuses a run folder holding another run unless --overwrite (then clears it): msalign.overwrite."""
-    from msalign.overwrite import check_out_dirs
+    """Refuses a run folder holding another run unless --overwrite (then clears it): msalign.training.overwrite."""
+    from msalign.training.overwrite import check_out_dirs
     from msalign.training.run import run_identity
 
     identities = {label: (folder, run_identity(name, model_config, train_config, dataset))
@@ -351,12 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue an interrupted seed from its last Lightning checkpoint (finished seeds are always skipped)")
     bench.add_argument("--overwrite", action="store_true",
                        help="replace entries run with another configuration (their seeds; the table and report/)")
-    from msalign.execution import add_backend_options
+    from msalign.experiments.scheduling import add_backend_options
 
     add_backend_options(bench)
     bench.set_defaults(func=cmd_benchmark)
 
-    from msalign import profile, report, sweep
+    from msalign.evaluation import profiling as profile
+    from msalign.evaluation import report
+    from msalign.experiments import sweep
 
     profile.add_parser(sub, _add_dataset_options)
 
@@ -365,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     from msalign.data import store; store.add_parser(sub)  # noqa: E702  msalign convert
     report.add_parser(sub)
 
-    from msalign import predict
+    from msalign.inference import predict
     from msalign.extract import pipeline as extract_pipeline
 
     extract_pipeline.add_parser(sub)

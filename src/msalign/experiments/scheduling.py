@@ -4,7 +4,7 @@ A :class:`Trial` is one (model, config, seed) run into ``out_dir/seed_N``; it is
 :func:`msalign.training.run.run_seed`, which writes only inside ``seed_N/`` and skips a seed that
 already finished with the same identity, so trials are independent and a re-run resumes.
 :func:`run_trials` yields each trial's :class:`TrialOutcome` as it finishes; the callers
-(:mod:`msalign.benchmark`, :mod:`msalign.sweep`) write the per-run ``results.json`` and their
+(:mod:`msalign.experiments.benchmark`, :mod:`msalign.experiments.sweep`) write the per-run ``results.json`` and their
 tables from those outcomes, so every backend writes the same files.
 
 Backends (:class:`Backend`):

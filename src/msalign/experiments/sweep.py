@@ -3,7 +3,7 @@
 ``msalign sweep --model decalign --dataset SPEC --grid alpha=0.01,0.05,0.1 beta=0.01,0.05,0.1 --out DIR``
 trains each grid point over the seeds into ``DIR/<key=value_key=value>/``, one trial per (point, seed)
 with :func:`msalign.training.run.run_seed` (so a re-run skips every seed that already finished) on
-``--backend local`` (``--jobs N`` processes) or ``--backend ray`` (:mod:`msalign.execution`), and writes
+``--backend local`` (``--jobs N`` processes) or ``--backend ray`` (:mod:`msalign.experiments.scheduling`), and writes
 ``DIR/sweep.json`` and ``DIR/sweep.md``: per point, the validation and test metrics averaged over
 seeds. The best point is chosen on the VALIDATION split only (the dataset's selection metric: MAE,
 lowest, for regression; WAF1, highest, for IEMOCAP); test metrics are reported, never used to choose.
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from msalign.errors import MsalignError
-from msalign.execution import (Backend, add_backend_options, backend_from_args, raise_for_failures, run_trials,
+from msalign.experiments.scheduling import (Backend, add_backend_options, backend_from_args, raise_for_failures, run_trials,
                                seed_trials)
 
 SWEEP_FILE = "sweep.json"
@@ -68,7 +68,7 @@ def check_grid(model_name: str, model_config: Any, grid: dict[str, list[Any]], c
     for key, values in grid.items():
         name = key.removeprefix("model.")
         if name not in fields:
-            from msalign.config_docs import suggest
+            from msalign.models.config_docs import suggest
 
             raise MsalignError(f"--grid {key}: not a config key of model {model_name}{suggest(key, sorted(fields))}; "
                                f"'msalign models {model_name}' lists the keys")
@@ -121,7 +121,7 @@ def run_sweep(
     sweep.md after each point, and returns the sweep summary (see the module docstring).
 
     Every (point, seed) is one trial on ``backend`` (default: one after another in this process,
-    see :mod:`msalign.execution`); points are listed in grid order whatever order they finish in.
+    see :mod:`msalign.experiments.scheduling`); points are listed in grid order whatever order they finish in.
     When trials fail, the others still finish, sweep.json stays ``"complete": false`` and one
     MsalignError names the failed trials."""
     from msalign import metrics
@@ -132,7 +132,7 @@ def run_sweep(
 
     get_model_class(model_name)  # unknown names fail before any work
     grid = check_grid(model_name, model_config, grid)
-    from msalign.benchmark import check_entries
+    from msalign.experiments.benchmark import check_entries
 
     # every point's model against the dataset's modalities and widths before any training
     check_entries({point_label(params): (model_name, dataclasses.replace(model_config, **params), train_config)
@@ -273,7 +273,7 @@ def format_sweep(summary: dict[str, Any]) -> str:
 # --- command line -----------------------------------------------------------------------------
 def add_parser(sub) -> argparse.ArgumentParser:
     """Adds ``msalign sweep`` to the CLI's subparsers."""
-    from msalign.cli import _add_dataset_options, _add_run_options
+    from msalign.cli.app import _add_dataset_options, _add_run_options
 
     parser = sub.add_parser("sweep", help="train a model over a grid of config values; selects on validation (resumable)")
     parser.add_argument("--model", required=True)
@@ -291,7 +291,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from msalign.cli import _load_dataset, _out_lock, _resolve, _seeds, _summary
+    from msalign.cli.app import _load_dataset, _out_lock, _resolve, _seeds, _summary
     from msalign.models import build_config, get_model_class
 
     get_model_class(args.model)
@@ -301,7 +301,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     grid = check_grid(args.model, build_config(args.model), parse_grid(args.grid), check_points=False)
     dataset = _load_dataset(args)
     model_config, train_config = _resolve(args.model, dataset, args)
-    from msalign.cli import _check_out
+    from msalign.cli.app import _check_out
 
     with _out_lock(args.out):  # one sweep per --out at a time; taken before anything is printed
         print(_summary(dataset, [args.model], args), file=sys.stderr)

@@ -1,0 +1,7 @@
+"""``python -m msalign`` is the ``msalign`` command."""
+
+import sys
+
+from msalign.cli import main
+
+sys.exit(main())

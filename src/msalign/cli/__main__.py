@@ -1,0 +1,5 @@
+import sys
+
+from msalign.cli import main
+
+sys.exit(main())
