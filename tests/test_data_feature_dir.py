@@ -2,58 +2,18 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support import error, make_folder, write_labels
 
 from msalign.data import load_dataset
 from msalign.data.feature_dir import load_feature_dir, save_modality
 from msalign.data.text_encoder import TextEncoder
-from msalign.errors import MsalignError
 
 MOSI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mosi"
-MODES = ["train"] * 6 + ["valid"] * 3 + ["test"] * 3
-
-
-def write_labels(folder: Path, labels, modes=MODES, texts=None) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    ids = []
-    with open(folder / "label.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["video_id", "clip_id", "text", "label", "annotation", "mode"])
-        for i, (y, mode) in enumerate(zip(labels, modes)):
-            video, clip = f"vid{i // 4}", str(i % 4 + 1)
-            text = texts[i] if texts else f"clip, number {i}"
-            w.writerow([video, clip, text, y, "Positive", mode])
-            ids.append(f"{video}_{clip}")
-    return ids
-
-
-def make_folder(folder: Path, labels=None, seed: int = 0) -> list[str]:
-    rng = np.random.default_rng(seed)
-    labels = rng.uniform(-3, 3, len(MODES)).round(2) if labels is None else labels
-    ids = write_labels(folder, labels)
-    n = len(ids)
-    order = rng.permutation(n + 2)  # files may hold extra clips, in any order
-    all_ids = np.array(ids + ["extra_1", "extra_2"])[order]
-    save_modality(folder, "audio", all_ids, rng.normal(3.0, 2.0, size=(n + 2, 7)))
-    lengths = rng.integers(1, 6, n + 2)
-    save_modality(folder, "vision", all_ids, rng.normal(size=(n + 2, 5, 4)), lengths)
-    save_modality(folder, "text", all_ids, rng.normal(size=(n + 2, 6, 8)), rng.integers(2, 7, n + 2))
-    return ids
-
-
-def error(fn, *args, **kw) -> str:
-    with pytest.raises(MsalignError) as e:
-        fn(*args, **kw)
-    msg = str(e.value)
-    assert "\n" not in msg, msg
-    return msg
-
-
 def test_folder_loads(tmp_path):
     folder = tmp_path / "mydata"
     ids = make_folder(folder)

@@ -8,60 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import LA, LT, LV, SIZES, error, mmsa_data, write_pickle
 
 from msalign.data import load_dataset
 from msalign.data.mmsa_pickle import load_mmsa_pickle, read_pickle
-from msalign.errors import MsalignError
-
-SIZES = {"train": 6, "valid": 3, "test": 4}
-LT, LA, LV = 8, 10, 12
-
-
-def mmsa_split(name: str, n: int, *, aligned: bool, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    la, lv = (LT, LT) if aligned else (LA, LV)
-    text_len = rng.integers(3, LT + 1, n)
-    mask = (np.arange(LT)[None] < text_len[:, None]).astype(np.float64)
-    d = {
-        "raw_text": np.array([f"clip {name} {i}" for i in range(n)]),
-        "audio": rng.normal(size=(n, la, 5)).astype(np.float32),
-        "vision": rng.normal(size=(n, lv, 4)).astype(np.float32),
-        "id": np.array([f"vid{name}$_${i}" for i in range(n)], dtype=object),
-        "text": rng.normal(size=(n, LT, 16)).astype(np.float32),
-        "text_bert": np.stack([mask * 100, mask, np.zeros_like(mask)], axis=1),
-        "annotations": np.array(["Positive"] * n),
-        "classification_labels": rng.integers(0, 3, n).astype(np.float32),
-        "regression_labels": rng.uniform(-3, 3, n).astype(np.float32),
-    }
-    if aligned:
-        d["audio"][:, 6:] = 0  # trailing padding
-    else:
-        d["audio_lengths"] = rng.integers(1, LA + 1, n)
-        d["vision_lengths"] = list(rng.integers(1, LV + 1, n))
-    return d
-
-
-def mmsa_data(aligned: bool = False) -> dict:
-    return {name: mmsa_split(name, n, aligned=aligned, seed=i) for i, (name, n) in enumerate(SIZES.items())}
-
-
-def write(path: Path, data, protocol: int = pickle.HIGHEST_PROTOCOL) -> Path:
-    path.write_bytes(pickle.dumps(data, protocol=protocol))
-    return path
-
-
-def error(fn, *args, **kw) -> str:
-    with pytest.raises(MsalignError) as e:
-        fn(*args, **kw)
-    msg = str(e.value)
-    assert "\n" not in msg, msg
-    return msg
 
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_unaligned_pickle_loads(tmp_path, protocol):
     data = mmsa_data()
-    ds = load_mmsa_pickle(write(tmp_path / "mosi_unaligned_50.pkl", data, protocol))
+    ds = load_mmsa_pickle(write_pickle(tmp_path / "mosi_unaligned_50.pkl", data, protocol))
     assert ds.metric_set == "mosi" and ds.task == "regression"
     assert {n: len(s) for n, s in ds.splits.items()} == SIZES
     assert ds.dims == {"text": 16, "audio": 5, "vision": 4}
@@ -82,7 +38,7 @@ def test_unaligned_pickle_loads(tmp_path, protocol):
 def test_aligned_pickle_derives_lengths(tmp_path):
     data = mmsa_data(aligned=True)
     del data["test"]["text_bert"]
-    ds = load_mmsa_pickle(write(tmp_path / "aligned_50.pkl", data), metric_set="mosei")
+    ds = load_mmsa_pickle(write_pickle(tmp_path / "aligned_50.pkl", data), metric_set="mosei")
     assert ds.metric_set == "mosei" and ds.feature_spec["aligned"] is True
     train = ds.splits["train"]
     assert (train.lengths["audio"] == 6).all()  # trailing all-zero frames dropped
@@ -95,14 +51,14 @@ def test_modalities_and_classification(tmp_path):
     data = mmsa_data()
     for d in data.values():
         del d["regression_labels"]
-    ds = load_dataset(write(tmp_path / "iemocap_feats.pkl", data), modalities=["text", "audio"])
+    ds = load_dataset(write_pickle(tmp_path / "iemocap_feats.pkl", data), modalities=["text", "audio"])
     assert ds.task == "classification" and ds.metric_set == "iemocap"
     assert ds.modalities == ("text", "audio")
     assert ds.splits["train"].labels.dtype == np.int64
     assert ds.num_classes == max(int(d["classification_labels"].max()) for d in data.values()) + 1
     for d in data.values():
         d["labels"] = d.pop("classification_labels").astype(np.int64)
-    assert load_mmsa_pickle(write(tmp_path / "x.pkl", data), metric_set="iemocap", num_classes=6).num_classes == 6
+    assert load_mmsa_pickle(write_pickle(tmp_path / "x.pkl", data), metric_set="iemocap", num_classes=6).num_classes == 6
 
 
 class WritesMarker:
@@ -126,7 +82,7 @@ def test_code_executing_pickle_is_refused(tmp_path, cls, name):
     marker = tmp_path / "pwned"
     data = mmsa_data()
     data["valid"]["annotations"] = [cls(marker)]
-    path = write(tmp_path / "evil.pkl", data)
+    path = write_pickle(tmp_path / "evil.pkl", data)
     # Sanity check that the payload is real: the standard unpickler runs it.
     pickle.loads(path.read_bytes())
     assert marker.exists()
@@ -137,7 +93,7 @@ def test_code_executing_pickle_is_refused(tmp_path, cls, name):
 
 
 def test_other_globals_refused(tmp_path):
-    path = write(tmp_path / "x.pkl", {"train": {"f": Path("a")}})
+    path = write_pickle(tmp_path / "x.pkl", {"train": {"f": Path("a")}})
     assert "it references pathlib." in error(read_pickle, path)
 
 
@@ -163,53 +119,53 @@ def test_truncated_and_corrupt(tmp_path):
 def test_missing_key_and_split(tmp_path):
     data = mmsa_data()
     del data["valid"]["audio"]
-    msg = error(load_mmsa_pickle, write(tmp_path / "a.pkl", data))
+    msg = error(load_mmsa_pickle, write_pickle(tmp_path / "a.pkl", data))
     assert "a.pkl: split 'valid', key 'audio': missing (has [" in msg
     data = mmsa_data()
     del data["test"]["regression_labels"]
-    msg = error(load_mmsa_pickle, write(tmp_path / "b.pkl", data))
+    msg = error(load_mmsa_pickle, write_pickle(tmp_path / "b.pkl", data))
     assert "split 'test', key 'regression_labels': missing" in msg
     data = mmsa_data()
     del data["test"]
-    msg = error(load_mmsa_pickle, write(tmp_path / "c.pkl", data))
+    msg = error(load_mmsa_pickle, write_pickle(tmp_path / "c.pkl", data))
     assert "split 'test': missing or not a dict" in msg
-    assert "expected a dict of splits" in error(load_mmsa_pickle, write(tmp_path / "d.pkl", [1, 2]))
+    assert "expected a dict of splits" in error(load_mmsa_pickle, write_pickle(tmp_path / "d.pkl", [1, 2]))
 
 
 def test_wrong_shapes(tmp_path):
     data = mmsa_data()
     data["train"]["vision"] = data["train"]["vision"][:, :, 0]
-    msg = error(load_mmsa_pickle, write(tmp_path / "a.pkl", data))
+    msg = error(load_mmsa_pickle, write_pickle(tmp_path / "a.pkl", data))
     assert "split 'train', key 'vision': expected shape (N, L, D), got shape (6, 12)" in msg
     data = mmsa_data()
     data["train"]["audio"] = data["train"]["audio"][:5]
     data["train"]["audio_lengths"] = data["train"]["audio_lengths"][:5]
-    msg = error(load_mmsa_pickle, write(tmp_path / "b.pkl", data))
+    msg = error(load_mmsa_pickle, write_pickle(tmp_path / "b.pkl", data))
     assert "split 'train', key 'audio': 5 rows but 6 labels (shape (5, 10, 5))" in msg
     data = mmsa_data()
     data["test"]["audio"] = np.zeros((4, LA, 7), np.float32) + 1
-    msg = error(load_mmsa_pickle, write(tmp_path / "c.pkl", data))
+    msg = error(load_mmsa_pickle, write_pickle(tmp_path / "c.pkl", data))
     assert "split 'test', key 'audio': feature width 7, expected 5 (shape (4, 10, 7))" in msg
     data = mmsa_data()
     data["valid"]["vision_lengths"] = [LV + 5] * 3
-    msg = error(load_mmsa_pickle, write(tmp_path / "d.pkl", data))
+    msg = error(load_mmsa_pickle, write_pickle(tmp_path / "d.pkl", data))
     assert "key 'vision_lengths': length 17 at row 0 outside 1..12 (shape (3, 12, 4))" in msg
 
 
 def test_nan_and_inf(tmp_path):
     data = mmsa_data()
     data["train"]["audio"][2, 0, 1] = np.nan
-    msg = error(load_mmsa_pickle, write(tmp_path / "nan.pkl", data))
+    msg = error(load_mmsa_pickle, write_pickle(tmp_path / "nan.pkl", data))
     assert msg == f"{tmp_path / 'nan.pkl'}: split 'train', key 'audio': NaN at row 2 (shape (6, 10, 5))"
     data = mmsa_data()
     data["valid"]["regression_labels"][1] = np.nan
-    assert "split 'valid', key 'labels': NaN at row 1 (shape (3,))" in error(load_mmsa_pickle, write(tmp_path / "y.pkl", data))
+    assert "split 'valid', key 'labels': NaN at row 1 (shape (3,))" in error(load_mmsa_pickle, write_pickle(tmp_path / "y.pkl", data))
     data = mmsa_data()
     data["test"]["vision"][3, 0, 0] = np.inf
-    assert "split 'test', key 'vision': inf at row 3" in error(load_mmsa_pickle, write(tmp_path / "inf.pkl", data))
+    assert "split 'test', key 'vision': inf at row 3" in error(load_mmsa_pickle, write_pickle(tmp_path / "inf.pkl", data))
     data = mmsa_data()  # -inf in audio is COVAREP's log(0): zeroed and counted, as MMSA does
     data["train"]["audio"][0, 0, :2] = -np.inf
-    ds = load_mmsa_pickle(write(tmp_path / "neginf.pkl", data))
+    ds = load_mmsa_pickle(write_pickle(tmp_path / "neginf.pkl", data))
     assert ds.feature_spec["repairs"] == {"audio_neg_inf_to_zero": 2}
     assert (ds.splits["train"].features["audio"][0, 0, :2] == 0).all()
 
@@ -218,9 +174,9 @@ def test_label_out_of_range(tmp_path):
     data = mmsa_data()
     for d in data.values():
         d["regression_labels"] /= 3
-    assert load_mmsa_pickle(write(tmp_path / "sims_ok.pkl", data)).metric_set == "sims"
+    assert load_mmsa_pickle(write_pickle(tmp_path / "sims_ok.pkl", data)).metric_set == "sims"
     data["train"]["regression_labels"][4] = 2.5
-    assert "label 2.5 at row 4 outside [-1, 1]" in error(load_mmsa_pickle, write(tmp_path / "sims_a.pkl", data))
+    assert "label 2.5 at row 4 outside [-1, 1]" in error(load_mmsa_pickle, write_pickle(tmp_path / "sims_a.pkl", data))
 
 
 def test_load_dataset_paths(tmp_path):

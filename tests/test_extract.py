@@ -30,7 +30,6 @@ if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
 
 from msalign.cli import main  # noqa: E402
 from msalign.errors import MsalignError  # noqa: E402
-from msalign.extract import media  # noqa: E402
 from msalign.extract.pipeline import ExtractOptions, NoFaceError, extract_clip  # noqa: E402
 
 PHRASE = "judge a book by its cover"

@@ -29,7 +29,7 @@ NOT_RUN = {
     "runs/feat": "features extracted from videos (msalign extract, media tests)",
     "my_": "the reader's own videos / datasets",
     "runs/mvsa": "an image-text dataset described from the reader's own folder",
-    "--backend ray": "a Ray instance (tests/test_execution.py runs Ray)",
+    "--backend ray": "a Ray instance (tests/test_experiments_scheduling.py runs Ray)",
     "--devices 4": "four GPUs",
 }
 TRAINING = {"train", "benchmark", "sweep"}

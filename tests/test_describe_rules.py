@@ -7,24 +7,27 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support import MEGAMIND, megamind_features
 
 from msalign.cli import main
 from msalign.data import load_dataset
-from msalign.describe.rules import PERCENTILES, ClipSignals, RuleDescriber, clip_statistics
+from msalign.describe.rules import (
+    PERCENTILES,
+    ClipSignals,
+    RuleDescriber,
+    clip_statistics,
+)
 from msalign.describe.run import describe_dataset
 from msalign.describe.sources import read_image_dataset
 from msalign.errors import MsalignError
 from msalign.extract.vision import feature_names as vision_names
 
-MEDIA = Path(os.environ.get("MSALIGN_MEDIA") or Path.home() / ".cache" / "msalign" / "media")
-MEGAMIND = MEDIA / "opencv-doc/usr/share/doc/opencv-doc/examples/data/Megamind.avi"
 MOSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi"
 FACE = vision_names()
 AUDIO = [f"mfcc_{i}" for i in range(3)] + ["log2_f0", "voicing", "log_rms"]
@@ -217,29 +220,6 @@ def test_twitter_style_tsv_with_aspect_targets(tmp_path):
 
 
 # -- a feature directory made by msalign extract ---------------------------------------------------
-
-
-def megamind_features(tmp_path, texts, modes, step, length, needs=("librosa", "mediapipe")):
-    """Megamind.avi cut into len(texts) clips (every ``step`` s, ``length`` s long) with these
-    transcripts (so no speech recognition) and modes, extracted and described; the feature dir.
-    Skips when the media, ffmpeg or the media extra is absent."""
-    for module in needs:
-        pytest.importorskip(module, reason="media extra not installed")
-    if not MEGAMIND.exists() or shutil.which("ffmpeg") is None:
-        pytest.skip(f"{MEGAMIND} or ffmpeg not present (bash scripts/media_assets.sh)")
-    raw = tmp_path / "ds" / "Raw" / "mm"
-    raw.mkdir(parents=True)
-    for i in range(len(texts)):
-        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{step * i:.1f}", "-t", str(length),
-                        "-i", str(MEGAMIND), "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
-                        str(raw / f"{i}.mp4")], check=True)
-    (tmp_path / "ds" / "label.csv").write_text("video_id,clip_id,text,label,annotation,mode\n" + "".join(
-        f"mm,{i},{t},{(-1) ** i * 1.5},,{m}\n" for i, (t, m) in enumerate(zip(texts, modes))))
-    features = tmp_path / "features"
-    assert main(["extract", str(tmp_path / "ds"), "--out", str(features), "--fps", "4", "--missing", "mask",
-                 "--workers", "1"]) == 0
-    assert main(["describe", str(features), "--out", str(features)]) == 0  # into the dataset: asked for
-    return features
 
 
 def test_extracted_megamind_described_and_trained(tmp_path):

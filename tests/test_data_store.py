@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support import error, mmsa_data, write_pickle
 from torch.utils.data import DataLoader
 
-from msalign.evaluation.ablation import modality_contribution, train_mean
-from msalign.training.checkpoint import check_feature_spec
 from msalign.cli import main
 from msalign.config import resolve_config
 from msalign.data import load_dataset
@@ -25,11 +24,11 @@ from msalign.data.mmsa_pickle import load_mmsa_pickle
 from msalign.data.store import MANIFEST, DiskArray, StoreWriter, load_store, write_store
 from msalign.data.synthetic import generate_synthetic
 from msalign.errors import MsalignError
+from msalign.evaluation.ablation import modality_contribution, train_mean
 from msalign.models import build_config, create_model
 from msalign.training import train
+from msalign.training.checkpoint import check_feature_spec
 from msalign.training.data import SplitIndex, collate_rows
-
-from test_data_pickle import error, mmsa_data, write
 
 SPEC = "synthetic:seed=3,n_train=48,n_valid=20,n_test=24"
 
@@ -317,7 +316,7 @@ def test_an_interrupted_conversion_leaves_no_store_that_loads(memory, tmp_path):
 
 
 def test_convert_a_pickle_and_checkpoints_move_both_ways(tmp_path, capsys):
-    source = write(tmp_path / "mosi_unaligned_50.pkl", mmsa_data())
+    source = write_pickle(tmp_path / "mosi_unaligned_50.pkl", mmsa_data())
     out = tmp_path / "mosi-store"
     assert main(["convert", str(source), str(out)]) == 0
     printed = capsys.readouterr().out

@@ -14,47 +14,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_data_feature_dir import make_folder
-from test_data_pickle import mmsa_data
+from support import make_folder, mmsa_data, mutate, mutations
 
 from msalign.data import load_dataset
 from msalign.errors import MsalignError
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-@st.composite
-def mutations(draw, size: int):
-    """A few edits of a ``size``-byte file: ('flip', pos, byte), ('cut', pos), ('insert', pos, bytes), ('delete', pos, n)."""
-    edits = []
-    for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["flip", "flip", "flip", "cut", "insert", "delete"]))
-        pos = draw(st.integers(0, max(0, size - 1)))
-        if kind == "flip":
-            edits.append((kind, pos, draw(st.integers(0, 255))))
-        elif kind == "cut":
-            edits.append((kind, pos))
-        elif kind == "insert":
-            edits.append((kind, pos, draw(st.binary(min_size=1, max_size=8))))
-        else:
-            edits.append((kind, pos, draw(st.integers(1, 16))))
-    return edits
-
-
-def mutate(blob: bytes, edits) -> bytes:
-    data = bytearray(blob)
-    for edit in edits:
-        kind, pos = edit[0], min(edit[1], max(0, len(data) - 1))
-        if kind == "flip" and data:
-            data[pos] = edit[2]
-        elif kind == "cut":
-            del data[pos:]
-        elif kind == "insert":
-            data[pos:pos] = edit[2]
-        elif kind == "delete":
-            del data[pos:pos + edit[2]]
-    return bytes(data)
 
 
 def loads_or_refuses(path: Path, **options) -> None:

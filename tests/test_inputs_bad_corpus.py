@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
-from test_data_feature_dir import make_folder
-from test_data_pickle import mmsa_data
+from support import make_folder, mmsa_data
 
 from msalign.cli import main
 from msalign.data.feature_dir import save_modality

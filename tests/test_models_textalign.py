@@ -1,6 +1,6 @@
 """textalign: the uniformity loss against its closed form, straight-through top-k token selection,
 and training (synthetic data, the ablations, classification). Image-text and extracted datasets
-with descriptions are trained in tests/test_describe.py."""
+with descriptions are trained in tests/test_describe_rules.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from msalign.training.checkpoint import read_checkpoint_meta
 from msalign.config import TrainConfig
 from msalign.data.synthetic import generate_synthetic
 from msalign.errors import MsalignError
@@ -22,6 +21,7 @@ from msalign.models.base import task_loss
 from msalign.models.registry import build_config
 from msalign.models.textalign import straight_through_top_k
 from msalign.training import train
+from msalign.training.checkpoint import read_checkpoint_meta
 from msalign.training.data import collate_rows
 
 TINY = {"width": 16, "heads": 4, "head_hidden": 16, "top_k": 5}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from msalign.experiments import sweep
 from msalign.cli import main
 from msalign.errors import MsalignError
+from msalign.experiments import sweep
 from msalign.models import build_config
 
 TINY = "synthetic:n_train=160,n_valid=48,n_test=48"

@@ -5,9 +5,9 @@ import torch
 
 from msalign.cli import main
 from msalign.errors import MsalignError
+from msalign.evaluation.profiling import parse_shapes, profile_model, sample_inputs
 from msalign.models import create_model
 from msalign.models.attention import Attention
-from msalign.evaluation.profiling import parse_shapes, profile_model, sample_inputs
 
 
 class TwoLinears(torch.nn.Module):

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
+from support import write_review_folder
 
-from msalign.training.checkpoint import load_checkpoint
 from msalign.config import TrainConfig
 from msalign.data import load_dataset
 from msalign.errors import MsalignError
 from msalign.models import build_config, create_model
-from msalign.models.text_tuning import TopLayersTextEncoder, TunedTextEncoder, attach_text_encoder, model_inputs
+from msalign.models.text_tuning import (
+    TopLayersTextEncoder,
+    TunedTextEncoder,
+    attach_text_encoder,
+    model_inputs,
+)
 from msalign.training import train
+from msalign.training.checkpoint import load_checkpoint
 from msalign.training.data import MSADataModule, collate_rows
 from msalign.training.module import MSALightningModule, predict_split
-
-from conftest import write_review_folder
 
 WORDS = ["great", "awful", "fine", "boring", "lovely", "bad", "superb", "dull", "the", "movie", "was", "really",
          "and", "long", "plot", "acting"]
@@ -27,7 +30,13 @@ SENTENCES = ["the movie was really great", "awful", "the plot was boring and lon
 
 def _tiny_encoder(folder, kind: str, layers: int = 4):
     """A random 32-wide BERT or MPNet with a word-level tokenizer, saved as a local HF folder."""
-    from transformers import BertConfig, BertModel, BertTokenizer, MPNetConfig, MPNetModel
+    from transformers import (
+        BertConfig,
+        BertModel,
+        BertTokenizer,
+        MPNetConfig,
+        MPNetModel,
+    )
 
     folder.mkdir(parents=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]

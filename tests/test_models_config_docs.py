@@ -9,9 +9,9 @@ import pytest
 from msalign import __version__
 from msalign.cli import main
 from msalign.config import TrainConfig, resolve_config
-from msalign.models.config_docs import field_help, format_model_help
 from msalign.errors import MsalignError
 from msalign.models import build_config, get_model_class, list_models
+from msalign.models.config_docs import field_help, format_model_help
 
 
 def test_version(capsys):

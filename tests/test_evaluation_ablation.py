@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from msalign.evaluation.ablation import _with_modality, modality_contribution
 from msalign.cli import main
 from msalign.data.synthetic import generate_synthetic
-from msalign.models import create_model
+from msalign.evaluation.ablation import _with_modality, modality_contribution
 from msalign.models.base import ModelOutput, MSAModel
 
 

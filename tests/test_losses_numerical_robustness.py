@@ -28,7 +28,12 @@ from msalign.losses import (
     pairwise_prototype_cost,
     prototype_loss,
 )
-from msalign.losses.contrastive import label_classes, mine_candidates, nt_xent, semantic_alignment_loss
+from msalign.losses.contrastive import (
+    label_classes,
+    mine_candidates,
+    nt_xent,
+    semantic_alignment_loss,
+)
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from msalign.experiments import scheduling as execution
 from msalign.cli import main
 from msalign.data import load_dataset
 from msalign.data.types import MultimodalDataset
 from msalign.errors import MsalignError
+from msalign.experiments import scheduling as execution
 
 try:
     import ray

@@ -11,7 +11,12 @@ from sklearn.linear_model import RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from msalign.data.synthetic import _NEGATIVE, _POSITIVE, SyntheticConfig, generate_synthetic
+from msalign.data.synthetic import (
+    _NEGATIVE,
+    _POSITIVE,
+    SyntheticConfig,
+    generate_synthetic,
+)
 from msalign.data.types import MODALITIES, SPLITS, MultimodalDataset, Split
 from msalign.errors import MsalignError
 

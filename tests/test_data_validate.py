@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import error
 
 from msalign.data.types import MultimodalDataset, Split
-from msalign.data.validate import infer_metric_set, trailing_lengths, validate_dataset, validate_split, zero_padding
-from msalign.errors import MsalignError
+from msalign.data.validate import (
+    infer_metric_set,
+    trailing_lengths,
+    validate_dataset,
+    validate_split,
+    zero_padding,
+)
 
 SRC = "data/foo.pkl"
 
@@ -26,14 +32,6 @@ def make_split(name: str = "train", n: int = 6, seed: int = 0, prefix: str | Non
 def make_ds(**kw) -> MultimodalDataset:
     splits = {name: make_split(name, n=6 - i, seed=i) for i, name in enumerate(("train", "valid", "test"))}
     return MultimodalDataset(name="t", splits=splits, source=SRC, **kw)
-
-
-def error(fn, *args, **kw) -> str:
-    with pytest.raises(MsalignError) as e:
-        fn(*args, **kw)
-    msg = str(e.value)
-    assert "\n" not in msg
-    return msg
 
 
 def test_valid_split_and_dataset_pass():

@@ -18,10 +18,24 @@ from msalign.config import TrainConfig, resolve_config
 from msalign.data import load_dataset
 from msalign.data.types import Split
 from msalign.errors import MsalignError
+from msalign.experiments.tune import (
+    STUDY_FILE,
+    STUDY_NAME,
+    TuneSettings,
+    distributions,
+    fixed_keys,
+    search,
+    search_space_for,
+    tune,
+    validation_view,
+)
 from msalign.models import build_config, create_model, get_model_class, list_models
-from msalign.models.search_space import CategoricalParam, FloatParam, SearchSpace, apply_params
-from msalign.experiments.tune import (STUDY_FILE, STUDY_NAME, TuneSettings, distributions, fixed_keys, search, search_space_for,
-                          tune, validation_view)
+from msalign.models.search_space import (
+    CategoricalParam,
+    FloatParam,
+    SearchSpace,
+    apply_params,
+)
 
 TINY = "synthetic:n_train=96,n_valid=32,n_test=32"
 SMALL = ["--epochs", "1", "--set", "width=16", "heads=2", "train.threads=1"]

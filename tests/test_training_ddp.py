@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from msalign import metrics
-from msalign.training.checkpoint import load_checkpoint
 from msalign.data import load_dataset
+from msalign.training.checkpoint import load_checkpoint
 from msalign.training.data import MSADataModule
 from msalign.training.module import _first_occurrences, predict_split
 

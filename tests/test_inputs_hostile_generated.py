@@ -1,7 +1,7 @@
 """Bounded fuzzing of hostile inputs (issue 17), in-process: the pickle interpreter (mutated numpy
 pickles of every protocol and opcode soups), config YAML and checkpoint metadata. Every input either
 loads or raises MsalignError with one line; nothing else escapes (a crash by signal kills the run,
-a hang trips the per-example time bound). label.csv and .npz mutations: tests/test_fuzz_loaders.py."""
+a hang trips the per-example time bound). label.csv and .npz mutations: tests/test_inputs_damaged_files.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_fuzz_loaders import mutate, mutations
+from support import mutate, mutations
 
 from msalign.data import safe_pickle
 from msalign.errors import MsalignError
@@ -100,8 +100,8 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st
 def checkpoint(tmp_path_factory) -> tuple[Path, dict, dict]:
     from safetensors.torch import load_file
 
-    from msalign.training.checkpoint import read_checkpoint_meta, save_checkpoint
     from msalign.models import create_model
+    from msalign.training.checkpoint import read_checkpoint_meta, save_checkpoint
 
     path = tmp_path_factory.mktemp("ckpt") / "good.safetensors"
     save_checkpoint(path, create_model("text_only", dims={"text": 6}, output_dim=1),

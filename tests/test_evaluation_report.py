@@ -15,7 +15,14 @@ import torch
 from msalign import metrics
 from msalign.cli import main
 from msalign.data import load_dataset
-from msalign.evaluation.report import FIGURE_SIZES, build_report, confusion_counts, modality_gap, pca_2d, typical_rows
+from msalign.evaluation.report import (
+    FIGURE_SIZES,
+    build_report,
+    confusion_counts,
+    modality_gap,
+    pca_2d,
+    typical_rows,
+)
 
 TINY = "synthetic:n_train=160,n_valid=48,n_test=48"
 SMALL = ["--epochs", "2", "--set", "width=16", "heads=2", "layers=1", "train.threads=1"]

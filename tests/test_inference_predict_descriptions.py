@@ -7,13 +7,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from pathlib import Path
 
-import pytest
+from support import MEGAMIND, megamind_features
 
 from msalign.cli import main
-
-from test_describe import MEGAMIND, megamind_features
 
 TINY = ["--epochs", "1", "--set", "width=16", "heads=4", "head_hidden=16", "top_k=8", "--seeds", "0"]
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from importlib import metadata
 
 import numpy as np
 import pytest
 import torch
+from support import write_review_folder
 
-from msalign.training.checkpoint import load_checkpoint
 from msalign.config import TrainConfig
 from msalign.data import load_dataset
 from msalign.data.synthetic import generate_synthetic
@@ -18,10 +17,10 @@ from msalign.errors import MsalignError
 from msalign.models import build_config, create_model
 from msalign.models.text_tuning import attach_text_encoder, model_inputs
 from msalign.training import train
+from msalign.training.checkpoint import load_checkpoint
 from msalign.training.data import collate_rows
 from msalign.training.module import MSALightningModule, predict_split
 
-from conftest import write_review_folder
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):

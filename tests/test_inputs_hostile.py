@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_refused, run_cli_batch
+from support import assert_refused, run_cli_batch
 
 from msalign.data import safe_pickle
 
@@ -235,8 +235,8 @@ def checkpoint_cases(tmp: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
 
     from safetensors.torch import load_file, save_file
 
-    from msalign.training.checkpoint import read_checkpoint_meta, save_checkpoint
     from msalign.models import create_model
+    from msalign.training.checkpoint import read_checkpoint_meta, save_checkpoint
 
     model = create_model("late_fusion", dims={"text": 8, "audio": 4}, output_dim=1)
     base = tmp / "good.safetensors"
