@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-
 import functools
 
 import numpy as np
 import pytest
 import torch
-
 
 import msalign.models.attention as attention_module
 from msalign.data.synthetic import generate_synthetic

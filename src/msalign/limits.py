@@ -110,8 +110,8 @@ def check_npz(path: str | Path) -> None:
                         shape, _, dtype = _format_impl._read_array_header(member, version)
                     header = member.tell() if member.seekable() else 0
                 if dtype.hasobject:
-                    raise MsalignError(f"{path}: not a readable .npz (key {short_repr(info.filename[:-4])} holds pickled "
-                                       "Python objects; only numeric and string arrays are read)")
+                    raise MsalignError(f"{path}: not a readable .npz (key {short_repr(info.filename[:-4])} holds "
+                                       "pickled Python objects; only numeric and string arrays are read)")
                 need = math.prod(shape) * dtype.itemsize
                 if need > info.file_size - header:
                     raise MsalignError(f"{where}: header declares shape {shape} of {dtype} ({need:,} bytes) but the "

@@ -30,11 +30,11 @@ Speed notes (CPU, measured in ``benchmarks/decalign_speed.py``):
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from msalign.models.base import masked_mean
@@ -127,7 +127,7 @@ class Attention(nn.Module):
                 return out[layout.rows] if layout is not None else out[:, None].expand(-1, query.shape[1], -1)
             value = value[layout.rows] if layout is not None else value[:, None].expand(-1, query.shape[1], -1)
             heads = value.unflatten(-1, (self.heads, -1))
-            weights = F.dropout(value.new_ones(heads.shape[:-1] + (1,)), self.dropout)
+            weights = F.dropout(value.new_ones((*heads.shape[:-1], 1)), self.dropout)
             return self.out((weights * heads).flatten(-2))
         mask = context_mask if mask_ready else attention_mask(context_mask)
         q = self.to_q(query)
@@ -427,7 +427,7 @@ def length_groups(query_lengths: Tensor, key_lengths: Tensor, width: int, heads:
 
     def cost(groups: int) -> float:
         total, bounds = 0.0, [round(i * rows / groups) for i in range(groups + 1)]
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        for lo, hi in itertools.pairwise(bounds):
             lq, lk = max(q[lo:hi]), max(k[lo:hi])
             total += (hi - lo) * (lq * lk * pair + lk * per_key)
         return total + (groups - 1) * overhead

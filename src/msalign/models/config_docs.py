@@ -122,8 +122,9 @@ def format_model_help(name: str) -> str:
         f"modalities: {modality_summary(cls)} (others in the dataset are ignored)",
         f"dataset config files (configs/{name}/): {', '.join(files) if files else 'none'}",
         "config keys (--set KEY=VALUE; a bare key means model.KEY, else train.KEY):",
-        "  " + "  ".join(h.ljust(w) for h, w in zip(("key", "type", "default"), widths)) + "  meaning",
+        "  " + "  ".join(h.ljust(w) for h, w in zip(("key", "type", "default"), widths, strict=True)) + "  meaning",
     ]
     for key, kind, default, meaning in rows:
-        out.append("  " + "  ".join(v.ljust(w) for v, w in zip((key, kind, default), widths)) + "  " + meaning)
+        cells = "  ".join(v.ljust(w) for v, w in zip((key, kind, default), widths, strict=True))
+        out.append("  " + cells + "  " + meaning)
     return "\n".join(line.rstrip() for line in out)

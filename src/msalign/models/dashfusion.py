@@ -33,6 +33,7 @@ import torch
 from einops import repeat
 from torch import Tensor, nn
 
+from msalign.config import check_ranges
 from msalign.errors import MsalignError
 from msalign.losses.contrastive import (
     ContrastBatch,
@@ -43,7 +44,6 @@ from msalign.losses.contrastive import (
 from msalign.models.attention import Attention, PostNormBlock
 from msalign.models.base import ModelOutput, MSAModel, masked_mean
 from msalign.models.dropout import Dropout
-from msalign.config import check_ranges
 from msalign.models.registry import register_model
 from msalign.models.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
@@ -186,7 +186,7 @@ class ConcatSelfAttentionFusion(Fusion):
         for layer in self.layers:
             joined = layer(joined, mask)
         pieces = joined.split([p.shape[1] for p in parts], dim=1)
-        return list(zip(pieces, masks))
+        return list(zip(pieces, masks, strict=True))
 
 
 class MultiCrossAttention(nn.Module):

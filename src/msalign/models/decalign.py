@@ -181,7 +181,9 @@ class DecAlign(MSAModel):
     def __init__(self, config: DecAlignConfig, dims: dict[str, int], output_dim: int):
         super().__init__(config, dims, output_dim)
         c = config
-        self.project = nn.ModuleDict({m: TemporalProjection(dims[m], c.width, c.projection_kernel) for m in self.modalities})
+        self.project = nn.ModuleDict(
+            {m: TemporalProjection(dims[m], c.width, c.projection_kernel) for m in self.modalities}
+        )
         self.project_norm = nn.ModuleDict(
             {m: nn.LayerNorm(c.width) if c.projection_norm else nn.Identity() for m in self.modalities})
         if c.decoupling:
@@ -275,7 +277,9 @@ class DecAlign(MSAModel):
         if missing:
             from msalign.errors import MsalignError
 
-            raise MsalignError(f"decalign.representations: batch lacks modality {missing} (model uses {list(self.modalities)})")
+            raise MsalignError(
+                f"decalign.representations: batch lacks modality {missing} (model uses {list(self.modalities)})"
+            )
         before, after = {}, {}
         for m in self.modalities:
             projected = self.project_norm[m](self.project[m](features[m], masks[m]))

@@ -47,7 +47,9 @@ def build_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
     return cls.Config(**overrides)
 
 
-def create_model(name: str, dims: dict[str, int], output_dim: int = 1, config: Any = None, **overrides: Any) -> MSAModel:
+def create_model(
+    name: str, dims: dict[str, int], output_dim: int = 1, config: Any = None, **overrides: Any
+) -> MSAModel:
     cls = get_model_class(name)
     if config is None:
         config = build_config(name, overrides)

@@ -230,4 +230,11 @@ def model_inputs(model: nn.Module, batch: dict) -> tuple[dict[str, Tensor], dict
     return {**features, "text": text}, {**masks, "text": mask}
 
 
-__all__ = ["TopLayersTextEncoder", "TunedTextEncoder", "attach_text_encoder", "check_text_tuning", "model_inputs", "rebuild_text_encoder"]
+__all__ = [
+    "TopLayersTextEncoder",
+    "TunedTextEncoder",
+    "attach_text_encoder",
+    "check_text_tuning",
+    "model_inputs",
+    "rebuild_text_encoder",
+]
