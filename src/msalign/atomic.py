@@ -136,7 +136,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_savez(path: str | Path, **arrays: np.ndarray) -> None:
     """``np.savez(path, **arrays)`` atomically."""
     with atomic_path(path, suffix=".npz") as temporary:
-        np.savez(temporary, **arrays)
+        # numpy's stub lets **kwds reach allow_pickle: bool; every name here is an array name
+        np.savez(temporary, **arrays)  # type: ignore[arg-type]
 
 
 __all__ = ["atomic_path", "atomic_savez", "atomic_write_text", "clean_leftovers", "locked_dir"]

@@ -107,7 +107,10 @@ def check_npz(path: str | Path) -> None:
                     else:  # 3.0 (UTF-8 field names) has no public reader
                         from numpy.lib import _format_impl
 
-                        shape, _, dtype = _format_impl._read_array_header(member, version)
+                        # private (no stub); numpy >= 2 only, and only 3.0 headers get here
+                        shape, _, dtype = _format_impl._read_array_header(  # type: ignore[attr-defined]
+                            member, version
+                        )
                     header = member.tell() if member.seekable() else 0
                 if dtype.hasobject:
                     raise MsalignError(f"{path}: not a readable .npz (key {short_repr(info.filename[:-4])} holds "

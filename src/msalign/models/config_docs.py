@@ -17,7 +17,7 @@ import re
 import textwrap
 import tokenize
 import typing
-from typing import Any
+from typing import Any, cast
 
 _MAX = 110
 
@@ -47,14 +47,16 @@ def field_help(cls: type) -> dict[str, str]:
             code_lines.add(token.start[0])
     lines = source.splitlines()
     docs: dict[str, str] = {}
-    (node,) = ast.parse(source).body
+    (statement,) = ast.parse(source).body
+    node = cast(ast.ClassDef, statement)  # the source of a class is one class statement
     for item in node.body:
         if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
             continue
         line = item.lineno
         text = comments.get(line, "") if line in code_lines else ""
         if not text:
-            above, row = [], line - 1
+            above: list[str] = []
+            row = line - 1
             while row >= 1 and row in comments and lines[row - 1].lstrip().startswith("#"):
                 above.insert(0, comments[row])
                 row -= 1

@@ -53,6 +53,6 @@ class LateFusion(MSAModel):
         self.head = MLPHead(c.width * len(self.modalities), c.head_hidden, output_dim, c.dropout)
 
     def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> ModelOutput:
-        pooled = {m: self.encoders[m](features[m], masks[m])[1] for m in self.modalities}
+        pooled: dict[str, Tensor] = {m: self.encoders[m](features[m], masks[m])[1] for m in self.modalities}
         fused = torch.cat([pooled[m] for m in self.modalities], dim=-1)
         return ModelOutput(self.head(fused), representations=pooled)

@@ -50,6 +50,9 @@ def register_standardisation(module: nn.Module, standardize: dict[str, Any] | No
 class TunedTextEncoder(nn.Module):
     """A trainable Hugging Face encoder: transcripts -> standardised token features and mask."""
 
+    mean: Tensor  # buffers set by register_standardisation
+    std: Tensor
+
     def __init__(self, encoder: str, max_length: int, standardize: dict[str, Any] | None = None,
                  cache_dir: str | None = None):
         super().__init__()
@@ -104,6 +107,9 @@ class TopLayersTextEncoder(nn.Module):
     features and zeroed at padding, as :class:`TunedTextEncoder` gives it. Only ``self.top`` is
     saved in a checkpoint; the frozen part is rebuilt from the encoder (its identity is checked).
     """
+
+    mean: Tensor  # buffers set by register_standardisation
+    std: Tensor
 
     def __init__(self, encoder: str, max_length: int, layers: int, standardize: dict[str, Any] | None = None,
                  cache_dir: str | None = None, identity: str | None = None, disk_cache: bool = True):
