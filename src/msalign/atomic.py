@@ -12,6 +12,7 @@ Every writer of results, checkpoints, caches and feature files goes through :fun
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import tempfile
@@ -21,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from msalign.errors import MsalignError
 
 
 def _umask() -> int:
@@ -98,10 +101,6 @@ def locked_dir(folder: str | Path, option: str = "--out") -> Iterator[Path]:
     (both would resume the same seed and write the same files). The kernel drops the lock when the
     holder exits, even by kill -9, so a crash never leaves the folder locked. The file stays (removing
     it on release would let a waiting process lock a deleted inode)."""
-    import fcntl
-
-    from msalign.errors import MsalignError
-
     folder = Path(folder)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
