@@ -145,7 +145,7 @@ def test_sampler_marks_missing_candidates_invalid():
     pools = mine_candidates(embeddings, classes, pool=2)
     assert not pools.positives_valid[0].any()  # sample 0 is alone in its class
     assert pools.positives_valid[1].all()
-    index, valid = draw_candidates(pools.positives, pools.positives_valid, 2, torch.Generator().manual_seed(0))
+    _, valid = draw_candidates(pools.positives, pools.positives_valid, 2, torch.Generator().manual_seed(0))
     assert not valid[0].any() and valid[1:].all()
 
 

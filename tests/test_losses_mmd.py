@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -56,9 +57,9 @@ def test_same_distribution_near_zero_and_monotone_in_shift():
     assert abs(mmd(x, y, bandwidths=[2.0], unbiased=True).item()) < 0.01
     shifts = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0]
     values = [mmd(x, y + s, bandwidths=[2.0]).item() for s in shifts]
-    assert all(a < b for a, b in zip(values, values[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(values))
     values = [mmd(x, y + s).item() for s in shifts]  # median heuristic, multi-bandwidth
-    assert all(a < b for a, b in zip(values, values[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(values))
 
 
 def test_biased_nonnegative_unbiased_known_cases():

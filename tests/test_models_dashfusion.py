@@ -116,8 +116,8 @@ def test_eval_mode_has_no_aux_losses(data):
     assert model(b["features"], b["masks"]).aux_losses == {}
 
 
-@pytest.mark.parametrize("fusion, layers, sizes", [("hbf", 2, [8, 4]), ("hbf", 3, [8, 4, 2]), ("hbf", 5, [8, 4, 2, 1, 1]),
-                                                   ("bf", 3, [8, 8, 8])])
+@pytest.mark.parametrize("fusion, layers, sizes", [("hbf", 2, [8, 4]), ("hbf", 3, [8, 4, 2]),
+                                                   ("hbf", 5, [8, 4, 2, 1, 1]), ("bf", 3, [8, 8, 8])])
 def test_bottleneck_schedule(data, fusion, layers, sizes):
     model = model_for(data, fusion=fusion, fusion_layers=layers)
     assert isinstance(model.fusion, BottleneckFusion) and model.fusion.sizes == sizes
@@ -170,7 +170,7 @@ def test_text_is_required(data):
 def test_too_long_sequence_is_a_clear_error(data):
     model = model_for(data, max_length=10).eval()
     b = batch(data)
-    with pytest.raises(MsalignError, match="audio sequence of length .* exceeds max_length 10"):
+    with pytest.raises(MsalignError, match=r"audio sequence of length .* exceeds max_length 10"):
         model(b["features"], b["masks"])
 
 

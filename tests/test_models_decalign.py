@@ -114,13 +114,16 @@ def test_classification_gives_logits():
 
 def test_default_config_is_the_papers():
     c = build_config("decalign")
-    assert (c.width, c.heads, c.layers, c.alpha, c.beta, c.dec_weight, c.num_prototypes) == (64, 8, 5, 0.05, 0.05, 1.0, 7)
+    paper = (64, 8, 5, 0.05, 0.05, 1.0, 7)
+    assert (c.width, c.heads, c.layers, c.alpha, c.beta, c.dec_weight, c.num_prototypes) == paper
     assert all(getattr(c, s) for s in SWITCHES)
     # the official code's architecture where the paper does not say otherwise
     assert (c.cross_context, c.self_layers, c.projection_norm, c.sem_reduction) == ("concat", 0, False, "mean")
 
 
-@pytest.mark.parametrize("options", [{"projection_norm": True}, {"sem_reduction": "sum"}, {"cross_context": "pairwise", "self_layers": 1}])
+@pytest.mark.parametrize(
+    "options", [{"projection_norm": True}, {"sem_reduction": "sum"}, {"cross_context": "pairwise", "self_layers": 1}]
+)
 def test_architecture_options_train(data, options):
     assert set(assert_finite_step(model_for(data, **options), batch(data))) == {"dec", "hete", "homo"}
 
@@ -478,7 +481,6 @@ def test_forward_frames_matches_forward_with_attention_dropout_weights(queries, 
     torch.manual_seed(0)
     encoder = CrossModalEncoder(16, 4, 2, dropout=0.0, attn_dropout=0.5, positions=False).train()
     query = torch.randn(3, queries, 16)
-    query_mask = torch.ones(3, queries, dtype=torch.bool)
     context = torch.randn(3, 5, 16)
     context_mask = torch.arange(5)[None] < torch.tensor([5, 2, 3])[:, None]
     context = context * context_mask[..., None]

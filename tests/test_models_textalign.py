@@ -49,7 +49,8 @@ def test_uniformity_closed_form_by_hand():
         assert uniformity_loss(two, t).item() == pytest.approx(-2 * t, abs=1e-6)
     # (1,0), (0,1), (-1,0): squared distances 2, 4, 2
     three = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
-    assert uniformity_loss(three, 2.0).item() == pytest.approx(math.log((2 * math.exp(-4) + math.exp(-8)) / 3), abs=1e-6)
+    expected = math.log((2 * math.exp(-4) + math.exp(-8)) / 3)
+    assert uniformity_loss(three, 2.0).item() == pytest.approx(expected, abs=1e-6)
     # all rows equal: every potential is 1 -> log 1 = 0, the maximum
     assert uniformity_loss(torch.ones(5, 3), 2.0).item() == pytest.approx(0.0, abs=1e-6)
     # a regular simplex (4 points in 3-d, ||z_i - z_j||^2 = 2B/(B-1) = 8/3) reaches the minimum for B = 4
@@ -74,7 +75,7 @@ def test_uniformity_decreases_as_features_spread_and_its_gradient_spreads_them()
     for spread in np.linspace(0.1, 1.0, 10):
         angles = torch.arange(8, dtype=torch.float64) * spread * 2 * math.pi / 8
         values.append(uniformity_loss(torch.stack([angles.cos(), angles.sin()], dim=1), 2.0).item())
-    assert all(a > b for a, b in zip(values, values[1:])), values
+    assert all(a > b for a, b in itertools.pairwise(values)), values
     # gradient descent on the loss alone pushes clustered features apart
     torch.manual_seed(0)
     x = (torch.randn(1, 4) + 0.05 * torch.randn(12, 4)).requires_grad_()
@@ -129,7 +130,7 @@ def test_top_k_passes_gradients_to_the_scorer():
     mask[1, 5:] = False
     scores = torch.randn(2, 8, requires_grad=True)
     values = torch.randn(2, 8)
-    gate, hard = straight_through_top_k(scores, mask, 3)
+    gate, _ = straight_through_top_k(scores, mask, 3)
     (gate * values).sum().backward()
     grad = scores.grad
     assert (grad[mask] != 0).all()  # selected AND unselected real tokens learn

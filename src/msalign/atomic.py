@@ -12,6 +12,7 @@ Every writer of results, checkpoints, caches and feature files goes through :fun
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import tempfile
@@ -21,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from msalign.errors import MsalignError
 
 
 def _umask() -> int:
@@ -77,7 +80,8 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(path, suffix)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_host()}-{os.getpid()}.", suffix=suffix)
+    prefix = f".{path.name}.{_host()}-{os.getpid()}."
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
     try:
         os.fchmod(handle, 0o666 & ~_umask())
     finally:
@@ -97,10 +101,6 @@ def locked_dir(folder: str | Path, option: str = "--out") -> Iterator[Path]:
     (both would resume the same seed and write the same files). The kernel drops the lock when the
     holder exits, even by kill -9, so a crash never leaves the folder locked. The file stays (removing
     it on release would let a waiting process lock a deleted inode)."""
-    import fcntl
-
-    from msalign.errors import MsalignError
-
     folder = Path(folder)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
@@ -135,7 +135,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_savez(path: str | Path, **arrays: np.ndarray) -> None:
     """``np.savez(path, **arrays)`` atomically."""
     with atomic_path(path, suffix=".npz") as temporary:
-        np.savez(temporary, **arrays)
+        # numpy's stub lets **kwds reach allow_pickle: bool; every name here is an array name
+        np.savez(temporary, **arrays)  # type: ignore[arg-type]
 
 
 __all__ = ["atomic_path", "atomic_savez", "atomic_write_text", "clean_leftovers", "locked_dir"]

@@ -5,6 +5,10 @@ Anything a user can get wrong (a file, a key, a shape, a config value) raises
 that line and exits non-zero, without a traceback; library users can catch it.
 """
 
+from __future__ import annotations
+
+import difflib
+
 
 class MsalignError(Exception):
     """A user-facing error: bad input, bad config, missing file. One line, names the culprit."""
@@ -17,3 +21,15 @@ class PartialResults(MsalignError):
     def __init__(self, message: str, table: str):
         super().__init__(message)
         self.table = table
+
+
+def suggest(key: str, known: list[str]) -> str:
+    """`` (did you mean 'x' or 'y'?)`` for close matches among ``known``, else '': the tail of a
+    one-line error about an unknown key."""
+    bare = {k.rpartition(".")[2]: k for k in known}
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    close += [bare[k] for k in difflib.get_close_matches(key.rpartition(".")[2], list(bare), n=3, cutoff=0.6)
+              if bare[k] not in close]
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(k) for k in close[:3]) + "?)"

@@ -16,8 +16,11 @@ import math
 import os
 import reprlib
 import stat
+import zipfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from msalign.errors import MsalignError
 
@@ -80,10 +83,6 @@ def check_npz(path: str | Path) -> None:
     stay within the limit and a deflate ratio deflate can produce, and whose ``.npy`` headers
     declare no more data than the member holds (numpy allocates shape x itemsize before reading:
     a 2 MB member declaring 40 x 14000 x 1000 float32 would take 2.2 GB first)."""
-    import zipfile
-
-    import numpy as np
-
     path = regular_file(path)
     size = path.stat().st_size
     try:
@@ -105,13 +104,17 @@ def check_npz(path: str | Path) -> None:
                     elif version == (2, 0):
                         shape, _, dtype = np.lib.format.read_array_header_2_0(member)
                     else:  # 3.0 (UTF-8 field names) has no public reader
+                        # here, not at the top: the private module exists in numpy >= 2 only (we admit 1.26)
                         from numpy.lib import _format_impl
 
-                        shape, _, dtype = _format_impl._read_array_header(member, version)
+                        # private (no stub); numpy >= 2 only, and only 3.0 headers get here
+                        shape, _, dtype = _format_impl._read_array_header(  # type: ignore[attr-defined]
+                            member, version
+                        )
                     header = member.tell() if member.seekable() else 0
                 if dtype.hasobject:
-                    raise MsalignError(f"{path}: not a readable .npz (key {short_repr(info.filename[:-4])} holds pickled "
-                                       "Python objects; only numeric and string arrays are read)")
+                    raise MsalignError(f"{path}: not a readable .npz (key {short_repr(info.filename[:-4])} holds "
+                                       "pickled Python objects; only numeric and string arrays are read)")
                 need = math.prod(shape) * dtype.itemsize
                 if need > info.file_size - header:
                     raise MsalignError(f"{where}: header declares shape {shape} of {dtype} ({need:,} bytes) but the "

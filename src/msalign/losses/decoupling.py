@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -58,13 +59,17 @@ def decoupling_loss(unique: Features, common: Features, mask: Masks = None, eps:
             raise MsalignError(f"decoupling_loss: modalities differ: {sorted(unique)} vs {sorted(common)}")
         keys = list(unique)
         pairs = [(unique[k], common[k]) for k in keys]
-        masks = [mask if mask is None or isinstance(mask, Tensor) else mask[k] for k in keys]  # type: ignore[index]
+        # dict features take a dict of masks (a list here fails at indexing, as it always has)
+        masks = [mask if mask is None or isinstance(mask, Tensor) else cast(Mapping[str, Tensor], mask)[k]
+                 for k in keys]
     elif isinstance(unique, Sequence) and isinstance(common, Sequence):
         if len(unique) != len(common):
             raise MsalignError(f"decoupling_loss: {len(unique)} unique vs {len(common)} common tensors")
         pairs = list(zip(unique, common, strict=True))
-        shared = mask is None or isinstance(mask, Tensor)
-        masks = [mask] * len(pairs) if shared else list(mask)  # type: ignore[arg-type,list-item]
+        if mask is None or isinstance(mask, Tensor):  # one mask shared by every modality
+            masks = [mask] * len(pairs)
+        else:
+            masks = list(cast(Sequence[Tensor | None], mask))
     else:
         raise MsalignError("decoupling_loss: unique and common must both be tensors, lists or dicts")
     if len(masks) != len(pairs) or not pairs:

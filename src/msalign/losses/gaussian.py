@@ -44,7 +44,7 @@ class _SqrtmPSD(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, matrix: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, matrix: Tensor) -> Tensor:
         values, vectors = torch.linalg.eigh(0.5 * (matrix + matrix.mT))
         roots = values.clamp_min(0).sqrt()
         ctx.save_for_backward(vectors, roots)
@@ -52,7 +52,7 @@ class _SqrtmPSD(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> Tensor:
         vectors, roots = ctx.saved_tensors
         floor = torch.finfo(roots.dtype).eps ** 0.5 * roots.amax(-1, keepdim=True).clamp_min(1.0)
         denom = (roots.unsqueeze(-1) + roots.unsqueeze(-2)).clamp_min(floor.unsqueeze(-1))

@@ -30,11 +30,12 @@ Speed notes (CPU, measured in ``benchmarks/decalign_speed.py``):
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+import itertools
+from collections.abc import Sequence
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from msalign.models.base import masked_mean
@@ -77,7 +78,7 @@ class Packed(NamedTuple):
     their batch rows.
     """
 
-    index: Tensor
+    index: Tensor  # type: ignore[assignment]  # a field named like tuple.index, on purpose; never called
     rows: Tensor
     batch: int
     length: int
@@ -127,7 +128,7 @@ class Attention(nn.Module):
                 return out[layout.rows] if layout is not None else out[:, None].expand(-1, query.shape[1], -1)
             value = value[layout.rows] if layout is not None else value[:, None].expand(-1, query.shape[1], -1)
             heads = value.unflatten(-1, (self.heads, -1))
-            weights = F.dropout(value.new_ones(heads.shape[:-1] + (1,)), self.dropout)
+            weights = F.dropout(value.new_ones((*heads.shape[:-1], 1)), self.dropout)
             return self.out((weights * heads).flatten(-2))
         mask = context_mask if mask_ready else attention_mask(context_mask)
         q = self.to_q(query)
@@ -221,6 +222,11 @@ class CrossModalEncoder(nn.Module):
         self.positions = positions
         self.pack_below = pack_below
 
+    @property
+    def typed_blocks(self) -> Sequence[CrossModalBlock]:
+        """``blocks`` as what it holds: ModuleList's stubs type its items as plain Modules."""
+        return cast("Sequence[CrossModalBlock]", self.blocks)
+
     def _layout(self, mask: Tensor) -> Packed | None:
         if mask.shape[1] > 1 and int(mask.sum()) <= self.pack_below * mask.numel():
             return Packed.from_mask(mask)
@@ -249,10 +255,11 @@ class CrossModalEncoder(nn.Module):
 
         Returns (layers, 2 * width, width) weights and (layers, 2 * width) biases (keys first).
         """
-        weight = torch.stack([b.attention.to_kv.weight for b in self.blocks])
-        gain = torch.stack([b.norm_context.weight for b in self.blocks])
-        shift = torch.stack([b.norm_context.bias for b in self.blocks])
-        bias = torch.stack([b.attention.to_kv.bias for b in self.blocks])
+        blocks = self.typed_blocks
+        weight = torch.stack([b.attention.to_kv.weight for b in blocks])
+        gain = torch.stack([b.norm_context.weight for b in blocks])
+        shift = torch.stack([b.norm_context.bias for b in blocks])
+        bias = torch.stack([b.attention.to_kv.bias for b in blocks])
         return weight * gain[:, None, :], torch.einsum("lod,ld->lo", weight, shift) + bias
 
     def forward_frames(self, frames: Tensor, rows: Tensor | None, context: Tensor, key_mask: Tensor) -> Tensor:
@@ -274,7 +281,7 @@ class CrossModalEncoder(nn.Module):
         if self.positions:
             raise ValueError("forward_frames takes frames with positions already added (positions=False)")
         width, count = frames.shape[-1], context.shape[1]
-        heads = self.blocks[0].attention.heads
+        heads = self.typed_blocks[0].attention.heads
         scale = (width // heads) ** -0.5
         weight, bias = self.folded_kv()
         # more query frames than keys: project the keys; fewer: fold the projections into the queries
@@ -288,7 +295,7 @@ class CrossModalEncoder(nn.Module):
             score_bias = score_bias.masked_fill_(~keep, float("-inf"))  # (N, Lk)
             keys_t = context.transpose(1, 2)  # (N, D, Lk)
         hidden = frames
-        for layer, block in enumerate(self.blocks):
+        for layer, block in enumerate(self.typed_blocks):
             attention = block.attention
             value_weight, value_bias = weight[layer, width:], bias[layer, width:]
             training_dropout = attention.dropout > 0 and attention.training
@@ -357,7 +364,9 @@ class MultimodalTransformer(nn.Module):
         pooled = {}
         for target in self.modalities:
             sources = [m for m in self.modalities if m != target]
-            groups = length_groups(spans[target], sum(spans[m] for m in sources), self.width, self.heads)
+            # a Tensor: every target has at least one source (two or more modalities)
+            key_spans = cast(Tensor, sum(spans[m] for m in sources))
+            groups = length_groups(spans[target], key_spans, self.width, self.heads)
             parts = []
             for rows in groups:
                 whole = len(groups) == 1
@@ -427,7 +436,7 @@ def length_groups(query_lengths: Tensor, key_lengths: Tensor, width: int, heads:
 
     def cost(groups: int) -> float:
         total, bounds = 0.0, [round(i * rows / groups) for i in range(groups + 1)]
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        for lo, hi in itertools.pairwise(bounds):
             lq, lk = max(q[lo:hi]), max(k[lo:hi])
             total += (hi - lo) * (lq * lk * pair + lk * per_key)
         return total + (groups - 1) * overhead

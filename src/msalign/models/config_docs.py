@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import difflib
 import inspect
 import io
 import re
+import sys
 import textwrap
 import tokenize
 import typing
-from typing import Any
+from typing import Any, cast
+
+from msalign.config import CONFIG_DIR, TrainConfig
+from msalign.errors import suggest as suggest  # re-exported: its callers imported it from here
+from msalign.models.registry import build_config, get_model_class
 
 _MAX = 110
 
@@ -47,14 +51,16 @@ def field_help(cls: type) -> dict[str, str]:
             code_lines.add(token.start[0])
     lines = source.splitlines()
     docs: dict[str, str] = {}
-    (node,) = ast.parse(source).body
+    (statement,) = ast.parse(source).body
+    node = cast(ast.ClassDef, statement)  # the source of a class is one class statement
     for item in node.body:
         if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
             continue
         line = item.lineno
         text = comments.get(line, "") if line in code_lines else ""
         if not text:
-            above, row = [], line - 1
+            above: list[str] = []
+            row = line - 1
             while row >= 1 and row in comments and lines[row - 1].lstrip().startswith("#"):
                 above.insert(0, comments[row])
                 row -= 1
@@ -94,24 +100,8 @@ def modality_summary(cls: Any) -> str:
     return f"needs {' + '.join(needs)}; uses {','.join(cls.supported_modalities)}"
 
 
-def suggest(key: str, known: list[str]) -> str:
-    """`` (did you mean 'x' or 'y'?)`` for close matches among ``known``, else ''."""
-    bare = {k.rpartition(".")[2]: k for k in known}
-    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-    close += [bare[k] for k in difflib.get_close_matches(key.rpartition(".")[2], list(bare), n=3, cutoff=0.6)
-              if bare[k] not in close]
-    if not close:
-        return ""
-    return " (did you mean " + " or ".join(repr(k) for k in close[:3]) + "?)"
-
-
 def format_model_help(name: str) -> str:
     """The text ``msalign models NAME`` prints: modalities, then every model and train field."""
-    import sys
-
-    from msalign.config import CONFIG_DIR, TrainConfig
-    from msalign.models import build_config, get_model_class
-
     cls = get_model_class(name)
     doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
     rows = describe_fields(build_config(name), "model") + describe_fields(TrainConfig(), "train")
@@ -122,8 +112,9 @@ def format_model_help(name: str) -> str:
         f"modalities: {modality_summary(cls)} (others in the dataset are ignored)",
         f"dataset config files (configs/{name}/): {', '.join(files) if files else 'none'}",
         "config keys (--set KEY=VALUE; a bare key means model.KEY, else train.KEY):",
-        "  " + "  ".join(h.ljust(w) for h, w in zip(("key", "type", "default"), widths)) + "  meaning",
+        "  " + "  ".join(h.ljust(w) for h, w in zip(("key", "type", "default"), widths, strict=True)) + "  meaning",
     ]
     for key, kind, default, meaning in rows:
-        out.append("  " + "  ".join(v.ljust(w) for v, w in zip((key, kind, default), widths)) + "  " + meaning)
+        cells = "  ".join(v.ljust(w) for v, w in zip((key, kind, default), widths, strict=True))
+        out.append("  " + cells + "  " + meaning)
     return "\n".join(line.rstrip() for line in out)

@@ -28,11 +28,13 @@ representations, averaged over anchors (eq. 11). A missing modality drops its st
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from einops import repeat
 from torch import Tensor, nn
 
+from msalign.config import check_ranges
 from msalign.errors import MsalignError
 from msalign.losses.contrastive import (
     ContrastBatch,
@@ -43,7 +45,6 @@ from msalign.losses.contrastive import (
 from msalign.models.attention import Attention, PostNormBlock
 from msalign.models.base import ModelOutput, MSAModel, masked_mean
 from msalign.models.dropout import Dropout
-from msalign.config import check_ranges
 from msalign.models.registry import register_model
 from msalign.models.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
@@ -186,7 +187,7 @@ class ConcatSelfAttentionFusion(Fusion):
         for layer in self.layers:
             joined = layer(joined, mask)
         pieces = joined.split([p.shape[1] for p in parts], dim=1)
-        return list(zip(pieces, masks))
+        return list(zip(pieces, masks, strict=True))
 
 
 class MultiCrossAttention(nn.Module):
@@ -250,7 +251,8 @@ class BottleneckFusion(Fusion):
         self.gather = nn.ModuleList(MultiCrossAttention(modalities, width, heads, ff_width, dropout)
                                     for _ in range(layers))
         self.scatter = nn.ModuleList(
-            nn.ModuleDict({m: PostNormBlock(width, heads, ff_width, dropout) for m in modalities}) for _ in range(layers)
+            nn.ModuleDict({m: PostNormBlock(width, heads, ff_width, dropout) for m in modalities})
+            for _ in range(layers)
         )
 
     def forward(self, encoded: Encoded) -> Sequences:
@@ -264,7 +266,8 @@ class BottleneckFusion(Fusion):
                 bottleneck = self.select[level](fused, fused_mask)[:, :size]  # eq. 6
                 bottleneck_mask = fused_mask[:, :size]
             fused, fused_mask = self.gather[level](bottleneck, sequences, masks), bottleneck_mask  # eq. 7-8
-            sequences = {m: self.scatter[level][m](x, masks[m], fused, fused_mask) for m, x in sequences.items()}  # eq. 9
+            scatter = cast(nn.ModuleDict, self.scatter[level])  # ModuleList's stubs type its items as Module
+            sequences = {m: scatter[m](x, masks[m], fused, fused_mask) for m, x in sequences.items()}  # eq. 9
         return [(fused, fused_mask)] + [(sequences[m], masks[m]) for m in self.modalities]
 
 
@@ -324,13 +327,15 @@ class DashFusion(MSAModel):
 
     def encode(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> Encoded:
         """Modality encoding and temporal alignment (eq. 4)."""
-        sequences, seq_masks = {}, {}
+        sequences: dict[str, Tensor] = {}
+        seq_masks: dict[str, Tensor] = {}
         for m in self.modalities:
             sequences[m], seq_masks[m] = self.encoders[m](features[m], masks[m].bool())
         aligned = sequences["text"]
         if self.temporal is not None:
-            for m, attend in self.temporal.items():
-                aligned = aligned + self.temporal_dropout(attend(sequences["text"], sequences[m], seq_masks[m]))
+            for source, attend in self.temporal.items():
+                attended = attend(sequences["text"], sequences[source], seq_masks[source])
+                aligned = aligned + self.temporal_dropout(attended)
         return Encoded(sequences, seq_masks, aligned, seq_masks["text"])
 
     @torch.no_grad()

@@ -41,13 +41,17 @@ Readings where the paper is ambiguous (each documented where it is implemented):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import combinations
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from msalign.config import check_ranges
+from msalign.errors import MsalignError
 from msalign.losses import (
     GMM,
     decoupling_loss,
@@ -137,9 +141,6 @@ class DecAlignConfig:
     mmd: bool = True  # MMD between the common features (eq. 11-12)
 
     def __post_init__(self) -> None:
-        from msalign.config import check_ranges
-        from msalign.errors import MsalignError
-
         check_ranges(self, "model")  # ranges first: heads >= 1 before width % heads below
         if self.covariance not in ("diag", "full"):
             raise MsalignError(f"decalign: covariance must be diag or full, got {self.covariance!r}")
@@ -181,13 +182,17 @@ class DecAlign(MSAModel):
     def __init__(self, config: DecAlignConfig, dims: dict[str, int], output_dim: int):
         super().__init__(config, dims, output_dim)
         c = config
-        self.project = nn.ModuleDict({m: TemporalProjection(dims[m], c.width, c.projection_kernel) for m in self.modalities})
+        self.project = nn.ModuleDict(
+            {m: TemporalProjection(dims[m], c.width, c.projection_kernel) for m in self.modalities}
+        )
         self.project_norm = nn.ModuleDict(
             {m: nn.LayerNorm(c.width) if c.projection_norm else nn.Identity() for m in self.modalities})
         if c.decoupling:
             self.unique = nn.ModuleDict({m: position_wise_encoder(c.width, c.dropout) for m in self.modalities})
             self.common = position_wise_encoder(c.width, c.dropout)  # ONE encoder shared by all modalities
         heterogeneous_width = c.width
+        # pairwise: one MultimodalTransformer; concat: a CrossModalEncoder per target (see concat_encoders)
+        self.transformer: MultimodalTransformer | nn.ModuleDict
         if self.use_cross_transformer and c.cross_context == "pairwise":
             self.transformer = MultimodalTransformer(self.modalities, c.width, c.heads, c.layers, c.self_layers,
                                                      c.dropout, c.attn_dropout)
@@ -214,6 +219,11 @@ class DecAlign(MSAModel):
     def use_cross_transformer(self) -> bool:
         return self.config.hete and self.config.cross_transformer
 
+    @property
+    def concat_encoders(self) -> Mapping[str, CrossModalEncoder]:
+        """``transformer`` under ``cross_context="concat"``, typed: ModuleDict's stubs say Module."""
+        return cast("Mapping[str, CrossModalEncoder]", self.transformer)
+
     # --- the forward pass -------------------------------------------------------------------
     # frames are handled as padded (B, L, d) sequences, or as the (N, d) real frames of one when
     # at most this share of its positions is real (``attention.Packed``); the results are the same
@@ -237,7 +247,9 @@ class DecAlign(MSAModel):
             {m: self._pool(common[m], masks[m], layouts[m]) for m in self.modalities}
 
         if self.use_cross_transformer:
-            padded = {m: x if layouts[m] is None else layouts[m].unpack(x) for m, x in unique.items()}
+            padded: dict[str, Tensor] = {
+                m: x if (layout := layouts[m]) is None else layout.unpack(x) for m, x in unique.items()
+            }
             if c.cross_context == "pairwise":
                 heterogeneous = self.transformer(padded, masks)
             else:
@@ -273,10 +285,11 @@ class DecAlign(MSAModel):
         features, masks = batch["features"], batch["masks"]
         missing = [m for m in self.modalities if m not in features or m not in masks]
         if missing:
-            from msalign.errors import MsalignError
-
-            raise MsalignError(f"decalign.representations: batch lacks modality {missing} (model uses {list(self.modalities)})")
-        before, after = {}, {}
+            raise MsalignError(
+                f"decalign.representations: batch lacks modality {missing} (model uses {list(self.modalities)})"
+            )
+        before: dict[str, Tensor] = {}
+        after: dict[str, Tensor] = {}
         for m in self.modalities:
             projected = self.project_norm[m](self.project[m](features[m], masks[m]))
             before[m] = masked_mean(projected, masks[m])
@@ -290,7 +303,7 @@ class DecAlign(MSAModel):
 
     def _project(self, m: str, x: Tensor, mask: Tensor, layout: Packed | None) -> Tensor:
         """The temporal projection (3.1): (B, L, d), or the (N, d) real frames with ``layout``."""
-        projection = self.project[m]
+        projection = cast(TemporalProjection, self.project[m])
         if layout is None:
             return projection(x, mask)
         if projection.kernel_size == 1:  # pointwise: only the real frames need computing
@@ -321,14 +334,15 @@ class DecAlign(MSAModel):
         mean-pooled over its real positions.
         """
         c = self.config
-        positioned = {}
+        positioned: dict[str, Tensor] = {}
         for m, x in unique.items():
             offset = cached_positions(x.shape[1], x.shape[2], x.device, x.dtype) + self.modality_embedding[m]
             positioned[m] = (x + offset) * masks[m].unsqueeze(-1).to(x.dtype)
-        key_counts = {m: masks[m].sum(dim=1) for m in self.modalities}
-        small = {}
+        key_counts: dict[str, Tensor] = {m: masks[m].sum(dim=1) for m in self.modalities}
+        small: dict[str, Tensor] = {}
         for target in self.modalities:
-            keys = sum(key_counts[m] for m in self.modalities if m != target)
+            # a Tensor: every target has at least one other modality (min_modalities = 2)
+            keys = cast(Tensor, sum(key_counts[m] for m in self.modalities if m != target))
             pairs = int(key_counts[target].sum()) * max(int(keys.max()), 1)
             if not c.self_layers and pairs <= self.small_attention:
                 small[target] = keys
@@ -349,7 +363,7 @@ class DecAlign(MSAModel):
                 query_mask = masks[target][:, :lq] if whole else masks[target][rows, :lq]
                 keys = context[:, :lk] if whole else context[rows, :lk]
                 keys_mask = context_mask[:, :lk] if whole else context_mask[rows, :lk]
-                out = self.transformer[target](query, query_mask, keys, keys_mask)
+                out = self.concat_encoders[target](query, query_mask, keys, keys_mask)
                 if c.self_layers:
                     out = self.memory[target](out, query_mask)
                 parts.append(masked_mean(out, query_mask))
@@ -373,8 +387,10 @@ class DecAlign(MSAModel):
         keys or values (``CrossModalEncoder.forward_frames``).
         """
         width, batch = self.config.width, next(iter(masks.values())).shape[0]
-        eps = self.transformer[next(iter(small))].blocks[0].norm_context.eps
-        frames, rows, ranks = {}, {}, {}
+        eps = self.concat_encoders[next(iter(small))].typed_blocks[0].norm_context.eps
+        frames: dict[str, Tensor] = {}
+        rows: dict[str, Tensor | None] = {}
+        ranks: dict[str, Tensor] = {}
         for m, x in positioned.items():
             mask = masks[m]
             if mask.shape[1] == 1 and bool(mask.all()):  # one real frame per row: frame n is row n
@@ -390,7 +406,8 @@ class DecAlign(MSAModel):
         for target, counts in small.items():
             length = max(int(counts.max()), 1)
             offset = torch.zeros_like(counts)
-            slots, parts = [], []
+            slots: list[Tensor] = []
+            parts: list[Tensor] = []
             for source in (m for m in self.modalities if m != target):
                 source_rows = rows[source]
                 if source_rows is None:
@@ -398,11 +415,11 @@ class DecAlign(MSAModel):
                 slots.append(source_rows * length + offset.index_select(0, source_rows) + ranks[source])
                 parts.append(normalised[source])
                 offset = offset + key_counts[source]
-            parts = torch.cat(parts)
-            context = parts.new_zeros(batch * length, width).index_copy(0, torch.cat(slots), parts)
+            stacked = torch.cat(parts)
+            context = stacked.new_zeros(batch * length, width).index_copy(0, torch.cat(slots), stacked)
             key_mask = torch.arange(length, device=counts.device)[None, :] < counts[:, None]
-            out = self.transformer[target].forward_frames(frames[target], rows[target],
-                                                         context.view(batch, length, width), key_mask)
+            out = self.concat_encoders[target].forward_frames(frames[target], rows[target],
+                                                             context.view(batch, length, width), key_mask)
             query_rows = rows[target]
             if query_rows is None:
                 pooled[target] = out

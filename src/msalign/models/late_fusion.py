@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from msalign.config import check_heads, check_ranges
 from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import MLPHead, SequenceEncoder
-from msalign.config import check_heads, check_ranges
 from msalign.models.registry import register_model
 from msalign.models.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
@@ -53,6 +53,6 @@ class LateFusion(MSAModel):
         self.head = MLPHead(c.width * len(self.modalities), c.head_hidden, output_dim, c.dropout)
 
     def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> ModelOutput:
-        pooled = {m: self.encoders[m](features[m], masks[m])[1] for m in self.modalities}
+        pooled: dict[str, Tensor] = {m: self.encoders[m](features[m], masks[m])[1] for m in self.modalities}
         fused = torch.cat([pooled[m] for m in self.modalities], dim=-1)
         return ModelOutput(self.head(fused), representations=pooled)

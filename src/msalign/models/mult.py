@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from msalign.config import check_heads, check_ranges
 from msalign.models.attention import MultimodalTransformer
 from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import TemporalProjection
 from msalign.models.dropout import Dropout
-from msalign.config import check_heads, check_ranges
 from msalign.models.registry import register_model
 from msalign.models.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
@@ -72,7 +72,9 @@ class MulT(MSAModel):
         self.transformer = MultimodalTransformer(self.modalities, c.width, c.heads, c.layers, c.self_layers,
                                                  c.dropout, c.attn_dropout)
         total = self.transformer.output_width * len(self.modalities)
-        self.head_in = nn.Sequential(nn.Linear(total, total), nn.GELU(), Dropout(c.head_dropout), nn.Linear(total, total))
+        self.head_in = nn.Sequential(
+            nn.Linear(total, total), nn.GELU(), Dropout(c.head_dropout), nn.Linear(total, total)
+        )
         self.head_out = nn.Linear(total, output_dim)
 
     def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> ModelOutput:

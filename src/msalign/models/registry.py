@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from msalign.errors import MsalignError
+from msalign.errors import MsalignError, suggest
 from msalign.models.base import MSAModel
 
 _REGISTRY: dict[str, type[MSAModel]] = {}
@@ -21,13 +21,16 @@ def register_model(cls: type[MSAModel]) -> type[MSAModel]:
     return cls
 
 
+# The built-in models register themselves when msalign.models is imported, which Python does
+# before it runs this module (a submodule's package comes first): the registry is full by the
+# time any caller outside msalign.models can reach it.
+
+
 def list_models() -> list[str]:
-    _import_builtin_models()
     return sorted(_REGISTRY)
 
 
 def get_model_class(name: str) -> type[MSAModel]:
-    _import_builtin_models()
     if name not in _REGISTRY:
         raise MsalignError(f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
@@ -40,14 +43,14 @@ def build_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
     known = {f.name for f in dataclasses.fields(cls.Config)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        from msalign.models.config_docs import suggest
-
         raise MsalignError(f"model {name}: unknown config key {unknown[0]!r}{suggest(unknown[0], sorted(known))}; "
                            f"'msalign models {name}' lists the keys")
     return cls.Config(**overrides)
 
 
-def create_model(name: str, dims: dict[str, int], output_dim: int = 1, config: Any = None, **overrides: Any) -> MSAModel:
+def create_model(
+    name: str, dims: dict[str, int], output_dim: int = 1, config: Any = None, **overrides: Any
+) -> MSAModel:
     cls = get_model_class(name)
     if config is None:
         config = build_config(name, overrides)
@@ -56,8 +59,3 @@ def create_model(name: str, dims: dict[str, int], output_dim: int = 1, config: A
     usable = {m: d for m, d in dims.items() if m in cls.supported_modalities}
     cls.check_modalities(list(dims))
     return cls(config, usable, output_dim)
-
-
-def _import_builtin_models() -> None:
-    # Importing the package registers every built-in model (each file applies @register_model).
-    import msalign.models  # noqa: F401

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
+from msalign.config import update_dataclass
 from msalign.errors import MsalignError
 
 SECTIONS = ("model", "train")
@@ -91,7 +92,7 @@ class CategoricalParam:
         return {"key": self.key, "kind": "categorical", "choices": list(self.choices)}
 
 
-Param = Union[FloatParam, IntParam, CategoricalParam]
+Param = FloatParam | IntParam | CategoricalParam
 
 
 @dataclass(frozen=True)
@@ -133,12 +134,12 @@ def read_key(key: str, model_config: Any, train_config: Any) -> Any:
     return getattr(config, name)
 
 
-def apply_params(model_config: Any, train_config: Any, params: dict[str, Any], source: str = "search space") -> tuple[Any, Any]:
+def apply_params(
+    model_config: Any, train_config: Any, params: dict[str, Any], source: str = "search space"
+) -> tuple[Any, Any]:
     """``(model_config, train_config)`` with ``params`` (``{"train.lr": 1e-3, "model.width": 64}``)
     applied through :func:`msalign.config.update_dataclass` (types coerced, unknown keys and values
     the config's own checks refuse are one-line MsalignErrors)."""
-    from msalign.config import update_dataclass
-
     sections: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
     for key, value in params.items():
         section, _, name = key.partition(".")
@@ -160,5 +161,13 @@ TRAIN_SPACE = SearchSpace((
 ))
 
 
-__all__ = ["CategoricalParam", "FloatParam", "IntParam", "Param", "SearchSpace", "TRAIN_SPACE", "apply_params",
-           "read_key"]
+__all__ = [
+    "TRAIN_SPACE",
+    "CategoricalParam",
+    "FloatParam",
+    "IntParam",
+    "Param",
+    "SearchSpace",
+    "apply_params",
+    "read_key",
+]

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from msalign.config import check_heads, check_ranges
 from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import MLPHead, SequenceEncoder
-from msalign.config import check_heads, check_ranges
 from msalign.models.registry import register_model
 from msalign.models.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 

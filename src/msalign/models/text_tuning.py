@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from msalign.data.text_encoder import TextEncoder, _offline, encoder_layers, resolve_encoder, text_key
 from msalign.errors import MsalignError
 
 
@@ -50,12 +51,13 @@ def register_standardisation(module: nn.Module, standardize: dict[str, Any] | No
 class TunedTextEncoder(nn.Module):
     """A trainable Hugging Face encoder: transcripts -> standardised token features and mask."""
 
+    mean: Tensor  # buffers set by register_standardisation
+    std: Tensor
+
     def __init__(self, encoder: str, max_length: int, standardize: dict[str, Any] | None = None,
                  cache_dir: str | None = None):
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-
-        from msalign.data.text_encoder import _offline, resolve_encoder
+        from transformers import AutoModel, AutoTokenizer  # heavy: loaded only when text is fine-tuned
 
         _offline()
         path, self.label = resolve_encoder(encoder, cache_dir)
@@ -105,12 +107,13 @@ class TopLayersTextEncoder(nn.Module):
     saved in a checkpoint; the frozen part is rebuilt from the encoder (its identity is checked).
     """
 
+    mean: Tensor  # buffers set by register_standardisation
+    std: Tensor
+
     def __init__(self, encoder: str, max_length: int, layers: int, standardize: dict[str, Any] | None = None,
                  cache_dir: str | None = None, identity: str | None = None, disk_cache: bool = True):
         super().__init__()
-        from transformers import AutoModel
-
-        from msalign.data.text_encoder import TextEncoder, _offline, encoder_layers
+        from transformers import AutoModel  # heavy: loaded only when text is fine-tuned
 
         _offline()
         probe = TextEncoder(encoder, max_length, cache_dir=cache_dir, cache=False)
@@ -141,8 +144,6 @@ class TopLayersTextEncoder(nn.Module):
 
     def prefill(self, texts: list[str]) -> None:
         """Run the frozen lower layers once over ``texts`` (batched by length, disk-cached)."""
-        from msalign.data.text_encoder import text_key
-
         wanted = {text_key(t): t for t in map(str, texts)}
         missing = [t for k, t in wanted.items() if k not in self._states]
         if missing:
@@ -151,8 +152,6 @@ class TopLayersTextEncoder(nn.Module):
 
     def forward(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         """(features (B, L, D) zero at padding, mask (B, L)), L <= max_length, [CLS]/[SEP] included."""
-        from msalign.data.text_encoder import text_key
-
         texts = [str(t) for t in texts]
         self.prefill(texts)
         states = [self._states[text_key(t)] for t in texts]
@@ -230,4 +229,11 @@ def model_inputs(model: nn.Module, batch: dict) -> tuple[dict[str, Tensor], dict
     return {**features, "text": text}, {**masks, "text": mask}
 
 
-__all__ = ["TopLayersTextEncoder", "TunedTextEncoder", "attach_text_encoder", "check_text_tuning", "model_inputs", "rebuild_text_encoder"]
+__all__ = [
+    "TopLayersTextEncoder",
+    "TunedTextEncoder",
+    "attach_text_encoder",
+    "check_text_tuning",
+    "model_inputs",
+    "rebuild_text_encoder",
+]

@@ -35,11 +35,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from msalign.config import check_ranges
 from msalign.errors import MsalignError
 from msalign.losses.uniformity import uniformity_loss
 from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import MLPHead, SequenceEncoder
-from msalign.config import check_ranges
 from msalign.models.registry import register_model
 from msalign.models.search_space import TRAIN_SPACE, CategoricalParam, FloatParam, SearchSpace
 
