@@ -124,6 +124,7 @@ def test_user_error_in_a_real_process_has_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_late_fusion_on_real_mosi(tmp_path, mosi_dir, mosi_cache):
     """The issue's command on the real text + audio data (2 epochs)."""
     assert main(["train", "--model", "late_fusion", "--dataset", str(mosi_dir), "--epochs", "2", "--out", str(tmp_path),

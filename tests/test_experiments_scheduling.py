@@ -175,6 +175,7 @@ def _count_dataset_pickles(monkeypatch) -> list[int]:
     return count
 
 
+@pytest.mark.slow
 def test_local_pool_gives_the_same_tables_as_one_process(tmp_path, monkeypatch):
     """--jobs 2: four (model, seed) trials in two spawned workers, the dataset pickled once per
     worker; table.json and every results.json equal those of --jobs 1 byte for byte."""
@@ -232,6 +233,7 @@ def ray_instance():
     ray.shutdown()
 
 
+@pytest.mark.slow
 @needs_ray
 def test_ray_trials_dataset_put_once_failure_reported_others_match(ray_instance, tmp_path, monkeypatch):
     """Three trials as Ray tasks on an instance that is already running (left running): the

@@ -45,6 +45,7 @@ def ddp_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_ddp_metrics_equal_single_process_metrics_of_the_same_model(ddp_run: Path):
     results = json.loads((ddp_run / "results.json").read_text())
     seed = results["per_seed"][0]
@@ -90,6 +91,7 @@ def test_device_settings_lightning_refuses_are_one_line_errors(tmp_path, capsys,
     assert not (tmp_path / "run" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_a_ddp_benchmark_prints_and_writes_its_table_once(tmp_path):
     out = tmp_path / "bench"
     env = dict(os.environ, PYTHONWARNINGS="ignore")

@@ -39,6 +39,7 @@ def _train_and_kill(model: str, out: Path) -> None:
     assert last.exists() and not (out / "results.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["decalign", "dashfusion"])
 def test_kill_then_resume_matches_an_uninterrupted_run(model, tmp_path, monkeypatch, capsys):
     _train_and_kill(model, tmp_path / "killed")
