@@ -17,10 +17,12 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
+
+from msalign.errors import MsalignError
 
 
 def _umask() -> int:
@@ -97,9 +99,7 @@ def locked_dir(folder: str | Path, option: str = "--out") -> Iterator[Path]:
     (both would resume the same seed and write the same files). The kernel drops the lock when the
     holder exits, even by kill -9, so a crash never leaves the folder locked. The file stays (removing
     it on release would let a waiting process lock a deleted inode)."""
-    import fcntl
-
-    from msalign.errors import MsalignError
+    import fcntl  # POSIX only: imported where a lock is taken
 
     folder = Path(folder)
     created = not folder.exists()
@@ -126,6 +126,21 @@ def locked_dir(folder: str | Path, option: str = "--out") -> Iterator[Path]:
         os.close(fd)  # releases the lock
 
 
+def process_rank() -> int:
+    """This process's rank in a multi-process job (Lightning's DDP children, torchrun, SLURM's srun),
+    from the variables they set, as Lightning reads them; 0 outside one."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(key, "").strip().isdigit():
+            return int(os.environ[key])
+    return 0
+
+
+def run_dir_lock(out: str | Path) -> AbstractContextManager[Path]:
+    """An exclusive lock on a run's ``--out`` folder for the run (:func:`locked_dir`); DDP ranks > 0
+    repeat rank 0's command inside rank 0's lock, so they take none."""
+    return locked_dir(out) if process_rank() == 0 else nullcontext(Path(out))
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as temporary:
@@ -138,4 +153,5 @@ def atomic_savez(path: str | Path, **arrays: np.ndarray) -> None:
         np.savez(temporary, **arrays)
 
 
-__all__ = ["atomic_path", "atomic_savez", "atomic_write_text", "clean_leftovers", "locked_dir"]
+__all__ = ["atomic_path", "atomic_savez", "atomic_write_text", "clean_leftovers", "locked_dir", "process_rank",
+           "run_dir_lock"]

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import difflib
 import inspect
 import io
 import re
+import sys
 import textwrap
 import tokenize
 import typing
 from typing import Any
+
+from msalign.config import CONFIG_DIR, TrainConfig
+from msalign.models.registry import build_config, get_model_class
 
 _MAX = 110
 
@@ -94,24 +97,8 @@ def modality_summary(cls: Any) -> str:
     return f"needs {' + '.join(needs)}; uses {','.join(cls.supported_modalities)}"
 
 
-def suggest(key: str, known: list[str]) -> str:
-    """`` (did you mean 'x' or 'y'?)`` for close matches among ``known``, else ''."""
-    bare = {k.rpartition(".")[2]: k for k in known}
-    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-    close += [bare[k] for k in difflib.get_close_matches(key.rpartition(".")[2], list(bare), n=3, cutoff=0.6)
-              if bare[k] not in close]
-    if not close:
-        return ""
-    return " (did you mean " + " or ".join(repr(k) for k in close[:3]) + "?)"
-
-
 def format_model_help(name: str) -> str:
     """The text ``msalign models NAME`` prints: modalities, then every model and train field."""
-    import sys
-
-    from msalign.config import CONFIG_DIR, TrainConfig
-    from msalign.models import build_config, get_model_class
-
     cls = get_model_class(name)
     doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
     rows = describe_fields(build_config(name), "model") + describe_fields(TrainConfig(), "train")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from msalign.config import suggest
 from msalign.errors import MsalignError
 from msalign.models.base import MSAModel
 
@@ -40,8 +41,6 @@ def build_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
     known = {f.name for f in dataclasses.fields(cls.Config)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        from msalign.models.config_docs import suggest
-
         raise MsalignError(f"model {name}: unknown config key {unknown[0]!r}{suggest(unknown[0], sorted(known))}; "
                            f"'msalign models {name}' lists the keys")
     return cls.Config(**overrides)
