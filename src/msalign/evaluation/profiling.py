@@ -7,12 +7,15 @@ to ``torch.utils.flop_counter``, and the math path does the same multiply-adds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from msalign.atomic import atomic_write_text
 from msalign.config import parse_key_values
 from msalign.errors import MsalignError
 from msalign.models import MSAModel
@@ -97,4 +100,11 @@ def format_costs(costs: list[ModuleCost], fmt: str = "md") -> str:
     return "\n".join(lines)
 
 
-__all__ = ["ModuleCost", "format_costs", "parse_shapes", "profile_model", "sample_inputs"]
+def write_costs_json(path: str | Path, model_name: str, shapes: dict[str, tuple[int, int]],
+                     costs: list[ModuleCost]) -> None:
+    """The table as JSON (``msalign profile --json``): the model, the input shapes, one entry per module."""
+    atomic_write_text(path, json.dumps({"model": model_name, "shapes": {m: list(shapes[m]) for m in shapes},
+                                        "modules": [asdict(c) for c in costs]}, indent=1))
+
+
+__all__ = ["ModuleCost", "format_costs", "write_costs_json", "parse_shapes", "profile_model", "sample_inputs"]
