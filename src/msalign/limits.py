@@ -19,6 +19,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from msalign.errors import MsalignError
 
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -82,8 +84,6 @@ def check_npz(path: str | Path) -> None:
     a 2 MB member declaring 40 x 14000 x 1000 float32 would take 2.2 GB first)."""
     import zipfile
 
-    import numpy as np
-
     path = regular_file(path)
     size = path.stat().st_size
     try:
@@ -104,7 +104,7 @@ def check_npz(path: str | Path) -> None:
                         shape, _, dtype = np.lib.format.read_array_header_1_0(member)
                     elif version == (2, 0):
                         shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-                    else:  # 3.0 (UTF-8 field names) has no public reader
+                    else:  # 3.0 (UTF-8 field names): no public reader; a private module
                         from numpy.lib import _format_impl
 
                         shape, _, dtype = _format_impl._read_array_header(member, version)

@@ -7,9 +7,19 @@ import sys
 from pathlib import Path
 
 from msalign.atomic import run_dir_lock
-from msalign.cli.options import (add_backend_options, add_dataset_options, add_out_options, add_run_options,
-                                 backend_from_args, check_runs, check_settings_early, load_dataset, log_to_stderr,
-                                 resolve, summary)
+from msalign.cli.options import (
+    add_backend_options,
+    add_dataset_options,
+    add_out_options,
+    add_run_options,
+    backend_from_args,
+    check_runs,
+    check_settings_early,
+    load_dataset,
+    log_to_stderr,
+    resolve,
+    summary,
+)
 from msalign.config import parse_seeds
 from msalign.experiments.benchmark import parse_entries, run_benchmark
 from msalign.models import get_model_class

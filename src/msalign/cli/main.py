@@ -13,8 +13,7 @@ import sys
 
 from msalign import __version__
 from msalign.atomic import process_rank
-from msalign.cli import (benchmark, convert, describe, evaluate, extract, models, predict, profile, sweep, train,
-                         tune)
+from msalign.cli import benchmark, convert, describe, evaluate, extract, models, predict, profile, sweep, train, tune
 from msalign.errors import MsalignError, PartialResults
 from msalign.evaluation import report
 

@@ -8,11 +8,28 @@ import sys
 from pathlib import Path
 
 from msalign.atomic import run_dir_lock
-from msalign.cli.options import (add_backend_options, add_dataset_options, add_out_options, add_run_options,
-                                 backend_from_args, check_runs, load_dataset, log_to_stderr, resolve, summary)
+from msalign.cli.options import (
+    add_backend_options,
+    add_dataset_options,
+    add_out_options,
+    add_run_options,
+    backend_from_args,
+    check_runs,
+    load_dataset,
+    log_to_stderr,
+    resolve,
+    summary,
+)
 from msalign.config import parse_seeds
-from msalign.experiments.sweep import (SWEEP_FILE, check_grid, format_sweep, grid_points, parse_grid, point_label,
-                                       run_sweep)
+from msalign.experiments.sweep import (
+    SWEEP_FILE,
+    check_grid,
+    format_sweep,
+    grid_points,
+    parse_grid,
+    point_label,
+    run_sweep,
+)
 from msalign.models import build_config, get_model_class
 from msalign.training.overwrite import PlannedRun
 

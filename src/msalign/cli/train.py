@@ -7,8 +7,18 @@ import sys
 from pathlib import Path
 
 from msalign.atomic import run_dir_lock
-from msalign.cli.options import (add_dataset_options, add_out_options, add_run_options, check_runs,
-                                 check_settings_early, load_dataset, log_to_stderr, print_table, resolve, summary)
+from msalign.cli.options import (
+    add_dataset_options,
+    add_out_options,
+    add_run_options,
+    check_runs,
+    check_settings_early,
+    load_dataset,
+    log_to_stderr,
+    print_table,
+    resolve,
+    summary,
+)
 from msalign.config import parse_seeds
 from msalign.errors import MsalignError
 from msalign.models import get_model_class

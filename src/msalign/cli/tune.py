@@ -6,8 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from msalign.cli.options import (add_backend_options, add_dataset_options, add_run_options, backend_from_args,
-                                 load_dataset, log_to_stderr, resolve, summary)
+from msalign.cli.options import (
+    add_backend_options,
+    add_dataset_options,
+    add_run_options,
+    backend_from_args,
+    load_dataset,
+    log_to_stderr,
+    resolve,
+    summary,
+)
 from msalign.config import parse_seeds
 from msalign.experiments.tune import TuneSettings, fixed_keys, format_result, tune
 from msalign.models import get_model_class

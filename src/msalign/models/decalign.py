@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from msalign.config import check_ranges
+from msalign.errors import MsalignError
 from msalign.losses import (
     GMM,
     decoupling_loss,
@@ -137,9 +139,6 @@ class DecAlignConfig:
     mmd: bool = True  # MMD between the common features (eq. 11-12)
 
     def __post_init__(self) -> None:
-        from msalign.config import check_ranges
-        from msalign.errors import MsalignError
-
         check_ranges(self, "model")  # ranges first: heads >= 1 before width % heads below
         if self.covariance not in ("diag", "full"):
             raise MsalignError(f"decalign: covariance must be diag or full, got {self.covariance!r}")
@@ -273,8 +272,6 @@ class DecAlign(MSAModel):
         features, masks = batch["features"], batch["masks"]
         missing = [m for m in self.modalities if m not in features or m not in masks]
         if missing:
-            from msalign.errors import MsalignError
-
             raise MsalignError(f"decalign.representations: batch lacks modality {missing} (model uses {list(self.modalities)})")
         before, after = {}, {}
         for m in self.modalities:

@@ -23,12 +23,10 @@ def register_model(cls: type[MSAModel]) -> type[MSAModel]:
 
 
 def list_models() -> list[str]:
-    _import_builtin_models()
     return sorted(_REGISTRY)
 
 
 def get_model_class(name: str) -> type[MSAModel]:
-    _import_builtin_models()
     if name not in _REGISTRY:
         raise MsalignError(f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
@@ -55,8 +53,3 @@ def create_model(name: str, dims: dict[str, int], output_dim: int = 1, config: A
     usable = {m: d for m, d in dims.items() if m in cls.supported_modalities}
     cls.check_modalities(list(dims))
     return cls(config, usable, output_dim)
-
-
-def _import_builtin_models() -> None:
-    # Importing the package registers every built-in model (each file applies @register_model).
-    import msalign.models  # noqa: F401

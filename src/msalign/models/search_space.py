@@ -23,6 +23,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Union
 
+from msalign.config import update_dataclass
 from msalign.errors import MsalignError
 
 SECTIONS = ("model", "train")
@@ -137,8 +138,6 @@ def apply_params(model_config: Any, train_config: Any, params: dict[str, Any], s
     """``(model_config, train_config)`` with ``params`` (``{"train.lr": 1e-3, "model.width": 64}``)
     applied through :func:`msalign.config.update_dataclass` (types coerced, unknown keys and values
     the config's own checks refuse are one-line MsalignErrors)."""
-    from msalign.config import update_dataclass
-
     sections: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
     for key, value in params.items():
         section, _, name = key.partition(".")

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from msalign.data.text_encoder import TextEncoder, _offline, encoder_layers, resolve_encoder, text_key
 from msalign.errors import MsalignError
 
 
@@ -54,8 +55,6 @@ class TunedTextEncoder(nn.Module):
                  cache_dir: str | None = None):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
-
-        from msalign.data.text_encoder import _offline, resolve_encoder
 
         _offline()
         path, self.label = resolve_encoder(encoder, cache_dir)
@@ -110,8 +109,6 @@ class TopLayersTextEncoder(nn.Module):
         super().__init__()
         from transformers import AutoModel
 
-        from msalign.data.text_encoder import TextEncoder, _offline, encoder_layers
-
         _offline()
         probe = TextEncoder(encoder, max_length, cache_dir=cache_dir, cache=False)
         total = probe.num_layers
@@ -141,8 +138,6 @@ class TopLayersTextEncoder(nn.Module):
 
     def prefill(self, texts: list[str]) -> None:
         """Run the frozen lower layers once over ``texts`` (batched by length, disk-cached)."""
-        from msalign.data.text_encoder import text_key
-
         wanted = {text_key(t): t for t in map(str, texts)}
         missing = [t for k, t in wanted.items() if k not in self._states]
         if missing:
@@ -151,8 +146,6 @@ class TopLayersTextEncoder(nn.Module):
 
     def forward(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         """(features (B, L, D) zero at padding, mask (B, L)), L <= max_length, [CLS]/[SEP] included."""
-        from msalign.data.text_encoder import text_key
-
         texts = [str(t) for t in texts]
         self.prefill(texts)
         states = [self._states[text_key(t)] for t in texts]
