@@ -39,7 +39,7 @@ from typing import Any, Literal
 import torch
 
 from msalign.errors import MsalignError
-from msalign.training.run import finished_seed, run_identity, run_seed
+from msalign.training import run as training_run  # called as training_run.run_seed: tests replace it
 
 BACKENDS = ("local", "ray")
 RAY_INSTALL_HINT = "pip install 'msalign[ray]' (or pip install 'ray[client]>=2.9')"
@@ -213,8 +213,8 @@ def _one_line(error: BaseException) -> str:
 
 
 def _already_finished(trial: Trial, dataset) -> TrialOutcome | None:
-    identity = run_identity(trial.model_name, trial.model_config, trial.train_config, dataset)
-    summary = finished_seed(trial.out_dir, trial.seed, identity)
+    identity = training_run.run_identity(trial.model_name, trial.model_config, trial.train_config, dataset)
+    summary = training_run.finished_seed(trial.out_dir, trial.seed, identity)
     if summary is None:
         return None
     seed_dir = trial.out_dir / f"seed_{trial.seed}"
@@ -226,7 +226,7 @@ def _already_finished(trial: Trial, dataset) -> TrialOutcome | None:
 def _run_trial(trial: Trial, dataset, progress: bool | None, log: Callable[[str], None]) -> TrialOutcome:
     """run_seed for one trial; an Exception becomes the outcome's one-line error."""
     try:
-        summary = run_seed(trial.model_name, dataset, trial.model_config, trial.train_config, trial.seed,
+        summary = training_run.run_seed(trial.model_name, dataset, trial.model_config, trial.train_config, trial.seed,
                            trial.out_dir, progress, log, trial.resume)
     except Exception as error:  # noqa: BLE001 - reported per trial; KeyboardInterrupt still stops everything
         return TrialOutcome(trial, error=_one_line(error))
