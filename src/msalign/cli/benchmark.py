@@ -29,6 +29,7 @@ DEFAULT_MODELS = ("text_only", "late_fusion", "mult", "decalign")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Adds ``msalign benchmark`` to the subcommands."""
     parser = sub.add_parser("benchmark", help="models x seeds on one dataset; a comparison table (resumable)")
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
                         help="comma-separated models; NAME[key=value,...] adds a variant, e.g. decalign[hete=false]")
@@ -44,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``msalign benchmark``; returns the exit status."""
     entries = parse_entries(args.models)
     for entry in entries:
         get_model_class(entry.model_name)

@@ -10,6 +10,7 @@ from msalign.data.convert import convert_to_store
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Adds ``msalign convert`` to the subcommands."""
     parser = sub.add_parser("convert", help="convert a dataset (MMSA .pkl, feature directory, synthetic:...) to an "
                             "on-disk feature store read row by row (datasets larger than memory)")
     add_dataset_options(parser, positional=True)
@@ -20,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``msalign convert``; returns the exit status."""
     done = convert_to_store(dataset_options(args), args.out, args.force, log_to_stderr)
     sizes, dataset = done.sizes, done.dataset
     total = sum(s["bytes"] for s in sizes.values())

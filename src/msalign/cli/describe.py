@@ -9,6 +9,7 @@ from msalign.describe.run import describe_dataset
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Adds ``msalign describe`` to the subcommands."""
     parser = sub.add_parser("describe", help="describe faces / head / voice of every clip in words (descriptions.json, for textalign)")
     parser.add_argument("input", metavar="INPUT", help="a feature directory, or an image-text dataset folder (with --out)")
     parser.add_argument("--out", default=None,
@@ -24,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``msalign describe``; returns the exit status."""
     describe_dataset(args.input, args.out, args.describer, args.thresholds, args.face_model, args.frames,
                      log=log_to_stderr)
     return 0

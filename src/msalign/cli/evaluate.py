@@ -12,6 +12,7 @@ from msalign.evaluation.scoring import EvaluationRequest, evaluate_checkpoint
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Adds ``msalign evaluate`` to the subcommands."""
     parser = sub.add_parser("evaluate", help="score a checkpoint on a dataset split")
     parser.add_argument("--checkpoint", required=True)
     add_dataset_options(parser)
@@ -23,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``msalign evaluate``; returns the exit status."""
     result = evaluate_checkpoint(EvaluationRequest(args.checkpoint, dataset_options(args), args.split,
                                                    args.modality_ablation))
     if result.contribution is not None:

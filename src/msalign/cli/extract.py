@@ -39,6 +39,7 @@ def extract_options(args: argparse.Namespace) -> ExtractOptions:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Adds ``msalign extract`` to the subcommands."""
     parser = sub.add_parser("extract", help="raw video / audio (or a dataset folder with label.csv) -> a feature directory")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="media files, folders of them, or one dataset folder")
     parser.add_argument("--out", required=True, help="feature directory to write (msalign train --dataset OUT)")
@@ -54,6 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``msalign extract``; returns the exit status."""
     summary = extract(args.inputs, args.out, extract_options(args), workers=args.workers, missing=args.missing,
                       cache=args.cache, text_cache_dir=args.cache_dir, progress=args.progress)
     print(format_summary(summary, args.out), file=sys.stderr)

@@ -29,6 +29,7 @@ def log_to_stderr(line: str) -> None:
 
 # --- the dataset -------------------------------------------------------------------------------
 def add_cache_dir_option(parser: argparse.ArgumentParser) -> None:
+    """``--cache-dir``: where text features are cached."""
     parser.add_argument("--cache-dir", default=None, help=CACHE_DIR_HELP)
 
 
@@ -71,6 +72,7 @@ def dataset_options(args: argparse.Namespace) -> DatasetOptions:
 
 
 def load_dataset(args: argparse.Namespace) -> MultimodalDataset:
+    """The dataset of :func:`add_dataset_options`'s options."""
     return load_dataset_from_options(dataset_options(args))
 
 
@@ -82,6 +84,7 @@ def add_config_options(parser: argparse.ArgumentParser, set_help: str) -> None:
 
 
 def add_progress_option(parser: argparse.ArgumentParser, help: str | None) -> None:
+    """``--progress/--no-progress`` (default: bars when stderr is a terminal)."""
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help=help)
 
 
@@ -159,6 +162,7 @@ def check_runs(runs: Mapping[str, PlannedRun], dataset: MultimodalDataset, args:
 
 
 def print_table(rows: dict[str, dict[str, float]], metric_set: str, std: dict | None = None) -> None:
+    """The headline metrics of ``metric_set``, one row per entry of ``rows``."""
     print(metrics.format_table(rows, metrics.headline_keys(metric_set), std=std))
 
 

@@ -12,6 +12,7 @@ from msalign.inference.predict import format_table, predict
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Adds ``msalign predict`` to the subcommands."""
     parser = sub.add_parser("predict", help="sentiment of raw video / audio files with a trained checkpoint")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="video or audio files (a .txt/.srt beside one is its transcript)")
     parser.add_argument("--checkpoint", required=True, help="model.safetensors trained on an msalign extract folder")
@@ -29,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``msalign predict``; returns the exit status."""
     rows = predict(args.checkpoint, args.inputs, extract_spec=args.extract_spec, missing=args.missing,
                    workers=args.workers, cache_dir=args.cache_dir, neutral_band=args.neutral_band, progress=args.progress)
     for row in rows:

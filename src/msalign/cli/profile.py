@@ -11,6 +11,7 @@ from msalign.models import create_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Adds ``msalign profile`` to the subcommands."""
     parser = sub.add_parser("profile", help="parameters and multiply-adds per sample, per module")
     parser.add_argument("--model", required=True)
     add_dataset_options(parser, required=False)
@@ -26,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``msalign profile``; returns the exit status."""
     # the config resolution of train: the dataset's configs/<model>/<key>.yaml, --config, --set
     if args.shapes:
         shapes = parse_shapes(args.shapes)

@@ -35,6 +35,7 @@ from msalign.training.overwrite import PlannedRun
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Adds ``msalign sweep`` to the subcommands."""
     parser = sub.add_parser("sweep", help="train a model over a grid of config values; selects on validation (resumable)")
     parser.add_argument("--model", required=True)
     add_dataset_options(parser)
@@ -50,6 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``msalign sweep``; returns the exit status."""
     get_model_class(args.model)
     seeds = parse_seeds(args.seeds)
     backend = backend_from_args(args)

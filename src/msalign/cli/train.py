@@ -27,6 +27,7 @@ from msalign.training.overwrite import PlannedRun
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Adds ``msalign train`` to the subcommands."""
     parser = sub.add_parser("train", help="train a model over seeds; writes OUT/results.json and checkpoints")
     parser.add_argument("--model", required=True)
     add_dataset_options(parser)
@@ -40,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``msalign train``; returns the exit status."""
     get_model_class(args.model)  # fail before any data is loaded
     seeds = parse_seeds(args.seeds)
     if Path(args.out).exists() and not Path(args.out).is_dir():

@@ -22,6 +22,7 @@ from msalign.models import get_model_class
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Adds ``msalign tune`` to the subcommands."""
     parser = sub.add_parser("tune", help="search a model's declared hyperparameter space on VALIDATION (Optuna, "
                                          "resumable), then train the best over 5 seeds and write the tuned config")
     parser.add_argument("--model", required=True)
@@ -39,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs ``msalign tune``; returns the exit status."""
     get_model_class(args.model)  # fail before any data is loaded
     settings = TuneSettings(trials=args.trials, search_seeds=tuple(parse_seeds(args.seeds_search)),
                             seeds=tuple(parse_seeds(args.seeds)), sampler_seed=args.sampler_seed,
