@@ -136,7 +136,7 @@ def test_late_fusion_on_real_mosi(tmp_path, mosi_dir, mosi_cache):
 
 
 def test_set_takes_several_pairs_per_flag():
-    from msalign.cli.app import build_parser
+    from msalign.cli import build_parser
 
     args = build_parser().parse_args(
         ["train", "--model", "decalign", "--dataset", "synthetic", "--set", "width=16", "heads=2", "--set", "lr=0.01",

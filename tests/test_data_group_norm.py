@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 
 import numpy as np
@@ -136,14 +135,15 @@ def test_missing_group_column_is_one_line_naming_it(tmp_path, clips):
 
 
 def test_cli_options_reach_the_loader(tmp_path, clips):
-    from msalign.cli.app import _load_dataset
+    from msalign.cli import build_parser
+    from msalign.cli.options import load_dataset as load_from_args
 
     labels, audio, speakers, modes = clips
     _write(tmp_path / "a", labels, audio, speakers, modes)
-    args = argparse.Namespace(dataset=str(tmp_path / "a"), text_encoder=None, metric_set=None, cache_dir=None,
-                              modalities=None, descriptions=None, group_standardize="audio", group_column="speaker",
-                              group_strength=0.5)
-    options = _load_dataset(args).feature_spec["options"]
+    args = build_parser().parse_args(["train", "--model", "text_only", "--dataset", str(tmp_path / "a"), "--out", "x",
+                                      "--group-standardize", "audio", "--group-column", "speaker",
+                                      "--group-strength", "0.5"])
+    options = load_from_args(args).feature_spec["options"]
     assert set(options["group_standardize"]) == {"audio"} and options["group_column"] == "speaker"
     assert options["group_strength"] == 0.5
 

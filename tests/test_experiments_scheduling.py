@@ -273,7 +273,7 @@ def test_backend_ray_without_ray_installed_is_one_line(tmp_path, monkeypatch, ca
     assert subprocess.run([sys.executable, "-c", no_ray], capture_output=True, text=True, timeout=60).stdout == "ok\n"
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
-    from msalign.cli.app import build_parser
+    from msalign.cli import build_parser
 
     build_parser().format_help()
     out = tmp_path / "never"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from msalign.cli.app import build_parser, main
+from msalign.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -18,7 +18,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +126,21 @@ def locked_dir(folder: str | Path, option: str = "--out") -> Iterator[Path]:
         os.close(fd)  # releases the lock
 
 
+def process_rank() -> int:
+    """This process's rank in a multi-process job (Lightning's DDP children, torchrun, SLURM's srun),
+    from the variables they set, as Lightning reads them; 0 outside one."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(key, "").strip().isdigit():
+            return int(os.environ[key])
+    return 0
+
+
+def run_dir_lock(out: str | Path) -> AbstractContextManager[Path]:
+    """An exclusive lock on a run's ``--out`` folder for the run (:func:`locked_dir`); DDP ranks > 0
+    repeat rank 0's command inside rank 0's lock, so they take none."""
+    return locked_dir(out) if process_rank() == 0 else nullcontext(Path(out))
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as temporary:
@@ -139,4 +154,5 @@ def atomic_savez(path: str | Path, **arrays: np.ndarray) -> None:
         np.savez(temporary, **arrays)  # type: ignore[arg-type]
 
 
-__all__ = ["atomic_path", "atomic_savez", "atomic_write_text", "clean_leftovers", "locked_dir"]
+__all__ = ["atomic_path", "atomic_savez", "atomic_write_text", "clean_leftovers", "locked_dir", "process_rank",
+           "run_dir_lock"]

@@ -23,13 +23,14 @@ import math
 import os
 import types
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from msalign.errors import MsalignError
+from msalign.errors import MsalignError, suggest
 from msalign.limits import regular_file, short_repr
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -137,7 +138,8 @@ def check_ranges(config: Any, section: str) -> None:
                     raise _bad(section, key, value, "a fraction in (0, 1] or a whole number of batches")
 
 
-def _field_types(cls: type) -> dict[str, Any]:
+def field_types(cls: type) -> dict[str, Any]:
+    """The resolved type annotation of every field of the dataclass ``cls``."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
@@ -206,11 +208,9 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
 
 
 def update_dataclass(obj: Any, values: dict[str, Any], section: str, source: str) -> Any:
-    hints = _field_types(type(obj))
+    hints = field_types(type(obj))
     for key in values:
         if key not in hints:
-            from msalign.models.config_docs import suggest
-
             raise MsalignError(f"{source}: unknown {section} config key {short_repr(key)}{suggest(key, sorted(hints))}; "
                                f"'msalign models MODEL' lists the keys")
     try:  # types, then the config class's ranges (__post_init__); errors name the source and key
@@ -264,24 +264,77 @@ def read_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
     return {section: dict(values or {}) for section, values in data.items()}
 
 
-def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
-    """``["alpha=0.1", "train.lr=1e-3"]`` -> [(key, YAML-parsed value)]."""
-    parsed = []
+# --- key=value text: the one parser of every ``key=value`` list (--set, --grid, --shapes,
+# benchmark entries' [key=value,...], synthetic:key=value,...) and the one reader of a value's text
+def parse_value(text: str) -> Any:
+    """A value as written after ``key=``: a YAML scalar or list (``0.1``, ``true``, ``null``, ``[1, 2]``),
+    numbers YAML 1.1 leaves as strings (``1e-3``) as floats, an empty text as ``""``; text YAML
+    cannot read stays as written. :func:`coerce` then checks it against the field's type."""
+    try:
+        value = safe_yaml(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-3" as a string
+            value = float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def parse_plain_value(text: str) -> Any:
+    """A value of a dataset spec (``synthetic:seed=3,task=classification``): ``true``/``false`` and
+    ``none``/``null`` in any case, a decimal integer, a float, else the stripped text. Not YAML: a spec
+    is a path-like name, where ``none`` means no value and ``010`` is ten (YAML 1.1 reads it as octal 8)."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_key_values(items: str | Sequence[str], error: Callable[[str], str],
+                     convert: Callable[[str], Any] | None = parse_value) -> list[tuple[str, Any]]:
+    """``key=value`` items -> ``[(key, convert(value))]``, in order (a key may repeat; the caller decides).
+
+    ``items`` is one comma-separated text (``"a=1, b=2"``: items stripped, empty ones skipped) or a
+    sequence of items, one pair each (``["a=1", "b=x,y"]``: a value may hold commas). Keys are
+    stripped; an item without ``=`` or with an empty key, or whose value ``convert`` refuses with
+    ValueError, is a one-line MsalignError ``error(item)``. ``convert=None`` keeps the value's text."""
+    if isinstance(items, str):
+        items = [item for item in (part.strip() for part in items.split(",")) if item]
+    pairs = []
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise MsalignError(f"--set {item!r}: expected key=value")
+            raise MsalignError(error(item))
         try:
-            value = safe_yaml(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        if isinstance(value, str):
-            try:  # YAML 1.1 reads "1e-3" as a string
-                value = float(value)
-            except ValueError:
-                pass
-        parsed.append((key.strip(), value))
-    return parsed
+            pairs.append((key.strip(), raw if convert is None else convert(raw)))
+        except ValueError:
+            raise MsalignError(error(item)) from None
+    return pairs
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """``["alpha=0.1", "train.lr=1e-3"]`` (--set) -> [(key, value read by :func:`parse_value`)]."""
+    return parse_key_values(items, lambda item: f"--set {item!r}: expected key=value")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 1111,1112`` -> [1111, 1112]; one-line errors for anything else."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise MsalignError(f"--seeds {text!r}: expected comma-separated integers, e.g. 1111,1112") from None
+    if not seeds:
+        raise MsalignError("--seeds: no seed given")
+    return seeds
 
 
 def config_files(model_name: str, dataset_keys: list[str] | tuple[str, ...] = (),
@@ -329,8 +382,6 @@ def resolve_config(
         elif section == "train" and name in train_keys:
             sets["train"][name] = value
         else:
-            from msalign.models.config_docs import suggest
-
             known = sorted(model_keys) + sorted(f"train.{k}" for k in train_keys)
             raise MsalignError(f"--set {short_repr(key)[1:-1]}: unknown config key for model {model_name}"
                                f"{suggest(key, known)}; 'msalign models {model_name}' lists every key with its type, "
@@ -339,6 +390,51 @@ def resolve_config(
     train = update_dataclass(train, sets["train"], "train", "--set")
     check_ranges(model_config, "model")  # for model configs that do not call it themselves
     return model_config, train
+
+
+@dataclass(frozen=True)
+class ConfigSources:
+    """Where a run's config comes from beyond the package's configs/MODEL/*.yaml: ``--config FILE``,
+    the ``--set`` overrides and the command-line shortcuts for train fields (None: not given)."""
+
+    config_file: str | None = None
+    overrides: tuple[str, ...] = ()
+    epochs: int | None = None
+    devices: int | None = None
+    strategy: str | None = None
+    accelerator: str | None = None
+    logger: str | None = None
+
+
+def resolve_run_config(model_name: str, model_config: Any, dataset_keys: Sequence[str], sources: ConfigSources,
+                       extra_overrides: Sequence[str] = ()) -> tuple[Any, TrainConfig]:
+    """:func:`resolve_config` for ``model_config`` (the model's defaults) and the dataset's config
+    keys, with ``extra_overrides`` (a benchmark entry's ``[key=value,...]``) after ``--set``, then the
+    shortcuts ``--epochs``, ``--devices``, ``--strategy``, ``--accelerator``, ``--logger``."""
+    model_config, train_config = resolve_config(model_name, model_config, tuple(dataset_keys), sources.config_file,
+                                                [*sources.overrides, *extra_overrides])
+    if sources.epochs is not None:
+        if sources.epochs < 1:
+            raise MsalignError(f"--epochs {sources.epochs}: must be at least 1")
+        train_config.epochs = sources.epochs
+    if sources.devices is not None:
+        if sources.devices < 1:
+            raise MsalignError(f"--devices {sources.devices}: must be at least 1")
+        train_config.devices = sources.devices
+    for key in ("strategy", "accelerator", "logger"):
+        if getattr(sources, key) is not None:
+            setattr(train_config, key, getattr(sources, key))
+    return model_config, train_config
+
+
+def describe_config_sources(model_names: Sequence[str], dataset_keys: Sequence[str],
+                            config_file: str | Path | None = None) -> str:
+    """The config files each model's run applies, as the run's summary line names them (one list
+    when every model applies the same files)."""
+    files = {m: describe_files(config_files(m, tuple(dataset_keys), config_file)) for m in dict.fromkeys(model_names)}
+    if len(set(files.values())) == 1:
+        return next(iter(files.values()))
+    return "; ".join(f"{m}: {f}" for m, f in files.items())
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

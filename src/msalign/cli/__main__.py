@@ -1,3 +1,5 @@
+"""``python -m msalign.cli`` is the ``msalign`` command."""
+
 import sys
 
 from msalign.cli import main

@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from msalign.config import parse_key_values, parse_plain_value
 from msalign.data.types import MultimodalDataset
 from msalign.data.validate import validate_dataset
 from msalign.errors import MsalignError
@@ -36,30 +37,11 @@ _STORE_OPTIONS = _PICKLE_OPTIONS | {"verify"}
 _KNOWN_OPTIONS = _DIR_OPTIONS | _STORE_OPTIONS | {"blank"}
 
 
-def _parse_value(text: str) -> Any:
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text.strip()
-
-
 def parse_synthetic(spec: str) -> dict[str, Any]:
     """``"synthetic:seed=3,n_train=64"`` -> ``{"seed": 3, "n_train": 64}``."""
     _, _, rest = spec.partition(":")
-    kwargs: dict[str, Any] = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise MsalignError(f"dataset {spec!r}: expected key=value, got {item!r}")
-        kwargs[key.strip()] = _parse_value(value)
-    return kwargs
+    return dict(parse_key_values(rest, lambda item: f"dataset {spec!r}: expected key=value, got {item!r}",
+                                 parse_plain_value))
 
 
 def load_dataset(spec: str | os.PathLike, **options: Any) -> MultimodalDataset:

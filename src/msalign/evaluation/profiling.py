@@ -7,14 +7,16 @@ to ``torch.utils.flop_counter``, and the math path does the same multiply-adds.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from msalign.atomic import atomic_write_text
+from msalign.config import parse_key_values
 from msalign.errors import MsalignError
 from msalign.models import MSAModel
 
@@ -28,16 +30,19 @@ class ModuleCost:
 
 def parse_shapes(text: str) -> dict[str, tuple[int, int]]:
     """``"text=39x768,audio=400x33"`` -> {"text": (39, 768), "audio": (400, 33)} (length x dim)."""
-    shapes = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, _, shape = item.partition("=")
-        length, _, dim = shape.partition("x")
-        if not (name and length.isdigit() and dim.isdigit() and int(length) > 0 and int(dim) > 0):
-            raise MsalignError(f"--shapes item {item!r}: expected modality=LENGTHxDIM, e.g. audio=400x33")
-        shapes[name.strip()] = (int(length), int(dim))
+    shapes = dict(parse_key_values(text, lambda item: f"--shapes item {item!r}: expected modality=LENGTHxDIM, "
+                                                      "e.g. audio=400x33", _length_by_dim))
     if not shapes:
         raise MsalignError(f"--shapes {text!r}: no modality given")
     return shapes
+
+
+def _length_by_dim(text: str) -> tuple[int, int]:
+    """``"400x33"`` -> (400, 33); ValueError unless both are positive integers."""
+    length, _, dim = text.partition("x")
+    if not (length.isdigit() and dim.isdigit() and int(length) > 0 and int(dim) > 0):
+        raise ValueError(text)
+    return int(length), int(dim)
 
 
 def sample_inputs(shapes: dict[str, tuple[int, int]], device: torch.device | str = "cpu", seed: int = 0):
@@ -95,60 +100,11 @@ def format_costs(costs: list[ModuleCost], fmt: str = "md") -> str:
     return "\n".join(lines)
 
 
-def cmd_profile(args: argparse.Namespace) -> int:
-    import sys
-
-    from msalign.cli.app import _load_dataset, _resolve, _summary
-    from msalign.models import create_model
-
-    # the config resolution of train: the dataset's configs/<model>/<key>.yaml, --config, --set
-    if args.shapes:
-        shapes = parse_shapes(args.shapes)
-        dims = {m: dim for m, (_, dim) in shapes.items()}
-        dataset = _load_dataset(args) if args.dataset is not None else None  # only for its config files
-        model_config, _ = _resolve(args.model, dataset, args)
-        model = create_model(args.model, dims=dims, output_dim=dataset.output_dim if dataset else 1, config=model_config)
-    else:
-        if args.dataset is None:
-            args.dataset = "synthetic"
-        dataset = _load_dataset(args)
-        model_config, _ = _resolve(args.model, dataset, args)
-        model = create_model(args.model, dims=dataset.dims, output_dim=dataset.output_dim, config=model_config)
-        # a full-length sample: every modality at the dataset's padded length
-        shapes = {m: dataset.split("train").features[m].shape[1:] for m in model.modalities}
-    summary = _summary(dataset, [args.model], args)
-    if dataset is None:
-        summary += " (--dataset or --metric-set applies a dataset's file, as train does)"
-    print(summary, file=sys.stderr)
-    features, masks = sample_inputs({m: shapes[m] for m in model.modalities})
-    costs = profile_model(model, features, masks, args.depth)
-    shape_text = ", ".join(f"{m} {shapes[m][0]}x{shapes[m][1]}" for m in model.modalities)
-    print(f"{args.model}: one sample ({shape_text}); 1 multiply-add = 2 FLOPs\n")
-    fmt = args.format or ("text" if sys.stdout.isatty() else "md")
-    print(format_costs(costs, fmt))
-    if args.json:
-        from msalign.atomic import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps({"model": args.model, "shapes": {m: list(shapes[m]) for m in shapes},
-                                                 "modules": [asdict(c) for c in costs]}, indent=1))
-    return 0
+def write_costs_json(path: str | Path, model_name: str, shapes: dict[str, tuple[int, int]],
+                     costs: list[ModuleCost]) -> None:
+    """The table as JSON (``msalign profile --json``): the model, the input shapes, one entry per module."""
+    atomic_write_text(path, json.dumps({"model": model_name, "shapes": {m: list(shapes[m]) for m in shapes},
+                                        "modules": [asdict(c) for c in costs]}, indent=1))
 
 
-def add_parser(sub, dataset_options) -> None:
-    parser = sub.add_parser("profile", help="parameters and multiply-adds per sample, per module")
-    parser.add_argument("--model", required=True)
-    dataset_options(parser, required=False)
-    parser.add_argument("--shapes", help="profile on random inputs of these shapes instead of the dataset's, "
-                                         "e.g. text=39x768,audio=400x33,vision=55x709 (--dataset still picks the config files)")
-    parser.add_argument("--depth", type=int, default=2, help="module nesting depth to list (default 2)")
-    parser.add_argument("--format", choices=["text", "md"], default=None,
-                        help="text (aligned columns; the default in a terminal) or md (Markdown; the default otherwise)")
-    parser.add_argument("--json", help="also write the table as JSON to this file")
-    parser.add_argument("--config", default=None, help="YAML file with 'model' and 'train' sections")
-    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override config fields (repeatable), as for train")
-    # the dataset defaults to synthetic without --shapes (cmd_profile); the training options do not apply
-    parser.set_defaults(func=cmd_profile, dataset=None, epochs=None)
-
-
-__all__ = ["ModuleCost", "format_costs", "parse_shapes", "profile_model", "sample_inputs"]
+__all__ = ["ModuleCost", "format_costs", "write_costs_json", "parse_shapes", "profile_model", "sample_inputs"]

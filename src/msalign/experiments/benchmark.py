@@ -3,27 +3,38 @@
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from msalign import metrics
 from msalign.atomic import atomic_write_text
+from msalign.config import parse_key_values
 from msalign.data.types import MultimodalDataset
 from msalign.errors import MsalignError, PartialResults
 from msalign.experiments.scheduling import Backend, raise_for_failures, run_trials, seed_trials
-from msalign.models import get_model_class
+from msalign.limits import short_repr
+from msalign.models import create_model, get_model_class
 from msalign.training.run import is_rank_zero, summarize_run
 
 
-def parse_entries(text: str) -> list[tuple[str, str, list[str]]]:
-    """``"text_only,decalign,decalign[hete=false,homo=false]"`` -> [(label, model, overrides)].
+@dataclass(frozen=True)
+class BenchmarkEntry:
+    """One entry of ``--models``: a model, its own config overrides, and the label naming its run
+    directory and table row (the entry as written)."""
+
+    label: str
+    model_name: str
+    overrides: tuple[str, ...] = ()  # key=value items, applied after --set
+
+
+def parse_entries(text: str) -> list[BenchmarkEntry]:
+    """``"text_only,decalign,decalign[hete=false,homo=false]"`` -> one :class:`BenchmarkEntry` each.
 
     An entry is a registered model name, optionally followed by ``[key=value,...]``: config
-    overrides for that entry only (a model variant such as an ablation). The label, which names the
-    entry's run directory and table row, is the entry as written.
+    overrides for that entry only (a model variant such as an ablation).
     """
-    from msalign.errors import MsalignError
-
     entries, depth, start = [], 0, 0
     for i, char in enumerate(text + ","):
         depth += {"[": 1, "]": -1}.get(char, 0)
@@ -37,15 +48,13 @@ def parse_entries(text: str) -> list[tuple[str, str, list[str]]]:
             name, bracket, rest = entry.partition("[")
             if bracket and not rest.endswith("]"):
                 raise MsalignError(f"--models entry {entry!r}: overrides go in one trailing [key=value,...]")
-            overrides = [o.strip() for o in rest[:-1].split(",") if o.strip()] if bracket else []
-            bad = [o for o in overrides if "=" not in o]
-            if bad:
-                raise MsalignError(f"--models entry {entry!r}: {bad[0]!r} is not key=value")
+            pairs = parse_key_values(rest[:-1], lambda item: f"--models entry {entry!r}: {item!r} is not key=value",
+                                     convert=None) if bracket else []
             _check_label(entry)
-            entries.append((entry, name.strip(), overrides))
+            entries.append(BenchmarkEntry(entry, name.strip(), tuple(f"{key}={raw}" for key, raw in pairs)))
     if depth:
         raise MsalignError(f"--models {text!r}: unbalanced brackets")
-    labels = [label for label, _, _ in entries]
+    labels = [entry.label for entry in entries]
     if len(set(labels)) != len(labels):
         raise MsalignError(f"--models {text!r}: an entry is listed twice")
     return entries
@@ -54,11 +63,6 @@ def parse_entries(text: str) -> list[tuple[str, str, list[str]]]:
 def _check_label(entry: str) -> None:
     """The label names a folder in --out: it must stay one plain path component there (no path
     separators, no "." or "..", no control characters), so no entry can write outside --out."""
-    import os
-
-    from msalign.errors import MsalignError
-    from msalign.limits import short_repr
-
     separators = {"/", "\\", os.sep, *([os.altsep] if os.altsep else [])}
     if entry in (".", "..") or any(c in separators or not c.isprintable() for c in entry):
         raise MsalignError(f"--models entry {short_repr(entry)}: may not contain path separators, control "
@@ -68,9 +72,6 @@ def _check_label(entry: str) -> None:
 def check_entries(configs: dict[str, tuple[Any, Any, Any]], dataset: MultimodalDataset) -> None:
     """Every entry's modalities and config against the dataset, before any training: each model is
     built once at the dataset's feature widths (cheap; no data passes through it)."""
-    from msalign.errors import MsalignError
-    from msalign.models import create_model
-
     for label, (model_name, model_config, _) in configs.items():
         try:
             create_model(model_name, dataset.dims, dataset.output_dim, config=model_config)
@@ -92,7 +93,7 @@ def run_benchmark(
     """Trains each entry over ``seeds`` into ``out_dir/<label>`` (finished seeds are skipped) and
     writes ``out_dir/table.md`` and ``table.json`` (test mean and population std per entry).
 
-    ``models``: labels (see :func:`parse_entries`); ``configs[label]`` = (model name, model
+    ``models``: labels (:attr:`BenchmarkEntry.label`); ``configs[label]`` = (model name, model
     config, train config). Every (entry, seed) is one trial on ``backend`` (default: one after
     another in this process, see :mod:`msalign.experiments.scheduling`); an entry's ``results.json`` is written
     as soon as its seeds have finished. Every entry is checked against the dataset before any
@@ -145,3 +146,6 @@ def run_benchmark(
     except MsalignError as error:
         raise PartialResults(f"{error}; the table of the finished entries: {out_dir / 'table.md'}", text) from None
     return text
+
+
+__all__ = ["BenchmarkEntry", "check_entries", "parse_entries", "run_benchmark"]

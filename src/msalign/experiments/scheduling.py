@@ -26,7 +26,6 @@ trial in one :class:`~msalign.errors.MsalignError`.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import socket
 from collections.abc import Callable, Iterable, Iterator
@@ -37,7 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from msalign.errors import MsalignError
+from msalign.training import run as training_run  # called as training_run.run_seed: tests replace it
 
 BACKENDS = ("local", "ray")
 RAY_INSTALL_HINT = "pip install 'msalign[ray]' (or pip install 'ray[client]>=2.9')"
@@ -122,32 +124,6 @@ class Backend:
     def threads_per_trial(self) -> int:
         """torch threads of a worker's trial when its ``train.threads`` is 0."""
         return max(1, int(self.cpus_per_trial))
-
-
-# --- command line -----------------------------------------------------------------------------
-def add_backend_options(parser: argparse.ArgumentParser) -> None:
-    """``--backend``, ``--jobs``, ``--ray-address``, ``--ray-cpus``, ``--cpus-per-trial``,
-    ``--gpus-per-trial`` (benchmark and sweep); :func:`backend_from_args` reads them."""
-    group = parser.add_argument_group("where the trials run (one trial = one model/point and seed)")
-    group.add_argument("--backend", choices=BACKENDS, default="local",
-                       help="local: this machine (default); ray: Ray tasks on a cluster or a local Ray instance")
-    group.add_argument("--jobs", type=int, default=None,
-                       help="local: trials at once, each in its own process (default 1: one after another here)")
-    group.add_argument("--ray-address", default=None,
-                       help="ray: a running cluster, e.g. auto or ray://host:10001 (default: start a local instance)")
-    group.add_argument("--ray-cpus", type=int, default=None, help="ray: CPUs of the local instance (default: all)")
-    group.add_argument("--cpus-per-trial", type=float, default=1.0,
-                       help="CPUs a trial reserves on Ray, and its torch threads when train.threads is 0 (default 1)")
-    group.add_argument("--gpus-per-trial", type=float, default=0.0, help="ray: GPUs a trial reserves (default 0)")
-
-
-def backend_from_args(args: argparse.Namespace) -> Backend:
-    """The :class:`Backend` the options of :func:`add_backend_options` ask for (one-line errors;
-    ``--backend ray`` without Ray installed fails here, before any data is loaded)."""
-    if args.backend == "ray":
-        import_ray()
-    return Backend(kind=args.backend, jobs=1 if args.jobs is None else args.jobs, ray_address=args.ray_address,
-                   ray_cpus=args.ray_cpus, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
 
 
 # --- running trials ---------------------------------------------------------------------------
@@ -237,10 +213,8 @@ def _one_line(error: BaseException) -> str:
 
 
 def _already_finished(trial: Trial, dataset) -> TrialOutcome | None:
-    from msalign.training.run import finished_seed, run_identity
-
-    identity = run_identity(trial.model_name, trial.model_config, trial.train_config, dataset)
-    summary = finished_seed(trial.out_dir, trial.seed, identity)
+    identity = training_run.run_identity(trial.model_name, trial.model_config, trial.train_config, dataset)
+    summary = training_run.finished_seed(trial.out_dir, trial.seed, identity)
     if summary is None:
         return None
     seed_dir = trial.out_dir / f"seed_{trial.seed}"
@@ -251,10 +225,8 @@ def _already_finished(trial: Trial, dataset) -> TrialOutcome | None:
 
 def _run_trial(trial: Trial, dataset, progress: bool | None, log: Callable[[str], None]) -> TrialOutcome:
     """run_seed for one trial; an Exception becomes the outcome's one-line error."""
-    from msalign.training.run import run_seed
-
     try:
-        summary = run_seed(trial.model_name, dataset, trial.model_config, trial.train_config, trial.seed,
+        summary = training_run.run_seed(trial.model_name, dataset, trial.model_config, trial.train_config, trial.seed,
                            trial.out_dir, progress, log, trial.resume)
     except Exception as error:  # noqa: BLE001 - reported per trial; KeyboardInterrupt still stops everything
         return TrialOutcome(trial, error=_one_line(error))
@@ -263,8 +235,6 @@ def _run_trial(trial: Trial, dataset, progress: bool | None, log: Callable[[str]
 
 def _run_trial_in_worker(trial: Trial, dataset, threads: int) -> TrialOutcome:
     """A trial in a pool or Ray worker: torch threads set, log lines captured and returned."""
-    import torch
-
     torch.set_num_threads(trial.train_config.threads if trial.train_config.threads > 0 else threads)
     lines: list[str] = []
     outcome = _run_trial(trial, dataset, False, lines.append)
@@ -318,7 +288,7 @@ def _run_in_pool(trials: list[Trial], dataset, backend: Backend) -> Iterator[Tri
 def import_ray():
     """The ``ray`` module, or a one-line MsalignError telling how to install it."""
     try:
-        import ray
+        import ray  # optional heavy dependency (msalign[ray]): imported only for --backend ray
     except ImportError:
         raise MsalignError(f"--backend ray: Ray is not installed; install it with {RAY_INSTALL_HINT}") from None
     return ray
@@ -398,5 +368,5 @@ def seed_trials(label: str, model_name: str, model_config: Any, train_config: An
     return [Trial(label, model_name, model_config, train_config, seed, out_dir, resume) for seed in seeds]
 
 
-__all__ = ["BACKENDS", "Backend", "Trial", "TrialOutcome", "add_backend_options", "backend_from_args", "import_ray",
+__all__ = ["BACKENDS", "Backend", "Trial", "TrialOutcome", "import_ray",
            "raise_for_failures", "ray_session", "run_trials", "seed_trials"]

@@ -12,40 +12,40 @@ Grid values override the same keys from config files and ``--set``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from msalign.errors import MsalignError
-from msalign.experiments.scheduling import (Backend, add_backend_options, backend_from_args, raise_for_failures, run_trials,
-                               seed_trials)
+from msalign import metrics
+from msalign.atomic import atomic_write_text
+from msalign.config import coerce, config_to_dict, field_types, parse_key_values, parse_value
+from msalign.errors import MsalignError, PartialResults, suggest
+from msalign.experiments.benchmark import check_entries
+from msalign.experiments.scheduling import Backend, raise_for_failures, run_trials, seed_trials
+from msalign.models import get_model_class
+from msalign.training.run import is_rank_zero, summarize_run
 
 SWEEP_FILE = "sweep.json"
 SWEEP_TABLE = "sweep.md"
 
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
-    """``["alpha=0.01,0.05", "beta=0.1"]`` -> ``{"alpha": [0.01, 0.05], "beta": [0.1]}`` (values YAML-parsed)."""
-    from msalign.config import parse_overrides
-
+    """``["alpha=0.01,0.05", "beta=0.1"]`` -> ``{"alpha": [0.01, 0.05], "beta": [0.1]}`` (values read by
+    :func:`msalign.config.parse_value`, as --set reads them)."""
     if not items:
         raise MsalignError("--grid: no key given; expected e.g. --grid alpha=0.01,0.05 beta=0.01,0.05")
     grid: dict[str, list[Any]] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise MsalignError(f"--grid {item!r}: expected key=value1,value2,...")
+    for item in items:  # one at a time: errors come in the order the items are given
+        [(key, raw)] = parse_key_values([item], lambda item: f"--grid {item!r}: expected key=value1,value2,...",
+                                        convert=None)
         if key in grid:
             raise MsalignError(f"--grid {key}: key given twice")
         texts = [v.strip() for v in raw.split(",")]
         if not raw.strip() or any(not v for v in texts):
             raise MsalignError(f"--grid {item!r}: empty value; expected key=value1,value2,...")
-        values = [value for _, value in parse_overrides([f"{key}={v}" for v in texts])]
+        values = [parse_value(text) for text in texts]
         if len(set(map(repr, values))) != len(values):
             raise MsalignError(f"--grid {key}: a value is listed twice ({raw})")
         grid[key] = values
@@ -60,16 +60,12 @@ def check_grid(model_name: str, model_config: Any, grid: dict[str, list[Any]], c
     Returns the grid with values converted to the fields' types; raises a one-line MsalignError
     otherwise. Runs before any data is loaded or any model trained.
     """
-    from msalign.config import _field_types, coerce
-
     fields = {f.name for f in dataclasses.fields(model_config)}
-    hints = _field_types(type(model_config))
+    hints = field_types(type(model_config))
     checked: dict[str, list[Any]] = {}
     for key, values in grid.items():
         name = key.removeprefix("model.")
         if name not in fields:
-            from msalign.models.config_docs import suggest
-
             raise MsalignError(f"--grid {key}: not a config key of model {model_name}{suggest(key, sorted(fields))}; "
                                f"'msalign models {model_name}' lists the keys")
         try:
@@ -124,16 +120,8 @@ def run_sweep(
     see :mod:`msalign.experiments.scheduling`); points are listed in grid order whatever order they finish in.
     When trials fail, the others still finish, sweep.json stays ``"complete": false`` and one
     MsalignError names the failed trials."""
-    from msalign import metrics
-    from msalign.atomic import atomic_write_text
-    from msalign.config import config_to_dict
-    from msalign.models import get_model_class
-    from msalign.training.run import is_rank_zero, summarize_run
-
     get_model_class(model_name)  # unknown names fail before any work
     grid = check_grid(model_name, model_config, grid)
-    from msalign.experiments.benchmark import check_entries
-
     # every point's model against the dataset's modalities and widths before any training
     check_entries({point_label(params): (model_name, dataclasses.replace(model_config, **params), train_config)
                    for params in grid_points(grid)}, dataset)
@@ -201,8 +189,6 @@ def run_sweep(
     try:
         raise_for_failures(outcomes)
     except MsalignError as error:
-        from msalign.errors import PartialResults
-
         raise PartialResults(f"{error}; the finished points: {out_dir / SWEEP_TABLE}", format_sweep(summary)) from None
     return summary
 
@@ -228,8 +214,6 @@ def _read_sweep(out_dir: Path) -> dict | None:
 
 def format_sweep(summary: dict[str, Any]) -> str:
     """sweep.md: one row per grid point (validation then test metrics), the chosen point marked."""
-    from msalign import metrics
-
     keys = list(summary["grid"])
     metric, mode = summary["selection"]["metric"], summary["selection"]["mode"]
     headline = metrics.headline_keys(summary["metric_set"])
@@ -270,52 +254,5 @@ def format_sweep(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# --- command line -----------------------------------------------------------------------------
-def add_parser(sub) -> argparse.ArgumentParser:
-    """Adds ``msalign sweep`` to the CLI's subparsers."""
-    from msalign.cli.app import _add_dataset_options, _add_run_options
-
-    parser = sub.add_parser("sweep", help="train a model over a grid of config values; selects on validation (resumable)")
-    parser.add_argument("--model", required=True)
-    _add_dataset_options(parser)
-    parser.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2,...",
-                        help="model config keys and their values, e.g. --grid alpha=0.01,0.05,0.1 beta=0.01,0.05,0.1")
-    _add_run_options(parser, set_help="override config fields for every point (the grid keys win)")
-    parser.add_argument("--seeds", default="1111")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace points run with another configuration (their seeds; sweep.json, sweep.md, report/)")
-    add_backend_options(parser)
-    parser.set_defaults(func=cmd_sweep)
-    return parser
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from msalign.cli.app import _load_dataset, _out_lock, _resolve, _seeds, _summary
-    from msalign.models import build_config, get_model_class
-
-    get_model_class(args.model)
-    seeds = _seeds(args.seeds)
-    backend = backend_from_args(args)
-    # keys and types before any data is loaded; whole points against the resolved config in run_sweep
-    grid = check_grid(args.model, build_config(args.model), parse_grid(args.grid), check_points=False)
-    dataset = _load_dataset(args)
-    model_config, train_config = _resolve(args.model, dataset, args)
-    from msalign.cli.app import _check_out
-
-    with _out_lock(args.out):  # one sweep per --out at a time; taken before anything is printed
-        print(_summary(dataset, [args.model], args), file=sys.stderr)
-        # a point's folder holding seeds of another configuration: refused unless --overwrite
-        _check_out({point_label(params): (Path(args.out) / point_label(params), args.model,
-                                          dataclasses.replace(model_config, **params), train_config)
-                    for params in grid_points(check_grid(args.model, model_config, grid))}, dataset, args,
-                   derived_root=Path(args.out))
-        summary = run_sweep(args.model, dataset, model_config, train_config, grid, seeds, args.out,
-                            progress=args.progress, log=lambda line: print(line, file=sys.stderr), backend=backend)
-    print(format_sweep(summary))
-    print(f"sweep: {Path(args.out) / SWEEP_FILE}", file=sys.stderr)
-    return 0
-
-
-__all__ = ["add_parser", "check_grid", "format_sweep", "grid_points", "parse_grid", "point_label", "run_sweep",
+__all__ = ["SWEEP_FILE", "SWEEP_TABLE", "check_grid", "format_sweep", "grid_points", "parse_grid", "point_label", "run_sweep",
            "select_best"]

@@ -53,9 +53,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from msalign import config as config_module
+from msalign import metrics
+from msalign.atomic import atomic_write_text
+from msalign.config import TrainConfig, config_to_dict, parse_overrides
 from msalign.errors import MsalignError
 from msalign.experiments.scheduling import Backend, raise_for_failures, ray_session, run_trials, seed_trials
+from msalign.models import build_config, get_model_class
 from msalign.models.search_space import CategoricalParam, FloatParam, IntParam, SearchSpace, apply_params, read_key
+from msalign.training.run import summarize_run
 
 STUDY_FILE = "study.db"
 STUDY_NAME = "msalign-tune"
@@ -148,6 +156,7 @@ def dataset_key(dataset) -> str:
 # --- the space as Optuna sees it ----------------------------------------------------------------
 def distributions(space: SearchSpace) -> dict[str, Any]:
     """``{key: optuna distribution}`` in the space's order."""
+    # optuna is heavy (~1 s to import): only when a search runs
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     out: dict[str, Any] = {}
@@ -166,8 +175,6 @@ def distributions(space: SearchSpace) -> dict[str, Any]:
 def fixed_keys(model_config: Any, train_config: Any, overrides: list[str]) -> list[str]:
     """The ``section.name`` keys of ``--set`` overrides, resolved as config.py resolves them (a bare
     key is the model's when the model has it, else training's)."""
-    from msalign.config import parse_overrides
-
     model_keys = {f.name for f in dataclasses.fields(model_config)}
     keys = []
     for key, _ in parse_overrides(overrides):
@@ -181,8 +188,6 @@ def fixed_keys(model_config: Any, train_config: Any, overrides: list[str]) -> li
 def search_space_for(model_name: str, model_config: Any, train_config: Any, fixed: list[str] = ()) -> SearchSpace:
     """The model's declared space, minus the keys held fixed and the parameters whose ``requires``
     key is off in this configuration; every key must be a field of the configs."""
-    from msalign.models import get_model_class
-
     space = get_model_class(model_name).search_space
     if space is None:
         raise MsalignError(f"model {model_name}: declares no search space (search_space on its class)")
@@ -200,7 +205,7 @@ def _params_label(params: dict[str, Any]) -> str:
 
 
 def _sampler(seed: int, number: int, batch: int):
-    import optuna
+    import optuna  # heavy (~1 s): imported only when a search runs
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -227,7 +232,7 @@ def _locked(out_dir: Path) -> Iterator[None]:
 
 
 def _open_study(out_dir: Path, direction: str, identity: dict[str, Any]):
-    import optuna
+    import optuna  # heavy (~1 s): imported only when a search runs
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(f"sqlite:///{(out_dir / STUDY_FILE).absolute()}")
@@ -263,7 +268,7 @@ def _without_keys(config: dict[str, dict[str, Any]], keys: list[str]) -> dict[st
 
 def _counted(trial) -> bool:
     """Trials that use up the budget: finished ones and ones that raised (not ones cut off)."""
-    import optuna
+    import optuna  # heavy (~1 s): imported only when a search runs
 
     state = trial.state
     return state == optuna.trial.TrialState.COMPLETE or (
@@ -272,7 +277,7 @@ def _counted(trial) -> bool:
 
 def _requeue_interrupted(study) -> None:
     """Trials left running by a killed tune: failed (uncounted) and their values queued again."""
-    import optuna
+    import optuna  # heavy (~1 s): imported only when a search runs
 
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
@@ -280,7 +285,7 @@ def _requeue_interrupted(study) -> None:
 
 
 def _record(trial) -> TrialRecord:
-    import optuna
+    import optuna  # heavy (~1 s): imported only when a search runs
 
     attrs = trial.user_attrs
     state = trial.state.name
@@ -316,8 +321,6 @@ def search(
 ):
     """Runs the search until ``settings.trials`` trials have finished (resuming ``out_dir/study.db``)
     and returns the Optuna study. Trials see :func:`validation_view` of ``dataset`` only."""
-    from msalign import metrics
-
     backend = backend or Backend()
     out_dir = Path(out_dir).absolute()
     metric, mode = metrics.selection_metric(dataset.metric_set)
@@ -345,9 +348,7 @@ def search(
 def _run_study(study, model_name, view, model_config, train_config, space, settings, out_dir, backend, log, progress,
                on_batch) -> None:
     """Asks, trains and tells trials in batches until the budget is used (see :func:`search`)."""
-    from optuna.trial import TrialState
-
-    from msalign import metrics
+    from optuna.trial import TrialState  # heavy: only when a search runs
 
     metric, _ = metrics.selection_metric(view.metric_set)
     dists = distributions(space)
@@ -423,8 +424,6 @@ def _digest(value: Any) -> str:
 
 
 def _config_dict(model_config: Any, train_config: Any) -> dict[str, dict[str, Any]]:
-    from msalign.config import config_to_dict
-
     return json.loads(json.dumps({"model": config_to_dict(model_config), "train": config_to_dict(train_config)}))
 
 
@@ -433,9 +432,6 @@ def tuned_sections(model_name: str, model_config: Any, train_config: Any, search
     """The config file's sections: every searched key and every key that differs from the
     dataclass defaults (runtime keys such as devices excepted), so the file alone reproduces the
     configuration whatever other files say."""
-    from msalign.config import TrainConfig
-    from msalign.models import build_config
-
     chosen = _config_dict(model_config, train_config)
     defaults = _config_dict(build_config(model_name), TrainConfig())
     sections: dict[str, dict[str, Any]] = {}
@@ -449,10 +445,6 @@ def tuned_sections(model_name: str, model_config: Any, train_config: Any, search
 
 
 def format_config_file(result: TuneResult, sections: dict[str, dict[str, Any]]) -> str:
-    import yaml
-
-    from msalign import metrics
-
     metric, mode = result.selection["metric"], result.selection["mode"]
     best, final = result.best, result.final or {}
     fmt = metrics.format_metric
@@ -516,11 +508,6 @@ def tune(
 ) -> TuneResult:
     """Search on validation, train the best configuration over ``settings.seeds`` and write the
     tuned config file and its search record (see the module docstring). Returns the record."""
-    from msalign import config as config_module
-    from msalign import metrics
-    from msalign.atomic import atomic_write_text
-    from msalign.training.run import summarize_run
-
     backend = backend or Backend()
     if train_config.devices * train_config.num_nodes > 1:
         raise MsalignError(f"train.devices {train_config.devices} x train.num_nodes {train_config.num_nodes}: "
@@ -593,8 +580,6 @@ def tune(
 
 
 def get_space_keys(model_name: str) -> list[str]:
-    from msalign.models import get_model_class
-
     space = get_model_class(model_name).search_space
     return space.keys if space is not None else []
 
@@ -605,8 +590,6 @@ def _now() -> str:
 
 def format_result(result: TuneResult) -> str:
     """A short summary: the best trial, the chosen values and the final test metrics."""
-    from msalign import metrics
-
     metric = result.selection["metric"]
     fmt = metrics.format_metric
     lines = [f"Tuned {result.model} on {result.dataset_key}: {len(result.trials)} trials recorded "

@@ -20,7 +20,9 @@ import typing
 from typing import Any, cast
 
 from msalign.config import CONFIG_DIR, TrainConfig
-from msalign.errors import suggest as suggest  # re-exported: its callers imported it from here
+from msalign.models.registry import build_config, get_model_class
+
+from msalign.config import CONFIG_DIR, TrainConfig
 from msalign.models.registry import build_config, get_model_class
 
 _MAX = 110

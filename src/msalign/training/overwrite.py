@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from msalign.data.types import MultimodalDataset
 from msalign.errors import MsalignError
+from msalign.training.run import run_identity
 
 # what msalign derives from a run folder's seeds: removed with them
 DERIVED = ("results.json", "report", "table.md", "table.json", "sweep.json", "sweep.md")
@@ -97,3 +101,21 @@ def check_out_dirs(runs: dict[str, tuple[Path, dict]], overwrite: bool, log=prin
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         if removed:
             log(f"--overwrite: removed the stale {', '.join(removed)} in {derived_root}")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run a command is about to train into ``folder``: what its identity is made of."""
+
+    folder: Path
+    model_name: str
+    model_config: Any
+    train_config: Any
+
+
+def check_planned_runs(runs: Mapping[str, PlannedRun], dataset: MultimodalDataset, overwrite: bool,
+                       log: Callable[[str], None] = print, derived_root: Path | None = None) -> None:
+    """:func:`check_out_dirs` for runs not yet started: each one's identity on ``dataset``."""
+    identities = {label: (run.folder, run_identity(run.model_name, run.model_config, run.train_config, dataset))
+                  for label, run in runs.items()}
+    check_out_dirs(identities, overwrite, log, derived_root)
