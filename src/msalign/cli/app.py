@@ -190,12 +190,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from msalign import metrics
-    from msalign.training.checkpoint import check_feature_spec, load_checkpoint
+    from msalign.training.checkpoint import check_feature_spec, checkpoint_feature_spec, load_checkpoint
     from msalign.training.data import MSADataModule, default_device
     from msalign.training.module import predict_split
 
     model, info = load_checkpoint(args.checkpoint)
-    defaults = {k: v for k, v in info.get("feature_spec", {}).get("options", {}).items()}
+    defaults = checkpoint_feature_spec(info).load_kwargs()
     if info.get("task") in ("regression", "classification"):
         defaults["task"] = info["task"]  # the training task, also for integer class labels
     dataset = _load_dataset(args, defaults)

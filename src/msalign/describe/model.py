@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from msalign.describe.rules import ClipSignals, Describer, RuleDescriber
+from msalign.describe.sources import load_image
 from msalign.errors import MsalignError
+from msalign.extract import media
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 
@@ -83,11 +85,7 @@ class ModelDescriber(Describer):
         if not path.is_file():
             raise MsalignError(f"clip {signals.clip_id!r}: media {path} no longer exists")
         if path.suffix.lower() not in VIDEO_SUFFIXES:
-            from msalign.describe.sources import load_image
-
             return [load_image(path)]
-        from msalign.extract import media
-
         info = media.probe(path)
         duration = max(info.duration or 1.0, 1e-3)
         fps = self.frames / duration
