@@ -64,7 +64,7 @@ from msalign.data.feature_spec import DescriptionsUsed, FeatureSpec, LoadOptions
 from msalign.data.group_norm import DEFAULT_STRENGTH, fit_prior, resolve_modalities, standardize_groups
 from msalign.data.text_encoder import TextEncoder
 from msalign.data.types import MODALITIES, SPLITS, MetricSet, MultimodalDataset, Split, Task
-from msalign.data.validate import (_first_bad_row, drop_empty_clips, infer_metric_set, trailing_lengths, validate_dataset,
+from msalign.data.validate import (drop_empty_clips, first_nonfinite, infer_metric_set, trailing_lengths, validate_dataset,
                                    zero_padding)
 from msalign.errors import MsalignError
 from msalign.limits import check_npz, regular_file, short_repr
@@ -363,9 +363,9 @@ def _utf8(value: bytes) -> bool:
 def _check_finite(path: Path, split: str, m: str, x: np.ndarray, ids: list[str]) -> None:
     """NaN/inf at a real position, named by file and clip id (before standardising would smear it)."""
     key = "features" if path.name == f"{m}.npz" else m
-    row = _first_bad_row(x, lambda c: ~np.isfinite(c).all(axis=(1, 2)))
-    if row is not None:
-        kind = "NaN" if np.isnan(x[row]).any() else "inf"
+    found = first_nonfinite(x)
+    if found is not None:
+        row, kind = found
         raise MsalignError(f"{path}: split {split!r}, key {key!r}: {kind} at row {row} (clip {ids[row]!r}) (shape {x.shape})")
 
 
