@@ -1,13 +1,16 @@
 """Load a feature directory: MMSA's ``label.csv`` plus one feature file per modality.
 
-Convention (``msalign extract`` writes the same; :func:`save_modality` writes either kind):
+Convention. This module is the only reader and writer of the format: :func:`write_label_csv` /
+:func:`read_label_csv` (:class:`LabelRow`), :func:`save_modality` (either kind) / :func:`read_modality`
+(:class:`ModalityFile`), and :func:`write_descriptions_file` / :func:`read_descriptions` (:class:`Descriptions`);
+``msalign extract`` and ``msalign describe`` write through them.
 
 * ``label.csv`` - MMSA's label layout, header ``video_id,clip_id,text,label,annotation,mode``.
   A clip's id is ``"{video_id}_{clip_id}"``. ``mode`` is ``train`` / ``valid`` / ``test``
   (``dev``, ``val`` and ``validation`` are read as ``valid``). ``annotation`` is optional and
   ignored; ``text`` is needed only when text features are computed from it. ``label`` is a number
   (regression, or class index 0..C-1 for classification) or, for classification, a class name
-  (names are sorted and numbered; the order is stored in ``feature_spec["classes"]``).
+  (names are sorted and numbered; the order is stored in ``feature_spec.classes``).
 * ``<modality>.npz`` (modality = text, audio or vision) - a sequence modality: arrays ``ids``
   (N,) str, ``features`` (N, L, D) float and optionally ``lengths`` (N,) int. Without
   ``lengths`` each row's length is its last non-zero frame + 1.
@@ -22,14 +25,15 @@ Convention (``msalign extract`` writes the same; :func:`save_modality` writes ei
 Options: ``standardize`` (default True) z-scores each feature dimension with TRAIN statistics
 over real positions: True = every modality, or a list of modalities, or a mapping
 ``{modality: {"mean": [...], "std": [...]}}`` of statistics to reuse (e.g. a checkpoint's
-``feature_spec["options"]["standardize"]``; applied to the loaded modalities it covers). The
-statistics used are stored there (False when nothing was standardised): ``feature_spec["options"]``
+``feature_spec.options.standardize``; applied to the loaded modalities it covers). The
+statistics used are stored there (False when nothing was standardised): ``feature_spec.options``
 holds the load options that reproduce the features, and ``msalign evaluate``/``predict`` pass a
 checkpoint's options back to :func:`~msalign.data.load_dataset`.
 ``descriptions`` (True, or a path) appends each clip's description from ``descriptions.json``
 (written by ``msalign describe``, :mod:`msalign.describe`) to its transcript, "text [SEP]
 description", before the text encoder runs (with ``DESCRIPTION_TOKENS`` more tokens of room);
-recorded in ``feature_spec`` (the describer with its fitted thresholds under ``feature_spec["describer"]``,
+recorded in ``feature_spec`` (:class:`~msalign.data.feature_spec.FeatureSpec`; the describer with its fitted
+thresholds under ``feature_spec.describer``,
 so ``msalign predict`` describes new media alike). A missing file or clip is an error naming the file.
 ``group_standardize`` (default False) z-scores each clip per group BEFORE the train-split
 standardisation (:mod:`msalign.data.group_norm`): True = every loaded non-text modality, or a
@@ -37,7 +41,7 @@ list of modalities, or a mapping ``{modality: {"mean": [...], "var": [...]}}`` o
 training priors to reuse; the group is the label.csv column ``group_column`` (default
 ``video_id``: MOSI's speaker) and ``group_strength`` is the prior's weight in clips. Groups are
 formed within each split and never read labels. The priors used are recorded in
-``feature_spec["options"]`` like ``standardize``'s statistics.
+``feature_spec.options`` like ``standardize``'s statistics.
 ``empty_clips="drop"`` leaves out the clips that are all padding in every modality (counted per split in
 the dataset's ``dropped``); the default ``"error"`` refuses them. ``task`` and the metric set: see :func:`choose_task`.
 ``metric_set`` overrides the one inferred from the path (mosi/mosei/sims/iemocap in the folder's
@@ -64,8 +68,8 @@ from msalign.data.feature_spec import DescriptionsUsed, FeatureSpec, LoadOptions
 from msalign.data.group_norm import DEFAULT_STRENGTH, fit_prior, resolve_modalities, standardize_groups
 from msalign.data.text_encoder import TextEncoder
 from msalign.data.types import MODALITIES, SPLITS, MetricSet, MultimodalDataset, Split, Task
-from msalign.data.validate import (drop_empty_clips, first_nonfinite, infer_metric_set, trailing_lengths, validate_dataset,
-                                   zero_padding)
+from msalign.data.validate import (drop_empty_clips, first_nonfinite, infer_metric_set, trailing_lengths,
+                                   validate_dataset, zero_padding)
 from msalign.errors import MsalignError
 from msalign.limits import check_npz, regular_file, short_repr
 
@@ -330,7 +334,8 @@ def read_descriptions(path: str | Path, ids: Sequence[str]) -> tuple[list[str], 
     identity = record.get("describer") if isinstance(record.get("describer"), dict) else {}
     # the describer's full identity (for rules: the fitted thresholds) travels in the feature spec,
     # so a checkpoint describes new media (msalign predict) without the training folder
-    used = DescriptionsUsed(file=path.name, sha256=descriptions_digest(raw), describer=identity.get("describer", "unknown"))
+    used = DescriptionsUsed(file=path.name, sha256=descriptions_digest(raw),
+                            describer=identity.get("describer", "unknown"))
     return [table[i] for i in ids], used, identity
 
 
@@ -549,7 +554,8 @@ def load_feature_dir(
             found = files[m]
             x, n = found.features, found.lengths
             sources[m] = (x, n, _gather(found.path, found.ids, ids, x.shape))
-            spec_mods[m] = ModalitySpec(source=found.path.name, kind=found.kind, dim=int(x.shape[2]), max_len=int(x.shape[1]))
+            spec_mods[m] = ModalitySpec(source=found.path.name, kind=found.kind, dim=int(x.shape[2]),
+                                        max_len=int(x.shape[1]))
         else:
             extra = DESCRIPTION_TOKENS if described else 0  # room for the description after the transcript
             encoder = TextEncoder(text_encoder, max_text_len + extra, batch_size, device, cache_dir, progress=progress)

@@ -173,7 +173,8 @@ class FeatureSpec:
         for modality, facts in (data.get("modalities") or {}).items():
             if not isinstance(facts, Mapping):
                 raise error(f"{prefix}.modalities.{str(modality)[:20]}", facts, "expected a JSON object")
-        if data.get("classes") is not None and not (isinstance(data["classes"], list) and len(data["classes"]) <= MAX_CLASSES):
+        classes = data.get("classes")
+        if classes is not None and not (isinstance(classes, list) and len(classes) <= MAX_CLASSES):
             raise error(f"{prefix}.classes", data["classes"], "expected a list of class names")
         known: dict[str, Any] = {}
         extra: dict[str, Any] = {}

@@ -36,7 +36,7 @@ def resolve_model(name_or_path: str) -> str:
         raise MsalignError(f"describer model {name_or_path!r}: no such folder")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # optional: only to fetch a model not in the cache
 
         return snapshot_download(name_or_path, local_files_only=True)
     except Exception:
@@ -63,7 +63,7 @@ class ModelDescriber(Describer):
     def _pipeline(self) -> Any:
         if self._pipe is None:
             try:
-                from transformers import pipeline
+                from transformers import pipeline  # heavy, optional until a model describer runs
             except ImportError:
                 raise MsalignError("a model describer needs transformers (pip install transformers)") from None
             errors = []
@@ -92,7 +92,7 @@ class ModelDescriber(Describer):
         return [frame for _, frame in media.iter_frames(path, fps, info=info)][: self.frames]
 
     def describe(self, signals: ClipSignals) -> str:
-        from PIL import Image
+        from PIL import Image  # optional (the media extra)
 
         pipe = self._pipeline()
         captions: list[str] = []

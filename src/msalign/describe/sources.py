@@ -220,7 +220,7 @@ def read_image_dataset(folder: str | Path) -> list[ImageItem]:
 def load_image(path: Path, max_width: int = 640) -> np.ndarray:
     """RGB uint8 (H, W, 3), scaled down to at most ``max_width`` wide."""
     try:
-        from PIL import Image
+        from PIL import Image  # optional (the media extra)
     except ImportError:
         raise MsalignError("image datasets need Pillow (it comes with the media extra)") from None
     try:

@@ -14,7 +14,7 @@ refused unless ``--missing mask`` is given explicitly (a score from nothing is n
 
 A checkpoint trained with descriptions (``msalign describe``, loader option ``descriptions``,
 model ``textalign``) has each input described by the SAME describer with the SAME fitted
-thresholds as in training, read from the checkpoint's ``feature_spec["describer"]`` (older
+thresholds as in training, read from the checkpoint's ``feature_spec.describer`` (older
 checkpoints: the training folder's descriptions.json, checked against the recorded sha256); the
 description is appended to the transcript exactly as the loader does and printed under
 ``description``. A model describer whose model is not available offline is a one-line error.

@@ -122,7 +122,7 @@ class DiskArray:
 
     def read_rows(self, rows: np.ndarray, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Frames ``start:stop`` of the given rows (in range, any order), shape (len(rows), stop - start, D)."""
-        n_rows, length, dim = self.shape
+        _, length, dim = self.shape
         stop = length if stop is None else stop
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         frames = max(stop - start, 0)
