@@ -18,8 +18,8 @@ def test_blank_zeroes_only_the_named_modality_and_keeps_masks():
         np.testing.assert_array_equal(b.lengths["audio"], s.lengths["audio"])
         np.testing.assert_array_equal(b.features["text"], s.features["text"])
         np.testing.assert_array_equal(b.labels, s.labels)
-    assert blank.feature_spec["options"]["blank"] == ["audio"]
-    assert "blank" not in full.feature_spec.get("options", {})
+    assert blank.feature_spec.to_json()["options"]["blank"] == ["audio"]
+    assert "blank" not in full.feature_spec.to_json().get("options", {})
 
 
 def test_blank_unknown_modality_is_one_clear_error():
@@ -30,6 +30,6 @@ def test_blank_unknown_modality_is_one_clear_error():
 def test_blank_is_replayed_from_a_checkpoint_spec(tmp_path):
     """evaluate passes a checkpoint's options back to load_dataset: the blanked stream stays blank."""
     trained = load_dataset(SMALL, blank=["vision", "audio"])
-    replayed = load_dataset(SMALL, **trained.feature_spec["options"])
-    assert replayed.feature_spec["options"]["blank"] == ["audio", "vision"]
+    replayed = load_dataset(SMALL, **trained.feature_spec.to_json()["options"])
+    assert replayed.feature_spec.to_json()["options"]["blank"] == ["audio", "vision"]
     assert not np.any(replayed.split("test").features["vision"])

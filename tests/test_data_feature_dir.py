@@ -34,7 +34,7 @@ def test_folder_loads(tmp_path):
     for s in ds.splits.values():
         for m in s.features:
             assert not s.features[m][~s.mask(m)].any()
-    spec = ds.feature_spec
+    spec = ds.feature_spec.to_json()
     assert spec["modalities"]["audio"] == {"source": "audio_utterance.npz", "kind": "utterance", "dim": 7, "max_len": 1}
     assert spec["modalities"]["vision"]["kind"] == "sequence" and spec["options"] == {"standardize": False}
 
@@ -43,7 +43,7 @@ def test_standardize_uses_train_statistics(tmp_path):
     make_folder(tmp_path / "d")
     raw = load_feature_dir(tmp_path / "d", standardize=False)
     ds = load_feature_dir(tmp_path / "d")
-    stats = json.loads(json.dumps(ds.feature_spec))["options"]["standardize"]  # survives a JSON checkpoint
+    stats = json.loads(json.dumps(ds.feature_spec.to_json()))["options"]["standardize"]  # survives a JSON checkpoint
     assert set(stats) == {"text", "audio", "vision"} and len(stats["audio"]["mean"]) == 7
     for m in ("audio", "vision"):
         train = ds.splits["train"]
@@ -61,7 +61,7 @@ def test_standardize_uses_train_statistics(tmp_path):
     np.testing.assert_array_equal(subset.splits["test"].features["audio"], ds.splits["test"].features["audio"])
     assert "cannot standardize modality 'text'" in error(load_feature_dir, tmp_path / "d", modalities=["audio"], standardize=["text"])
     only = load_feature_dir(tmp_path / "d", standardize=["audio"])
-    assert set(only.feature_spec["options"]["standardize"]) == {"audio"}
+    assert set(only.feature_spec.to_json()["options"]["standardize"]) == {"audio"}
     np.testing.assert_array_equal(only.splits["train"].features["text"], raw.splits["train"].features["text"])
 
 
@@ -133,7 +133,7 @@ def test_metric_set_inference_and_classification(tmp_path):
     make_folder(tmp_path / "emo", labels=["sad", "hap", "ang"] * 4)
     ds = load_feature_dir(tmp_path / "emo")
     assert ds.task == "classification" and ds.metric_set == "iemocap" and ds.num_classes == 3
-    assert ds.feature_spec["classes"] == ["ang", "hap", "sad"]
+    assert ds.feature_spec.to_json()["classes"] == ["ang", "hap", "sad"]
     assert ds.splits["train"].labels.tolist() == [2, 1, 0, 2, 1, 0]
     make_folder(tmp_path / "iemocap_ints", labels=[0, 1, 2, 3, 4, 5] * 2)
     ds = load_feature_dir(tmp_path / "iemocap_ints")
@@ -146,15 +146,15 @@ def test_text_from_label_csv(tmp_path, monkeypatch):
     (folder / "text.npz").unlink()
     ds = load_feature_dir(folder, cache_dir=tmp_path / "cache", max_text_len=16, standardize=False)
     assert ds.dims["text"] == 384 and ds.max_lengths["text"] == 16
-    spec = ds.feature_spec["modalities"]["text"]
+    spec = ds.feature_spec.to_json()["modalities"]["text"]
     assert spec["source"] == "text_encoder" and "minilm" in spec["encoder"] and spec["max_len"] == 16
     x, n = TextEncoder(cache_dir=tmp_path / "cache", max_length=16).encode(["clip, number 7"])
     np.testing.assert_array_equal(ds.splits["valid"].features["text"][1], x[0])
     assert ds.splits["valid"].ids[1] == ids[7]
     monkeypatch.setattr(TextEncoder, "_encode_batch", lambda self, b: pytest.fail("re-encoded cached text"))
-    again = load_dataset(str(folder), cache_dir=tmp_path / "cache", **ds.feature_spec["options"])
+    again = load_dataset(str(folder), cache_dir=tmp_path / "cache", **ds.feature_spec.to_json()["options"])
     assert again.feature_spec == ds.feature_spec
-    assert ds.feature_spec["options"] == {"standardize": False, "text_encoder": "minilm", "max_text_len": 16}
+    assert ds.feature_spec.to_json()["options"] == {"standardize": False, "text_encoder": "minilm", "max_text_len": 16}
 
 
 @pytest.mark.slow
@@ -170,7 +170,7 @@ def test_real_mosi(mosi_cache, monkeypatch):
         assert s.lengths["text"].min() >= 3 and s.lengths["text"].max() <= 50
         assert s.features["text"].dtype == np.float32
     assert ds.splits["train"].labels.min() >= -3 and ds.splits["train"].labels.max() <= 3
-    assert len(ds.feature_spec["options"]["standardize"]["audio"]["mean"]) == 73
+    assert len(ds.feature_spec.to_json()["options"]["standardize"]["audio"]["mean"]) == 73
     monkeypatch.setattr(TextEncoder, "_encode_batch", lambda self, b: pytest.fail("re-encoded cached text"))
     again = load_dataset(str(MOSI), cache_dir=cache)
     np.testing.assert_array_equal(again.splits["test"].features["text"], ds.splits["test"].features["text"])

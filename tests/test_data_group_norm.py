@@ -80,7 +80,7 @@ def test_group_statistics_never_read_labels(tmp_path, clips):
     _write(tmp_path / "b", np.random.default_rng(5).permutation(labels), audio, speakers, modes)
     a = load_dataset(str(tmp_path / "a"), group_standardize=True)
     b = load_dataset(str(tmp_path / "b"), group_standardize=True)
-    assert a.feature_spec["options"]["group_standardize"] == b.feature_spec["options"]["group_standardize"]
+    assert a.feature_spec.to_json()["options"]["group_standardize"] == b.feature_spec.to_json()["options"]["group_standardize"]
     for split in ("train", "valid", "test"):
         for m in ("audio", "vision"):
             np.testing.assert_array_equal(a.split(split).features[m], b.split(split).features[m])
@@ -100,28 +100,28 @@ def test_a_test_group_uses_only_its_own_features(tmp_path, clips):
     np.testing.assert_array_equal(a.split("test").features["audio"][:3], b.split("test").features["audio"][:3])
     assert not np.allclose(a.split("test").features["audio"][3:], b.split("test").features["audio"][3:])
     # closed form for that test video, from its own three clips and the training prior
-    prior = a.feature_spec["options"]["group_standardize"]["audio"]
+    prior = a.feature_spec.to_json()["options"]["group_standardize"]["audio"]
     own = audio[24:27]
-    n, k = 3, a.feature_spec["options"]["group_strength"]
+    n, k = 3, a.feature_spec.to_json()["options"]["group_strength"]
     centre = (n * own.mean(0) + k * np.array(prior["mean"])) / (n + k)
     spread = np.sqrt((n * own.var(0) + k * np.array(prior["var"])) / (n + k))
     np.testing.assert_allclose(a.split("test").features["audio"][3:, 0], (own - centre) / spread, rtol=1e-4, atol=1e-5)
     # only non-text modalities named: vision is untouched by group statistics
-    assert a.feature_spec["options"]["group_standardize"].keys() == {"audio"}
+    assert a.feature_spec.to_json()["options"]["group_standardize"].keys() == {"audio"}
 
 
 def test_recorded_priors_reproduce_the_features(tmp_path, clips):
     labels, audio, speakers, modes = clips
     _write(tmp_path / "a", labels, audio, speakers, modes)
     first = load_dataset(str(tmp_path / "a"), group_standardize=True, group_column="speaker", group_strength=1.0)
-    options = first.feature_spec["options"]
+    options = first.feature_spec.to_json()["options"]
     assert options["group_column"] == "speaker" and set(options["group_standardize"]) == {"audio", "vision"}
     again = load_dataset(str(tmp_path / "a"), **options)  # as evaluate passes a checkpoint's options back
     assert again.feature_spec == first.feature_spec
     for split in ("train", "valid", "test"):
         np.testing.assert_array_equal(again.split(split).features["audio"], first.split(split).features["audio"])
     plain = load_dataset(str(tmp_path / "a"))
-    assert "group_standardize" not in plain.feature_spec["options"]  # old checkpoints' specs unchanged
+    assert "group_standardize" not in plain.feature_spec.to_json()["options"]  # old checkpoints' specs unchanged
 
 
 def test_missing_group_column_is_one_line_naming_it(tmp_path, clips):
@@ -143,7 +143,7 @@ def test_cli_options_reach_the_loader(tmp_path, clips):
     args = build_parser().parse_args(["train", "--model", "text_only", "--dataset", str(tmp_path / "a"), "--out", "x",
                                       "--group-standardize", "audio", "--group-column", "speaker",
                                       "--group-strength", "0.5"])
-    options = load_from_args(args).feature_spec["options"]
+    options = load_from_args(args).feature_spec.to_json()["options"]
     assert set(options["group_standardize"]) == {"audio"} and options["group_column"] == "speaker"
     assert options["group_strength"] == 0.5
 

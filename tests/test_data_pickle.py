@@ -22,7 +22,7 @@ def test_unaligned_pickle_loads(tmp_path, protocol):
     assert {n: len(s) for n, s in ds.splits.items()} == SIZES
     assert ds.dims == {"text": 16, "audio": 5, "vision": 4}
     assert ds.max_lengths == {"text": LT, "audio": LA, "vision": LV}
-    assert ds.feature_spec["aligned"] is False
+    assert ds.feature_spec.to_json()["aligned"] is False
     valid, raw = ds.splits["valid"], data["valid"]
     assert valid.ids[0] == "vidvalid$_$0" and valid.raw_text[1] == "clip valid 1"
     np.testing.assert_array_equal(valid.lengths["audio"], raw["audio_lengths"])
@@ -39,7 +39,7 @@ def test_aligned_pickle_derives_lengths(tmp_path):
     data = mmsa_data(aligned=True)
     del data["test"]["text_bert"]
     ds = load_mmsa_pickle(write_pickle(tmp_path / "aligned_50.pkl", data), metric_set="mosei")
-    assert ds.metric_set == "mosei" and ds.feature_spec["aligned"] is True
+    assert ds.metric_set == "mosei" and ds.feature_spec.to_json()["aligned"] is True
     train = ds.splits["train"]
     assert (train.lengths["audio"] == 6).all()  # trailing all-zero frames dropped
     assert (train.lengths["vision"] == LT).all()
@@ -166,7 +166,7 @@ def test_nan_and_inf(tmp_path):
     data = mmsa_data()  # -inf in audio is COVAREP's log(0): zeroed and counted, as MMSA does
     data["train"]["audio"][0, 0, :2] = -np.inf
     ds = load_mmsa_pickle(write_pickle(tmp_path / "neginf.pkl", data))
-    assert ds.feature_spec["repairs"] == {"audio_neg_inf_to_zero": 2}
+    assert ds.feature_spec.to_json()["repairs"] == {"audio_neg_inf_to_zero": 2}
     assert (ds.splits["train"].features["audio"][0, 0, :2] == 0).all()
 
 

@@ -46,7 +46,7 @@ def test_metadata(dataset: MultimodalDataset) -> None:
     assert dataset.task == "regression" and dataset.metric_set == "mosi" and dataset.num_classes is None
     assert dataset.output_dim == 1
     assert dataset.modalities == MODALITIES
-    spec = dataset.feature_spec
+    spec = dataset.feature_spec.to_json()
     assert spec["kind"] == "synthetic" and spec["seed"] == 0 and spec["n_train"] == DEFAULTS.n_train
     assert set(spec) >= {f for f in SyntheticConfig.__dataclass_fields__}
     json.dumps(spec)  # serialisable as is (checkpoints and results.json record it)
@@ -130,7 +130,7 @@ def test_kwargs_set_shapes() -> None:
     assert {n: len(ds.split(n)) for n in SPLITS} == {"train": 7, "valid": 2, "test": 1}
     assert ds.max_lengths == {"text": 5, "audio": 9, "vision": 4}
     assert ds.dims == {"text": 3, "audio": 2, "vision": DEFAULTS.vision_dim}
-    assert ds.feature_spec["text_len"] == 5 and ds.feature_spec["seed"] == 3
+    assert ds.feature_spec.to_json()["text_len"] == 5 and ds.feature_spec.to_json()["seed"] == 3
 
 
 @pytest.mark.parametrize(

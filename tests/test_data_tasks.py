@@ -94,7 +94,7 @@ def test_empty_clips_drop_or_error(tmp_path, capsys):
     assert "dropped all-padding clips: train 2, valid 1, test 0" in capsys.readouterr().err
     # recorded in the checkpoint: evaluate (and report) reload the same clips without the option
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "seed_1111"), "--dataset", str(folder)]) == 0
-    assert ds.feature_spec["options"]["empty_clips"] == "drop"
+    assert ds.feature_spec.to_json()["options"]["empty_clips"] == "drop"
     for row in (9, 10, 11):
         audio[row] = vision[row] = 0
     save_modality(folder, "audio", np.array(ids), audio)

@@ -110,7 +110,7 @@ def test_opaque_utterance_audio_and_no_video_like_mosi(tmp_path):
     assert record["describer"]["opaque"] is not None and len(record["describer"]["opaque"]["axes"]) == 3
     ds = load_dataset(folder, descriptions=str(out))
     assert ds.split("train").raw_text[0] == f"it was bad [SEP] {record['descriptions']['v_0']}"
-    spec = ds.feature_spec
+    spec = ds.feature_spec.to_json()
     assert spec["modalities"]["text"]["descriptions"]["file"] == "elsewhere.json"
     assert spec["options"]["descriptions"] == str(out)
     assert spec["modalities"]["text"]["max_len"] == 50 + 48
@@ -189,7 +189,7 @@ def test_image_text_dataset_described_and_trained(image_dataset, tmp_path):
         faces = [record[f"image_mm{i}"] for i in range(4)]
         assert all("Face: none detected" not in d and "Head: " in d for d in faces), faces
     ds = load_dataset(out, descriptions=True)
-    assert ds.task == "classification" and ds.feature_spec["classes"] == ["negative", "positive"]
+    assert ds.task == "classification" and ds.feature_spec.to_json()["classes"] == ["negative", "positive"]
     assert ds.split("train").raw_text[0].startswith("what a lovely day [SEP] Face: ")
     run = tmp_path / "run"
     assert main(["train", "--model", "textalign", "--dataset", str(out), "--descriptions", "--out", str(run), *TRAIN]) == 0

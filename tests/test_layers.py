@@ -31,11 +31,8 @@ OPTIONAL_HEAVY = frozenset({
 
 # in-function imports still in files other helpers are restructuring: (file, module) pairs
 PENDING = {  # removed when H2/H3 merge
-    ("data/feature_dir.py", "msalign"), ("data/safe_pickle.py", "msalign"), ("data/spec.py", "msalign"),
-    ("data/store.py", "msalign"), ("data/text_encoder.py", "torch"), ("data/text_encoder.py", "tqdm"),
-    ("describe/model.py", "msalign"), ("describe/run.py", "msalign"), ("describe/sources.py", "msalign"),
-    ("evaluation/report.py", "msalign"), ("evaluation/report.py", "torch"), ("extract/pipeline.py", "msalign"),
-    ("extract/pipeline.py", "tqdm"), ("inference/predict.py", "msalign"), ("inference/predict.py", "torch"),
+    ("data/text_encoder.py", "torch"), ("data/text_encoder.py", "tqdm"),
+    ("evaluation/report.py", "msalign"), ("evaluation/report.py", "torch"), ("extract/pipeline.py", "tqdm"), ("inference/predict.py", "torch"),
     ("training/checkpoint.py", "msalign"), ("training/checkpoint.py", "torch"), ("training/module.py", "msalign"),
     ("training/run.py", "lightning"),
 }

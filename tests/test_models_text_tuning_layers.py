@@ -179,7 +179,7 @@ def test_tuned_layers_train_and_travel_in_the_checkpoint(folder, tmp_path, monke
                     False, lambda *a: None)
     model, info = load_checkpoint(tmp_path / "seed_0" / "model.safetensors")
     meta = info["text_tuning"]
-    assert meta["finetune_layers"] == 2 and meta["identity"] == dataset.feature_spec["modalities"]["text"]["encoder"]
+    assert meta["finetune_layers"] == 2 and meta["identity"] == dataset.feature_spec.to_json()["modalities"]["text"]["encoder"]
     assert isinstance(model.text_encoder, TopLayersTextEncoder) and not model.text_encoder._states
     # the checkpoint holds the tuned top layers only, and they moved away from the encoder's own
     from safetensors.torch import load_file

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from msalign.cli.options import add_dataset_options, dataset_options, log_to_stderr
-from msalign.data.convert import convert_to_store
+from msalign.data.store.convert import convert_to_store
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

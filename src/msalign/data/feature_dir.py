@@ -1,13 +1,16 @@
 """Load a feature directory: MMSA's ``label.csv`` plus one feature file per modality.
 
-Convention (``msalign extract`` writes the same; :func:`save_modality` writes either kind):
+Convention. This module is the only reader and writer of the format: :func:`write_label_csv` /
+:func:`read_label_csv` (:class:`LabelRow`), :func:`save_modality` (either kind) / :func:`read_modality`
+(:class:`ModalityFile`), and :func:`write_descriptions_file` / :func:`read_descriptions` (:class:`Descriptions`);
+``msalign extract`` and ``msalign describe`` write through them.
 
 * ``label.csv`` - MMSA's label layout, header ``video_id,clip_id,text,label,annotation,mode``.
   A clip's id is ``"{video_id}_{clip_id}"``. ``mode`` is ``train`` / ``valid`` / ``test``
   (``dev``, ``val`` and ``validation`` are read as ``valid``). ``annotation`` is optional and
   ignored; ``text`` is needed only when text features are computed from it. ``label`` is a number
   (regression, or class index 0..C-1 for classification) or, for classification, a class name
-  (names are sorted and numbered; the order is stored in ``feature_spec["classes"]``).
+  (names are sorted and numbered; the order is stored in ``feature_spec.classes``).
 * ``<modality>.npz`` (modality = text, audio or vision) - a sequence modality: arrays ``ids``
   (N,) str, ``features`` (N, L, D) float and optionally ``lengths`` (N,) int. Without
   ``lengths`` each row's length is its last non-zero frame + 1.
@@ -22,14 +25,15 @@ Convention (``msalign extract`` writes the same; :func:`save_modality` writes ei
 Options: ``standardize`` (default True) z-scores each feature dimension with TRAIN statistics
 over real positions: True = every modality, or a list of modalities, or a mapping
 ``{modality: {"mean": [...], "std": [...]}}`` of statistics to reuse (e.g. a checkpoint's
-``feature_spec["options"]["standardize"]``; applied to the loaded modalities it covers). The
-statistics used are stored there (False when nothing was standardised): ``feature_spec["options"]``
+``feature_spec.options.standardize``; applied to the loaded modalities it covers). The
+statistics used are stored there (False when nothing was standardised): ``feature_spec.options``
 holds the load options that reproduce the features, and ``msalign evaluate``/``predict`` pass a
 checkpoint's options back to :func:`~msalign.data.load_dataset`.
 ``descriptions`` (True, or a path) appends each clip's description from ``descriptions.json``
 (written by ``msalign describe``, :mod:`msalign.describe`) to its transcript, "text [SEP]
 description", before the text encoder runs (with ``DESCRIPTION_TOKENS`` more tokens of room);
-recorded in ``feature_spec`` (the describer with its fitted thresholds under ``feature_spec["describer"]``,
+recorded in ``feature_spec`` (:class:`~msalign.data.feature_spec.FeatureSpec`; the describer with its fitted
+thresholds under ``feature_spec.describer``,
 so ``msalign predict`` describes new media alike). A missing file or clip is an error naming the file.
 ``group_standardize`` (default False) z-scores each clip per group BEFORE the train-split
 standardisation (:mod:`msalign.data.group_norm`): True = every loaded non-text modality, or a
@@ -37,7 +41,7 @@ list of modalities, or a mapping ``{modality: {"mean": [...], "var": [...]}}`` o
 training priors to reuse; the group is the label.csv column ``group_column`` (default
 ``video_id``: MOSI's speaker) and ``group_strength`` is the prior's weight in clips. Groups are
 formed within each split and never read labels. The priors used are recorded in
-``feature_spec["options"]`` like ``standardize``'s statistics.
+``feature_spec.options`` like ``standardize``'s statistics.
 ``empty_clips="drop"`` leaves out the clips that are all padding in every modality (counted per split in
 the dataset's ``dropped``); the default ``"error"`` refuses them. ``task`` and the metric set: see :func:`choose_task`.
 ``metric_set`` overrides the one inferred from the path (mosi/mosei/sims/iemocap in the folder's
@@ -48,22 +52,31 @@ name, innermost first) or, failing that, from the labels (class names or ``metri
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from msalign.atomic import atomic_savez
+from msalign.atomic import atomic_path, atomic_savez, atomic_write_text
+from msalign.data.feature_spec import DescriptionsUsed, FeatureSpec, LoadOptions, ModalitySpec
+from msalign.data.group_norm import DEFAULT_STRENGTH, fit_prior, resolve_modalities, standardize_groups
+from msalign.data.text_encoder import TextEncoder
 from msalign.data.types import MODALITIES, SPLITS, MetricSet, MultimodalDataset, Split, Task
-from msalign.data.validate import (_first_bad_row, drop_empty_clips, infer_metric_set, trailing_lengths, validate_dataset,
-                                   zero_padding)
+from msalign.data.validate import (drop_empty_clips, first_nonfinite, infer_metric_set, trailing_lengths,
+                                   validate_dataset, zero_padding)
 from msalign.errors import MsalignError
 from msalign.limits import check_npz, regular_file, short_repr
 
 LABEL_FILE = "label.csv"
+LABEL_HEADER = ("video_id", "clip_id", "text", "label", "annotation", "mode")
+DESCRIPTIONS_FILE = "descriptions.json"
+DESCRIPTIONS_FORMAT = 1
 _MODES = {"train": "train", "valid": "valid", "dev": "valid", "val": "valid", "validation": "valid", "test": "test"}
 _REQUIRED = ("video_id", "clip_id", "label", "mode")
 Standardize = bool | Sequence[str] | Mapping[str, Mapping[str, Sequence[float]]]
@@ -75,8 +88,6 @@ def _extraction_record(path: Path) -> dict[str, Any] | None:
     differ between runs of the same extraction), or None when the folder was not made by extract."""
     if not path.is_file():
         return None
-    import json
-
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as error:
@@ -90,34 +101,41 @@ def clip_id(video_id: str, clip: str) -> str:
     return f"{video_id}_{clip}"
 
 
-def save_modality(
-    folder: str | Path, modality: str, ids: Sequence[str], features: np.ndarray, lengths: np.ndarray | None = None
-) -> Path:
-    """Write one modality in the convention above: (N, D) -> utterance file, (N, L, D) -> sequence file."""
-    if modality not in MODALITIES:
-        raise MsalignError(f"unknown modality {modality!r} (choose from {list(MODALITIES)})")
-    features = np.asarray(features, dtype=np.float32)
-    ids_arr = np.asarray([str(i) for i in ids])
-    if len(ids_arr) != len(features):
-        raise MsalignError(f"{modality}: {len(ids_arr)} ids for {len(features)} feature rows (shape {features.shape})")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    if features.ndim == 2:
-        path = folder / f"{modality}_utterance.npz"
-        arrays = {"ids": ids_arr, modality: features}
-    elif features.ndim == 3:
-        path = folder / f"{modality}.npz"
-        arrays = {"ids": ids_arr, "features": features}
-        if lengths is not None:
-            arrays["lengths"] = np.asarray(lengths, dtype=np.int64)
-    else:
-        raise MsalignError(f"{modality}: expected features of shape (N, D) or (N, L, D), got shape {features.shape}")
-    atomic_savez(path, **arrays)
+# -- label.csv -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One clip of ``label.csv``; ``mode`` normalised to train/valid/test."""
+
+    video_id: str
+    clip_id: str
+    label: str
+    mode: str
+    text: str = ""
+    annotation: str = ""
+    # every column as read (stripped; ``mode`` normalised) plus ``id``: what ``group_column`` names
+    columns: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def id(self) -> str:
+        """The clip's id in every feature file: ``"{video_id}_{clip_id}"``."""
+        return clip_id(self.video_id, self.clip_id)
+
+
+def write_label_csv(folder: str | Path, rows: Sequence[LabelRow]) -> Path:
+    """Write ``folder/label.csv`` (MMSA's header, one line per row), atomically; returns its path."""
+    path = Path(folder) / LABEL_FILE
+    with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(LABEL_HEADER)
+        for row in rows:
+            writer.writerow([row.video_id, row.clip_id, row.text, row.label, row.annotation, row.mode])
     return path
 
 
-def read_label_csv(path: Path) -> list[dict[str, str]]:
-    """Rows of ``label.csv`` with ``id`` and normalised ``mode`` added; one-line errors."""
+def read_label_csv(path: Path) -> list[LabelRow]:
+    """The rows of ``label.csv`` with normalised ``mode``; one-line errors."""
     try:
         regular_file(path)
         # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
@@ -138,7 +156,8 @@ def read_label_csv(path: Path) -> list[dict[str, str]]:
                     raise MsalignError(f"{path}: line {line}: mode {row['mode']!r} is not train/valid/test")
                 row["mode"] = mode
                 row["id"] = clip_id(row["video_id"], row["clip_id"])
-                rows.append(row)
+                rows.append(LabelRow(video_id=row["video_id"], clip_id=row["clip_id"], label=row["label"], mode=mode,
+                                     text=row.get("text", ""), annotation=row.get("annotation", ""), columns=row))
     except MsalignError:
         raise
     except (OSError, UnicodeDecodeError, csv.Error) as e:
@@ -148,8 +167,58 @@ def read_label_csv(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def _read_modality(folder: Path, m: str) -> tuple[Path, str, np.ndarray, np.ndarray, np.ndarray] | None:
-    """(file, kind, ids, features (K, L, D) float32, lengths (K,)) or None when the folder lacks ``m``."""
+# -- modality files ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModalityFile:
+    """One modality file as read: every row, utterance-level ones as length-1 sequences."""
+
+    path: Path
+    kind: str  # "sequence" (<m>.npz) or "utterance" (<m>_utterance.npz)
+    ids: np.ndarray  # (K,) str
+    features: np.ndarray  # (K, L, D) float32
+    lengths: np.ndarray  # (K,) int64
+    present: np.ndarray | None = None  # (K,) bool, when the writer recorded it (msalign extract, describe)
+
+
+def save_modality(
+    folder: str | Path, modality: str, ids: Sequence[str], features: np.ndarray, lengths: np.ndarray | None = None,
+    extra: Mapping[str, np.ndarray] | None = None,
+) -> Path:
+    """Write one modality in the convention above: (N, D) -> utterance file, (N, L, D) -> sequence file.
+    ``extra`` arrays (e.g. ``present``, msalign extract's ``face_mask``) are stored after them; the loader
+    ignores them."""
+    if modality not in MODALITIES:
+        raise MsalignError(f"unknown modality {modality!r} (choose from {list(MODALITIES)})")
+    features = np.asarray(features, dtype=np.float32)
+    ids_arr = np.asarray([str(i) for i in ids])
+    if len(ids_arr) != len(features):
+        raise MsalignError(f"{modality}: {len(ids_arr)} ids for {len(features)} feature rows (shape {features.shape})")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if features.ndim == 2:
+        path = folder / f"{modality}_utterance.npz"
+        arrays = {"ids": ids_arr, modality: features}
+    elif features.ndim == 3:
+        path = folder / f"{modality}.npz"
+        arrays = {"ids": ids_arr, "features": features}
+        if lengths is not None:
+            arrays["lengths"] = np.asarray(lengths, dtype=np.int64)
+    else:
+        raise MsalignError(f"{modality}: expected features of shape (N, D) or (N, L, D), got shape {features.shape}")
+    arrays.update(extra or {})
+    atomic_savez(path, **arrays)
+    return path
+
+
+def remove_modality(folder: str | Path, modality: str) -> None:
+    """Delete the sequence file of ``modality`` if there is one (a re-extraction that no longer has it)."""
+    (Path(folder) / f"{modality}.npz").unlink(missing_ok=True)
+
+
+def read_modality(folder: Path, m: str) -> ModalityFile | None:
+    """Modality ``m`` of a feature directory, checked (one-line errors naming file and key); None when absent."""
     seq, utt = folder / f"{m}.npz", folder / f"{m}_utterance.npz"
     if seq.exists() and utt.exists():
         raise MsalignError(f"{folder}: both {seq.name} and {utt.name}; keep one per modality")
@@ -165,6 +234,7 @@ def _read_modality(folder: Path, m: str) -> tuple[Path, str, np.ndarray, np.ndar
                     raise MsalignError(f"{path}: key {k!r}: missing (has {sorted(z.files)})")
             ids, x = z["ids"], z[key]
             lengths = z["lengths"] if "lengths" in z else None
+            present = z["present"] if "present" in z.files else None
             for k, value in (("ids", ids), (key, x), ("lengths", lengths)):
                 if value is not None and not isinstance(value, np.ndarray):  # numpy returns a non-.npy member as bytes
                     raise MsalignError(f"{path}: key {k!r}: not a .npy array")
@@ -186,13 +256,92 @@ def _read_modality(folder: Path, m: str) -> tuple[Path, str, np.ndarray, np.ndar
     except (TypeError, ValueError):
         raise MsalignError(f"{path}: key {key!r}: not numeric (dtype {x.dtype}, shape {x.shape})") from None
     ids = _ids_as_str(path, ids)
+    present = present if isinstance(present, np.ndarray) else None
     if want == 2:
-        return path, "utterance", ids, x[:, None, :], np.ones(len(x), dtype=np.int64)
+        return ModalityFile(path, "utterance", ids, x[:, None, :], np.ones(len(x), dtype=np.int64), present)
     if lengths is None:
         lengths = trailing_lengths(x)
     elif lengths.shape != (len(x),) or not np.issubdtype(lengths.dtype, np.integer):
         raise MsalignError(f"{path}: key 'lengths': expected integer shape ({len(x)},), got {lengths.dtype} shape {lengths.shape}")
-    return path, "sequence", ids, x, lengths.astype(np.int64)
+    return ModalityFile(path, "sequence", ids, x, lengths.astype(np.int64), present)
+
+
+# -- descriptions.json ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Descriptions:
+    """``descriptions.json`` (written by ``msalign describe``): one description per clip and the
+    describer's identity (for the rule describer: its fitted thresholds)."""
+
+    describer: Mapping[str, Any]
+    descriptions: Mapping[str, str]
+    source: str = ""  # the folder that was described
+    format: int = DESCRIPTIONS_FORMAT
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": self.format, "source": self.source, "describer": dict(self.describer),
+                "descriptions": dict(self.descriptions)}
+
+
+def write_descriptions_file(path: str | Path, record: Descriptions) -> Path:
+    """Write ``record`` to ``path`` atomically; returns the path."""
+    path = Path(path)
+    atomic_write_text(path, json.dumps(record.to_json(), indent=1) + "\n")
+    return path
+
+
+def descriptions_digest(raw: bytes) -> str:
+    """What ties a checkpoint to its descriptions file (recorded at load, checked by predict)."""
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def read_descriptions_file(path: Path) -> Descriptions:
+    """The whole file, read leniently (a describer that is not an object is empty), for msalign predict."""
+    regular_file(path)  # a FIFO would block read_text forever
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise MsalignError(f"{path}: cannot read descriptions file ({error})") from None
+    if not isinstance(data, dict):
+        raise MsalignError(f"{path}: descriptions file is not a JSON object")
+    describer = data.get("describer")
+    table = data.get("descriptions")
+    return Descriptions(describer=describer if isinstance(describer, dict) else {},
+                        descriptions=table if isinstance(table, dict) else {}, source=str(data.get("source", "")),
+                        format=data.get("format", DESCRIPTIONS_FORMAT))
+
+
+def read_descriptions(path: str | Path, ids: Sequence[str]) -> tuple[list[str], DescriptionsUsed, dict[str, Any]]:
+    """The description of every clip in ``ids``, what the feature spec records of the file, and the
+    describer's identity; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MsalignError(f"{path}: no such file (make it with `msalign describe {path.parent}`)")
+    raw = path.read_bytes()
+    try:
+        record = json.loads(raw)
+        table = record["descriptions"]
+        if not isinstance(table, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise MsalignError(f"{path}: not a descriptions file written by msalign describe (no 'descriptions' mapping)") from None
+    missing = [i for i in ids if not isinstance(table.get(i), str)]
+    if missing:
+        few = ", ".join(repr(i) for i in missing[:3])
+        raise MsalignError(f"{path}: {len(missing)} clips have no description, e.g. {few} "
+                           f"(re-run `msalign describe` on the feature directory)")
+    identity = record.get("describer") if isinstance(record.get("describer"), dict) else {}
+    # the describer's full identity (for rules: the fitted thresholds) travels in the feature spec,
+    # so a checkpoint describes new media (msalign predict) without the training folder
+    used = DescriptionsUsed(file=path.name, sha256=descriptions_digest(raw),
+                            describer=identity.get("describer", "unknown"))
+    return [table[i] for i in ids], used, identity
+
+
+def with_description(text: str, description: str) -> str:
+    """The text a described clip is encoded from: "transcript [SEP] description" (the loader and predict)."""
+    return f"{text} [SEP] {description}" if text else description
 
 
 def _ids_as_str(path: Path, ids: np.ndarray) -> np.ndarray:
@@ -219,9 +368,9 @@ def _utf8(value: bytes) -> bool:
 def _check_finite(path: Path, split: str, m: str, x: np.ndarray, ids: list[str]) -> None:
     """NaN/inf at a real position, named by file and clip id (before standardising would smear it)."""
     key = "features" if path.name == f"{m}.npz" else m
-    row = _first_bad_row(x, lambda c: ~np.isfinite(c).all(axis=(1, 2)))
-    if row is not None:
-        kind = "NaN" if np.isnan(x[row]).any() else "inf"
+    found = first_nonfinite(x)
+    if found is not None:
+        row, kind = found
         raise MsalignError(f"{path}: split {split!r}, key {key!r}: {kind} at row {row} (clip {ids[row]!r}) (shape {x.shape})")
 
 
@@ -241,8 +390,8 @@ def _gather(path: Path, file_ids: np.ndarray, wanted: list[str], shape: tuple[in
     return np.array([index[k] for k in wanted], dtype=np.int64)
 
 
-def _parse_labels(rows: list[dict[str, str]], path: Path, task: str) -> tuple[np.ndarray, list[str] | None]:
-    raw = [r["label"] for r in rows]
+def _parse_labels(rows: list[LabelRow], path: Path, task: str) -> tuple[np.ndarray, list[str] | None]:
+    raw = [r.label for r in rows]
     try:
         values = np.array([float(v) for v in raw], dtype=np.float64)
     except ValueError:
@@ -312,8 +461,6 @@ def _standardize(
 def _group_standardize(splits: dict[str, Split], groups: dict[str, list[str]], option: Standardize,
                        strength: float, source: str) -> dict[str, dict[str, list[float]]]:
     """Per-group z-scores (msalign.data.group_norm), split by split; returns the priors used."""
-    from msalign.data.group_norm import fit_prior, resolve_modalities, standardize_groups
-
     if option is False or option is None:
         return {}
     if not strength >= 0:
@@ -368,13 +515,13 @@ def load_feature_dir(
             regular_file(label_path)
         raise MsalignError(f"{source}: no {LABEL_FILE} (a feature directory needs MMSA's label file)")
     rows = read_label_csv(label_path)
-    has_text_column = any(r.get("text") for r in rows)
+    has_text_column = any(r.text for r in rows)
     if modalities is not None:
         unknown = [m for m in modalities if m not in MODALITIES]
         if unknown:
             raise MsalignError(f"{source}: unknown modality {unknown[0]!r} (choose from {list(MODALITIES)})")
     candidates = [m for m in MODALITIES if modalities is None or m in modalities]
-    files = {m: r for m in candidates if (r := _read_modality(folder, m)) is not None}
+    files = {m: r for m in candidates if (r := read_modality(folder, m)) is not None}
     wanted = [m for m in candidates if m in files or (m == "text" and (has_text_column or bool(descriptions)))]
     if modalities is not None and len(wanted) < len(candidates):
         m = next(m for m in candidates if m not in wanted)
@@ -384,44 +531,40 @@ def load_feature_dir(
 
     task, metric_set, why, config_keys = choose_task(rows, label_path, folder, task, metric_set)
     labels, classes = _parse_labels(rows, label_path, task)
-    ids = [r["id"] for r in rows]
-    texts = [r.get("text", "") for r in rows]
-    described: dict[str, Any] | None = None
+    ids = [r.id for r in rows]
+    texts = [r.text for r in rows]
+    described: DescriptionsUsed | None = None
     describer_identity: dict[str, Any] = {}
     if descriptions:  # msalign describe's descriptions.json, appended to the transcripts (textalign)
         if "text" in files:
             raise MsalignError(f"{source}: descriptions are appended to the text column before encoding, "
-                               f"but text comes from {files['text'][0].name}; remove it to encode the text column")
-        from msalign.describe.run import DESCRIPTIONS_FILE, read_descriptions, with_description
-
+                               f"but text comes from {files['text'].path.name}; remove it to encode the text column")
         notes_path = folder / DESCRIPTIONS_FILE if descriptions is True else Path(descriptions)
-        notes, described = read_descriptions(notes_path, ids)
-        describer_identity = described.pop("identity")  # recorded beside, for predict (below)
+        # the describer's identity is recorded beside the modalities, for predict (below)
+        notes, described, describer_identity = read_descriptions(notes_path, ids)
         texts = [with_description(t, d) for t, d in zip(texts, notes)]
         has_text_column = True
 
     # Per modality: (all features, lengths, row of each label.csv clip); files first, so id
     # mismatches surface before any text is encoded. Each split is gathered with ONE copy.
     sources: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    spec_mods: dict[str, dict[str, Any]] = {}
+    spec_mods: dict[str, ModalitySpec] = {}
     for m in sorted(wanted, key=lambda m: m not in files):
         if m in files:
-            path, kind, file_ids, x, n = files[m]
-            sources[m] = (x, n, _gather(path, file_ids, ids, x.shape))
-            spec_mods[m] = {"source": path.name, "kind": kind}
+            found = files[m]
+            x, n = found.features, found.lengths
+            sources[m] = (x, n, _gather(found.path, found.ids, ids, x.shape))
+            spec_mods[m] = ModalitySpec(source=found.path.name, kind=found.kind, dim=int(x.shape[2]),
+                                        max_len=int(x.shape[1]))
         else:
-            from msalign.data.text_encoder import TextEncoder
-
             extra = DESCRIPTION_TOKENS if described else 0  # room for the description after the transcript
             encoder = TextEncoder(text_encoder, max_text_len + extra, batch_size, device, cache_dir, progress=progress)
             x, n = encoder.encode(texts)
             sources[m] = (x, n, np.arange(len(rows)))
-            spec_mods[m] = {"source": "text_encoder", "kind": "sequence", "encoder": encoder.identity}
-            if described:
-                spec_mods[m]["descriptions"] = described
-        spec_mods[m].update(dim=int(x.shape[2]), max_len=int(x.shape[1]))
+            spec_mods[m] = ModalitySpec(source="text_encoder", kind="sequence", encoder=encoder.identity,
+                                        descriptions=described, dim=int(x.shape[2]), max_len=int(x.shape[1]))
 
-    mode = np.array([r["mode"] for r in rows])
+    mode = np.array([r.mode for r in rows])
     splits: dict[str, Split] = {}
     for name in SPLITS:
         rows_idx = np.flatnonzero(mode == name)
@@ -429,7 +572,7 @@ def load_feature_dir(
         lens = {m: sources[m][1][sources[m][2][rows_idx]] for m in wanted}
         for m in feats:
             zero_padding(feats[m], lens[m])
-            _check_finite(folder / spec_mods[m]["source"], name, m, feats[m], [ids[i] for i in rows_idx])
+            _check_finite(folder / str(spec_mods[m].source), name, m, feats[m], [ids[i] for i in rows_idx])
         splits[name] = Split(
             name=name,
             features=feats,
@@ -448,37 +591,40 @@ def load_feature_dir(
     validate_dataset(MultimodalDataset(name=folder.name, splits=splits, metric_set=metric_set, task=task,  # type: ignore[arg-type]
                                        num_classes=num_classes if task == "classification" else None, source=source))
     if group_standardize is not False and group_standardize is not None:
-        if group_column not in rows[0]:
+        if group_column not in rows[0].columns:
             raise MsalignError(f"{label_path}: no column {group_column!r} to group clips by "
-                               f"(group_column; header {[k for k in rows[0] if k not in ('id',)]})")
-        from msalign.data.group_norm import DEFAULT_STRENGTH
-
+                               f"(group_column; header {[k for k in rows[0].columns if k not in ('id',)]})")
         strength = float(DEFAULT_STRENGTH if group_strength is None else group_strength)
         row_of = {clip: i for i, clip in enumerate(ids)}  # by id: --empty-clips drop may have left clips out
-        groups = {name: [rows[row_of[clip]][group_column] for clip in splits[name].ids] for name in SPLITS}
+        groups = {name: [rows[row_of[clip]].columns[group_column] for clip in splits[name].ids] for name in SPLITS}
         priors = _group_standardize(splits, groups, group_standardize, strength, source)
     else:
         priors = {}
     stats = _standardize(splits, standardize, source)
     # "options" = the load options that reproduce these features (the CLI passes a checkpoint's
     # options back to load_dataset, so evaluate/predict reuse the TRAINING statistics).
-    options: dict[str, Any] = {"standardize": stats or False}
-    if empty_clips == "drop":  # evaluate / report reload the same clips (absent otherwise, as for priors)
-        options["empty_clips"] = "drop"
-    if priors:  # absent otherwise, so the feature specs of existing checkpoints stay equal
-        options.update(group_standardize=priors, group_column=group_column, group_strength=strength)
-    if spec_mods.get("text", {}).get("source") == "text_encoder":
-        options.update(text_encoder=text_encoder, max_text_len=max_text_len)
-    if described:
-        options["descriptions"] = descriptions if descriptions is True else str(descriptions)
-    spec: dict[str, Any] = {"format": "feature_dir", "modalities": spec_mods, "options": options}
-    if described:  # the describer with its fitted thresholds: msalign predict describes new media alike
-        spec["describer"] = describer_identity
-    extraction = _extraction_record(folder / "extract.json")
-    if extraction is not None:  # made by msalign extract: predict re-extracts new media the same way
-        spec["extraction"] = extraction
-    if classes:
-        spec["classes"] = classes
+    # Unset options are absent from the JSON, so the feature specs of existing checkpoints stay equal.
+    encoded_text = "text" in spec_mods and spec_mods["text"].source == "text_encoder"
+    options = LoadOptions(
+        standardize=stats or False,
+        empty_clips="drop" if empty_clips == "drop" else None,  # evaluate / report reload the same clips
+        group_standardize=priors or None,
+        group_column=group_column if priors else None,
+        group_strength=strength if priors else None,
+        text_encoder=text_encoder if encoded_text else None,
+        max_text_len=max_text_len if encoded_text else None,
+        descriptions=(descriptions if descriptions is True else str(descriptions)) if described else None,
+    )
+    spec = FeatureSpec(
+        format="feature_dir",
+        modalities=spec_mods,
+        options=options,
+        # the describer with its fitted thresholds: msalign predict describes new media alike
+        describer=describer_identity if described else None,
+        # made by msalign extract: predict re-extracts new media the same way
+        extraction=_extraction_record(folder / "extract.json"),
+        classes=classes or None,
+    )
     ds = MultimodalDataset(
         name=folder.resolve().name,
         splits=splits,
@@ -495,7 +641,7 @@ def load_feature_dir(
     return ds
 
 
-def choose_task(rows: list[dict[str, str]], label_path: Path, folder: Path, task: Task | None,
+def choose_task(rows: list[LabelRow], label_path: Path, folder: Path, task: Task | None,
                 metric_set: MetricSet | None) -> tuple[Task, MetricSet, str, tuple[str, ...]]:
     """(task, metric set, why, config keys) for a label.csv; integer labels never silently regress.
 
@@ -506,7 +652,7 @@ def choose_task(rows: list[dict[str, str]], label_path: Path, folder: Path, task
     The metric set: ``metric_set``, else the path's, else iemocap's classification metrics (WAcc,
     WAF1) for classification and sims / mosi by the label range for regression.
     """
-    raw = [r["label"] for r in rows]
+    raw = [r.label for r in rows]
     numeric = all(_is_number(v) for v in raw)
     y = np.array([float(v) for v in raw]) if numeric else None
     by_path = infer_metric_set(folder.resolve()) if _path_names_benchmark(folder) else None

@@ -20,7 +20,7 @@ Layout (MMSA): ``{"train": {...}, "valid": {...}, "test": {...}}``, each split a
   the largest label + 1).
 * Repairs: ``-inf`` in ``audio`` (COVAREP's log of zero energy, present in MMSA's MOSI/MOSEI
   files and zeroed by MMSA and DecAlign alike) is set to 0 and counted in
-  ``feature_spec["repairs"]``; NaN or any other inf is an error.
+  ``feature_spec.repairs``; NaN or any other inf is an error.
 * Metric set: ``metric_set=`` or inferred from the file's path (mosi/mosei/sims/iemocap in a
   name), else from the labels.
 """
@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from msalign.data.feature_spec import FeatureSpec, ModalitySpec
 from msalign.data.types import MODALITIES, SPLITS, MetricSet, MultimodalDataset, Split
 from msalign.data.validate import infer_metric_set, trailing_lengths, validate_dataset, zero_padding
 from msalign.data import safe_pickle
@@ -185,16 +186,14 @@ def load_mmsa_pickle(
 
     if task == "classification" and num_classes is None:
         num_classes = max((int(s.labels.max()) for s in splits.values() if len(s)), default=0) + 1
-    spec: dict[str, Any] = {
-        "format": "mmsa_pickle",
-        "aligned": aligned,
-        "modalities": {
-            m: {"dim": int(x.shape[2]), "max_len": int(x.shape[1])} for m, x in splits["train"].features.items()
-        },
-        "text_source": "mmsa text (BERT features)" if "text" in wanted else None,
-    }
-    if neg_inf:
-        spec["repairs"] = {"audio_neg_inf_to_zero": neg_inf}
+    spec = FeatureSpec(
+        format="mmsa_pickle",
+        aligned=aligned,
+        modalities={m: ModalitySpec(dim=int(x.shape[2]), max_len=int(x.shape[1]))
+                    for m, x in splits["train"].features.items()},
+        text_source="mmsa text (BERT features)" if "text" in wanted else None,
+        repairs={"audio_neg_inf_to_zero": neg_inf} if neg_inf else None,
+    )
     if given_task:
         task_why = f"--task {given_task}"
     elif given_metric_set:

@@ -25,6 +25,7 @@ references would otherwise become gigabytes in ``np.asarray`` or ``repr``. Cycle
 
 from __future__ import annotations
 
+import codecs
 import math
 import mmap
 import re
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from msalign.errors import MsalignError
-from msalign.limits import check_alloc, max_alloc, regular_file
+from msalign.limits import check_alloc, max_alloc, regular_file, short_repr
 
 MAX_DEPTH = 100  # MMSA files nest 3-4 deep; hashing a tuple nested 100 deep is cheap
 MAX_EXPANSION = 16  # objects in the loaded tree (shared references counted each time) per file byte
@@ -322,8 +323,6 @@ def _as_bytes(value: Any) -> bytes:
 
 
 def _short(value: Any) -> str:
-    from msalign.limits import short_repr
-
     return short_repr(value, 60)
 
 
@@ -466,8 +465,6 @@ def _string(r: _Reader) -> str:  # protocol 0 STRING: a quoted Python 2 str, dec
     line = r.readline()
     if len(line) < 2 or line[0] != line[-1] or line[:1] not in (b"'", b'"'):
         raise r.fail("bad STRING opcode")
-    import codecs
-
     try:
         return codecs.escape_decode(line[1:-1])[0].decode("latin1")
     except ValueError:

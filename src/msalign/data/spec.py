@@ -25,6 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from msalign.config import parse_key_values, parse_plain_value
+from msalign.data.feature_dir import load_feature_dir
+from msalign.data.mmsa_pickle import load_mmsa_pickle
+from msalign.data.store import load_store
+from msalign.data.synthetic import generate_synthetic
 from msalign.data.types import MultimodalDataset
 from msalign.data.validate import validate_dataset
 from msalign.errors import MsalignError
@@ -63,8 +67,6 @@ def _load(spec: str | os.PathLike, **options: Any) -> MultimodalDataset:
     if isinstance(modalities, str):
         options["modalities"] = modalities = [m.strip() for m in modalities.split(",") if m.strip()]
     if text == "synthetic" or text.startswith("synthetic:"):
-        from msalign.data.synthetic import generate_synthetic
-
         kwargs = parse_synthetic(text)
         if "task" in options:
             if kwargs.setdefault("task", options["task"]) != options["task"]:
@@ -80,16 +82,10 @@ def _load(spec: str | os.PathLike, **options: Any) -> MultimodalDataset:
     if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
         raise MsalignError(f"dataset {text!r}: permission denied")
     if path.is_dir() and (path / "store.json").is_file():
-        from msalign.data.store import load_store
-
         return load_store(path, **{k: v for k, v in options.items() if k in _STORE_OPTIONS})
     if path.is_dir():
-        from msalign.data.feature_dir import load_feature_dir
-
         return load_feature_dir(path, **{k: v for k, v in options.items() if k in _DIR_OPTIONS})
     if path.suffix.lower() == ".pkl":
-        from msalign.data.mmsa_pickle import load_mmsa_pickle
-
         return load_mmsa_pickle(path, **{k: v for k, v in options.items() if k in _PICKLE_OPTIONS})
     raise MsalignError(
         f"dataset {text!r}: not a dataset (expected 'synthetic[:key=value,...]', an MMSA .pkl file or a feature directory)"

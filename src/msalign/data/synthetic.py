@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from msalign.data.feature_spec import FeatureSpec
 from msalign.data.types import MODALITIES, SPLITS, MultimodalDataset, Split
 from msalign.errors import MsalignError
 
@@ -183,7 +184,7 @@ def generate_synthetic(
         task=config.task,  # type: ignore[arg-type]
         num_classes=config.num_classes,
         source="synthetic",
-        feature_spec={"kind": "synthetic", "version": GENERATOR_VERSION, **asdict(config)},
+        feature_spec=FeatureSpec(kind="synthetic", version=GENERATOR_VERSION, generator=asdict(config)),
     )
 
 

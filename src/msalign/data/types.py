@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 
+from msalign.data.feature_spec import FeatureSpec
 from msalign.errors import MsalignError
 
 MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
@@ -66,9 +67,9 @@ class MultimodalDataset:
     task: Task = "regression"
     num_classes: int | None = None  # classification only
     source: str = ""  # where it was loaded from, for error messages and results.json
-    # Describes how the features were made (encoder names, normalisation statistics, ...).
+    # How the features were made (encoder names, normalisation statistics, ...).
     # A checkpoint records it; evaluate/predict refuse a dataset whose spec differs.
-    feature_spec: dict = field(default_factory=dict)
+    feature_spec: FeatureSpec = field(default_factory=FeatureSpec)
     # why the task and metric set are what they are ("--task classification", "labels are class
     # names", ...), for the one-line summary; and the configs/<model>/<key>.yaml keys to try, most
     # specific first (empty: the name, then the metric set)
@@ -123,7 +124,7 @@ class MultimodalDataset:
             task=self.task,
             num_classes=self.num_classes,
             source=self.source,
-            feature_spec=dict(self.feature_spec),
+            feature_spec=self.feature_spec,
             why=self.why,
             config_keys=self.config_keys,
             dropped=dict(self.dropped),
@@ -134,7 +135,7 @@ class MultimodalDataset:
 
         The same model then trains without that stream's information (e.g. DecAlign on text only,
         which needs two streams): the ablation that shows what a modality adds. Recorded in
-        ``feature_spec["options"]["blank"]`` so evaluate and predict blank it too.
+        ``feature_spec.options.blank`` so evaluate and predict blank it too.
         """
         missing = [m for m in modalities if m not in self.modalities]
         if missing:
@@ -145,8 +146,7 @@ class MultimodalDataset:
                         lengths=s.lengths, labels=s.labels, ids=s.ids, raw_text=s.raw_text)
             for name, s in self.splits.items()
         }
-        spec = dict(self.feature_spec)
-        spec["options"] = {**spec.get("options", {}), "blank": [m for m in MODALITIES if m in modalities]}
+        spec = self.feature_spec.with_blank([m for m in MODALITIES if m in modalities])
         return MultimodalDataset(name=self.name, splits=splits, metric_set=self.metric_set, task=self.task,
                                  num_classes=self.num_classes, source=self.source, feature_spec=spec, why=self.why,
                                  config_keys=self.config_keys, dropped=dict(self.dropped))

@@ -45,13 +45,57 @@ def _first_bad_row(x: np.ndarray, bad) -> int | None:
     return None
 
 
-def _nonfinite(x: np.ndarray, source: str, split: str, key: str) -> None:
+def first_nonfinite(x: np.ndarray) -> tuple[int, str] | None:
+    """(row, "NaN" or "inf") of the first row holding a non-finite value, or None; scans in chunks."""
     if np.issubdtype(x.dtype, np.integer) or len(x) == 0:
-        return
+        return None
     axes = tuple(range(1, x.ndim))
     row = _first_bad_row(x, lambda c: ~np.isfinite(c).all(axis=axes) if axes else ~np.isfinite(c))
-    if row is not None:
-        kind = "NaN" if np.isnan(x[row]).any() else "inf"
+    if row is None:
+        return None
+    return row, "NaN" if np.isnan(x[row]).any() else "inf"
+
+
+def first_length_outside(lengths: np.ndarray, max_len: int) -> int | None:
+    """The first row whose length is outside ``1..max_len``, or None."""
+    bad = np.flatnonzero((lengths < 1) | (lengths > max_len))
+    return int(bad[0]) if bad.size else None
+
+
+def first_padding_not_zero(features: np.ndarray, lengths: np.ndarray) -> int | None:
+    """The first row of (N, L, D) ``features`` with a non-zero value at or beyond its length, or None."""
+    padding = np.arange(features.shape[1])[None, :] >= np.asarray(lengths)[:, None]
+    dirty = (features != 0).any(axis=2) & padding
+    return int(np.flatnonzero(dirty.any(axis=1))[0]) if dirty.any() else None
+
+
+def rows_with_data(features: np.ndarray) -> np.ndarray:
+    """(N,) bool: which rows of (N, L, D) ``features`` (in memory or on disk) hold any non-zero value."""
+    n = len(features)
+    any_data = np.zeros(n, dtype=bool)
+    for start in range(0, n, _CHUNK):
+        any_data[start : start + _CHUNK] = (np.asarray(features[start : start + _CHUNK]) != 0).any(axis=(1, 2))
+    return any_data
+
+
+def first_class_outside(labels: np.ndarray, num_classes: int) -> int | None:
+    """The first label that is not an integer class index in ``0..num_classes-1``, or None."""
+    values = labels.astype(np.float64)
+    bad = np.flatnonzero((values != np.round(values)) | (values < 0) | (values > num_classes - 1))
+    return int(bad[0]) if bad.size else None
+
+
+def first_label_outside(labels: np.ndarray, label_range: tuple[float, float]) -> int | None:
+    """The first regression label outside ``label_range`` (with a 1e-6 tolerance), or None."""
+    lo, hi = label_range
+    bad = np.flatnonzero((labels < lo - 1e-6) | (labels > hi + 1e-6))
+    return int(bad[0]) if bad.size else None
+
+
+def _nonfinite(x: np.ndarray, source: str, split: str, key: str) -> None:
+    found = first_nonfinite(x)
+    if found is not None:
+        row, kind = found
         raise MsalignError(f"{_where(source, split, key)}: {kind} at row {row} (shape {x.shape})")
 
 
@@ -112,17 +156,15 @@ def validate_split(
         key = f"{m}_lengths"
         if lengths.shape != (n,):
             raise MsalignError(f"{_where(source, name, key)}: expected shape ({n},), got shape {lengths.shape}")
-        bad = np.flatnonzero((lengths < 1) | (lengths > x.shape[1]))
-        if bad.size:
-            r = int(bad[0])
+        r = first_length_outside(lengths, x.shape[1])
+        if r is not None:
             raise MsalignError(
                 f"{_where(source, name, key)}: length {lengths[r]} at row {r} outside 1..{x.shape[1]} (shape {x.shape})"
             )
         if not contents:
             continue
         _nonfinite(x, source, name, m)
-        for start in range(0, n, _CHUNK):
-            any_data[start : start + _CHUNK] |= (x[start : start + _CHUNK] != 0).any(axis=(1, 2))
+        any_data |= rows_with_data(x)
     empty = np.flatnonzero(~any_data)
     if contents and empty.size:
         r = int(empty[0])
@@ -139,15 +181,13 @@ def validate_split(
                 f"got {labels.dtype} (shape {labels.shape})"
             )
         hi = (num_classes or int(labels.max()) + 1) - 1
-        bad = np.flatnonzero((labels < 0) | (labels > hi))
-        if bad.size:
-            r = int(bad[0])
+        r = first_class_outside(labels, hi + 1)
+        if r is not None:
             raise MsalignError(f"{_where(source, name, 'labels')}: class {labels[r]} at row {r} outside 0..{hi} (shape {labels.shape})")
     elif label_range is not None:
         lo, hi = label_range
-        bad = np.flatnonzero((labels < lo - 1e-6) | (labels > hi + 1e-6))
-        if bad.size:
-            r = int(bad[0])
+        r = first_label_outside(labels, label_range)
+        if r is not None:
             raise MsalignError(
                 f"{_where(source, name, 'labels')}: label {float(labels[r]):g} at row {r} "
                 f"outside [{lo:g}, {hi:g}] (shape {labels.shape})"
@@ -161,11 +201,9 @@ def validate_split(
 
 def empty_rows(split: Split) -> np.ndarray:
     """Indices of the clips whose features are zero at every position in every modality."""
-    n = len(split.labels)
-    any_data = np.zeros(n, dtype=bool)
+    any_data = np.zeros(len(split.labels), dtype=bool)
     for x in split.features.values():
-        for start in range(0, n, _CHUNK):
-            any_data[start : start + _CHUNK] |= (np.asarray(x[start : start + _CHUNK]) != 0).any(axis=(1, 2))
+        any_data |= rows_with_data(x)
     return np.flatnonzero(~any_data)
 
 

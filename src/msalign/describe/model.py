@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from msalign.describe.rules import ClipSignals, Describer, RuleDescriber
+from msalign.describe.sources import load_image
 from msalign.errors import MsalignError
+from msalign.extract import media
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 
@@ -34,7 +36,7 @@ def resolve_model(name_or_path: str) -> str:
         raise MsalignError(f"describer model {name_or_path!r}: no such folder")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # optional: only to fetch a model not in the cache
 
         return snapshot_download(name_or_path, local_files_only=True)
     except Exception:
@@ -61,7 +63,7 @@ class ModelDescriber(Describer):
     def _pipeline(self) -> Any:
         if self._pipe is None:
             try:
-                from transformers import pipeline
+                from transformers import pipeline  # heavy, optional until a model describer runs
             except ImportError:
                 raise MsalignError("a model describer needs transformers (pip install transformers)") from None
             errors = []
@@ -83,18 +85,14 @@ class ModelDescriber(Describer):
         if not path.is_file():
             raise MsalignError(f"clip {signals.clip_id!r}: media {path} no longer exists")
         if path.suffix.lower() not in VIDEO_SUFFIXES:
-            from msalign.describe.sources import load_image
-
             return [load_image(path)]
-        from msalign.extract import media
-
         info = media.probe(path)
         duration = max(info.duration or 1.0, 1e-3)
         fps = self.frames / duration
         return [frame for _, frame in media.iter_frames(path, fps, info=info)][: self.frames]
 
     def describe(self, signals: ClipSignals) -> str:
-        from PIL import Image
+        from PIL import Image  # optional (the media extra)
 
         pipe = self._pipeline()
         captions: list[str] = []

@@ -1,23 +1,23 @@
 """``msalign describe``: write descriptions.json for a feature directory or an image-text dataset.
 
-The file: ``{"format": 1, "describer": {...identity, thresholds...}, "descriptions": {clip id: text}}``.
-:func:`read_descriptions` is what the feature-directory loader uses (``descriptions=True``).
+The file: ``{"format": 1, "describer": {...identity, thresholds...}, "descriptions": {clip id: text}}``,
+read and written by :mod:`msalign.data.feature_dir` (:class:`~msalign.data.feature_dir.Descriptions`),
+whose loader appends the descriptions to the transcripts (``descriptions=True``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from msalign.atomic import atomic_write_text
+from msalign.data.feature_dir import DESCRIPTIONS_FILE, Descriptions, write_descriptions_file
+from msalign.describe import sources
+from msalign.describe.model import ModelDescriber
 from msalign.describe.rules import ClipSignals, Describer, RuleDescriber
 from msalign.errors import MsalignError
-
-DESCRIPTIONS_FILE = "descriptions.json"
-FORMAT = 1
+from msalign.limits import regular_file
 
 
 def make_describer(kind: str, signals: Sequence[ClipSignals], train: Sequence[bool], thresholds: str | Path | None = None,
@@ -26,8 +26,6 @@ def make_describer(kind: str, signals: Sequence[ClipSignals], train: Sequence[bo
     JSON to reuse) or an image-to-text model name / folder (with the rule voice part)."""
     if thresholds is not None:
         path = Path(thresholds)
-        from msalign.limits import regular_file
-
         regular_file(path, f"--thresholds {path}")  # a FIFO would block read_text forever
         try:
             data = json.loads(path.read_text())
@@ -38,8 +36,6 @@ def make_describer(kind: str, signals: Sequence[ClipSignals], train: Sequence[bo
         rules = RuleDescriber().fit(signals, train)
     if kind == "rules":
         return rules
-    from msalign.describe.model import ModelDescriber
-
     return ModelDescriber(kind, frames=frames, voice=rules)
 
 
@@ -48,46 +44,9 @@ def describe_clips(describer: Describer, signals: Sequence[ClipSignals]) -> dict
 
 
 def write_descriptions(path: str | Path, describer: Describer, descriptions: dict[str, str], source: str) -> Path:
-    path = Path(path)
-    record = {"format": FORMAT, "source": source, "describer": describer.identity(), "descriptions": descriptions}
-    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
-    return path
-
-
-def descriptions_digest(raw: bytes) -> str:
-    """What ties a checkpoint to its descriptions file (recorded at load, checked by predict)."""
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def read_descriptions(path: str | Path, ids: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
-    """The description of every clip in ``ids`` and a record for the feature spec; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise MsalignError(f"{path}: no such file (make it with `msalign describe {path.parent}`)")
-    raw = path.read_bytes()
-    try:
-        record = json.loads(raw)
-        table = record["descriptions"]
-        if not isinstance(table, dict):
-            raise TypeError
-    except (ValueError, KeyError, TypeError):
-        raise MsalignError(f"{path}: not a descriptions file written by msalign describe (no 'descriptions' mapping)") from None
-    missing = [i for i in ids if not isinstance(table.get(i), str)]
-    if missing:
-        few = ", ".join(repr(i) for i in missing[:3])
-        raise MsalignError(f"{path}: {len(missing)} clips have no description, e.g. {few} "
-                           f"(re-run `msalign describe` on the feature directory)")
-    identity = record.get("describer") if isinstance(record.get("describer"), dict) else {}
-    # the describer's full identity (for rules: the fitted thresholds) travels in the feature spec,
-    # so a checkpoint describes new media (msalign predict) without the training folder
-    spec = {"file": path.name, "sha256": descriptions_digest(raw),
-            "describer": identity.get("describer", "unknown"), "identity": identity}
-    return [table[i] for i in ids], spec
-
-
-def with_description(text: str, description: str) -> str:
-    """The text a described clip is encoded from: "transcript [SEP] description" (the loader and predict)."""
-    return f"{text} [SEP] {description}" if text else description
+    """descriptions.json for ``descriptions`` made by ``describer`` (the file itself: msalign.data.feature_dir)."""
+    return write_descriptions_file(path, Descriptions(describer=describer.identity(), descriptions=descriptions,
+                                                      source=source))
 
 
 def describer_from_identity(identity: dict[str, Any], where: str) -> Describer:
@@ -96,8 +55,6 @@ def describer_from_identity(identity: dict[str, Any], where: str) -> Describer:
     if kind == "rules":
         return RuleDescriber.from_json(identity)
     if kind == "model":
-        from msalign.describe.model import ModelDescriber
-
         voice = RuleDescriber.from_json(identity["voice"]) if identity.get("voice") else None
         try:
             return ModelDescriber(str(identity.get("model")), frames=int(identity.get("frames", 3)),
@@ -112,8 +69,6 @@ def describe_dataset(folder: str | Path, out: str | Path | None = None, describe
                      log=None) -> Path:
     """Describe every clip of ``folder`` (feature directory, or image-text dataset with ``out``);
     returns the descriptions.json written."""
-    from msalign.describe import sources
-
     folder = Path(folder)
     if not folder.is_dir():
         raise MsalignError(f"{folder}: no such directory")
@@ -131,7 +86,7 @@ def describe_dataset(folder: str | Path, out: str | Path | None = None, describe
         if target.is_dir() or target.suffix.lower() != ".json":  # a folder (made if need be)
             target = target / DESCRIPTIONS_FILE
         kind = "feature directory"
-    train = [r["mode"] == "train" for r in rows]
+    train = [r.mode == "train" for r in rows]
     made = make_describer(describer, signals, train, thresholds, frames)
     descriptions = describe_clips(made, signals)
     path = write_descriptions(target, made, descriptions, str(folder.resolve()))

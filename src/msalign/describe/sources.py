@@ -33,9 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from msalign.atomic import atomic_savez, atomic_write_text
+from msalign.atomic import atomic_write_text
+from msalign.data.feature_dir import LABEL_FILE, LabelRow, read_label_csv, read_modality, save_modality, write_label_csv
 from msalign.describe.rules import ClipSignals
 from msalign.errors import MsalignError
+from msalign.extract.vision import DIM, FaceAnalyzer, feature_names
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 FEATURES_RECORD = "features.json"
@@ -48,15 +50,8 @@ _MODE_COLUMNS = ("mode", "split")
 # -- feature directories ---------------------------------------------------------------------------
 
 
-def _load_npz_extra(path: Path, key: str) -> np.ndarray | None:
-    with np.load(path, allow_pickle=False) as z:
-        return z[key] if key in z.files else None
-
-
-def feature_dir_signals(folder: str | Path) -> tuple[list[dict[str, str]], list[ClipSignals]]:
+def feature_dir_signals(folder: str | Path) -> tuple[list[LabelRow], list[ClipSignals]]:
     """(label.csv rows, one ClipSignals per row) for a feature directory."""
-    from msalign.data.feature_dir import LABEL_FILE, _read_modality, read_label_csv
-
     folder = Path(folder)
     if not (folder / LABEL_FILE).is_file():
         raise MsalignError(f"{folder}: no {LABEL_FILE}; not a feature directory")
@@ -81,19 +76,18 @@ def feature_dir_signals(folder: str | Path) -> tuple[list[dict[str, str]], list[
     transcripts: dict[str, Any] = {}
     if (folder / "transcripts.json").is_file():
         transcripts = json.loads((folder / "transcripts.json").read_text())
-    modal = {m: _read_modality(folder, m) for m in ("audio", "vision")}
+    modal = {m: read_modality(folder, m) for m in ("audio", "vision")}
     lookup: dict[str, dict[str, Any]] = {}
     for m, found in modal.items():
         if found is None:
             continue
-        path, kind, ids, x, lengths = found
-        present = _load_npz_extra(path, "present")
-        index = {k: i for i, k in enumerate(ids.tolist())}
-        lookup[m] = {"path": path, "kind": kind, "index": index, "x": x, "lengths": lengths,
-                     "present": present if present is not None else np.ones(len(ids), dtype=bool)}
+        index = {k: i for i, k in enumerate(found.ids.tolist())}
+        lookup[m] = {"path": found.path, "kind": found.kind, "index": index, "x": found.features,
+                     "lengths": found.lengths,
+                     "present": found.present if found.present is not None else np.ones(len(found.ids), dtype=bool)}
     signals = []
     for row in rows:
-        cid = row["id"]
+        cid = row.id
         s = ClipSignals(clip_id=cid, face_note="no video" if "vision" not in lookup else "none detected",
                         audio_note="none (no audio)")
         info = transcripts.get(cid, {})
@@ -226,7 +220,7 @@ def read_image_dataset(folder: str | Path) -> list[ImageItem]:
 def load_image(path: Path, max_width: int = 640) -> np.ndarray:
     """RGB uint8 (H, W, 3), scaled down to at most ``max_width`` wide."""
     try:
-        from PIL import Image
+        from PIL import Image  # optional (the media extra)
     except ImportError:
         raise MsalignError("image datasets need Pillow (it comes with the media extra)") from None
     try:
@@ -240,10 +234,8 @@ def load_image(path: Path, max_width: int = 640) -> np.ndarray:
 
 
 def build_image_feature_dir(folder: str | Path, out: str | Path, face_model: str | None = None,
-                            max_width: int = 640) -> tuple[list[dict[str, str]], list[ClipSignals]]:
+                            max_width: int = 640) -> tuple[list[LabelRow], list[ClipSignals]]:
     """Face analysis of every image -> a feature directory at ``out`` (see the module docstring)."""
-    from msalign.extract.vision import DIM, FaceAnalyzer, feature_names
-
     items = read_image_dataset(folder)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -256,13 +248,9 @@ def build_image_feature_dir(folder: str | Path, out: str | Path, face_model: str
             features[i, 0], present[i] = rows[0], True
     ids = [f"image_{it.image_id}" for it in items]
     # the feature-directory layout of data/feature_dir.py, plus presence flags (as msalign extract writes)
-    atomic_savez(out / "vision.npz", ids=np.asarray(ids, dtype=str), features=features,
-                 lengths=np.ones(len(items), dtype=np.int64), present=present)
-    with open(out / "label.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(("video_id", "clip_id", "text", "label", "annotation", "mode"))
-        for it in items:
-            writer.writerow(("image", it.image_id, it.text, it.label, "", it.mode))
+    save_modality(out, "vision", ids, features, np.ones(len(items), dtype=np.int64), extra={"present": present})
+    write_label_csv(out, [LabelRow(video_id="image", clip_id=it.image_id, text=it.text, label=it.label, mode=it.mode)
+                          for it in items])
     record = {"source": "image-text dataset", "dataset": str(Path(folder).resolve()), "still_images": True,
               "feature_names": {"vision": feature_names()}, "face_model": analyzer.identity,
               "media": {cid: str(it.path.resolve()) for cid, it in zip(ids, items)}}

@@ -975,11 +975,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     spec = args.dataset if args.dataset is not None else (recorded if _needs_dataset(run_dir) else None)
     dataset, skipped = None, None
     if spec is not None:
-        from msalign.training.checkpoint import read_checkpoint_meta
+        from msalign.training.checkpoint import checkpoint_feature_spec, read_checkpoint_meta
         from msalign.data import load_dataset
 
         checkpoint = _first_checkpoint(run_dir)
-        options = dict(read_checkpoint_meta(checkpoint).get("feature_spec", {}).get("options", {})) if checkpoint else {}
+        options = checkpoint_feature_spec(read_checkpoint_meta(checkpoint)).load_kwargs() if checkpoint else {}
         if args.cache_dir is not None:
             options["cache_dir"] = args.cache_dir
         if metric_set is not None and not str(spec).startswith("synthetic"):

@@ -14,7 +14,7 @@ from typing import Any
 from msalign import metrics
 from msalign.data.options import DatasetOptions, load_dataset_from_options
 from msalign.evaluation.ablation import modality_contribution
-from msalign.training.checkpoint import check_feature_spec, load_checkpoint
+from msalign.training.checkpoint import check_feature_spec, checkpoint_feature_spec, load_checkpoint
 from msalign.training.data import MSADataModule, default_device
 from msalign.training.module import predict_split
 
@@ -46,7 +46,7 @@ class EvaluationResult:
 def evaluate_checkpoint(request: EvaluationRequest) -> EvaluationResult:
     """Scores ``request.checkpoint`` (see the module docstring)."""
     model, info = load_checkpoint(request.checkpoint)
-    recorded = dict(info.get("feature_spec", {}).get("options", {}))
+    recorded = checkpoint_feature_spec(info).load_kwargs()
     if info.get("task") in ("regression", "classification"):
         recorded["task"] = info["task"]  # the training task, also for integer class labels
     dataset = load_dataset_from_options(request.dataset, recorded)

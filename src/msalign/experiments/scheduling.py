@@ -11,7 +11,7 @@ Backends (:class:`Backend`):
 
 * ``local`` with ``jobs=1`` (the default): one trial after another in this process, with live
   log lines and progress bars.
-* ``local`` with ``jobs>1``: a :class:`concurrent.futures.ProcessPoolExecutor` of ``jobs``
+* ``local`` with ``jobs>1``: :func:`msalign.process_pool.run_in_processes` with ``jobs``
   spawned workers; the dataset is pickled once per worker (the pool's initializer), not per trial.
 * ``ray``: every trial is a Ray task with ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs,
   sent to a running cluster (``ray_address``, e.g. ``auto`` or ``ray://host:10001``) or to a
@@ -26,12 +26,10 @@ trial in one :class:`~msalign.errors.MsalignError`.
 
 from __future__ import annotations
 
-import multiprocessing
 import socket
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +38,7 @@ import torch
 
 from msalign.errors import MsalignError
 from msalign.training import run as training_run  # called as training_run.run_seed: tests replace it
+from msalign.process_pool import run_in_processes
 
 BACKENDS = ("local", "ray")
 RAY_INSTALL_HINT = "pip install 'msalign[ray]' (or pip install 'ray[client]>=2.9')"
@@ -256,32 +255,18 @@ def _run_trial_in_pool_worker(trial: Trial, threads: int) -> TrialOutcome:
 
 
 def _run_in_pool(trials: list[Trial], dataset, backend: Backend) -> Iterator[TrialOutcome]:
-    context = multiprocessing.get_context("spawn")
     workers = min(backend.jobs, len(trials))
-    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_set_worker_dataset, initargs=(dataset,))
-    try:
-        futures = {executor.submit(_run_trial_in_pool_worker, trial, backend.threads_per_trial): trial
-                   for trial in trials}
-        while futures:
-            done, _ = wait(futures, return_when=FIRST_COMPLETED)
-            for future in done:
-                trial = futures.pop(future)
-                try:
-                    yield future.result()
-                except BrokenProcessPool:
-                    yield TrialOutcome(trial, error="its worker process died (killed, or out of memory?)")
-                except (Exception, SystemExit) as error:  # noqa: BLE001 - an outcome that could not be
-                    yield TrialOutcome(trial, error=_one_line(error))  # pickled, Lightning's exit on a signal
-    except BaseException:
-        # interrupted (Ctrl-C) or the consumer stopped early: stop the running trials at once
-        # (SIGKILL: Lightning traps SIGINT/SIGTERM and would finish the epoch; every write is
-        # atomic and a re-run skips what finished)
-        processes = list((getattr(executor, "_processes", None) or {}).values())  # shutdown() forgets them
-        for process in processes:
-            process.kill()
-        executor.shutdown(wait=False, cancel_futures=True)
-        raise
-    executor.shutdown(wait=True)
+    calls = [(trial, (trial, backend.threads_per_trial)) for trial in trials]
+    results = run_in_processes(_run_trial_in_pool_worker, calls, workers, initializer=_set_worker_dataset,
+                               initargs=(dataset,))
+    with closing(results):  # stopping early (or Ctrl-C) kills the running trials at once
+        for trial, outcome, error in results:
+            if isinstance(error, BrokenProcessPool):
+                yield TrialOutcome(trial, error="its worker process died (killed, or out of memory?)")
+            elif error is not None:  # an outcome that could not be pickled, Lightning's exit on a signal
+                yield TrialOutcome(trial, error=_one_line(error))
+            else:
+                yield outcome
 
 
 # Ray: imported here only, when asked for

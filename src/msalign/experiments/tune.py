@@ -328,7 +328,7 @@ def search(
     out_dir.mkdir(parents=True, exist_ok=True)
     identity = {
         "model": model_name,
-        "dataset": {"name": dataset.name, "feature_spec": _digest(dataset.feature_spec)},  # not its path's spelling
+        "dataset": {"name": dataset.name, "feature_spec": _digest(dataset.feature_spec.to_json())},  # not its path's spelling
         # the starting configuration minus the searched keys (their values are the search's): a tuned
         # file written by --write-config leaves a re-run's identity unchanged
         "base_config": _without_keys(_config_dict(model_config, train_config), space.keys),
@@ -413,10 +413,9 @@ def _fmt(value: Any) -> str:
 
 def _inputs(dataset) -> dict[str, Any]:
     """What the tuned configuration was chosen for (a config file holds no trace of its features)."""
-    modalities = dataset.feature_spec.get("modalities")
-    encoders = {m: spec["encoder"] for m, spec in modalities.items()
-                if isinstance(spec, dict) and spec.get("encoder")} if isinstance(modalities, dict) else {}
-    return {"describe": dataset.describe(), "encoders": encoders, "feature_spec": _digest(dataset.feature_spec)}
+    modalities = dataset.feature_spec.modalities or {}
+    encoders = {m: facts.encoder for m, facts in modalities.items() if facts.encoder}
+    return {"describe": dataset.describe(), "encoders": encoders, "feature_spec": _digest(dataset.feature_spec.to_json())}
 
 
 def _digest(value: Any) -> str:

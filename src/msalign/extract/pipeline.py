@@ -27,7 +27,6 @@ Written to the output folder:
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -36,29 +35,32 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from msalign.atomic import atomic_path, atomic_savez, atomic_write_text
+from msalign.atomic import atomic_savez, atomic_write_text
+from msalign.data.feature_dir import LABEL_FILE, LabelRow, read_label_csv, remove_modality, save_modality, write_label_csv
+from msalign.data.text_encoder import TextEncoder
 from msalign.errors import MsalignError
 from msalign.limits import short_repr
 from msalign.extract import media
-from msalign.extract.asr import DEFAULT_ASR_MODEL, SpeechRecognizer, Transcript, read_transcript_file, transcript_beside
+from msalign.extract.asr import (DEFAULT_ASR_MODEL, SpeechRecognizer, Transcript, read_transcript_file,
+                                 resolve_asr_model, transcript_beside)
 from msalign.extract.audio import AudioFeatureConfig, audio_features
 from msalign.extract.vision import DIM as VISION_DIM
 from msalign.extract.vision import FaceAnalyzer, face_model_identity
 from msalign.extract.vision import feature_names as vision_feature_names
+from msalign.process_pool import run_in_processes
 
 FORMAT_VERSION = 1
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
 MISSING_POLICIES = ("error", "mask")
-LABEL_HEADER = ("video_id", "clip_id", "text", "label", "annotation", "mode")
 
 
 class NoFaceError(MsalignError):
@@ -92,8 +94,6 @@ class ExtractOptions:
 
     def spec(self) -> dict[str, Any]:
         """The extraction spec: what a checkpoint's features must have been made with."""
-        from msalign.extract.asr import resolve_asr_model
-
         return {
             "format": FORMAT_VERSION,
             "audio": {**self.audio.to_json(), "dim": self.audio.dim},
@@ -248,7 +248,7 @@ class Job:
     clip_id: str
     media: Path | None  # None: no media file found (``problem`` says why)
     transcript: Transcript | None = None
-    row: dict[str, str] | None = None  # label.csv row in dataset mode
+    row: LabelRow | None = None  # label.csv row in dataset mode
     problem: str | None = None
 
 
@@ -277,24 +277,22 @@ def _file_job(path: Path, used: set[str]) -> Job:
 
 
 def _dataset_jobs(folder: Path) -> list[Job]:
-    from msalign.data.feature_dir import LABEL_FILE, read_label_csv
-
     jobs = []
     for row in read_label_csv(folder / LABEL_FILE):
-        vid, clip = row["video_id"], row["clip_id"]
+        vid, clip = row.video_id, row.clip_id
         for key, value in (("video_id", vid), ("clip_id", clip)):
             # ids name media paths inside the dataset folder: one plain component each
             if not value or value in (".", "..") or "/" in value or "\\" in value or os.sep in value or "\0" in value:
-                raise MsalignError(f"{folder / LABEL_FILE}: {key} {short_repr(value)} of clip {short_repr(row['id'])} "
+                raise MsalignError(f"{folder / LABEL_FILE}: {key} {short_repr(value)} of clip {short_repr(row.id)} "
                                    "is empty, absolute or has a path separator or '..' (media must lie inside the folder)")
         stems = [folder / "Raw" / vid / clip, folder / vid / clip, folder / f"{vid}_{clip}", folder / "Raw" / f"{vid}_{clip}"]
         found = next((s.with_name(s.name + ext) for s in stems for ext in VIDEO_SUFFIXES + AUDIO_SUFFIXES
                       if s.with_name(s.name + ext).is_file()), None)
-        job = Job(row["id"], vid, clip, found, row=row)
+        job = Job(row.id, vid, clip, found, row=row)
         if found is None:
-            job.problem = f"{folder}: no media file for clip {row['id']!r} (looked for Raw/{vid}/{clip}.mp4, {vid}/{clip}.*, {vid}_{clip}.*)"
-        elif row.get("text"):
-            job.transcript = Transcript(row["text"], "label.csv")
+            job.problem = f"{folder}: no media file for clip {row.id!r} (looked for Raw/{vid}/{clip}.mp4, {vid}/{clip}.*, {vid}_{clip}.*)"
+        elif row.text:
+            job.transcript = Transcript(row.text, "label.csv")
         elif (beside := transcript_beside(found)) is not None:
             job.transcript = read_transcript_file(beside)
         jobs.append(job)
@@ -399,8 +397,6 @@ def run_jobs(jobs: list[Job], options: ExtractOptions, *, workers: int = 1, miss
                 continue
         todo.append(job)
 
-    from tqdm.auto import tqdm
-
     show = progress if progress is not None else sys.stderr.isatty()
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="extracting", unit="file", file=sys.stderr,
                disable=not show)
@@ -423,14 +419,12 @@ def run_jobs(jobs: list[Job], options: ExtractOptions, *, workers: int = 1, miss
             for job in todo:
                 record(*_run_one(job, *args, keys.get(job.id)))
         else:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                     initializer=_init_worker) as pool:
-                futures = {pool.submit(_run_one, job, *args, keys.get(job.id)): job for job in todo}
-                for future in as_completed(futures):
-                    job = futures[future]
-                    try:
-                        record(*future.result())
-                    except Exception as error:  # the worker process died (out of memory, a crash in native code)
+            calls = [(job, (job, *args, keys.get(job.id))) for job in todo]
+            with closing(run_in_processes(_run_one, calls, workers, initializer=_init_worker)) as results:
+                for job, result, error in results:
+                    if error is None:
+                        record(*result)
+                    else:  # the worker process died (out of memory, a crash in native code)
                         record(job.id, None, f"{job.media}: worker process failed ({type(error).__name__}: {error})")
     return [outcomes[job.id] for job in jobs]
 
@@ -462,17 +456,15 @@ def write_feature_dir(out: str | Path, outcomes: list[Outcome], options: Extract
     seconds: dict[str, float] = {}
 
     started = time.perf_counter()
-    from msalign.data.text_encoder import TextEncoder
-
     encoder = TextEncoder(options.text_encoder, options.max_text_len, cache_dir=cache_dir)
     encoder.encode([c.transcript.text for c in clips])  # fills the cache the loader reads
     seconds["text"] = time.perf_counter() - started
 
     if any(c.audio is not None for c in clips):
         features, lengths, present = _pad([c.audio for c in clips], options.audio.dim)
-        atomic_savez(out / "audio.npz", ids=ids, features=features, lengths=lengths, present=present)
+        save_modality(out, "audio", ids, features, lengths, extra={"present": present})
     else:
-        (out / "audio.npz").unlink(missing_ok=True)
+        remove_modality(out, "audio")
     if any(c.vision is not None for c in clips):
         features, lengths, present = _pad([c.vision for c in clips], VISION_DIM)
         counts = np.array([len(c.face_mask) for c in clips], dtype=np.int64)
@@ -482,18 +474,19 @@ def write_feature_dir(out: str | Path, outcomes: list[Outcome], options: Extract
         for i, c in enumerate(clips):
             face_mask[i, : len(c.face_mask)] = c.face_mask
             frame_times[i, : len(c.frame_times)] = c.frame_times
-        atomic_savez(out / "vision.npz", ids=ids, features=features, lengths=lengths, present=present,
-                     face_mask=face_mask, frame_times=frame_times, frame_counts=counts)
+        save_modality(out, "vision", ids, features, lengths,
+                      extra={"present": present, "face_mask": face_mask, "frame_times": frame_times, "frame_counts": counts})
     else:
-        (out / "vision.npz").unlink(missing_ok=True)
+        remove_modality(out, "vision")
 
-    with atomic_path(out / "label.csv") as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(LABEL_HEADER)
-        for o in done:
-            row = o.job.row or {}
-            writer.writerow([o.job.video_id, o.job.clip_id, " ".join(o.clip.transcript.text.split()),  # type: ignore[union-attr]
-                             row.get("label", ""), row.get("annotation", ""), row.get("mode", "test")])
+    labels = []
+    for o in done:  # plain files: no label yet, mode test (fill them in to train)
+        row = o.job.row
+        labels.append(LabelRow(video_id=o.job.video_id, clip_id=o.job.clip_id,
+                               text=" ".join(o.clip.transcript.text.split()),  # type: ignore[union-attr]
+                               label=row.label if row else "", annotation=row.annotation if row else "",
+                               mode=row.mode if row else "test"))
+    write_label_csv(out, labels)
     transcripts = {
         o.job.id: {**o.clip.transcript.to_json(), "media": str(o.job.media), "duration": round(o.clip.duration, 3),  # type: ignore[union-attr]
                    "missing": o.clip.missing}  # type: ignore[union-attr]

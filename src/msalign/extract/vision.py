@@ -110,7 +110,7 @@ def _native_stderr_silenced():
 @functools.lru_cache(maxsize=2)
 def _landmarker(model_path: str) -> Any:
     try:
-        from mediapipe.tasks.python import BaseOptions, vision
+        from mediapipe.tasks.python import BaseOptions, vision  # optional (the media extra)
     except ImportError:
         raise MsalignError("face features need mediapipe: bash scripts/setup.sh dev,media") from None
     options = vision.FaceLandmarkerOptions(
@@ -124,7 +124,7 @@ def _landmarker(model_path: str) -> Any:
         with _native_stderr_silenced():
             landmarker = vision.FaceLandmarker.create_from_options(options)
             # The first inference logs too; run it here on a blank image.
-            import mediapipe as mp
+            import mediapipe as mp  # optional (the media extra)
 
             landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((64, 64, 3), np.uint8)))
     except Exception as error:  # MediaPipe raises RuntimeError / ValueError with multi-line text
@@ -147,7 +147,7 @@ class FaceAnalyzer:
         self.identity = face_model_identity(self.path)
 
     def analyze(self, frames: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        import mediapipe as mp
+        import mediapipe as mp  # optional (the media extra)
 
         landmarker = _landmarker(str(self.path))
         rows: list[np.ndarray] = []

@@ -14,7 +14,7 @@ refused unless ``--missing mask`` is given explicitly (a score from nothing is n
 
 A checkpoint trained with descriptions (``msalign describe``, loader option ``descriptions``,
 model ``textalign``) has each input described by the SAME describer with the SAME fitted
-thresholds as in training, read from the checkpoint's ``feature_spec["describer"]`` (older
+thresholds as in training, read from the checkpoint's ``feature_spec.describer`` (older
 checkpoints: the training folder's descriptions.json, checked against the recorded sha256); the
 description is appended to the transcript exactly as the loader does and printed under
 ``description``. A model describer whose model is not available offline is a one-line error.
@@ -24,20 +24,33 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from msalign.data.feature_dir import (DESCRIPTION_TOKENS, DESCRIPTIONS_FILE, descriptions_digest, read_descriptions_file,
+                                      with_description)
+from msalign.data.feature_spec import FeatureSpec, ModalitySpec
+from msalign.data.group_norm import DEFAULT_STRENGTH, standardize_groups
+from msalign.data.text_encoder import TextEncoder
+from msalign.describe.rules import ClipSignals
+from msalign.describe.run import describer_from_identity
 from msalign.errors import MsalignError
+from msalign.extract.pipeline import ExtractOptions, collect_jobs, run_jobs
+from msalign.extract.vision import DIM as VISION_DIM
+from msalign.extract.vision import feature_names as vision_names
+from msalign.limits import regular_file
+from msalign.models.text_tuning import model_inputs
+from msalign.training.checkpoint import check_feature_spec, checkpoint_feature_spec, load_checkpoint
 
 # |score| below this is "neutral": MOSI/MOSEI scores round to 0 there; SIMS uses MMSA's 3-class cut.
 NEUTRAL_BAND = {"mosi": 0.5, "mosei": 0.5, "sims": 0.1}
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
-    from msalign.limits import regular_file
-
     regular_file(path)  # a FIFO would block read_text forever
     try:
         data = json.loads(path.read_text())
@@ -55,7 +68,7 @@ def find_extraction_record(checkpoint: Path, info: dict[str, Any], given: str | 
         if path.is_dir():
             path = path / "extract.json"
         return _read_json(path, "extraction record"), str(path)
-    recorded = info.get("feature_spec", {}).get("extraction")
+    recorded = checkpoint_feature_spec(info).extraction
     if isinstance(recorded, dict):
         return recorded, f"checkpoint {checkpoint}"
     folder = _training_folder(checkpoint)
@@ -76,37 +89,31 @@ def _training_folder(checkpoint: Path) -> Path | None:
 
 def resolve_describer(checkpoint: Path, info: dict[str, Any]):
     """The describer (with its fitted thresholds) whose descriptions the checkpoint's text carried, or None."""
-    from msalign.describe.run import DESCRIPTIONS_FILE, describer_from_identity, descriptions_digest
-
-    spec = info.get("feature_spec", {})
-    given = spec.get("options", {}).get("descriptions")
+    spec = checkpoint_feature_spec(info)
+    given = spec.load_options.descriptions
     if not given:
         return None
-    identity = spec.get("describer")
+    identity = spec.describer
     if isinstance(identity, dict):  # recorded at load time: the checkpoint is self-contained
         return describer_from_identity(identity, f"checkpoint {checkpoint}")
     # a checkpoint from before the describer was recorded: its training folder's descriptions.json
     folder = _training_folder(checkpoint)
     path = Path(given) if given is not True else folder / DESCRIPTIONS_FILE if folder else None
-    recorded = spec.get("modalities", {}).get("text", {}).get("descriptions", {})
+    recorded = spec.modality("text").descriptions
     if path is None or not path.is_file():
         raise MsalignError(
             f"checkpoint {checkpoint}: trained with descriptions, but it does not record its describer and "
             f"{path or 'its training folder'} is gone; retrain it to record the describer's thresholds")
     raw = path.read_bytes()
-    if recorded.get("sha256") and descriptions_digest(raw) != recorded["sha256"]:
+    if recorded is not None and recorded.sha256 and descriptions_digest(raw) != recorded.sha256:
         raise MsalignError(f"checkpoint {checkpoint}: {path} changed since training (sha256 differs); "
                            "retrain it to record the describer's thresholds")
-    record = _read_json(path, "descriptions file")
-    return describer_from_identity(record.get("describer") or {}, str(path))
+    return describer_from_identity(dict(read_descriptions_file(path).describer), str(path))
 
 
 def clip_signals(clip, options, media_path: str | Path):
     """What a describer reads off one extracted clip, as :func:`msalign.describe.sources.feature_dir_signals`
     reads it off a feature directory written by msalign extract."""
-    from msalign.describe.rules import ClipSignals
-    from msalign.extract.vision import feature_names as vision_names
-
     signals = ClipSignals(clip_id=str(media_path), face_note="no video" if clip.vision is None else "none detected",
                           audio_note="none (no audio track)", media=str(media_path))
     if clip.transcript.words:
@@ -137,20 +144,18 @@ def _differences(trained: Any, local: Any, prefix: str = "") -> list[tuple[str, 
 def resolve_options(checkpoint: Path, info: dict[str, Any], given: str | Path | None, threads: int | None,
                     warn=lambda line: print(line, file=sys.stderr)):
     """The ExtractOptions that reproduce the checkpoint's training features; refuses what cannot be reproduced."""
-    from msalign.extract.pipeline import ExtractOptions
-
-    spec = info.get("feature_spec", {})
-    if spec.get("format") != "feature_dir":
+    spec = checkpoint_feature_spec(info)
+    if spec.format != "feature_dir":
         raise MsalignError(
-            f"checkpoint {checkpoint}: trained on {spec.get('format') or info.get('dataset') or 'unknown'} features "
+            f"checkpoint {checkpoint}: trained on {spec.format or info.get('dataset') or 'unknown'} features "
             f"(dataset {info.get('dataset')!r}), not on a feature directory made by msalign extract, "
             "so predict cannot make matching features from media"
         )
     record, where = find_extraction_record(checkpoint, info, given)
-    text_options = spec.get("options", {})
+    text_options = spec.load_options
     if record is None:
-        options = ExtractOptions(text_encoder=text_options.get("text_encoder", "minilm"),
-                                 max_text_len=int(text_options.get("max_text_len", 50)), threads=threads)
+        options = ExtractOptions(text_encoder=_or(text_options.text_encoder, "minilm"),
+                                 max_text_len=int(_or(text_options.max_text_len, 50)), threads=threads)
         warn(f"msalign: warning: checkpoint {checkpoint}: {where}; assuming msalign extract's default settings "
              "(pass --extract-spec TRAINING_DIR/extract.json to check them)")
         return options
@@ -166,36 +171,36 @@ def resolve_options(checkpoint: Path, info: dict[str, Any], given: str | Path | 
     return options
 
 
-def expected_modalities(options, encoder) -> dict[str, dict[str, Any]]:
-    """How each modality appears in a feature directory written by msalign extract (loader's spec entries)."""
-    from msalign.extract.vision import DIM as VISION_DIM
+def _or(value: Any, default: Any) -> Any:
+    """``value`` unless it is unset (None)."""
+    return default if value is None else value
 
+
+def expected_modalities(options, encoder) -> dict[str, ModalitySpec]:
+    """How each modality appears in a feature directory written by msalign extract (loader's spec entries)."""
     return {
-        "text": {"source": "text_encoder", "kind": "sequence", "encoder": encoder.identity, "dim": encoder.dim},
-        "audio": {"source": "audio.npz", "kind": "sequence", "dim": options.audio.dim},
-        "vision": {"source": "vision.npz", "kind": "sequence", "dim": VISION_DIM},
+        "text": ModalitySpec(source="text_encoder", kind="sequence", encoder=encoder.identity, dim=encoder.dim),
+        "audio": ModalitySpec(source="audio.npz", kind="sequence", dim=options.audio.dim),
+        "vision": ModalitySpec(source="vision.npz", kind="sequence", dim=VISION_DIM),
     }
 
 
-def check_modalities(checkpoint: Path, info: dict[str, Any], expected: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def check_modalities(checkpoint: Path, info: dict[str, Any], expected: dict[str, ModalitySpec]) -> FeatureSpec:
     """Refuse a checkpoint whose modalities were made differently; returns the matching feature spec."""
-    from msalign.training.checkpoint import check_feature_spec
-
-    spec = info.get("feature_spec", {})
-    trained_modalities = spec.get("modalities", {})
-    rebuilt = dict(spec)
-    rebuilt["modalities"] = dict(trained_modalities)  # modalities the model does not use are not made here
+    spec = checkpoint_feature_spec(info)
+    modalities = dict(spec.modalities or {})  # modalities the model does not use are not made here
     for modality in info["dims"]:
-        trained = trained_modalities.get(modality, {})
-        for key, value in expected[modality].items():
+        trained = spec.modality(modality).to_json()
+        for key, value in expected[modality].to_json().items():
             if trained.get(key) != value:
                 raise MsalignError(
                     f"checkpoint {checkpoint}: trained on {modality} features with {key}={trained.get(key)!r}, "
                     f"msalign extract makes {key}={value!r}"
                 )
         # Sequence length is not a property of how features are made: any clip length is scored.
-        rebuilt["modalities"][modality] = {**expected[modality], "max_len": trained.get("max_len")}
-    check_feature_spec(info, rebuilt, {m: expected[m]["dim"] for m in info["dims"]}, checkpoint)
+        modalities[modality] = replace(expected[modality], max_len=spec.modality(modality).max_len)
+    rebuilt = replace(spec, modalities=modalities)
+    check_feature_spec(info, rebuilt, {m: int(expected[m].dim or 0) for m in info["dims"]}, checkpoint)
     return rebuilt
 
 
@@ -207,21 +212,16 @@ def sentiment_label(score: float, metric_set: str, band: float | None) -> str:
 def predict_clips(model, info: dict[str, Any], clips: list, encoder, band: float | None = None,
                   descriptions: list[str] | None = None) -> list[dict[str, Any]]:
     """One result dict per extracted clip (score, label, modalities_used, missing, transcript[, description])."""
-    import torch
-
-    stats = info.get("feature_spec", {}).get("options", {}).get("standardize", False)
+    spec = checkpoint_feature_spec(info)
+    stats = _or(spec.load_options.standardize, False)
     # the training split's statistics, as arrays once (not per clip)
     norms = {m: (np.asarray(s["mean"], dtype=np.float32), np.asarray(s["std"], dtype=np.float32))
              for m, s in stats.items()} if isinstance(stats, dict) else {}
     if descriptions is None:
         transcripts = [clip.transcript.text for clip in clips]
     else:  # as the loader: label.csv's text (whitespace-normalised by extract) "[SEP]" the description
-        from msalign.describe.run import with_description
-
         transcripts = [with_description(" ".join(clip.transcript.text.split()), d) for clip, d in zip(clips, descriptions)]
     texts, text_lengths = encoder.encode(transcripts)
-    from msalign.models.text_tuning import model_inputs
-
     per_clip = []
     for i, clip in enumerate(clips):
         sequences = {"text": texts[i, : text_lengths[i]], "audio": clip.audio, "vision": clip.vision}
@@ -253,7 +253,7 @@ def predict_clips(model, info: dict[str, Any], clips: list, encoder, band: float
         else:
             probabilities = torch.softmax(torch.from_numpy(prediction), dim=0).numpy()
             best = int(probabilities.argmax())
-            classes = info.get("feature_spec", {}).get("classes")
+            classes = spec.classes
             result.update(score=round(float(probabilities[best]), 4), label=classes[best] if classes else str(best))
         result.update(
             modalities_used=[m for m in model.modalities if m not in missing],
@@ -270,12 +270,10 @@ def _group_standardize(per_clip: list[dict[str, Any]], info: dict[str, Any]) -> 
     """A checkpoint trained on per-group z-scores (msalign.data.group_norm): the clips given to one
     predict call form one group (one speaker's clips, e.g. a video's segments), shrunk toward the
     training prior; a single clip falls back smoothly to the training statistics."""
-    options = info.get("feature_spec", {}).get("options", {})
-    priors = options.get("group_standardize")
+    options = checkpoint_feature_spec(info).load_options
+    priors = options.group_standardize
     if not isinstance(priors, dict):
         return
-    from msalign.data.group_norm import DEFAULT_STRENGTH, standardize_groups
-
     for modality, prior in priors.items():
         if not per_clip or modality not in per_clip[0]:
             continue
@@ -285,7 +283,7 @@ def _group_standardize(per_clip: list[dict[str, Any]], info: dict[str, Any]) -> 
         for i, x in enumerate(rows):
             padded[i, : len(x)] = x
         standardize_groups(padded, lengths, ["predict"] * len(rows), prior,
-                           float(options.get("group_strength", DEFAULT_STRENGTH)))
+                           float(_or(options.group_strength, DEFAULT_STRENGTH)))
         for clip, x, n in zip(per_clip, padded, lengths):
             clip[modality] = x[:n]
 
@@ -313,25 +311,18 @@ def predict(checkpoint: str | Path, inputs: list[str], *, extract_spec: str | Pa
             neutral_band: float | None = None, progress: bool | None = None,
             warn=lambda line: print(line, file=sys.stderr)) -> list[dict[str, Any]]:
     """One result per input, in input order; an input that fails has ``error`` instead of a score."""
-    from msalign.training.checkpoint import load_checkpoint
-    from msalign.data.text_encoder import TextEncoder
-    from msalign.extract.pipeline import collect_jobs, run_jobs
-
     checkpoint = Path(checkpoint)
     model, info = load_checkpoint(checkpoint)
     options = resolve_options(checkpoint, info, extract_spec, None, warn)
     describer = resolve_describer(checkpoint, info)  # before extraction: a missing describer model fails fast
-    loaded = info["feature_spec"].get("options", {})  # the loader's text options decide the text features
-    extra = 0
-    if describer is not None:
-        from msalign.data.feature_dir import DESCRIPTION_TOKENS
-
-        extra = DESCRIPTION_TOKENS  # the loader's room for the description after the transcript
-    encoder = TextEncoder(loaded.get("text_encoder", options.text_encoder),
-                          int(loaded.get("max_text_len", options.max_text_len)) + extra, cache_dir=cache_dir)
+    spec = checkpoint_feature_spec(info)
+    loaded = spec.load_options  # the loader's text options decide the text features
+    extra = DESCRIPTION_TOKENS if describer is not None else 0  # the loader's room for the description
+    encoder = TextEncoder(_or(loaded.text_encoder, options.text_encoder),
+                          int(_or(loaded.max_text_len, options.max_text_len)) + extra, cache_dir=cache_dir)
     expected = expected_modalities(options, encoder)
     if describer is not None:  # which descriptions.json trained it is a record, not something made here
-        expected["text"]["descriptions"] = info["feature_spec"].get("modalities", {}).get("text", {}).get("descriptions")
+        expected["text"] = replace(expected["text"], descriptions=spec.modality("text").descriptions)
     check_modalities(checkpoint, info, expected)
     jobs, _ = collect_jobs(inputs)
     outcomes = run_jobs(jobs, options, workers=workers, missing=missing or "mask", cache_dir=None, progress=progress)

@@ -61,10 +61,6 @@ class MSAModel(nn.Module):
                 f"the dataset has {list(available)}"
             )
 
-    @classmethod
-    def usable_modalities(cls, available: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-        return tuple(m for m in ("text", "audio", "vision") if m in available and m in cls.supported_modalities)
-
     def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> ModelOutput:  # pragma: no cover
         raise NotImplementedError
 

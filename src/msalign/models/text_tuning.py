@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from msalign.data.text_encoder import TextEncoder, _offline, encoder_layers, resolve_encoder, text_key
+from msalign.data.feature_spec import FeatureSpec
 from msalign.errors import MsalignError
 
 
@@ -174,37 +175,42 @@ def check_text_tuning(train_config: Any) -> None:
                            "encoder end to end, finetune_layers=k only its top k layers)")
 
 
-def attach_text_encoder(model: nn.Module, dataset_spec: dict[str, Any], source: str,
+def attach_text_encoder(model: nn.Module, dataset_spec: FeatureSpec, source: str,
                         cache_dir: str | None = None, finetune_layers: int = 0,
                         texts: list[str] | None = None) -> nn.Module:
     """Attach a trainable copy of the dataset's text encoder to ``model`` (as ``model.text_encoder``):
     the whole encoder, or with ``finetune_layers=k`` its top k layers over cached lower states
     (``texts``: the transcripts to run the lower layers on now, e.g. every split's)."""
     key = "train.finetune_layers" if finetune_layers else "train.finetune_text"
-    text = dataset_spec.get("modalities", {}).get("text", {})
-    options = dataset_spec.get("options", {})
+    text = dataset_spec.modality("text")
+    options = dataset_spec.load_options
     if "text" not in getattr(model, "modalities", ()):
         raise MsalignError(f"{key}: model {model.name} does not use the text modality")
-    if text.get("source") != "text_encoder" or "text_encoder" not in options:
+    if text.source != "text_encoder" or options.text_encoder is None:
         raise MsalignError(
-            f"{key}: dataset {source} has precomputed text features ({text.get('source', 'none')}); "
+            f"{key}: dataset {source} has precomputed text features ({text.source or 'none'}); "
             "fine-tuning needs a feature directory whose text is encoded from label.csv transcripts"
         )
-    if "text" in (options.get("group_standardize") or {}):
+    if "text" in (options.group_standardize or {}):
         raise MsalignError(f"{key}: dataset {source} group-standardises its text features, which a tuned encoder "
                            "would not reproduce; group-standardise only the other modalities")
-    standardize = options.get("standardize") or {}
+    standardize = options.standardize or {}
     stats = standardize.get("text") if isinstance(standardize, dict) else None
     encoder: nn.Module
     if finetune_layers:
-        encoder = TopLayersTextEncoder(options["text_encoder"], options.get("max_text_len", 50), finetune_layers,
-                                       stats, cache_dir, identity=text.get("encoder"))
+        encoder = TopLayersTextEncoder(options.text_encoder, _or(options.max_text_len, 50), finetune_layers,
+                                       stats, cache_dir, identity=text.encoder)
         if texts:
             encoder.prefill(texts)
     else:
-        encoder = TunedTextEncoder(options["text_encoder"], options.get("max_text_len", 50), stats, cache_dir)
+        encoder = TunedTextEncoder(options.text_encoder, _or(options.max_text_len, 50), stats, cache_dir)
     model.text_encoder = encoder
     return encoder
+
+
+def _or(value: Any, default: Any) -> Any:
+    """``value`` unless the spec leaves it unset (None)."""
+    return default if value is None else value
 
 
 def rebuild_text_encoder(model: nn.Module, meta: dict[str, Any]) -> None:

@@ -12,13 +12,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from msalign.atomic import atomic_path
+from msalign.config import update_dataclass
+from msalign.data.feature_spec import MAX_CLASSES, FeatureSpec
+from msalign.data.types import MODALITIES
 from msalign.errors import MsalignError
 from msalign.limits import check_alloc, regular_file, short_repr
-from msalign.models import MSAModel, build_config, create_model
+from msalign.models import MSAModel, build_config, create_model, get_model_class
+from msalign.models.text_tuning import rebuild_text_encoder
 
 FORMAT_VERSION = 1
 
@@ -69,7 +74,7 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
 
 
 MAX_DIM = 1 << 16  # a feature dimension (BERT: 768, OpenFace: 709, COVAREP: 74)
-MAX_OUTPUT = 10_000  # classes of a classification head
+MAX_OUTPUT = MAX_CLASSES  # classes of a classification head
 
 
 def _meta_error(path: str | Path, key: str, value: Any, want: str) -> MsalignError:
@@ -84,9 +89,6 @@ def check_meta(info: dict[str, Any], path: str | Path) -> None:
     """Check a checkpoint's metadata against the model's config class and sane bounds before
     anything is built from it: a tampered file would otherwise build a million layers, allocate a
     384 GB weight or fail deep inside torch. Each wrong field is one line naming the file and key."""
-    from msalign.data.types import MODALITIES
-    from msalign.models import get_model_class
-
     if not isinstance(info["model"], str):
         raise _meta_error(path, "model", info["model"], "expected a model name")
     try:
@@ -121,25 +123,22 @@ def check_meta(info: dict[str, Any], path: str | Path) -> None:
                                             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in stats[k])
                                             for k in ("mean", "std"))):
             raise _meta_error(path, "text_tuning.standardize", stats, "expected lists 'mean' and 'std' of numbers")
-    spec = info.get("feature_spec") or {}
-    for key in ("options", "modalities", "extraction"):
-        if spec.get(key) is not None and not isinstance(spec[key], dict):
-            raise _meta_error(path, f"feature_spec.{key}", spec[key], "expected a JSON object")
-    for modality, facts in (spec.get("modalities") or {}).items():
-        if not isinstance(facts, dict):
-            raise _meta_error(path, f"feature_spec.modalities.{str(modality)[:20]}", facts, "expected a JSON object")
     if info.get("task", "regression") not in ("regression", "classification"):
         raise _meta_error(path, "task", info.get("task"), "expected regression or classification")
     if info.get("metric_set", "mosi") not in ("mosi", "mosei", "sims", "iemocap"):
         raise _meta_error(path, "metric_set", info.get("metric_set"), "expected mosi, mosei, sims or iemocap")
-    if spec.get("classes") is not None and not (isinstance(spec["classes"], list) and len(spec["classes"]) <= MAX_OUTPUT):
-        raise _meta_error(path, "feature_spec.classes", spec["classes"], "expected a list of class names")
+    checkpoint_feature_spec(info, path)  # its nested objects (options, modalities, extraction, classes)
+
+
+def checkpoint_feature_spec(info: dict[str, Any], path: str | Path = "") -> FeatureSpec:
+    """The feature spec a checkpoint's metadata records (the empty spec when it records none); a wrong
+    nested object is one line naming the file and key, e.g. ``feature_spec.options``."""
+    return FeatureSpec.from_json(info.get("feature_spec"),
+                                 error=lambda key, value, want: _meta_error(path, key, value, want))
 
 
 def _model_config(info: dict[str, Any], path: str | Path) -> Any:
     """The model's config from the metadata, coerced and range-checked (see config.check_ranges)."""
-    from msalign.config import update_dataclass
-
     try:
         where = f"checkpoint {path}: metadata key 'model_config'"
         return update_dataclass(build_config(info["model"]), info["model_config"], "model", where)
@@ -151,8 +150,6 @@ def _model_config(info: dict[str, Any], path: str | Path) -> Any:
 def _check_model_size(info: dict[str, Any], config: Any, path: str | Path) -> None:
     """Count the parameters the metadata describes on torch's meta device (no memory) and refuse a
     model larger than the weights the file holds or than the allocation limit."""
-    import torch
-
     try:
         with torch.device("meta"):
             shell = create_model(info["model"], dims=info["dims"], output_dim=info["output_dim"], config=config)
@@ -178,8 +175,6 @@ def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[
     _check_model_size(info, config, path)
     model = create_model(info["model"], dims=info["dims"], output_dim=info["output_dim"], config=config)
     if info.get("text_tuning"):  # a fine-tuned text encoder travels inside the checkpoint
-        from msalign.models.text_tuning import rebuild_text_encoder
-
         rebuild_text_encoder(model, info["text_tuning"])
     try:
         state = load_file(str(path))
@@ -199,8 +194,9 @@ def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[
     return model, info
 
 
-def check_feature_spec(info: dict[str, Any], dataset_spec: dict[str, Any], dims: dict[str, int], path: str | Path) -> None:
-    """Refuse scoring data whose features were made differently from the training data."""
+def check_feature_spec(info: dict[str, Any], dataset_spec: FeatureSpec, dims: dict[str, int], path: str | Path) -> None:
+    """Refuse scoring data whose features were made differently from the training data (``info``: the
+    checkpoint's metadata)."""
     for modality, dim in info["dims"].items():
         if modality not in dims:
             raise MsalignError(f"checkpoint {path}: model needs modality {modality!r}, which the data lacks")
@@ -208,14 +204,10 @@ def check_feature_spec(info: dict[str, Any], dataset_spec: dict[str, Any], dims:
             raise MsalignError(
                 f"checkpoint {path}: trained on {modality} features of dim {dim}, the data has {dims[modality]}"
             )
-    trained = info.get("feature_spec", {})
-    for key in sorted(set(trained) | set(dataset_spec)):
-        if key in ("source", "n_train", "n_valid", "n_test", "describer"):
-            # where the data came from and how much of it do not change the features; the describer
-            # is pinned by the descriptions file's sha256 in modalities.text.descriptions
-            continue
-        if trained.get(key) != dataset_spec.get(key):
-            raise MsalignError(
-                f"checkpoint {path}: trained on feature spec {key}={trained.get(key)!r}, "
-                f"the data has {key}={dataset_spec.get(key)!r}"
-            )
+    # where the data came from and how much of it do not change the features; the describer is
+    # pinned by the descriptions file's sha256 in modalities.text.descriptions
+    differs = checkpoint_feature_spec(info, path).difference(
+        dataset_spec, ignore=("source", "n_train", "n_valid", "n_test", "describer"))
+    if differs is not None:
+        key, trained, data = differs
+        raise MsalignError(f"checkpoint {path}: trained on feature spec {key}={trained!r}, the data has {key}={data!r}")

@@ -249,7 +249,7 @@ def train_seed(
         {
             "model_config": config_to_dict(model_config),
             "train_config": config_to_dict(train_config),
-            "feature_spec": dataset.feature_spec,
+            "feature_spec": dataset.feature_spec.to_json(),
             "dataset": dataset.name,
             "metric_set": dataset.metric_set,
             "task": dataset.task,
@@ -303,7 +303,7 @@ def run_identity(model_name: str, model_config: Any, train_config: TrainConfig, 
     """What makes two runs the same run: a finished seed of the same identity is never trained again."""
     train = {k: v for k, v in config_to_dict(train_config).items() if k != "logger"}  # watching changes no result
     run_config = {"model": config_to_dict(model_config), "train": train}
-    return json.loads(json.dumps({"model": model_name, "config": run_config, "feature_spec": dataset.feature_spec}))
+    return json.loads(json.dumps({"model": model_name, "config": run_config, "feature_spec": dataset.feature_spec.to_json()}))
 
 
 def finished_seed(out_dir: str | Path, seed: int, identity: dict) -> dict | None:

@@ -1,4 +1,4 @@
-"""``msalign convert``: any dataset source written as an on-disk feature store (:mod:`msalign.data.store`)."""
+"""``msalign convert``: any dataset source written as an on-disk feature store (this package's format)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from msalign.data.options import DatasetOptions, load_dataset_from_options
-from msalign.data.store import _check_destination, store_sizes, write_store
+from msalign.data.store.reader import store_sizes
+from msalign.data.store.writer import check_destination, write_store
 from msalign.data.types import MultimodalDataset
 
 
@@ -28,7 +29,7 @@ def convert_to_store(options: DatasetOptions, out: str | Path, force: bool = Fal
     """Loads ``options.dataset`` and writes it as a feature store in ``out`` (``force``: into a non-empty
     folder that is not a store); ``out`` is checked before the (possibly long) load."""
     out = Path(out)
-    _check_destination(out, force)
+    check_destination(out, force)
     leftovers = sorted(p.name for p in out.parent.glob(f".{out.name}.*.partial")) if out.parent.is_dir() else []
     if leftovers:
         log(f"note: {out.parent} holds unfinished conversions {leftovers} (safe to delete)")
