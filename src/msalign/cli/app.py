@@ -167,7 +167,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from msalign.models import get_model_class
-    from msalign.training import train
+    from msalign.training import RunSpec, train
 
     get_model_class(args.model)  # fail before any data is loaded
     seeds = _seeds(args.seeds)
@@ -178,12 +178,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     model_config, train_config = _resolve(args.model, dataset, args)
     with _out_lock(args.out):  # taken before anything is printed: a refused second run says one line
         print(_summary(dataset, [args.model], args), file=sys.stderr)
-        _check_out({args.model: (Path(args.out), args.model, model_config, train_config)}, dataset, args)
-        results = train(args.model, dataset, model_config, train_config, seeds, args.out,
-                        progress=args.progress, log=lambda line: print(line, file=sys.stderr), resume=args.resume)
+        spec = RunSpec(args.model, model_config, train_config, seeds, Path(args.out), resume=args.resume)
+        _check_out({args.model: spec}, dataset, args)
+        results = train(spec, dataset, progress=args.progress, log=lambda line: print(line, file=sys.stderr))
     several = len(seeds) > 1  # "± std" only over more than one seed
     print(f"Test metrics, {f'mean ± population std over seeds {seeds}' if several else f'seed {seeds[0]}'}:")
-    _print_table({args.model: results["mean"]}, dataset.metric_set, std={args.model: results["std"]} if several else None)
+    _print_table({args.model: results.mean}, dataset.metric_set, std={args.model: results.std} if several else None)
     print(f"results: {Path(args.out) / 'results.json'}", file=sys.stderr)
     return 0
 
@@ -191,7 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from msalign import metrics
     from msalign.training.checkpoint import check_feature_spec, load_checkpoint
-    from msalign.training.data import MSADataModule, default_device
+    from msalign.training.data import default_device, eval_loader
     from msalign.training.module import predict_split
 
     model, info = load_checkpoint(args.checkpoint)
@@ -209,9 +209,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         else:
             print(format_contribution(results, metrics.headline_keys(dataset.metric_set)))
         return 0
-    data = MSADataModule(dataset, model.modalities, batch_size=64, seed=0)
     split = dataset.split(args.split)
-    loader = data._loader(args.split, shuffle=False)
+    loader = eval_loader(dataset, model.modalities, args.split)
     device = default_device()
     preds, labels = predict_split(model.to(device), loader, device)
     values = metrics.compute(preds, labels, dataset.metric_set)
@@ -225,6 +224,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from msalign.experiments.benchmark import parse_entries, run_benchmark
     from msalign.experiments.scheduling import backend_from_args
+    from msalign.training import RunSpec
 
     from msalign.models import get_model_class
 
@@ -236,14 +236,13 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     for _, name, overrides in entries:
         _check_settings_early(name, args, overrides)
     dataset = _load_dataset(args)
-    configs = {label: (name, *_resolve(name, dataset, args, extra=overrides)) for label, name, overrides in entries}
+    runs = {label: RunSpec(name, *_resolve(name, dataset, args, extra=overrides), seeds, Path(args.out) / label,
+                           resume=args.resume) for label, name, overrides in entries}
     with _out_lock(args.out):  # taken before anything is printed: a refused second run says one line
         print(_summary(dataset, [name for _, name, _ in entries], args), file=sys.stderr)
-        _check_out({label: (Path(args.out) / label, *configs[label]) for label, _, _ in entries}, dataset, args,
-                   derived_root=Path(args.out))
-        table = run_benchmark([label for label, _, _ in entries], dataset, configs, seeds, args.out,
-                              progress=args.progress, log=lambda line: print(line, file=sys.stderr),
-                              resume=args.resume, backend=backend)
+        _check_out(runs, dataset, args, derived_root=Path(args.out))
+        table = run_benchmark(runs, dataset, args.out, progress=args.progress,
+                              log=lambda line: print(line, file=sys.stderr), backend=backend)
     print(table)
     return 0
 
@@ -291,12 +290,12 @@ def _add_tune_parser(sub, run_options) -> None:
 
 
 def _check_out(runs: dict, dataset, args: argparse.Namespace, derived_root: Path | None = None) -> None:
-    """Refuses a run folder holding another run unless --overwrite (then clears it): msalign.training.overwrite."""
-    from msalign.training.overwrite import check_out_dirs
-    from msalign.training.run import run_identity
+    """Refuses a run folder holding another run unless --overwrite (then clears it): msalign.training.run_folder.
 
-    identities = {label: (folder, run_identity(name, model_config, train_config, dataset))
-                  for label, (folder, name, model_config, train_config) in runs.items()}
+    ``runs``: label -> RunSpec."""
+    from msalign.training.run_folder import check_out_dirs, run_identity
+
+    identities = {label: (run.out_dir, run_identity(run, dataset)) for label, run in runs.items()}
     check_out_dirs(identities, args.overwrite, lambda line: print(line, file=sys.stderr), derived_root)
 
 
@@ -356,8 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_backend_options(bench)
     bench.set_defaults(func=cmd_benchmark)
 
+    from msalign.cli import report
     from msalign.evaluation import profiling as profile
-    from msalign.evaluation import report
     from msalign.experiments import sweep
 
     profile.add_parser(sub, _add_dataset_options)

@@ -53,8 +53,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from msalign import config as config_module
+from msalign import metrics
+from msalign.atomic import atomic_write_text
+from msalign.config import TrainConfig, config_to_dict, parse_overrides
 from msalign.errors import MsalignError
 from msalign.experiments.scheduling import Backend, raise_for_failures, ray_session, run_trials, seed_trials
+from msalign.models import build_config, get_model_class
+from msalign.training.run import summarize_run
+from msalign.training.run_spec import RunSpec
 from msalign.models.search_space import CategoricalParam, FloatParam, IntParam, SearchSpace, apply_params, read_key
 
 STUDY_FILE = "study.db"
@@ -148,6 +155,7 @@ def dataset_key(dataset) -> str:
 # --- the space as Optuna sees it ----------------------------------------------------------------
 def distributions(space: SearchSpace) -> dict[str, Any]:
     """``{key: optuna distribution}`` in the space's order."""
+    # heavy: imported only when tuning
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     out: dict[str, Any] = {}
@@ -166,8 +174,6 @@ def distributions(space: SearchSpace) -> dict[str, Any]:
 def fixed_keys(model_config: Any, train_config: Any, overrides: list[str]) -> list[str]:
     """The ``section.name`` keys of ``--set`` overrides, resolved as config.py resolves them (a bare
     key is the model's when the model has it, else training's)."""
-    from msalign.config import parse_overrides
-
     model_keys = {f.name for f in dataclasses.fields(model_config)}
     keys = []
     for key, _ in parse_overrides(overrides):
@@ -181,8 +187,6 @@ def fixed_keys(model_config: Any, train_config: Any, overrides: list[str]) -> li
 def search_space_for(model_name: str, model_config: Any, train_config: Any, fixed: list[str] = ()) -> SearchSpace:
     """The model's declared space, minus the keys held fixed and the parameters whose ``requires``
     key is off in this configuration; every key must be a field of the configs."""
-    from msalign.models import get_model_class
-
     space = get_model_class(model_name).search_space
     if space is None:
         raise MsalignError(f"model {model_name}: declares no search space (search_space on its class)")
@@ -200,7 +204,7 @@ def _params_label(params: dict[str, Any]) -> str:
 
 
 def _sampler(seed: int, number: int, batch: int):
-    import optuna
+    import optuna  # heavy: imported only when tuning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -227,7 +231,7 @@ def _locked(out_dir: Path) -> Iterator[None]:
 
 
 def _open_study(out_dir: Path, direction: str, identity: dict[str, Any]):
-    import optuna
+    import optuna  # heavy: imported only when tuning
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(f"sqlite:///{(out_dir / STUDY_FILE).absolute()}")
@@ -263,7 +267,7 @@ def _without_keys(config: dict[str, dict[str, Any]], keys: list[str]) -> dict[st
 
 def _counted(trial) -> bool:
     """Trials that use up the budget: finished ones and ones that raised (not ones cut off)."""
-    import optuna
+    import optuna  # heavy: imported only when tuning
 
     state = trial.state
     return state == optuna.trial.TrialState.COMPLETE or (
@@ -272,7 +276,7 @@ def _counted(trial) -> bool:
 
 def _requeue_interrupted(study) -> None:
     """Trials left running by a killed tune: failed (uncounted) and their values queued again."""
-    import optuna
+    import optuna  # heavy: imported only when tuning
 
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
@@ -280,7 +284,7 @@ def _requeue_interrupted(study) -> None:
 
 
 def _record(trial) -> TrialRecord:
-    import optuna
+    import optuna  # heavy: imported only when tuning
 
     attrs = trial.user_attrs
     state = trial.state.name
@@ -296,9 +300,7 @@ def _record(trial) -> TrialRecord:
 class _Pending:
     trial: Any  # an optuna Trial, asked and not yet told
     params: dict[str, Any]
-    model_config: Any
-    train_config: Any
-    run_dir: Path
+    run: RunSpec  # the trial's configuration over the search seeds, into search/trial_<hash>
 
 
 def search(
@@ -316,8 +318,6 @@ def search(
 ):
     """Runs the search until ``settings.trials`` trials have finished (resuming ``out_dir/study.db``)
     and returns the Optuna study. Trials see :func:`validation_view` of ``dataset`` only."""
-    from msalign import metrics
-
     backend = backend or Backend()
     out_dir = Path(out_dir).absolute()
     metric, mode = metrics.selection_metric(dataset.metric_set)
@@ -345,9 +345,7 @@ def search(
 def _run_study(study, model_name, view, model_config, train_config, space, settings, out_dir, backend, log, progress,
                on_batch) -> None:
     """Asks, trains and tells trials in batches until the budget is used (see :func:`search`)."""
-    from optuna.trial import TrialState
-
-    from msalign import metrics
+    from optuna.trial import TrialState  # heavy: imported only when tuning
 
     metric, _ = metrics.selection_metric(view.metric_set)
     dists = distributions(space)
@@ -367,9 +365,9 @@ def _run_study(study, model_name, view, model_config, train_config, space, setti
                 continue
             run_dir = out_dir / SEARCH_DIR / _params_label(params)
             trial.set_user_attr("run_dir", str(run_dir.relative_to(out_dir)))
-            pending.append(_Pending(trial, params, trial_model, trial_train, run_dir))
-        jobs = [job for p in pending for job in seed_trials(f"trial {p.trial.number}", model_name, p.model_config,
-                                                            p.train_config, list(settings.search_seeds), p.run_dir)]
+            pending.append(_Pending(trial, params, RunSpec(model_name, trial_model, trial_train, settings.search_seeds,
+                                                           run_dir)))
+        jobs = [job for p in pending for job in seed_trials(f"trial {p.trial.number}", p.run)]
         done: dict[str, dict[int, Any]] = {f"trial {p.trial.number}": {} for p in pending}
         for outcome in run_trials(jobs, view, backend, log, progress):
             done[outcome.trial.label][outcome.trial.seed] = outcome
@@ -380,7 +378,7 @@ def _run_study(study, model_name, view, model_config, train_config, space, setti
                 p.trial.set_user_attr("error", f"seed {failed[0].trial.seed}: {failed[0].error}")
                 study.tell(p.trial, state=TrialState.FAIL)
                 continue
-            valid, _ = metrics.summarize([o.summary["valid"] for o in outcomes])
+            valid, _ = metrics.summarize([o.summary.valid for o in outcomes if o.summary is not None])
             value = valid.get(metric)
             if value is None or not math.isfinite(value):
                 p.trial.set_user_attr("error", f"validation {metric} is {value}")
@@ -423,8 +421,6 @@ def _digest(value: Any) -> str:
 
 
 def _config_dict(model_config: Any, train_config: Any) -> dict[str, dict[str, Any]]:
-    from msalign.config import config_to_dict
-
     return json.loads(json.dumps({"model": config_to_dict(model_config), "train": config_to_dict(train_config)}))
 
 
@@ -433,9 +429,6 @@ def tuned_sections(model_name: str, model_config: Any, train_config: Any, search
     """The config file's sections: every searched key and every key that differs from the
     dataclass defaults (runtime keys such as devices excepted), so the file alone reproduces the
     configuration whatever other files say."""
-    from msalign.config import TrainConfig
-    from msalign.models import build_config
-
     chosen = _config_dict(model_config, train_config)
     defaults = _config_dict(build_config(model_name), TrainConfig())
     sections: dict[str, dict[str, Any]] = {}
@@ -450,8 +443,6 @@ def tuned_sections(model_name: str, model_config: Any, train_config: Any, search
 
 def format_config_file(result: TuneResult, sections: dict[str, dict[str, Any]]) -> str:
     import yaml
-
-    from msalign import metrics
 
     metric, mode = result.selection["metric"], result.selection["mode"]
     best, final = result.best, result.final or {}
@@ -516,11 +507,6 @@ def tune(
 ) -> TuneResult:
     """Search on validation, train the best configuration over ``settings.seeds`` and write the
     tuned config file and its search record (see the module docstring). Returns the record."""
-    from msalign import config as config_module
-    from msalign import metrics
-    from msalign.atomic import atomic_write_text
-    from msalign.training.run import summarize_run
-
     backend = backend or Backend()
     if train_config.devices * train_config.num_nodes > 1:
         raise MsalignError(f"train.devices {train_config.devices} x train.num_nodes {train_config.num_nodes}: "
@@ -570,16 +556,14 @@ def tune(
         result.config = _config_dict(final_model, final_train)
         log(f"[tune] best trial {best.number}: valid {metric} {metrics.format_metric(metric, best.value)}; "
             f"training it over seeds {','.join(map(str, settings.seeds))}")
-        final_dir = out_dir / FINAL_DIR
-        jobs = seed_trials("final", model_name, final_model, final_train, list(settings.seeds), final_dir)
-        outcomes = list(run_trials(jobs, dataset, backend, log, progress))
+        final = RunSpec(model_name, final_model, final_train, settings.seeds, out_dir / FINAL_DIR)
+        outcomes = list(run_trials(seed_trials("final", final), dataset, backend, log, progress))
         raise_for_failures(outcomes)
-        per_seed = {o.trial.seed: o.summary for o in outcomes}
-        results = summarize_run(model_name, dataset, final_model, final_train, list(settings.seeds), final_dir,
-                                [per_seed[seed] for seed in settings.seeds])
-        valid_mean, valid_std = metrics.summarize([r["valid"] for r in results["per_seed"]])
+        per_seed = {o.trial.seed: o.summary for o in outcomes if o.summary is not None}
+        results = summarize_run(final, dataset, [per_seed[seed] for seed in settings.seeds])
+        valid_mean, valid_std = metrics.summarize([r.valid for r in results.per_seed])
         result.final = {"dir": FINAL_DIR, "valid": valid_mean, "valid_std": valid_std,
-                        "test": results["mean"], "test_std": results["std"]}
+                        "test": results.mean, "test_std": results.std}
         result.date = _now()
         text = format_config_file(result, tuned_sections(model_name, final_model, final_train, space.keys))
         atomic_write_text(config_path, text)
@@ -593,8 +577,6 @@ def tune(
 
 
 def get_space_keys(model_name: str) -> list[str]:
-    from msalign.models import get_model_class
-
     space = get_model_class(model_name).search_space
     return space.keys if space is not None else []
 
@@ -605,8 +587,6 @@ def _now() -> str:
 
 def format_result(result: TuneResult) -> str:
     """A short summary: the best trial, the chosen values and the final test metrics."""
-    from msalign import metrics
-
     metric = result.selection["metric"]
     fmt = metrics.format_metric
     lines = [f"Tuned {result.model} on {result.dataset_key}: {len(result.trials)} trials recorded "
