@@ -10,7 +10,8 @@ from msalign.errors import MsalignError, PartialResults
 from msalign.experiments.scheduling import Backend, TrialOutcome, raise_for_failures, run_trials, seed_trials
 from msalign.models import create_model, get_model_class
 from msalign.training.run import is_rank_zero, summarize_run
-from msalign.training.run_folder import TABLE_TEXT_FILE, BenchmarkTable, EntryFailure, EntrySummary, SeedSummary, write_table
+from msalign.training.run_folder import (TABLE_TEXT_FILE, BenchmarkTable, EntryFailure, EntrySummary, SeedSummary,
+                                         write_table)
 from msalign.training.run_spec import RunSpec
 
 

@@ -178,7 +178,8 @@ def run_sweep(
     try:
         raise_for_failures(outcomes)
     except MsalignError as error:
-        raise PartialResults(f"{error}; the finished points: {out_dir / SWEEP_TEXT_FILE}", format_sweep(summary)) from None
+        raise PartialResults(f"{error}; the finished points: {out_dir / SWEEP_TEXT_FILE}",
+                             format_sweep(summary)) from None
     return summary
 
 

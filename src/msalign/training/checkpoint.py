@@ -12,13 +12,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from msalign.atomic import atomic_path
+from msalign.config import update_dataclass
+from msalign.data.types import MODALITIES
 from msalign.errors import MsalignError
 from msalign.limits import check_alloc, regular_file, short_repr
-from msalign.models import MSAModel, build_config, create_model
+from msalign.models import MSAModel, build_config, create_model, get_model_class
+from msalign.models.text_tuning import rebuild_text_encoder
 
 FORMAT_VERSION = 1
 
@@ -84,9 +88,6 @@ def check_meta(info: dict[str, Any], path: str | Path) -> None:
     """Check a checkpoint's metadata against the model's config class and sane bounds before
     anything is built from it: a tampered file would otherwise build a million layers, allocate a
     384 GB weight or fail deep inside torch. Each wrong field is one line naming the file and key."""
-    from msalign.data.types import MODALITIES
-    from msalign.models import get_model_class
-
     if not isinstance(info["model"], str):
         raise _meta_error(path, "model", info["model"], "expected a model name")
     try:
@@ -138,8 +139,6 @@ def check_meta(info: dict[str, Any], path: str | Path) -> None:
 
 def _model_config(info: dict[str, Any], path: str | Path) -> Any:
     """The model's config from the metadata, coerced and range-checked (see config.check_ranges)."""
-    from msalign.config import update_dataclass
-
     try:
         where = f"checkpoint {path}: metadata key 'model_config'"
         return update_dataclass(build_config(info["model"]), info["model_config"], "model", where)
@@ -151,8 +150,6 @@ def _model_config(info: dict[str, Any], path: str | Path) -> Any:
 def _check_model_size(info: dict[str, Any], config: Any, path: str | Path) -> None:
     """Count the parameters the metadata describes on torch's meta device (no memory) and refuse a
     model larger than the weights the file holds or than the allocation limit."""
-    import torch
-
     try:
         with torch.device("meta"):
             shell = create_model(info["model"], dims=info["dims"], output_dim=info["output_dim"], config=config)
@@ -178,8 +175,6 @@ def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[
     _check_model_size(info, config, path)
     model = create_model(info["model"], dims=info["dims"], output_dim=info["output_dim"], config=config)
     if info.get("text_tuning"):  # a fine-tuned text encoder travels inside the checkpoint
-        from msalign.models.text_tuning import rebuild_text_encoder
-
         rebuild_text_encoder(model, info["text_tuning"])
     try:
         state = load_file(str(path))

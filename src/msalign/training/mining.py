@@ -4,7 +4,8 @@ model's own embeddings on a schedule, and mined samples delivered with every bat
 
 A model opts in through the hooks :class:`~msalign.models.base.MSAModel` declares: ``mining``
 (a :class:`~msalign.losses.contrastive.MiningSpec`, or None), ``mining_embedding(features, masks)
--> (B, D)`` and the ``contrast`` argument of ``forward``. The mining itself is the pure :func:`~msalign.losses.contrastive.mine_candidates`.
+-> (B, D)`` and the ``contrast`` argument of ``forward``. The mining itself is the pure
+:func:`~msalign.losses.contrastive.mine_candidates`.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from msalign.models.text_tuning import attach_text_encoder, check_text_tuning
 from msalign.training.checkpoint import save_checkpoint
 from msalign.training.data import MSADataModule
 from msalign.training.module import MSALightningModule
-from msalign.training.run_folder import (CHECKPOINT_FILE, PREDICTIONS_FILE, History, Log, RunIdentity,
+from msalign.training.run_folder import (CHECKPOINT_FILE, PREDICTIONS_FILE, History, Log,
                                          RunResults, SeedRecord, SeedSummary, SplitPredictions, finished_seed,
                                          read_run_identity, run_identity, write_history, write_predictions,
                                          write_results, write_run_identity, write_seed_record)
@@ -352,5 +352,5 @@ def train(spec: RunSpec, dataset: MultimodalDataset, progress: bool | None = Non
     return summarize_run(spec, dataset, per_seed)
 
 
-__all__ = ["RunIdentity", "RunResults", "RunSpec", "SeedResult", "SeedSummary", "check_logger", "is_rank_zero",
-           "run_seed", "summarize_run", "train", "train_seed"]
+__all__ = ["SeedResult", "check_logger", "is_rank_zero", "make_logger", "run_seed", "summarize_run", "train",
+           "train_seed"]

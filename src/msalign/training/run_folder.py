@@ -87,7 +87,8 @@ def run_identity(spec: RunSpec, dataset: MultimodalDataset) -> RunIdentity:
     """The identity of ``spec`` on ``dataset`` (its JSON form: tuples are lists, as read back from disk)."""
     train = {k: v for k, v in config_to_dict(spec.train_config).items() if k != "logger"}  # watching changes no result
     run_config = {"model": config_to_dict(spec.model_config), "train": train}
-    value = json.loads(json.dumps({"model": spec.model_name, "config": run_config, "feature_spec": dataset.feature_spec}))
+    identity = {"model": spec.model_name, "config": run_config, "feature_spec": dataset.feature_spec}
+    value = json.loads(json.dumps(identity))
     return RunIdentity(value["model"], value["config"], value["feature_spec"])
 
 
@@ -139,14 +140,6 @@ class SeedRecord:
 
 def write_seed_record(seed_folder: Path, record: SeedRecord) -> None:
     atomic_write_text(seed_folder / SEED_RESULT_FILE, record.to_json())
-
-
-def read_seed_identity(seed_folder: Path) -> tuple[bool, RunIdentity | None]:
-    """(whether ``seed_N/result.json`` is a readable JSON object, the identity it records)."""
-    value = _read_json_or_none(seed_folder / SEED_RESULT_FILE)
-    if not isinstance(value, dict):
-        return False, None
-    return True, RunIdentity.from_dict(value.get("identity"))
 
 
 def finished_seed(out_dir: str | Path, seed: int, identity: RunIdentity) -> SeedSummary | None:
@@ -468,7 +461,8 @@ def run_kind(run_dir: str | Path) -> str:
     for name, kind in ((SWEEP_FILE, "sweep"), (TABLE_FILE, "benchmark"), (RESULTS_FILE, "train")):
         if (path / name).is_file():
             return kind
-    raise MsalignError(f"RUN_DIR {path}: not a train, benchmark or sweep directory (no results.json, table.json or sweep.json)")
+    raise MsalignError(f"RUN_DIR {path}: not a train, benchmark or sweep directory "
+                       "(no results.json, table.json or sweep.json)")
 
 
 def recorded_dataset(run_dir: Path) -> tuple[str | None, str | None]:
@@ -589,9 +583,10 @@ def check_out_dirs(runs: dict[str, tuple[Path, RunIdentity]], overwrite: bool, l
 
 
 __all__ = ["BenchmarkTable", "BestPoint", "EntryFailure", "EntrySummary", "History", "PointFailure", "RunIdentity",
-           "RunResults", "SeedRecord", "SeedSummary", "Selection", "SplitPredictions", "SweepPoint", "SweepSummary",
-           "check_out_dirs", "clear_run", "finished_seed", "first_difference", "format_value", "point_label", "read_history", "read_json_object",
-           "read_predictions", "read_results", "read_run_identity", "read_sweep", "read_table", "recorded_dataset", "recorded_model",
-           "run_conflict", "run_identity", "run_kind", "seed_dir", "seed_dirs", "sweep_owner",
-           "write_history", "write_predictions", "write_results", "write_run_identity", "write_seed_record",
-           "write_sweep", "write_table"]
+           "RunResults", "SeedRecord", "SeedSummary", "Selection", "SplitPredictions", "SweepPoint",
+           "SweepSummary", "check_out_dirs", "clear_run", "finished_seed", "first_difference",
+           "format_value", "point_label", "read_history", "read_json_object", "read_predictions",
+           "read_results", "read_run_identity", "read_sweep", "read_table", "recorded_dataset",
+           "recorded_model", "run_conflict", "run_identity", "run_kind", "seed_dir", "seed_dirs",
+           "sweep_owner", "write_history", "write_predictions", "write_results", "write_run_identity",
+           "write_seed_record", "write_sweep", "write_table"]

@@ -38,4 +38,5 @@ from msalign.evaluation.report.statistics import (confusion_counts, modality_gap
 from msalign.training.run_folder import run_kind
 
 __all__ = ["FIGURE_SIZES", "FigureFile", "Report", "build_report", "confusion_counts", "modality_gap", "pca_2d",
-           "per_class_accuracy", "predict_checkpoint", "report_dataset", "run_kind", "sentiment_classes", "typical_rows"]
+           "per_class_accuracy", "predict_checkpoint", "report_dataset", "run_kind", "sentiment_classes",
+           "typical_rows"]

@@ -36,8 +36,9 @@ def train_table(report: Report, run: TrainRun) -> None:
     keys = metrics.headline_keys(run.metric_set)
     metric, _, _ = selection_label(run.metric_set)
     header = ["seed", "best epoch (0 = first)", f"valid {metric}"] + [f"test {k}" for k in keys]
-    rows = [[str(r.seed), "–" if r.best_epoch is None else str(r.best_epoch), format_metric(metric, r.valid.get(metric))]
-            + [format_metric(k, r.test.get(k)) for k in keys] for r in run.results.per_seed]
+    rows = [[str(r.seed), "–" if r.best_epoch is None else str(r.best_epoch),
+             format_metric(metric, r.valid.get(metric))] + [format_metric(k, r.test.get(k)) for k in keys]
+            for r in run.results.per_seed]
     if len(rows) > 1:
         rows.append(["mean ± std", "", format_metric(metric, valid_mean(run, metric))]
                     + [format_metric(k, run.results.mean.get(k), run.results.std.get(k)) for k in keys])
@@ -132,9 +133,10 @@ def build_benchmark_report(run_dir: Path, folder: Path, dataset: MultimodalDatas
     report = Report(f"Report: benchmark {run_dir}")
     seeds = finished[entries[0]].seeds or runs[0].seeds
     several = len(seeds) > 1  # "± std" only over more than one seed
-    report.paragraph(f"{len(entries)} models / variants on `{table.dataset or '?'}`, seeds {', '.join(map(str, seeds))}. "
-                     f"Test metrics: {'mean ± population std over seeds' if several else 'one seed'}; model selection "
-                     f"used the validation split only (valid {metric}: mean over seeds). Accuracies and F1 in %, MAE and "
+    report.paragraph(f"{len(entries)} models / variants on `{table.dataset or '?'}`, seeds "
+                     f"{', '.join(map(str, seeds))}. Test metrics: "
+                     f"{'mean ± population std over seeds' if several else 'one seed'}; model selection used the "
+                     f"validation split only (valid {metric}: mean over seeds). Accuracies and F1 in %, MAE and "
                      "Corr raw.")
     report.heading("Metrics")
     for label, error in failed.items():

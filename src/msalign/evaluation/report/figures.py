@@ -12,7 +12,8 @@ from msalign import metrics
 from msalign.atomic import atomic_path
 from msalign.evaluation.report.document import DPI, FIGURE_SIZES, FigureFile
 from msalign.evaluation.report.runs import TrainRun
-from msalign.evaluation.report.statistics import confusion_counts, modality_gap, pca_2d, per_class_accuracy, typical_rows
+from msalign.evaluation.report.statistics import (confusion_counts, modality_gap, pca_2d, per_class_accuracy,
+                                                  typical_rows)
 from msalign.training.run_folder import SweepPoint, SweepSummary, point_label
 
 STYLE = {

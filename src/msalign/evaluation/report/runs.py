@@ -101,7 +101,8 @@ def compute_representations(checkpoint: Path, dataset: MultimodalDataset,
     """``DecAlign.representations`` over a split, in eval mode: {"before"|"after": {modality: (N, d)}}."""
     model, info = _check_checkpoint(checkpoint, dataset)
     if not hasattr(model, "representations"):  # only DecAlign has before/after-alignment features
-        raise MsalignError(f"checkpoint {checkpoint}: model {info['model']} has no before/after-alignment representations")
+        raise MsalignError(f"checkpoint {checkpoint}: model {info['model']} has no before/after-alignment "
+                           "representations")
     model.eval()
     parts: dict[str, dict[str, list[np.ndarray]]] = {"before": {}, "after": {}}
     with torch.no_grad():
@@ -194,9 +195,10 @@ def report_dataset(run_dir: Path, given: str | None = None, cache_dir: str | Non
     except MsalignError as error:
         if given is not None:
             raise
-        return ReportDataset(None, True, f"the recorded dataset {spec} could not be used ({error}); pass --dataset SPEC")
+        return ReportDataset(None, True,
+                             f"the recorded dataset {spec} could not be used ({error}); pass --dataset SPEC")
     return ReportDataset(dataset, given is None)
 
 
-__all__ = ["ReportDataset", "SplitArrays", "TrainRun", "compute_representations", "load_train_run", "predict_checkpoint",
-           "report_dataset", "run_variant", "same_dataset"]
+__all__ = ["ReportDataset", "SplitArrays", "TrainRun", "compute_representations", "load_train_run",
+           "predict_checkpoint", "report_dataset", "run_variant", "same_dataset"]
