@@ -241,7 +241,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     with _out_lock(args.out):  # taken before anything is printed: a refused second run says one line
         print(_summary(dataset, [name for _, name, _ in entries], args), file=sys.stderr)
         _check_out(runs, dataset, args, derived_root=Path(args.out))
-        table = run_benchmark(runs, dataset, args.out, progress=args.progress,
+        table = run_benchmark(runs, dataset, args.out, seeds, progress=args.progress,
                               log=lambda line: print(line, file=sys.stderr), backend=backend)
     print(table)
     return 0

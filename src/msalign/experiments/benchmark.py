@@ -79,13 +79,15 @@ def run_benchmark(
     runs: dict[str, RunSpec],
     dataset: MultimodalDataset,
     out_dir: str | Path,
+    seeds: list[int],
     progress: bool | None = None,
     log=print,
     backend: Backend | None = None,
 ) -> str:
     """Trains each entry of ``runs`` (label -> its run, into ``out_dir/<label>``; finished seeds are
     skipped) and writes ``out_dir/table.md`` and ``table.json`` (test mean and population std per
-    entry). Every entry has the same seeds.
+    entry). Every entry runs ``seeds`` (given apart from the runs: the table names them even when
+    no entry is listed).
 
     Labels are as :func:`parse_entries` gives them. Every (entry, seed) is one trial on ``backend``
     (default: one after another in this process, see :mod:`msalign.experiments.scheduling`); an
@@ -97,7 +99,9 @@ def run_benchmark(
     """
     out_dir = Path(out_dir)
     models = list(runs)
-    seeds = list(runs[models[0]].seeds)
+    seeds = list(seeds)
+    if any(list(run.seeds) != seeds for run in runs.values()):
+        raise ValueError(f"run_benchmark: every entry must run seeds {seeds}")
     for run in runs.values():
         get_model_class(run.model_name)  # unknown names fail before any work
     check_entries(runs, dataset)
