@@ -309,7 +309,7 @@ def epoch_worker(args: argparse.Namespace) -> dict:
     from msalign.config import TrainConfig
     from msalign.data.types import MultimodalDataset, Split
     from msalign.models.registry import build_config
-    from msalign.training import train
+    from msalign.training import RunSpec, train
 
     scenario = SCENARIOS[args.scenario]
     rng = np.random.default_rng(0)
@@ -331,7 +331,7 @@ def epoch_worker(args: argparse.Namespace) -> dict:
                                threads=args.threads, accelerator="cpu")
     with tempfile.TemporaryDirectory() as out:
         wall, cpu = time.perf_counter(), time.process_time()
-        train("decalign", dataset, model_config, train_config, seeds=[0], out_dir=out, progress=False,
+        train(RunSpec("decalign", model_config, train_config, seeds=[0], out_dir=Path(out)), dataset, progress=False,
               log=lambda *a: None)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {
@@ -377,7 +377,7 @@ def dataset_epoch_worker(args: argparse.Namespace) -> dict:
     from msalign.config import TrainConfig
     from msalign.data import load_dataset
     from msalign.models import create_model
-    from msalign.training import train
+    from msalign.training import RunSpec, train
     from msalign.training.data import collate_rows
 
     dataset = load_dataset(args.dataset)
@@ -386,8 +386,8 @@ def dataset_epoch_worker(args: argparse.Namespace) -> dict:
                                threads=args.threads, accelerator="cpu")
     with tempfile.TemporaryDirectory() as out:
         wall, cpu = time.perf_counter(), time.process_time()
-        train("decalign", dataset, model_config, train_config, seeds=[1111], out_dir=out, progress=False,
-              log=lambda *a: None)
+        train(RunSpec("decalign", model_config, train_config, seeds=[1111], out_dir=Path(out)), dataset,
+              progress=False, log=lambda *a: None)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     split = dataset.split("train")

@@ -158,7 +158,7 @@ def train_child(folder: Path, max_train_batches: int | None, out: Path, batch_si
     from msalign.data import load_dataset
     from msalign.data.store import DiskArray
     from msalign.models import build_config
-    from msalign.training import train
+    from msalign.training import RunSpec, train
 
     read_seconds = [0.0]
     original_read = DiskArray.read_rows
@@ -228,7 +228,7 @@ def train_child(folder: Path, max_train_batches: int | None, out: Path, batch_si
         model_config, train_config = resolve_config("decalign", build_config("decalign"), (dataset.name, dataset.metric_set),
                                                     None, overrides)
         t = time.perf_counter()
-        results = train("decalign", dataset, model_config, train_config, [1111], out, progress=False,
+        results = train(RunSpec("decalign", model_config, train_config, [1111], out), dataset, progress=False,
                         log=lambda line: print(line, file=sys.stderr, flush=True))
         total_seconds = time.perf_counter() - t
     epoch = next(p for p in phases if p["phase"] == "train_epoch")
@@ -251,7 +251,7 @@ def train_child(folder: Path, max_train_batches: int | None, out: Path, batch_si
         "train_call_seconds": round(total_seconds, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "sampled_peak_mb": {k: round(v, 1) for k, v in sampler.peak.items()},
-        "test_metrics": {k: round(v, 4) for k, v in results["per_seed"][0]["test"].items()},
+        "test_metrics": {k: round(v, 4) for k, v in results.per_seed[0].test.items()},
     }
 
 

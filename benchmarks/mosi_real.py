@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from msalign.training.run_folder import RESULTS_FILE, read_results
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DATA = "../shared/data/mosi"
@@ -105,13 +107,13 @@ def group_command(rows: list[Row], out: Path, seeds: str, jobs: int) -> list[str
 
 
 def summarize(run_dir: Path) -> dict:
-    per_seed = json.loads((run_dir / "results.json").read_text())["per_seed"]
-    tests = {k: [s["test"][k] for s in per_seed] for k in KEYS}
+    per_seed = read_results(run_dir).per_seed
+    tests = {k: [s.test[k] for s in per_seed] for k in KEYS}
     return {"mean": {k: round(float(np.mean(v)), 4) for k, v in tests.items()},
             "std": {k: round(float(np.std(v)), 4) for k, v in tests.items()},
-            "valid_MAE_mean": round(float(np.mean([s["valid"]["MAE"] for s in per_seed])), 4),
-            "best_epochs": [s.get("best_epoch") for s in per_seed],
-            "seeds": [s["seed"] for s in per_seed]}
+            "valid_MAE_mean": round(float(np.mean([s.valid["MAE"] for s in per_seed])), 4),
+            "best_epochs": [s.best_epoch for s in per_seed],
+            "seeds": [s.seed for s in per_seed]}
 
 
 def cell(key: str, mean: float, std: float | None) -> str:
@@ -181,7 +183,7 @@ def main(argv: list[str]) -> None:
              "rows": old.get("rows", {}) if args.only else {}, "peers": {k: dict(v) for k, v in PEERS.items()}}
     stamp = {"revision": revision(), "date": datetime.date.today().isoformat()}
     for row in wanted:
-        if not (out / row.group / row.label / "results.json").is_file():
+        if not (out / row.group / row.label / RESULTS_FILE).is_file():
             continue
         record = summarize(out / row.group / row.label)
         table["rows"][row_key(row)] = {"label": row.label, "dataset_options": list(row.dataset_options), "note": row.note,

@@ -28,6 +28,7 @@ from msalign.evaluation.ablation import modality_contribution, train_mean
 from msalign.models import build_config, create_model
 from msalign.training import train
 from msalign.training.checkpoint import check_feature_spec
+from msalign.training import RunSpec, train
 from msalign.training.data import SplitIndex, collate_rows
 
 SPEC = "synthetic:seed=3,n_train=48,n_valid=20,n_test=24"
@@ -99,10 +100,10 @@ def test_training_on_the_store_equals_training_in_memory(memory, store_dir, tmp_
     for name, data in (("memory", memory), ("store", disk)):
         model_config, train_config = resolve_config("late_fusion", build_config("late_fusion"), (data.name, data.metric_set),
                                                     None, ["epochs=1", "batch_size=16", "threads=1", "width=16"])
-        results.append(train("late_fusion", data, model_config, train_config, seeds=[7], out_dir=tmp_path / name,
-                             progress=False, log=lambda line: None))
-    assert results[0]["per_seed"][0]["test"] == results[1]["per_seed"][0]["test"]
-    assert results[0]["per_seed"][0]["valid"] == results[1]["per_seed"][0]["valid"]
+        results.append(train(RunSpec("late_fusion", model_config, train_config, seeds=[7], out_dir=tmp_path / name),
+                             data, progress=False, log=lambda line: None))
+    assert results[0].per_seed[0].test == results[1].per_seed[0].test
+    assert results[0].per_seed[0].valid == results[1].per_seed[0].valid
 
 
 def test_modality_ablation_reads_the_store_lazily(memory, store_dir):

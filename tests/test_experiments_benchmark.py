@@ -102,10 +102,10 @@ def test_sweep_failures_keep_the_finished_points_table_and_changed_configs_need_
 
     real = run.run_seed
 
-    def flaky(model_name, dataset, model_config, *args, **kwargs):
-        if model_config.width == 16:
+    def flaky(spec, *args, **kwargs):
+        if spec.model_config.width == 16:
             raise MsalignError("this point breaks")
-        return real(model_name, dataset, model_config, *args, **kwargs)
+        return real(spec, *args, **kwargs)
 
     monkeypatch.setattr(run, "run_seed", flaky)
     out = tmp_path / "sweep"

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from msalign.experiments import scheduling as execution
+from msalign.training.run_spec import RunSpec
 from msalign.cli import main
 from msalign.data import load_dataset
 from msalign.data.types import MultimodalDataset
@@ -246,8 +248,9 @@ def test_ray_trials_dataset_put_once_failure_reported_others_match(ray_instance,
     train = TrainConfig(epochs=1, threads=1)
     model = build_config("text_only")
     model.width = 16
-    trials = [*execution.seed_trials("text_only", "text_only", model, train, [1111, 1112], tmp_path / "ray"),
-              *execution.seed_trials("broken", "text_only", model, train, [1111], tmp_path / "broken", resume=True)]
+    trials = [*execution.seed_trials("text_only", RunSpec("text_only", model, train, [1111, 1112], tmp_path / "ray")),
+              *execution.seed_trials("broken", RunSpec("text_only", model, train, [1111], tmp_path / "broken",
+                                                       resume=True))]
     _foreign_checkpoint(tmp_path / "broken", 1111)
     pickles = _count_dataset_pickles(monkeypatch)
     lines: list[str] = []
@@ -260,11 +263,11 @@ def test_ray_trials_dataset_put_once_failure_reported_others_match(ray_instance,
     with pytest.raises(MsalignError, match=r"^1 trial failed \(broken seed 1111\); first error: --resume: "):
         execution.raise_for_failures(outcomes)
 
-    here = execution.seed_trials("text_only", "text_only", model, train, [1111, 1112], tmp_path / "here")
+    here = execution.seed_trials("text_only", RunSpec("text_only", model, train, [1111, 1112], tmp_path / "here"))
     for outcome in execution.run_trials(here, dataset, execution.Backend(), lambda line: None):
         remote = by_name[outcome.trial.name]
         assert any(line.startswith(f"[text_only seed {outcome.trial.seed}] best epoch") for line in remote.log_lines)
-        _assert_same_numbers(remote.summary, outcome.summary)
+        _assert_same_numbers(remote.summary.to_dict(), outcome.summary.to_dict())
 
 
 def test_backend_ray_without_ray_installed_is_one_line(tmp_path, monkeypatch, capsys):

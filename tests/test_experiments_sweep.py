@@ -11,6 +11,7 @@ from msalign.cli import main
 from msalign.errors import MsalignError
 from msalign.experiments import sweep
 from msalign.models import build_config
+from msalign.training.run_folder import SweepPoint
 
 TINY = "synthetic:n_train=160,n_valid=48,n_test=48"
 SMALL = ["--epochs", "2", "--set", "width=16", "heads=2", "layers=1", "train.threads=1"]
@@ -50,15 +51,18 @@ def test_best_point_is_the_lowest_validation_mae(sweep_dir):
 
 
 def test_selection_ignores_the_test_split():
+    def point(label, params, valid, test):
+        return SweepPoint(label, params, label, valid, {}, test, {})
+
     points = [
-        {"label": "a", "params": {"alpha": 1}, "valid": {"MAE": 0.90}, "test": {"MAE": 0.70}},
-        {"label": "b", "params": {"alpha": 2}, "valid": {"MAE": 0.80}, "test": {"MAE": 0.99}},
-        {"label": "c", "params": {"alpha": 3}, "valid": {"MAE": 0.80}, "test": {"MAE": 0.50}},  # tie: earlier wins
+        point("a", {"alpha": 1}, {"MAE": 0.90}, {"MAE": 0.70}),
+        point("b", {"alpha": 2}, {"MAE": 0.80}, {"MAE": 0.99}),
+        point("c", {"alpha": 3}, {"MAE": 0.80}, {"MAE": 0.50}),  # tie: earlier wins
     ]
-    assert sweep.select_best(points, "MAE", "min")["label"] == "b"
-    f1 = [{"label": "a", "params": {}, "valid": {"WAF1": 0.4}, "test": {"WAF1": 0.9}},
-          {"label": "b", "params": {}, "valid": {"WAF1": 0.6}, "test": {"WAF1": 0.1}}]
-    assert sweep.select_best(f1, "WAF1", "max")["label"] == "b"
+    assert sweep.select_best(points, "MAE", "min").label == "b"
+    f1 = [point("a", {}, {"WAF1": 0.4}, {"WAF1": 0.9}),
+          point("b", {}, {"WAF1": 0.6}, {"WAF1": 0.1})]
+    assert sweep.select_best(f1, "WAF1", "max").label == "b"
 
 
 def test_second_run_trains_nothing(sweep_dir, monkeypatch, capsys):

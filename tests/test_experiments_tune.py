@@ -323,6 +323,7 @@ def test_tune_on_ray_asks_a_batch_and_scores_as_this_process_does(tmp_path, monk
 
     from msalign.experiments.scheduling import Backend
     from msalign.training.run import run_seed
+    from msalign.training.run_spec import RunSpec
 
     for key, value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION": "0.01"}.items():
         monkeypatch.setitem(os.environ, key, value)
@@ -342,6 +343,6 @@ def test_tune_on_ray_asks_a_batch_and_scores_as_this_process_does(tmp_path, monk
     assert [line.startswith("[tune ") for line in lines[:4]] == [False, False, True, True]
     for record in result.trials:
         model, train = apply_params(model_config, train_config, record.params)
-        here = run_seed("text_only", validation_view(dataset), model, train, 1111, tmp_path / "here" / str(record.number),
-                        log=_quiet)
-        assert here["valid"]["MAE"] == pytest.approx(record.value)
+        here = run_seed(RunSpec("text_only", model, train, [1111], tmp_path / "here" / str(record.number)), 1111,
+                        validation_view(dataset), log=_quiet)
+        assert here.valid["MAE"] == pytest.approx(record.value)

@@ -29,13 +29,6 @@ OPTIONAL_HEAVY = frozenset({
     "tensorboard",  # --logger tensorboard
 })
 
-# in-function imports still in files other helpers are restructuring: (file, module) pairs
-PENDING = {  # removed when H2/H3 merge
-    ("data/text_encoder.py", "torch"), ("data/text_encoder.py", "tqdm"),
-    ("evaluation/report.py", "msalign"), ("evaluation/report.py", "torch"), ("extract/pipeline.py", "tqdm"), ("inference/predict.py", "torch"),
-    ("training/checkpoint.py", "msalign"), ("training/checkpoint.py", "torch"), ("training/module.py", "msalign"),
-    ("training/run.py", "lightning"),
-}
 # in-function imports with a reason of their own
 ALLOWED = {
     ("limits.py", "numpy"),  # numpy's private .npy 3.0 header reader, whose module moves between numpy versions
@@ -61,7 +54,7 @@ def test_no_import_inside_a_function_but_optional_heavy_ones():
     for path in sorted(PACKAGE.rglob("*.py")):
         name = path.relative_to(PACKAGE).as_posix()
         for line, module in _in_function_imports(path):
-            if module in sys.stdlib_module_names or module in OPTIONAL_HEAVY or (name, module) in PENDING | ALLOWED:
+            if module in sys.stdlib_module_names or module in OPTIONAL_HEAVY or (name, module) in ALLOWED:
                 continue
             why = "a cycle dodge: import it at the top" if module == "msalign" else "not an optional heavy dependency"
             bad.append(f"{name}:{line}: {module} ({why})")

@@ -233,16 +233,16 @@ def test_training_with_a_zero_modality_has_no_nan(model, tmp_path):
     from msalign.config import TrainConfig
     from msalign.data.synthetic import generate_synthetic
     from msalign.models import build_config
-    from msalign.training import train
+    from msalign.training import RunSpec, train
 
     dataset = generate_synthetic(n_train=64, n_valid=24, n_test=24)
     for split in dataset.splits.values():
         split.features["audio"][:] = 0  # no audio at all (e.g. a silent or missing track)
-    results = train(model, dataset, build_config(model), TrainConfig(epochs=2, threads=1, batch_size=16), [1111],
-                    tmp_path, log=lambda line: None)
+    results = train(RunSpec(model, build_config(model), TrainConfig(epochs=2, threads=1, batch_size=16), [1111],
+                            tmp_path), dataset, log=lambda line: None)
     history = __import__("json").loads((tmp_path / "seed_1111" / "history.json").read_text())
     assert len(history) == 2
     for row in history:
         assert all(np.isfinite(v) for v in row.values()), row
     for split in ("valid", "test"):
-        assert all(np.isfinite(v) for v in results["per_seed"][0][split].values())
+        assert all(np.isfinite(v) for v in getattr(results.per_seed[0], split).values())

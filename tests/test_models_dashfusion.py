@@ -18,7 +18,7 @@ from msalign.models import create_model
 from msalign.models.base import task_loss
 from msalign.models.dashfusion import FUSIONS, BottleneckFusion
 from msalign.models.registry import build_config
-from msalign.training import train
+from msalign.training import RunSpec, train
 from msalign.training.data import collate_rows
 from msalign.training.mining import HardNegativeSampler
 
@@ -220,19 +220,19 @@ def test_sampler_refresh_schedule(data):
 def test_train_end_to_end_with_sampler(data, tmp_path):
     model_config = build_config("dashfusion", TINY)
     train_config = TrainConfig(epochs=2, batch_size=16, lr=1e-3, patience=2, threads=1, accelerator="cpu")
-    results = train("dashfusion", data, model_config, train_config, seeds=[0], out_dir=tmp_path, progress=False,
-                    log=lambda *a: None)
+    results = train(RunSpec("dashfusion", model_config, train_config, seeds=[0], out_dir=tmp_path), data,
+                    progress=False, log=lambda *a: None)
     history = json.loads((tmp_path / "seed_0" / "history.json").read_text())
     assert {"train/task", "train/contrastive", "diag/scl_aligned", "diag/semantic_audio"} <= set(history[0])
-    assert np.isfinite(results["mean"]["MAE"])
+    assert np.isfinite(results.mean["MAE"])
 
 
 def test_same_seed_same_results(data, tmp_path):
     model_config = build_config("dashfusion", TINY)
     train_config = TrainConfig(epochs=1, batch_size=16, lr=1e-3, patience=2, threads=1, accelerator="cpu")
-    first = train("dashfusion", data, model_config, train_config, [3], tmp_path / "a", False, lambda *a: None)
-    second = train("dashfusion", data, model_config, train_config, [3], tmp_path / "b", False, lambda *a: None)
-    assert first["mean"] == second["mean"]
+    first = train(RunSpec("dashfusion", model_config, train_config, [3], tmp_path / "a"), data, False, lambda *a: None)
+    second = train(RunSpec("dashfusion", model_config, train_config, [3], tmp_path / "b"), data, False, lambda *a: None)
+    assert first.mean == second.mean
 
 
 CLI_VARIANTS = ["fusion=hbf", "fusion=bf", "fusion=ca", "fusion=concat_sa", "fusion=concat", "temporal=false",

@@ -26,7 +26,7 @@ from msalign.models.attention import (
 )
 from msalign.models.base import task_loss
 from msalign.models.registry import build_config
-from msalign.training import train
+from msalign.training import RunSpec, train
 from msalign.training.data import collate_rows
 
 TINY = {"width": 16, "heads": 4, "layers": 1}
@@ -389,8 +389,8 @@ def test_encoder_ignores_padded_keys_and_queries():
 def test_train_end_to_end_writes_results(data, tmp_path):
     model_config = build_config("decalign", {**TINY, "num_prototypes": 3})
     train_config = TrainConfig(epochs=2, batch_size=16, lr=1e-3, patience=2, threads=1, accelerator="cpu")
-    results = train("decalign", data, model_config, train_config, seeds=[0], out_dir=tmp_path, progress=False,
-                    log=lambda *a: None)
+    results = train(RunSpec("decalign", model_config, train_config, seeds=[0], out_dir=tmp_path), data,
+                    progress=False, log=lambda *a: None)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["model"] == "decalign" and saved["seeds"] == [0]
     assert saved["config"]["model"]["width"] == 16
@@ -398,7 +398,7 @@ def test_train_end_to_end_writes_results(data, tmp_path):
     assert seed["epochs_run"] == 2 and np.isfinite(seed["test"]["MAE"])
     history = json.loads((tmp_path / "seed_0" / "history.json").read_text())
     assert {"train/dec", "train/hete", "train/homo", "train/task"} <= set(history[0])
-    assert results["mean"] == seed["test"]
+    assert results.mean == seed["test"]
 
 
 def test_attention_dropout_still_trains(data):

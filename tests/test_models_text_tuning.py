@@ -18,6 +18,7 @@ from msalign.models import build_config, create_model
 from msalign.models.text_tuning import attach_text_encoder, model_inputs
 from msalign.training import train
 from msalign.training.checkpoint import load_checkpoint
+from msalign.training import RunSpec, train
 from msalign.training.data import collate_rows
 from msalign.training.module import MSALightningModule, predict_split
 
@@ -52,7 +53,7 @@ def test_finetuning_trains_the_encoder_and_travels_in_the_checkpoint(folder, tmp
     model_config = build_config("text_only", {"width": 16})
     train_config = TrainConfig(epochs=1, batch_size=6, lr=1e-3, threads=1, accelerator="cpu",
                                finetune_text=True, text_lr=1e-3)
-    results = train("text_only", dataset, model_config, train_config, [0], tmp_path, False, lambda *a: None)
+    results = train(RunSpec("text_only", model_config, train_config, [0], tmp_path), dataset, False, lambda *a: None)
     model, info = load_checkpoint(tmp_path / "seed_0" / "model.safetensors")
     assert info["text_tuning"]["encoder"] == "minilm" and model.text_encoder is not None
     frozen = TextEncoder("minilm", cache=False)
@@ -61,11 +62,11 @@ def test_finetuning_trains_the_encoder_and_travels_in_the_checkpoint(folder, tmp
     assert not torch.allclose(tuned_weight, frozen._model.embeddings.word_embeddings.weight)
     # the reloaded checkpoint scores the test split exactly as the run did
     from msalign import metrics
-    from msalign.training.data import MSADataModule
+    from msalign.training.data import eval_loader
 
-    loader = MSADataModule(dataset, model.modalities, 64, 0)._loader("test", shuffle=False)
+    loader = eval_loader(dataset, model.modalities, "test")
     preds, labels = predict_split(model, loader, "cpu")
-    assert metrics.compute(preds, labels, dataset.metric_set)["MAE"] == pytest.approx(results["mean"]["MAE"], abs=1e-6)
+    assert metrics.compute(preds, labels, dataset.metric_set)["MAE"] == pytest.approx(results.mean["MAE"], abs=1e-6)
 
 
 def test_text_encoder_gets_its_own_learning_rate(folder):

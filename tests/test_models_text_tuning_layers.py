@@ -20,6 +20,9 @@ from msalign.models.text_tuning import (
 from msalign.training import train
 from msalign.training.checkpoint import load_checkpoint
 from msalign.training.data import MSADataModule, collate_rows
+from msalign.models.text_tuning import TopLayersTextEncoder, TunedTextEncoder, attach_text_encoder, model_inputs
+from msalign.training import RunSpec, train
+from msalign.training.data import collate_rows, eval_loader
 from msalign.training.module import MSALightningModule, predict_split
 
 WORDS = ["great", "awful", "fine", "boring", "lovely", "bad", "superb", "dull", "the", "movie", "was", "really",
@@ -175,8 +178,8 @@ def test_tuned_layers_train_and_travel_in_the_checkpoint(folder, tmp_path, monke
     dataset = _load(folder)
     train_config = TrainConfig(epochs=2, batch_size=6, lr=1e-3, threads=1, accelerator="cpu", finetune_layers=2,
                                text_lr=1e-2)
-    results = train("text_only", dataset, build_config("text_only", {"width": 16}), train_config, [0], tmp_path,
-                    False, lambda *a: None)
+    results = train(RunSpec("text_only", build_config("text_only", {"width": 16}), train_config, [0], tmp_path),
+                    dataset, False, lambda *a: None)
     model, info = load_checkpoint(tmp_path / "seed_0" / "model.safetensors")
     meta = info["text_tuning"]
     assert meta["finetune_layers"] == 2 and meta["identity"] == dataset.feature_spec.to_json()["modalities"]["text"]["encoder"]
@@ -192,9 +195,9 @@ def test_tuned_layers_train_and_travel_in_the_checkpoint(folder, tmp_path, monke
     # reloaded, it runs the frozen lower layers on the text it is given and scores as the run did
     from msalign import metrics
 
-    loader = MSADataModule(dataset, model.modalities, 64, 0)._loader("test", shuffle=False)
+    loader = eval_loader(dataset, model.modalities, "test")
     preds, labels = predict_split(model, loader, "cpu")
-    assert metrics.compute(preds, labels, dataset.metric_set)["MAE"] == pytest.approx(results["mean"]["MAE"], abs=1e-6)
+    assert metrics.compute(preds, labels, dataset.metric_set)["MAE"] == pytest.approx(results.mean["MAE"], abs=1e-6)
     # msalign predict on a new clip: frozen lower layers, then the tuned top layers, on its transcript
     from types import SimpleNamespace
 

@@ -22,6 +22,7 @@ from msalign.models.registry import build_config
 from msalign.models.textalign import straight_through_top_k
 from msalign.training import train
 from msalign.training.checkpoint import read_checkpoint_meta
+from msalign.training import RunSpec, train
 from msalign.training.data import collate_rows
 
 TINY = {"width": 16, "heads": 4, "head_hidden": 16, "top_k": 5}
@@ -173,9 +174,9 @@ def test_textalign_and_its_ablations_train_on_synthetic(data, name, tmp_path):
     torch.set_num_threads(1)
     model_config = build_config("textalign", {**TINY, **ABLATIONS[name]})
     train_config = TrainConfig(epochs=2, batch_size=16, lr=1e-3, patience=2, threads=1, accelerator="cpu")
-    results = train("textalign", data, model_config, train_config, seeds=[0], out_dir=tmp_path, progress=False,
-                    log=lambda *a: None)
-    assert np.isfinite(results["mean"]["MAE"])
+    results = train(RunSpec("textalign", model_config, train_config, seeds=[0], out_dir=tmp_path), data,
+                    progress=False, log=lambda *a: None)
+    assert np.isfinite(results.mean["MAE"])
     history = json.loads((tmp_path / "seed_0" / "history.json").read_text())
     assert ("train/uniformity" in history[0]) == model_config.uniformity
     assert ("diag/selected_fraction" in history[0]) == model_config.token_selection
@@ -185,8 +186,8 @@ def test_textalign_classification(tmp_path):
     data = generate_synthetic(seed=1, n_train=64, n_valid=24, n_test=24, task="classification", num_classes=3)
     model_config = build_config("textalign", TINY)
     train_config = TrainConfig(epochs=1, batch_size=16, threads=1, accelerator="cpu")
-    results = train("textalign", data, model_config, train_config, seeds=[0], out_dir=tmp_path, progress=False,
-                    log=lambda *a: None)
-    assert 0 <= results["mean"]["WAcc"] <= 1
-    assert {"WAcc", "WAF1"} <= set(results["mean"])  # scored as classification
+    results = train(RunSpec("textalign", model_config, train_config, seeds=[0], out_dir=tmp_path), data,
+                    progress=False, log=lambda *a: None)
+    assert 0 <= results.mean["WAcc"] <= 1
+    assert {"WAcc", "WAF1"} <= set(results.mean)  # scored as classification
     assert read_checkpoint_meta(tmp_path / "seed_0" / "model.safetensors")["output_dim"] == 3  # a 3-class head

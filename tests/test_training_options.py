@@ -11,6 +11,7 @@ from msalign.models import build_config, create_model
 from msalign.models.base import task_loss
 from msalign.training.data import collate_rows
 from msalign.training.module import MSALightningModule
+from msalign.training.run_spec import RunSpec
 
 SMALL = "synthetic:n_train=24,n_valid=8,n_test=8"
 
@@ -77,6 +78,6 @@ def test_accumulation_and_clipping_reach_lightning(monkeypatch, tmp_path):
     dataset = load_dataset(SMALL)
     train = TrainConfig(accumulate_batches=3, grad_clip=0.6, grad_clip_algorithm="value", threads=1)
     with pytest.raises(RuntimeError, match="stop before fitting"):
-        run.train_seed("late_fusion", build_config("late_fusion", {}), train, dataset, 1111, tmp_path)
+        run.train_seed(RunSpec("late_fusion", build_config("late_fusion", {}), train, [1111], tmp_path), 1111, dataset)
     assert seen["accumulate_grad_batches"] == 3
     assert seen["gradient_clip_val"] == pytest.approx(0.6) and seen["gradient_clip_algorithm"] == "value"

@@ -84,11 +84,11 @@ def test_benchmark_killed_midway_does_not_redo_finished_runs(tmp_path, monkeypat
     trained = []
     original = run.train_seed
 
-    def counting(model_name, *args, **kwargs):
-        trained.append((model_name, args[3]))
+    def counting(spec, seed, *args, **kwargs):
+        trained.append((spec.model_name, seed))
         if len(trained) == 3 and kill:
             raise KeyboardInterrupt  # the third (model, seed) pair is cut off
-        return original(model_name, *args, **kwargs)
+        return original(spec, seed, *args, **kwargs)
 
     monkeypatch.setattr(run, "train_seed", counting)
     args = ["benchmark", "--models", "text_only,late_fusion", "--dataset", TINY, "--seeds", "1111,1112", "--epochs", "1",

@@ -1,6 +1,6 @@
 """Evaluation metrics, numerically matching MMSA 2.2.1 (``metricsTop``) and DecAlign.
 
-``compute(preds, truth, dataset)`` returns a flat ``{name: float}`` dict, every value
+``compute(preds, truth, metric_set)`` returns a flat ``{name: float}`` dict, every value
 rounded to 4 decimals as the peer code does. Regression inputs are cast to float32
 before anything else, because the peers evaluate float32 tensors: thresholds such as
 SIMS's ``-0.7`` / ``0.1`` bucket edges and ``np.round`` of ``x.5`` values are then
@@ -32,7 +32,7 @@ _HEADLINE = {
 _RAW_KEYS = ("MAE", "Corr", "loss")
 
 
-def _dataset(name: str) -> str:
+def _metric_set(name: str) -> str:
     key = str(name).lower()
     if key not in METRIC_SETS:
         raise MsalignError(f"unknown metric set {name!r}; expected one of {', '.join(METRIC_SETS)}")
@@ -102,6 +102,16 @@ def _bucket(x: np.ndarray, edges: Sequence[float]) -> np.ndarray:
     return out
 
 
+def sims_classes(scores: np.ndarray, classes: int = 5) -> np.ndarray:
+    """SIMS class index per score, as ``Mult_acc_<classes>`` buckets the clipped score (classes 2, 3 or 5)."""
+    return _bucket(np.clip(scores, -1.0, 1.0), _SIMS_EDGES[classes])
+
+
+def is_raw(key: str) -> bool:
+    """Whether a metric is shown as it is (MAE, Corr, loss) rather than as a percentage."""
+    return key in _RAW_KEYS
+
+
 def _sims(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
     """SIMS: clip to [-1, 1], bucket into 2/3/5 classes; weighted F1 on 2; MAE/Corr on clipped."""
     p, t = np.clip(p, -1.0, 1.0), np.clip(t, -1.0, 1.0)
@@ -128,9 +138,10 @@ def _iemocap(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {"WAcc": acc, "WAF1": f1, "Acc": acc, "F1_score": f1}
 
 
-def compute(preds: Any, truth: Any, dataset: str) -> dict[str, float]:
-    """Metrics for one evaluation. preds: scores (N,) or IEMOCAP logits (N, 6); truth: scores or int labels."""
-    ds = _dataset(dataset)
+def compute(preds: Any, truth: Any, metric_set: str) -> dict[str, float]:
+    """Metrics for one evaluation with ``metric_set`` (mosi, mosei, sims or iemocap). preds: scores (N,) or
+    IEMOCAP logits (N, 6); truth: scores or int labels."""
+    ds = _metric_set(metric_set)
     p, t = _to_numpy(preds, "preds"), _to_numpy(truth, "truth")
     n_p = p.shape[0] if ds == "iemocap" and p.ndim == 2 else p.size
     if n_p != t.size:
@@ -143,14 +154,14 @@ def compute(preds: Any, truth: Any, dataset: str) -> dict[str, float]:
     return _sims(p, t) if ds == "sims" else _mosi(p, t)
 
 
-def selection_metric(dataset: str) -> tuple[str, str]:
+def selection_metric(metric_set: str) -> tuple[str, str]:
     """Validation metric for early stopping / model selection, and its mode."""
-    return ("WAF1", "max") if _dataset(dataset) == "iemocap" else ("MAE", "min")
+    return ("WAF1", "max") if _metric_set(metric_set) == "iemocap" else ("MAE", "min")
 
 
-def headline_keys(dataset: str) -> list[str]:
-    """The usual table columns for a dataset."""
-    ds = _dataset(dataset)
+def headline_keys(metric_set: str) -> list[str]:
+    """The usual table columns for a metric set."""
+    ds = _metric_set(metric_set)
     return list(_HEADLINE["mosi" if ds == "mosei" else ds])
 
 
@@ -167,7 +178,7 @@ def format_metric(key: str, value: float | None, std: float | None = None) -> st
     """One cell: accuracy / F1 as a percentage (2 dp), MAE / Corr raw (3 dp), ``–`` when missing."""
     if value is None:
         return "–"
-    raw = key in _RAW_KEYS
+    raw = is_raw(key)
     text = f"{value:.3f}" if raw else f"{100 * value:.2f}"
     if std is not None:
         text += f" ± {std:.3f}" if raw else f" ± {100 * std:.2f}"

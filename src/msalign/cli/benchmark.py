@@ -23,7 +23,7 @@ from msalign.cli.options import (
 from msalign.config import parse_seeds
 from msalign.experiments.benchmark import parse_entries, run_benchmark
 from msalign.models import get_model_class
-from msalign.training.overwrite import PlannedRun
+from msalign.training.run_spec import RunSpec
 
 DEFAULT_MODELS = ("text_only", "late_fusion", "mult", "decalign")
 
@@ -54,13 +54,12 @@ def run(args: argparse.Namespace) -> int:
     for entry in entries:
         check_settings_early(entry.model_name, args, entry.overrides)
     dataset = load_dataset(args)
-    configs = {entry.label: (entry.model_name, *resolve(entry.model_name, dataset, args, extra=entry.overrides))
-               for entry in entries}
+    runs = {entry.label: RunSpec(entry.model_name, *resolve(entry.model_name, dataset, args, extra=entry.overrides),
+                                 seeds, Path(args.out) / entry.label, resume=args.resume) for entry in entries}
     with run_dir_lock(args.out):  # taken before anything is printed: a refused second run says one line
         print(summary(dataset, [entry.model_name for entry in entries], args), file=sys.stderr)
-        check_runs({label: PlannedRun(Path(args.out) / label, *configs[label]) for label in configs}, dataset, args,
-                   derived_root=Path(args.out))
-        table = run_benchmark(list(configs), dataset, configs, seeds, args.out, progress=args.progress,
-                              log=log_to_stderr, resume=args.resume, backend=backend)
+        check_runs(runs, dataset, args, derived_root=Path(args.out))
+        table = run_benchmark(runs, dataset, args.out, seeds, progress=args.progress, log=log_to_stderr,
+                              backend=backend)
     print(table)
     return 0

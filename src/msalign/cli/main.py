@@ -13,9 +13,21 @@ import sys
 
 from msalign import __version__
 from msalign.atomic import process_rank
-from msalign.cli import benchmark, convert, describe, evaluate, extract, models, predict, profile, sweep, train, tune
+from msalign.cli import (
+    benchmark,
+    convert,
+    describe,
+    evaluate,
+    extract,
+    models,
+    predict,
+    profile,
+    report,
+    sweep,
+    train,
+    tune,
+)
 from msalign.errors import MsalignError, PartialResults
-from msalign.evaluation import report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,10 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msalign", description="Multimodal sentiment analysis with cross-modal alignment")
     parser.add_argument("--version", action="version", version=f"msalign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (models, train, evaluate, benchmark, profile, sweep, tune, convert):
-        command.add_parser(sub)
-    report.add_parser(sub)
-    for command in (extract, predict, describe):
+    for command in (models, train, evaluate, benchmark, profile, sweep, tune, convert, report, extract, predict, describe):
         command.add_parser(sub)
     return parser
 

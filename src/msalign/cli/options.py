@@ -16,8 +16,9 @@ from msalign.data.options import DatasetOptions, config_keys_for_spec, load_data
 from msalign.data.types import MultimodalDataset
 from msalign.experiments.scheduling import BACKENDS, Backend, import_ray
 from msalign.models import build_config
-from msalign.training.overwrite import PlannedRun, check_planned_runs
 from msalign.training.run import check_logger
+from msalign.training.run_folder import check_planned_runs
+from msalign.training.run_spec import RunSpec
 
 CACHE_DIR_HELP = "text-feature cache (default $MSALIGN_CACHE or ~/.cache/msalign)"
 
@@ -155,7 +156,7 @@ def add_out_options(parser: argparse.ArgumentParser, resume_help: str | None, ov
     parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
 
 
-def check_runs(runs: Mapping[str, PlannedRun], dataset: MultimodalDataset, args: argparse.Namespace,
+def check_runs(runs: Mapping[str, RunSpec], dataset: MultimodalDataset, args: argparse.Namespace,
                derived_root: Path | None = None) -> None:
     """Refuses a run folder holding another run unless --overwrite (then clears it)."""
     check_planned_runs(runs, dataset, args.overwrite, log_to_stderr, derived_root)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -25,13 +24,12 @@ from msalign.experiments.sweep import (
     SWEEP_FILE,
     check_grid,
     format_sweep,
-    grid_points,
     parse_grid,
-    point_label,
+    point_runs,
     run_sweep,
 )
 from msalign.models import build_config, get_model_class
-from msalign.training.overwrite import PlannedRun
+from msalign.training.run_spec import RunSpec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,15 +57,13 @@ def run(args: argparse.Namespace) -> int:
     grid = check_grid(args.model, build_config(args.model), parse_grid(args.grid), check_points=False)
     dataset = load_dataset(args)
     model_config, train_config = resolve(args.model, dataset, args)
+    spec = RunSpec(args.model, model_config, train_config, seeds, Path(args.out))
     with run_dir_lock(args.out):  # one sweep per --out at a time; taken before anything is printed
         print(summary(dataset, [args.model], args), file=sys.stderr)
         # a point's folder holding seeds of another configuration: refused unless --overwrite
-        check_runs({point_label(params): PlannedRun(Path(args.out) / point_label(params), args.model,
-                                                    dataclasses.replace(model_config, **params), train_config)
-                    for params in grid_points(check_grid(args.model, model_config, grid))}, dataset, args,
+        check_runs(point_runs(spec, check_grid(args.model, model_config, grid)), dataset, args,
                    derived_root=Path(args.out))
-        result = run_sweep(args.model, dataset, model_config, train_config, grid, seeds, args.out,
-                           progress=args.progress, log=log_to_stderr, backend=backend)
+        result = run_sweep(spec, grid, dataset, progress=args.progress, log=log_to_stderr, backend=backend)
     print(format_sweep(result))
     print(f"sweep: {Path(args.out) / SWEEP_FILE}", file=sys.stderr)
     return 0

@@ -22,8 +22,7 @@ from msalign.cli.options import (
 from msalign.config import parse_seeds
 from msalign.errors import MsalignError
 from msalign.models import get_model_class
-from msalign.training import train
-from msalign.training.overwrite import PlannedRun
+from msalign.training import RunSpec, train
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -51,11 +50,11 @@ def run(args: argparse.Namespace) -> int:
     model_config, train_config = resolve(args.model, dataset, args)
     with run_dir_lock(args.out):  # taken before anything is printed: a refused second run says one line
         print(summary(dataset, [args.model], args), file=sys.stderr)
-        check_runs({args.model: PlannedRun(Path(args.out), args.model, model_config, train_config)}, dataset, args)
-        results = train(args.model, dataset, model_config, train_config, seeds, args.out,
-                        progress=args.progress, log=log_to_stderr, resume=args.resume)
+        spec = RunSpec(args.model, model_config, train_config, seeds, Path(args.out), resume=args.resume)
+        check_runs({args.model: spec}, dataset, args)
+        results = train(spec, dataset, progress=args.progress, log=log_to_stderr)
     several = len(seeds) > 1  # "± std" only over more than one seed
     print(f"Test metrics, {f'mean ± population std over seeds {seeds}' if several else f'seed {seeds[0]}'}:")
-    print_table({args.model: results["mean"]}, dataset.metric_set, std={args.model: results["std"]} if several else None)
+    print_table({args.model: results.mean}, dataset.metric_set, std={args.model: results.std} if several else None)
     print(f"results: {Path(args.out) / 'results.json'}", file=sys.stderr)
     return 0

@@ -68,8 +68,14 @@ from msalign.data.feature_spec import DescriptionsUsed, FeatureSpec, LoadOptions
 from msalign.data.group_norm import DEFAULT_STRENGTH, fit_prior, resolve_modalities, standardize_groups
 from msalign.data.text_encoder import TextEncoder
 from msalign.data.types import MODALITIES, SPLITS, MetricSet, MultimodalDataset, Split, Task
-from msalign.data.validate import (drop_empty_clips, first_nonfinite, infer_metric_set, trailing_lengths,
-                                   validate_dataset, zero_padding)
+from msalign.data.validate import (
+    drop_empty_clips,
+    first_nonfinite,
+    infer_metric_set,
+    trailing_lengths,
+    validate_dataset,
+    zero_padding,
+)
 from msalign.errors import MsalignError
 from msalign.limits import check_npz, regular_file, short_repr
 

@@ -34,12 +34,13 @@ from typing import Any
 
 import numpy as np
 
+from msalign.data import safe_pickle
 from msalign.data.feature_spec import FeatureSpec, ModalitySpec
 from msalign.data.types import MODALITIES, SPLITS, MetricSet, MultimodalDataset, Split
 from msalign.data.validate import infer_metric_set, trailing_lengths, validate_dataset, zero_padding
-from msalign.data import safe_pickle
 from msalign.errors import MsalignError
 from msalign.limits import short_repr
+
 
 def read_pickle(path: str | Path) -> Any:
     """Read ``path`` with :mod:`msalign.data.safe_pickle` (no code runs, numpy is never handed a

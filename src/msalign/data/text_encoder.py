@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from msalign.errors import MsalignError
@@ -171,8 +172,6 @@ def text_key(text: str) -> str:
 
 def encoder_layers(model: Any, name: str) -> Any:
     """The encoder's list of transformer layers (``model.encoder.layer``: BERT, MiniLM, MPNet, RoBERTa, ...)."""
-    import torch  # heavy: only when a model runs (importing msalign.data stays light)
-
     layers = getattr(getattr(model, "encoder", None), "layer", None)
     if not isinstance(layers, torch.nn.ModuleList):
         raise MsalignError(f"text encoder {name!r}: {type(model).__name__} has no encoder.layer list; "
@@ -199,8 +198,6 @@ def _load_model(name: str, path: str, device: str, layers: int | None = None) ->
         if bar_was_on:
             hf_logging.enable_progress_bar()
     if layers is not None:
-        import torch  # heavy: only when a model runs
-
         # BERT-like encoders return the last layer's output as it is (post-norm, no final norm), so
         # the truncated model's last_hidden_state is the hidden state after ``layers`` layers
         model.encoder.layer = torch.nn.ModuleList(encoder_layers(model, name)[:layers])
@@ -259,7 +256,6 @@ class TextEncoder:
     @property
     def device(self) -> str:
         if self._device is None:
-            import torch  # heavy: only when a model runs
 
             self._device = "cuda" if torch.cuda.is_available() else "cpu"
         return self._device
@@ -277,7 +273,6 @@ class TextEncoder:
 
     def _encode_batch(self, texts: list[str]) -> list[np.ndarray]:
         """Run the model on one batch; returns each text's (length, D) token vectors."""
-        import torch  # heavy: only when a model runs
 
         self._load()
         inputs = self._tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")

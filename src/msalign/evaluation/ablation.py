@@ -22,7 +22,7 @@ import torch
 from msalign import metrics
 from msalign.data.types import MultimodalDataset, Split
 from msalign.errors import MsalignError
-from msalign.training.data import MSADataModule
+from msalign.training.data import eval_loader
 from msalign.training.module import predict_split
 
 
@@ -117,7 +117,7 @@ def modality_contribution(model: torch.nn.Module, dataset: MultimodalDataset, sp
     def score(candidate: Split) -> dict[str, float]:
         swapped = MultimodalDataset(dataset.name, {**dataset.splits, split: candidate}, dataset.metric_set,
                                     dataset.task, dataset.num_classes, dataset.source, dataset.feature_spec)
-        loader = MSADataModule(swapped, model.modalities, 64, 0)._loader(split, shuffle=False)
+        loader = eval_loader(swapped, model.modalities, split)
         preds, labels = predict_split(model, loader, device)
         return metrics.compute(preds, labels, dataset.metric_set)
 

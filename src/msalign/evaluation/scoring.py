@@ -15,7 +15,7 @@ from msalign import metrics
 from msalign.data.options import DatasetOptions, load_dataset_from_options
 from msalign.evaluation.ablation import modality_contribution
 from msalign.training.checkpoint import check_feature_spec, checkpoint_feature_spec, load_checkpoint
-from msalign.training.data import MSADataModule, default_device
+from msalign.training.data import default_device, eval_loader
 from msalign.training.module import predict_split
 
 
@@ -56,8 +56,7 @@ def evaluate_checkpoint(request: EvaluationRequest) -> EvaluationResult:
                   metric_set=dataset.metric_set, n=len(split))
     if request.modality_ablation:
         return EvaluationResult(**common, contribution=modality_contribution(model, dataset, request.split))
-    data = MSADataModule(dataset, model.modalities, batch_size=64, seed=0)
-    loader = data._loader(request.split, shuffle=False)
+    loader = eval_loader(dataset, model.modalities, request.split)
     device = default_device()
     preds, labels = predict_split(model.to(device), loader, device)
     return EvaluationResult(**common, metrics=metrics.compute(preds, labels, dataset.metric_set))

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from msalign import metrics
-from msalign.atomic import atomic_write_text
 from msalign.config import parse_key_values
 from msalign.data.types import MultimodalDataset
 from msalign.errors import MsalignError, PartialResults
-from msalign.experiments.scheduling import Backend, raise_for_failures, run_trials, seed_trials
+from msalign.experiments.scheduling import Backend, TrialOutcome, raise_for_failures, run_trials, seed_trials
 from msalign.limits import short_repr
 from msalign.models import create_model, get_model_class
 from msalign.training.run import is_rank_zero, summarize_run
+from msalign.training.run_folder import (
+    TABLE_TEXT_FILE,
+    BenchmarkTable,
+    EntryFailure,
+    EntrySummary,
+    SeedSummary,
+    write_table,
+)
+from msalign.training.run_spec import RunSpec
 
 
 @dataclass(frozen=True)
@@ -69,82 +75,80 @@ def _check_label(entry: str) -> None:
                            "characters or be '.'/'..' (it names a folder inside --out)")
 
 
-def check_entries(configs: dict[str, tuple[Any, Any, Any]], dataset: MultimodalDataset) -> None:
+def check_entries(runs: dict[str, RunSpec], dataset: MultimodalDataset) -> None:
     """Every entry's modalities and config against the dataset, before any training: each model is
     built once at the dataset's feature widths (cheap; no data passes through it)."""
-    for label, (model_name, model_config, _) in configs.items():
+    for label, run in runs.items():
         try:
-            create_model(model_name, dataset.dims, dataset.output_dim, config=model_config)
+            create_model(run.model_name, dataset.dims, dataset.output_dim, config=run.model_config)
         except MsalignError as error:
             raise MsalignError(f"--models entry {label!r} on {dataset.source or dataset.name}: {error}") from None
 
 
 def run_benchmark(
-    models: list[str],
+    runs: dict[str, RunSpec],
     dataset: MultimodalDataset,
-    configs: dict[str, tuple[Any, Any]],
-    seeds: list[int],
     out_dir: str | Path,
+    seeds: list[int],
     progress: bool | None = None,
     log=print,
-    resume: bool = False,
     backend: Backend | None = None,
 ) -> str:
-    """Trains each entry over ``seeds`` into ``out_dir/<label>`` (finished seeds are skipped) and
-    writes ``out_dir/table.md`` and ``table.json`` (test mean and population std per entry).
+    """Trains each entry of ``runs`` (label -> its run, into ``out_dir/<label>``; finished seeds are
+    skipped) and writes ``out_dir/table.md`` and ``table.json`` (test mean and population std per
+    entry). Every entry runs ``seeds`` (given apart from the runs: the table names them even when
+    no entry is listed).
 
-    ``models``: labels (:attr:`BenchmarkEntry.label`); ``configs[label]`` = (model name, model
-    config, train config). Every (entry, seed) is one trial on ``backend`` (default: one after
-    another in this process, see :mod:`msalign.experiments.scheduling`); an entry's ``results.json`` is written
-    as soon as its seeds have finished. Every entry is checked against the dataset before any
-    training (:func:`check_entries`). When trials fail, the others still finish, the table of the
-    finished entries is written with the failed rows marked, and :class:`PartialResults` (an
-    MsalignError naming the failed trials) carries that table. "± std" appears only over more than one seed.
+    Labels are as :func:`parse_entries` gives them. Every (entry, seed) is one trial on ``backend``
+    (default: one after another in this process, see :mod:`msalign.experiments.scheduling`); an
+    entry's ``results.json`` is written as soon as its seeds have finished. Every entry is checked
+    against the dataset before any training (:func:`check_entries`). When trials fail, the others
+    still finish, the table of the finished entries is written with the failed rows marked, and
+    :class:`PartialResults` (an MsalignError naming the failed trials) carries that table. "± std"
+    appears only over more than one seed.
     """
     out_dir = Path(out_dir)
-    for name in models:
-        get_model_class(configs[name][0])  # unknown names fail before any work
-    check_entries({name: configs[name] for name in models}, dataset)
-    trials = []
-    for name in models:
-        model_name, model_config, train_config = configs[name]
-        trials += seed_trials(name, model_name, model_config, train_config, seeds, out_dir / name, resume)
-    finished: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in models}
-    summaries: dict[str, dict[str, Any]] = {}
-    outcomes = []
+    models = list(runs)
+    seeds = list(seeds)
+    if any(list(run.seeds) != seeds for run in runs.values()):
+        raise ValueError(f"run_benchmark: every entry must run seeds {seeds}")
+    for run in runs.values():
+        get_model_class(run.model_name)  # unknown names fail before any work
+    check_entries(runs, dataset)
+    trials = [trial for name in models for trial in seed_trials(name, runs[name])]
+    finished: dict[str, dict[int, SeedSummary]] = {name: {} for name in models}
+    summaries: dict[str, EntrySummary] = {}
+    outcomes: list[TrialOutcome] = []
     for outcome in run_trials(trials, dataset, backend, log, progress):
         outcomes.append(outcome)
-        if outcome.failed:
+        if outcome.summary is None:  # failed
             continue
         name = outcome.trial.label
         finished[name][outcome.trial.seed] = outcome.summary
         if len(finished[name]) == len(seeds):
-            model_name, model_config, train_config = configs[name]
-            results = summarize_run(model_name, dataset, model_config, train_config, seeds, out_dir / name,
-                                    [finished[name][seed] for seed in seeds])
-            summaries[name] = {"mean": results["mean"], "std": results["std"], "seeds": seeds}
-    failed = {}
+            results = summarize_run(runs[name], dataset, [finished[name][seed] for seed in seeds])
+            summaries[name] = EntrySummary(results.mean, results.std, seeds)
+    failed: dict[str, str] = {}
     for outcome in outcomes:
         if outcome.failed:
             failed.setdefault(outcome.trial.label, f"seed {outcome.trial.seed}: {outcome.error}")
-    table: dict[str, Any] = {name: summaries[name] for name in models if name in summaries}
-    table.update({name: {"failed": failed.get(name, "unfinished")} for name in models if name not in summaries})
+    rows: dict[str, EntrySummary | EntryFailure] = {name: summaries[name] for name in models if name in summaries}
+    rows.update({name: EntryFailure(failed.get(name, "unfinished")) for name in models if name not in summaries})
+    table = BenchmarkTable(dataset.source or dataset.name, rows)
     keys = metrics.headline_keys(dataset.metric_set)
     several = len(seeds) > 1
     what = f"mean ± population std over seeds {seeds}" if several else f"seed {seeds[0]}"
-    rows = {(n if n in summaries else f"{n} (FAILED)"): summaries.get(n, {}).get("mean", {}) for n in models}
-    stds = {n: summaries[n]["std"] for n in summaries} if several else None
-    text = f"Test metrics on {dataset.source or dataset.name}, {what}\n\n" + metrics.format_table(rows, keys, std=stds)
+    means = {(n if n in summaries else f"{n} (FAILED)"): summaries[n].mean if n in summaries else {} for n in models}
+    stds = {n: summaries[n].std for n in summaries} if several else None
+    text = f"Test metrics on {dataset.source or dataset.name}, {what}\n\n" + metrics.format_table(means, keys, std=stds)
     if failed:
         text += "\n\nFailed: " + "; ".join(f"{n} {e}" for n, e in failed.items())
     if is_rank_zero():  # a DDP run's other processes: rank 0 writes the same table
-        atomic_write_text(out_dir / "table.md", text + "\n")
-        atomic_write_text(out_dir / "table.json",
-                          json.dumps({"dataset": dataset.source or dataset.name, "models": table}, indent=2))
+        write_table(out_dir, table, text)
     try:
         raise_for_failures(outcomes)
     except MsalignError as error:
-        raise PartialResults(f"{error}; the table of the finished entries: {out_dir / 'table.md'}", text) from None
+        raise PartialResults(f"{error}; the table of the finished entries: {out_dir / TABLE_TEXT_FILE}", text) from None
     return text
 
 

@@ -1,6 +1,6 @@
 """Where the trials of a sweep or benchmark run: in this process, in a local process pool, or on Ray.
 
-A :class:`Trial` is one (model, config, seed) run into ``out_dir/seed_N``; it is executed by
+A :class:`Trial` is one seed of a :class:`~msalign.training.run_spec.RunSpec`, trained into ``out_dir/seed_N``; it is executed by
 :func:`msalign.training.run.run_seed`, which writes only inside ``seed_N/`` and skips a seed that
 already finished with the same identity, so trials are independent and a re-run resumes.
 :func:`run_trials` yields each trial's :class:`TrialOutcome` as it finishes; the callers
@@ -31,14 +31,16 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from msalign.data.types import MultimodalDataset
 from msalign.errors import MsalignError
-from msalign.training import run as training_run  # called as training_run.run_seed: tests replace it
 from msalign.process_pool import run_in_processes
+from msalign.training import run as training_run  # run_seed looked up at call time (tests replace it)
+from msalign.training.run_folder import SeedSummary, finished_seed, run_identity
+from msalign.training.run_spec import RunSpec
 
 BACKENDS = ("local", "ray")
 RAY_INSTALL_HINT = "pip install 'msalign[ray]' (or pip install 'ray[client]>=2.9')"
@@ -46,17 +48,13 @@ RAY_INSTALL_HINT = "pip install 'msalign[ray]' (or pip install 'ray[client]>=2.9
 
 @dataclass(frozen=True)
 class Trial:
-    """One seed of one run: ``run_seed(model_name, dataset, model_config, train_config, seed, out_dir)``.
+    """One seed of one run: ``run_seed(run, seed, dataset)``.
 
-    ``label`` names the run (a benchmark entry or a sweep point; ``out_dir`` is its directory)."""
+    ``label`` names the run (a benchmark entry or a sweep point; ``run.out_dir`` is its directory)."""
 
     label: str
-    model_name: str
-    model_config: Any
-    train_config: Any
+    run: RunSpec
     seed: int
-    out_dir: Path
-    resume: bool = False
 
     @property
     def name(self) -> str:
@@ -71,7 +69,7 @@ class TrialOutcome:
     this process)."""
 
     trial: Trial
-    summary: dict[str, Any] | None = None
+    summary: SeedSummary | None = None
     error: str | None = None
     log_lines: list[str] = field(default_factory=list)
 
@@ -128,7 +126,7 @@ class Backend:
 # --- running trials ---------------------------------------------------------------------------
 def run_trials(
     trials: Iterable[Trial],
-    dataset,
+    dataset: MultimodalDataset,
     backend: Backend | None = None,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
@@ -143,11 +141,11 @@ def run_trials(
     backend = backend or Backend()
     trials = list(trials)
     for trial in trials:
-        if not isinstance(trial.out_dir, Path) or not trial.out_dir.is_absolute():
-            raise ValueError(f"trial {trial.name}: out_dir must be an absolute Path, got {trial.out_dir!r}")
+        if not trial.run.out_dir.is_absolute():
+            raise ValueError(f"trial {trial.name}: out_dir must be an absolute Path, got {trial.run.out_dir!r}")
     if not backend.in_process:
         for trial in trials:
-            c = trial.train_config
+            c = trial.run.train_config
             if c.devices * c.num_nodes > 1:
                 # Lightning's DDP launcher re-runs the command line in each device's process, which a
                 # pool or Ray worker does not have; a DDP run is one msalign train/benchmark command
@@ -186,7 +184,7 @@ def raise_for_failures(outcomes: Iterable[TrialOutcome]) -> None:
 
 
 def _prefixed(trial: Trial, line: str) -> str:
-    return line if trial.label == trial.model_name else f"[{trial.label}] {line}"
+    return line if trial.label == trial.run.model_name else f"[{trial.label}] {line}"
 
 
 def _failure_line(outcome: TrialOutcome) -> str:
@@ -211,22 +209,20 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-def _already_finished(trial: Trial, dataset) -> TrialOutcome | None:
-    identity = training_run.run_identity(trial.model_name, trial.model_config, trial.train_config, dataset)
-    summary = training_run.finished_seed(trial.out_dir, trial.seed, identity)
+def _already_finished(trial: Trial, dataset: MultimodalDataset) -> TrialOutcome | None:
+    summary = finished_seed(trial.run.out_dir, trial.seed, run_identity(trial.run, dataset))
     if summary is None:
         return None
-    seed_dir = trial.out_dir / f"seed_{trial.seed}"
     # the line run_seed logs when it skips a finished seed
-    return TrialOutcome(trial, summary, log_lines=[f"[{trial.model_name} seed {trial.seed}] already finished in "
-                                                   f"{seed_dir}, skipped"])
+    return TrialOutcome(trial, summary, log_lines=[f"[{trial.run.model_name} seed {trial.seed}] already finished in "
+                                                   f"{trial.run.seed_dir(trial.seed)}, skipped"])
 
 
-def _run_trial(trial: Trial, dataset, progress: bool | None, log: Callable[[str], None]) -> TrialOutcome:
+def _run_trial(trial: Trial, dataset: MultimodalDataset, progress: bool | None,
+               log: Callable[[str], None]) -> TrialOutcome:
     """run_seed for one trial; an Exception becomes the outcome's one-line error."""
     try:
-        summary = training_run.run_seed(trial.model_name, dataset, trial.model_config, trial.train_config, trial.seed,
-                           trial.out_dir, progress, log, trial.resume)
+        summary = training_run.run_seed(trial.run, trial.seed, dataset, progress, log)
     except Exception as error:  # noqa: BLE001 - reported per trial; KeyboardInterrupt still stops everything
         return TrialOutcome(trial, error=_one_line(error))
     return TrialOutcome(trial, summary)
@@ -234,7 +230,8 @@ def _run_trial(trial: Trial, dataset, progress: bool | None, log: Callable[[str]
 
 def _run_trial_in_worker(trial: Trial, dataset, threads: int) -> TrialOutcome:
     """A trial in a pool or Ray worker: torch threads set, log lines captured and returned."""
-    torch.set_num_threads(trial.train_config.threads if trial.train_config.threads > 0 else threads)
+    threads_wanted = trial.run.train_config.threads
+    torch.set_num_threads(threads_wanted if threads_wanted > 0 else threads)
     lines: list[str] = []
     outcome = _run_trial(trial, dataset, False, lines.append)
     outcome.log_lines = lines
@@ -343,14 +340,14 @@ def _run_on_ray(trials: list[Trial], dataset, backend: Backend) -> Iterator[Tria
             raise
 
 
-def seed_trials(label: str, model_name: str, model_config: Any, train_config: Any, seeds: list[int],
-                out_dir: str | Path, resume: bool = False) -> list[Trial]:
-    """One trial per seed of one run (``out_dir`` made absolute, so workers elsewhere find it)."""
-    repeated = sorted({seed for seed in seeds if list(seeds).count(seed) > 1})
+def seed_trials(label: str, run: RunSpec) -> list[Trial]:
+    """One trial per seed of ``run`` (its ``out_dir`` made absolute, so workers elsewhere find it)."""
+    seeds = list(run.seeds)
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
     if repeated:
         raise MsalignError(f"--seeds: seed {repeated[0]} is listed twice")
-    out_dir = Path(out_dir).absolute()
-    return [Trial(label, model_name, model_config, train_config, seed, out_dir, resume) for seed in seeds]
+    run = run.replace(out_dir=run.out_dir.absolute())
+    return [Trial(label, run, seed) for seed in seeds]
 
 
 __all__ = ["BACKENDS", "Backend", "Trial", "TrialOutcome", "import_ray",

@@ -64,6 +64,7 @@ from msalign.experiments.scheduling import Backend, raise_for_failures, ray_sess
 from msalign.models import build_config, get_model_class
 from msalign.models.search_space import CategoricalParam, FloatParam, IntParam, SearchSpace, apply_params, read_key
 from msalign.training.run import summarize_run
+from msalign.training.run_spec import RunSpec
 
 STUDY_FILE = "study.db"
 STUDY_NAME = "msalign-tune"
@@ -301,9 +302,7 @@ def _record(trial) -> TrialRecord:
 class _Pending:
     trial: Any  # an optuna Trial, asked and not yet told
     params: dict[str, Any]
-    model_config: Any
-    train_config: Any
-    run_dir: Path
+    run: RunSpec  # the trial's configuration over the search seeds, into search/trial_<hash>
 
 
 def search(
@@ -368,9 +367,9 @@ def _run_study(study, model_name, view, model_config, train_config, space, setti
                 continue
             run_dir = out_dir / SEARCH_DIR / _params_label(params)
             trial.set_user_attr("run_dir", str(run_dir.relative_to(out_dir)))
-            pending.append(_Pending(trial, params, trial_model, trial_train, run_dir))
-        jobs = [job for p in pending for job in seed_trials(f"trial {p.trial.number}", model_name, p.model_config,
-                                                            p.train_config, list(settings.search_seeds), p.run_dir)]
+            pending.append(_Pending(trial, params, RunSpec(model_name, trial_model, trial_train, settings.search_seeds,
+                                                           run_dir)))
+        jobs = [job for p in pending for job in seed_trials(f"trial {p.trial.number}", p.run)]
         done: dict[str, dict[int, Any]] = {f"trial {p.trial.number}": {} for p in pending}
         for outcome in run_trials(jobs, view, backend, log, progress):
             done[outcome.trial.label][outcome.trial.seed] = outcome
@@ -381,7 +380,7 @@ def _run_study(study, model_name, view, model_config, train_config, space, setti
                 p.trial.set_user_attr("error", f"seed {failed[0].trial.seed}: {failed[0].error}")
                 study.tell(p.trial, state=TrialState.FAIL)
                 continue
-            valid, _ = metrics.summarize([o.summary["valid"] for o in outcomes])
+            valid, _ = metrics.summarize([o.summary.valid for o in outcomes if o.summary is not None])
             value = valid.get(metric)
             if value is None or not math.isfinite(value):
                 p.trial.set_user_attr("error", f"validation {metric} is {value}")
@@ -556,16 +555,14 @@ def tune(
         result.config = _config_dict(final_model, final_train)
         log(f"[tune] best trial {best.number}: valid {metric} {metrics.format_metric(metric, best.value)}; "
             f"training it over seeds {','.join(map(str, settings.seeds))}")
-        final_dir = out_dir / FINAL_DIR
-        jobs = seed_trials("final", model_name, final_model, final_train, list(settings.seeds), final_dir)
-        outcomes = list(run_trials(jobs, dataset, backend, log, progress))
+        final = RunSpec(model_name, final_model, final_train, settings.seeds, out_dir / FINAL_DIR)
+        outcomes = list(run_trials(seed_trials("final", final), dataset, backend, log, progress))
         raise_for_failures(outcomes)
-        per_seed = {o.trial.seed: o.summary for o in outcomes}
-        results = summarize_run(model_name, dataset, final_model, final_train, list(settings.seeds), final_dir,
-                                [per_seed[seed] for seed in settings.seeds])
-        valid_mean, valid_std = metrics.summarize([r["valid"] for r in results["per_seed"]])
+        per_seed = {o.trial.seed: o.summary for o in outcomes if o.summary is not None}
+        results = summarize_run(final, dataset, [per_seed[seed] for seed in settings.seeds])
+        valid_mean, valid_std = metrics.summarize([r.valid for r in results.per_seed])
         result.final = {"dir": FINAL_DIR, "valid": valid_mean, "valid_std": valid_std,
-                        "test": results["mean"], "test_std": results["std"]}
+                        "test": results.mean, "test_std": results.std}
         result.date = _now()
         text = format_config_file(result, tuned_sections(model_name, final_model, final_train, space.keys))
         atomic_write_text(config_path, text)

@@ -44,17 +44,30 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from msalign.atomic import atomic_savez, atomic_write_text
-from msalign.data.feature_dir import LABEL_FILE, LabelRow, read_label_csv, remove_modality, save_modality, write_label_csv
+from msalign.data.feature_dir import (
+    LABEL_FILE,
+    LabelRow,
+    read_label_csv,
+    remove_modality,
+    save_modality,
+    write_label_csv,
+)
 from msalign.data.text_encoder import TextEncoder
 from msalign.errors import MsalignError
-from msalign.limits import short_repr
 from msalign.extract import media
-from msalign.extract.asr import (DEFAULT_ASR_MODEL, SpeechRecognizer, Transcript, read_transcript_file,
-                                 resolve_asr_model, transcript_beside)
+from msalign.extract.asr import (
+    DEFAULT_ASR_MODEL,
+    SpeechRecognizer,
+    Transcript,
+    read_transcript_file,
+    resolve_asr_model,
+    transcript_beside,
+)
 from msalign.extract.audio import AudioFeatureConfig, audio_features
 from msalign.extract.vision import DIM as VISION_DIM
 from msalign.extract.vision import FaceAnalyzer, face_model_identity
 from msalign.extract.vision import feature_names as vision_feature_names
+from msalign.limits import short_repr
 from msalign.process_pool import run_in_processes
 
 FORMAT_VERSION = 1

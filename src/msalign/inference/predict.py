@@ -31,8 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from msalign.data.feature_dir import (DESCRIPTION_TOKENS, DESCRIPTIONS_FILE, descriptions_digest, read_descriptions_file,
-                                      with_description)
+from msalign.data.feature_dir import (
+    DESCRIPTION_TOKENS,
+    DESCRIPTIONS_FILE,
+    descriptions_digest,
+    read_descriptions_file,
+    with_description,
+)
 from msalign.data.feature_spec import FeatureSpec, ModalitySpec
 from msalign.data.group_norm import DEFAULT_STRENGTH, standardize_groups
 from msalign.data.text_encoder import TextEncoder

@@ -6,17 +6,26 @@ regression or the number of classes. ``forward(features, masks)`` takes per-moda
 tensors (B, L, D) and boolean masks (B, L), True at real positions, and returns the prediction
 and the model's auxiliary losses, *already weighted* by the model's own coefficients (for DecAlign,
 eq. 13's 1, alpha, beta); the training loop adds the task loss and sums everything.
+
+Hooks a model may provide, declared here with the defaults the training loop relies on:
+
+* ``text_encoder``: a fine-tuned copy of the dataset's text encoder, attached by
+  :func:`msalign.models.text_tuning.attach_text_encoder` (None: the cached text features are used);
+* ``mining``: the hard-negative sampler the model asks for (:class:`~msalign.losses.contrastive.MiningSpec`,
+  None: no mining), with ``mining_embedding`` (what the sampler compares) and the ``contrast=``
+  argument of ``forward`` (the mined samples of each training batch).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from msalign.errors import MsalignError
+from msalign.losses.contrastive import ContrastBatch, MiningSpec
 from msalign.models.search_space import SearchSpace
 
 
@@ -47,6 +56,8 @@ class MSAModel(nn.Module):
         self.modalities = tuple(m for m in ("text", "audio", "vision") if m in dims)
         self.dims = dict(dims)
         self.output_dim = output_dim
+        # set by attach_text_encoder (a Module then, registered as a submodule and saved with the weights)
+        self.text_encoder: nn.Module | None = None
         self.check_modalities(self.modalities)
 
     @classmethod
@@ -61,12 +72,23 @@ class MSAModel(nn.Module):
                 f"the dataset has {list(available)}"
             )
 
-    def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> ModelOutput:  # pragma: no cover
+    @property
+    def mining(self) -> MiningSpec | None:
+        """The hard-negative sampler this model asks the training loop for (msalign.training.mining);
+        None, the default: no mining. A model that returns a spec also overrides :meth:`mining_embedding`
+        and uses ``contrast`` in :meth:`forward`."""
+        return None
+
+    def mining_embedding(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:
+        """(B, D) features the sampler compares (cosine) to mine positives and negatives; only called
+        when :attr:`mining` is not None."""
+        raise NotImplementedError(f"model {self.name} asks for mining but defines no mining_embedding")
+
+    def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor],
+                contrast: ContrastBatch | None = None) -> ModelOutput:  # pragma: no cover
+        """Prediction and weighted auxiliary losses. ``contrast``: the mined samples of a training batch,
+        passed only when :attr:`mining` is not None (a model without mining may leave the argument out)."""
         raise NotImplementedError
-
-
-def config_field_names(config_cls: type) -> list[str]:
-    return [f.name for f in fields(config_cls)]
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -83,4 +105,4 @@ def task_loss(prediction: Tensor, target: Tensor, output_dim: int, regression_lo
     return nn.functional.cross_entropy(prediction, target.long())
 
 
-__all__ = ["MSAModel", "ModelOutput", "config_field_names", "masked_mean", "task_loss", "torch"]
+__all__ = ["MSAModel", "ModelOutput", "masked_mean", "task_loss", "torch"]

@@ -22,9 +22,6 @@ from typing import Any, cast
 from msalign.config import CONFIG_DIR, TrainConfig
 from msalign.models.registry import build_config, get_model_class
 
-from msalign.config import CONFIG_DIR, TrainConfig
-from msalign.models.registry import build_config, get_model_class
-
 _MAX = 110
 
 

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from msalign.data.text_encoder import TextEncoder, _offline, encoder_layers, resolve_encoder, text_key
 from msalign.data.feature_spec import FeatureSpec
+from msalign.data.text_encoder import TextEncoder, _offline, encoder_layers, resolve_encoder, text_key
 from msalign.errors import MsalignError
+from msalign.models.base import MSAModel
 
 
 def register_standardisation(module: nn.Module, standardize: dict[str, Any] | None, width: int, encoder: str,
@@ -222,11 +223,11 @@ def rebuild_text_encoder(model: nn.Module, meta: dict[str, Any]) -> None:
         model.text_encoder = TunedTextEncoder(meta["encoder"], meta["max_length"], meta.get("standardize"))
 
 
-def model_inputs(model: nn.Module, batch: dict) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def model_inputs(model: MSAModel, batch: dict) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """The (features, masks) a model is called with: the batch's, with the text re-encoded by a
     fine-tuned encoder when the model carries one."""
     features, masks = batch["features"], batch["masks"]
-    encoder = getattr(model, "text_encoder", None)
+    encoder = model.text_encoder
     if encoder is None:
         return features, masks
     if batch.get("texts") is None:

@@ -16,6 +16,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from msalign.data.types import MultimodalDataset, Split
 
+# batch size of every pass that scores a split outside training (evaluate, report, modality ablation):
+# no gradients are kept, so it need not follow train.batch_size
+EVAL_BATCH_SIZE = 64
+
 
 class SplitIndex(Dataset):
     """Items are row indices; ``collate`` slices the split's arrays once per batch (vectorised)."""
@@ -61,6 +65,9 @@ def batch_to_device(batch: dict, device: torch.device | str) -> dict:
 
 
 class MSADataModule(L.LightningDataModule):
+    """Loaders over a dataset's splits for the Trainer: training rows shuffled by ``seed``, validation
+    and test rows in split order."""
+
     def __init__(self, dataset: MultimodalDataset, modalities: tuple[str, ...], batch_size: int, seed: int, num_workers: int = 0):
         super().__init__()
         self.dataset = dataset
@@ -104,3 +111,10 @@ class MSADataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def eval_loader(dataset: MultimodalDataset, modalities: tuple[str, ...], split: str,
+                batch_size: int = EVAL_BATCH_SIZE) -> DataLoader:
+    """The rows of ``split`` in split order, unshuffled, in batches of ``batch_size``: for scoring a
+    model outside a Trainer (:func:`msalign.training.module.predict_split`)."""
+    return MSADataModule(dataset, modalities, batch_size, seed=0)._loader(split, shuffle=False)

@@ -2,9 +2,10 @@
 the training loop's side: similarities over the whole training split, recomputed from the
 model's own embeddings on a schedule, and mined samples delivered with every batch.
 
-A model opts in by exposing ``mining`` (a :class:`~msalign.losses.contrastive.MiningSpec`, or
-None), ``mining_embedding(features, masks) -> (B, D)`` and a ``contrast`` argument to
-``forward``. The mining itself is the pure :func:`~msalign.losses.contrastive.mine_candidates`.
+A model opts in through the hooks :class:`~msalign.models.base.MSAModel` declares: ``mining``
+(a :class:`~msalign.losses.contrastive.MiningSpec`, or None), ``mining_embedding(features, masks)
+-> (B, D)`` and the ``contrast`` argument of ``forward``. The mining itself is the pure
+:func:`~msalign.losses.contrastive.mine_candidates`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from msalign.losses.contrastive import (
     label_classes,
     mine_candidates,
 )
+from msalign.models.base import MSAModel
 from msalign.models.text_tuning import model_inputs
 from msalign.training.data import batch_to_device, collate_rows
 
@@ -54,7 +56,7 @@ class HardNegativeSampler:
         return self.pools is None or epoch % max(1, self.spec.refresh_every) == 0
 
     @torch.no_grad()
-    def refresh(self, model: torch.nn.Module, device: torch.device) -> None:
+    def refresh(self, model: MSAModel, device: torch.device) -> None:
         """Embed every training clip with the model (eval mode) and rebuild the candidate pools."""
         was_training = model.training
         model.eval()
@@ -66,7 +68,7 @@ class HardNegativeSampler:
         model.train(was_training)
         self.pools = mine_candidates(torch.cat(chunks), self.classes, pool=self.spec.pool)
 
-    def draw(self, anchors: Tensor, device: torch.device, model: torch.nn.Module | None = None) -> ContrastBatch:
+    def draw(self, anchors: Tensor, device: torch.device, model: MSAModel | None = None) -> ContrastBatch:
         """Mined samples for the batch's training-split rows ``anchors`` (B,): positives first,
         then hard, then easy negatives, K = spec.per_anchor per anchor. ``model`` re-encodes their
         text when it fine-tunes its text encoder."""

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from msalign import metrics
 from msalign.config import TrainConfig
+from msalign.errors import MsalignError
 from msalign.models.base import ModelOutput, MSAModel, task_loss
 from msalign.models.text_tuning import model_inputs
 from msalign.training.data import batch_to_device
@@ -46,8 +47,8 @@ class MSALightningModule(L.LightningModule):
         return features, masks
 
     def on_fit_start(self) -> None:
-        spec = getattr(self.model, "mining", None)
-        datamodule = getattr(self.trainer, "datamodule", None)
+        spec = self.model.mining
+        datamodule = getattr(self.trainer, "datamodule", None)  # None when fit is given loaders, not a DataModule
         if spec is not None and datamodule is not None:
             dataset = datamodule.dataset
             # torch's seed is the run's seed here (seed_everything), so the draws are reproducible
@@ -180,7 +181,7 @@ class MSALightningModule(L.LightningModule):
         c = self.train_config
         params = [p for p in self.model.parameters() if p.requires_grad]
         # a fine-tuned text encoder learns at its own (smaller) rate, as BERT is fine-tuned in the papers
-        encoder = getattr(self.model, "text_encoder", None)
+        encoder = self.model.text_encoder
         tuned = {id(p) for p in encoder.parameters()} if encoder is not None else set()
         groups = [{"params": [p for p in params if id(p) not in tuned]}]
         if tuned:
@@ -191,8 +192,6 @@ class MSALightningModule(L.LightningModule):
         if c.scheduler == "none":
             return optimizer
         if c.scheduler != "plateau":
-            from msalign.errors import MsalignError
-
             raise MsalignError(f"train.scheduler: unknown scheduler {c.scheduler!r}; use plateau or none")
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=self.monitor_mode, factor=c.plateau_factor,

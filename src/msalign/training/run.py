@@ -2,12 +2,13 @@
 evaluate on valid and test, write checkpoints and ``results.json``.
 
 Model selection only ever looks at the validation split; the test split is scored once, with the
-best-on-validation weights.
+best-on-validation weights. Every file of the run folder is written through
+:mod:`msalign.training.run_folder`.
 """
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import logging
 import os
 import sys
@@ -20,24 +21,49 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from msalign import metrics
-from msalign.atomic import atomic_path, atomic_savez, atomic_write_text
-from msalign.training.checkpoint import save_checkpoint
+from msalign.atomic import atomic_path
 from msalign.config import TrainConfig, config_to_dict
 from msalign.data.types import MultimodalDataset
 from msalign.errors import MsalignError
 from msalign.limits import regular_file
 from msalign.models import create_model, get_model_class
 from msalign.models.text_tuning import attach_text_encoder, check_text_tuning
+from msalign.training.checkpoint import save_checkpoint
 from msalign.training.data import MSADataModule
 from msalign.training.module import MSALightningModule
+from msalign.training.run_folder import (
+    CHECKPOINT_FILE,
+    PREDICTIONS_FILE,
+    History,
+    Log,
+    RunResults,
+    SeedRecord,
+    SeedSummary,
+    SplitPredictions,
+    finished_seed,
+    read_run_identity,
+    run_identity,
+    write_history,
+    write_predictions,
+    write_results,
+    write_run_identity,
+    write_seed_record,
+)
+from msalign.training.run_spec import RunSpec
 
 
 @dataclass
 class SeedResult:
+    """What training one seed gives: its summary (as results.json keeps it), plus the wall-clock
+    time and the epoch history, which results.json leaves out."""
+
     seed: int
     best_epoch: int
     valid: dict[str, float]
@@ -47,10 +73,9 @@ class SeedResult:
     checkpoint: str = ""
     history: list[dict[str, float]] = field(default_factory=list)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> SeedSummary:
         """What results.json keeps: no wall-clock times, so reruns give identical files."""
-        return {"seed": self.seed, "best_epoch": self.best_epoch, "valid": self.valid, "test": self.test,
-                "epochs_run": self.epochs_run, "checkpoint": self.checkpoint}
+        return SeedSummary(self.seed, self.best_epoch, self.valid, self.test, self.epochs_run, self.checkpoint)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -109,8 +134,6 @@ def relocate(checkpoint: dict, dirpath: Path) -> dict:
 def _trainer(train_config: TrainConfig, **options: Any) -> L.Trainer:
     """A Lightning Trainer on the config's devices; a device setting Lightning refuses is one line
     naming the config keys (not a traceback from inside Lightning)."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
     c = train_config
     for key in ("devices", "num_nodes"):
         if getattr(c, key) < 1:
@@ -126,8 +149,6 @@ def _trainer(train_config: TrainConfig, **options: Any) -> L.Trainer:
 
 def check_logger(kind: str) -> None:
     """``train.logger`` must be none, csv or tensorboard; tensorboard needs its package (one line otherwise)."""
-    import importlib.util
-
     if kind not in ("none", "csv", "tensorboard"):
         raise MsalignError(f"train.logger {kind!r}: expected none, csv or tensorboard")
     if kind == "tensorboard" and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
@@ -140,8 +161,6 @@ def make_logger(kind: str, seed_dir: Path):
     check_logger(kind)
     if kind == "none":
         return False
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
     logger = CSVLogger if kind == "csv" else TensorBoardLogger
     return logger(save_dir=str(seed_dir), name="logs", version="")
 
@@ -159,27 +178,18 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*")
 
 
-def train_seed(
-    model_name: str,
-    model_config: Any,
-    train_config: TrainConfig,
-    dataset: MultimodalDataset,
-    seed: int,
-    out_dir: str | Path,
-    progress: bool | None = None,
-    resume: bool = False,
-) -> SeedResult:
-    """One seed: fit, restore the best-on-validation weights, score valid and test, save.
+def train_seed(spec: RunSpec, seed: int, dataset: MultimodalDataset, progress: bool | None = None) -> SeedResult:
+    """One seed of ``spec``: fit, restore the best-on-validation weights, score valid and test, save.
 
-    ``resume``: continue from ``seed_N/lightning/last.ckpt`` (written after every epoch) when it
+    ``spec.resume``: continue from ``seed_N/lightning/last.ckpt`` (written after every epoch) when it
     exists; the result is the same as an uninterrupted run's."""
     _quiet_lightning()
-    out_dir = Path(out_dir)
-    seed_dir = out_dir / f"seed_{seed}"
+    out_dir, train_config = spec.out_dir, spec.train_config
+    seed_dir = spec.seed_dir(seed)
     if train_config.threads > 0:
         torch.set_num_threads(train_config.threads)
     L.seed_everything(seed, workers=True, verbose=False)
-    model = create_model(model_name, dims=dataset.dims, output_dim=dataset.output_dim, config=model_config)
+    model = create_model(spec.model_name, dims=dataset.dims, output_dim=dataset.output_dim, config=spec.model_config)
     if train_config.finetune_text or train_config.finetune_layers:
         check_text_tuning(train_config)
         # every split's transcripts: the frozen lower layers run once, before the first step
@@ -213,7 +223,7 @@ def train_seed(
     )
     last = seed_dir / "lightning" / "last.ckpt"
     started = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=last if resume and last.is_file() else None)
+    trainer.fit(module, datamodule=data, ckpt_path=last if spec.resume and last.is_file() else None)
     seconds = time.perf_counter() - started
 
     # Restore the best-on-validation weights before anything is scored.
@@ -229,25 +239,26 @@ def train_seed(
     scored = ("valid", "test") if "test" in dataset.splits else ("valid",)
     if "test" in scored:
         trainer.test(module, dataloaders=data.test_dataloader(), verbose=False)
-    scores, predictions = {}, {}
+    scores: dict[str, dict[str, float]] = {}
+    predictions: dict[str, SplitPredictions] = {}
     for split in scored:
         index, preds, labels = module.last_predictions[split]
         expected = len(dataset.split(split))
         if not np.array_equal(index, np.arange(expected)):
             raise MsalignError(f"{split} split: scored {len(index)} distinct rows of {expected}")
         scores[split] = module.last_metrics[split]
-        predictions[split] = (dataset.split(split).ids, preds, labels)
+        predictions[split] = SplitPredictions(preds, labels, dataset.split(split).ids)
+    checkpoint = seed_dir / CHECKPOINT_FILE
     result = SeedResult(seed, best_epoch, scores["valid"], scores.get("test", {}), trainer.current_epoch, seconds,
-                        str((seed_dir / "model.safetensors").relative_to(out_dir)), module.history)
+                        str(checkpoint.relative_to(out_dir)), module.history)
     if not is_rank_zero():  # one writer: under DDP every rank holds the same weights and scores
         return result
-    save_predictions(seed_dir / "predictions.npz", predictions)
-    checkpoint = seed_dir / "model.safetensors"
+    write_predictions(seed_dir / PREDICTIONS_FILE, predictions)
     save_checkpoint(
         checkpoint,
         model,
         {
-            "model_config": config_to_dict(model_config),
+            "model_config": config_to_dict(spec.model_config),
             "train_config": config_to_dict(train_config),
             "feature_spec": dataset.feature_spec.to_json(),
             "dataset": dataset.name,
@@ -256,39 +267,16 @@ def train_seed(
             "modalities": list(modalities),
             "seed": seed,
             "metrics": scores,
-            **({"text_tuning": model.text_encoder.metadata()} if getattr(model, "text_encoder", None) is not None else {}),
+            **({"text_tuning": model.text_encoder.metadata()} if model.text_encoder is not None else {}),
         },
     )
-    atomic_write_text(seed_dir / "history.json", json.dumps(module.history, indent=1))
+    write_history(seed_dir, History(module.history))
     return result
 
 
 def is_rank_zero() -> bool:
     """False in the other processes of a multi-process run (DDP, SLURM): only rank 0 writes and logs."""
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
     return getattr(rank_zero_only, "rank", 0) == 0
-
-
-def save_predictions(path: str | Path, predictions: dict[str, tuple[list[str] | None, np.ndarray, np.ndarray]]) -> None:
-    """Writes ``{split}_ids`` (str, when the split has ids), ``{split}_predictions`` and ``{split}_labels``
-    per split to an .npz, atomically (temporary file in the same folder, then rename). Rows are in
-    the split's order; no pickled objects, so ``np.load(path)`` reads it with pickles disallowed."""
-    arrays: dict[str, np.ndarray] = {}
-    for split, (ids, preds, labels) in predictions.items():
-        preds, labels = np.asarray(preds), np.asarray(labels)
-        if ids is not None and len(ids) == len(labels):
-            arrays[f"{split}_ids"] = np.asarray([str(i) for i in ids], dtype=str)
-        arrays[f"{split}_predictions"] = preds
-        arrays[f"{split}_labels"] = labels
-    atomic_savez(path, **arrays)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def _best_epoch(rows: list[dict[str, float]], monitor: str, mode: str) -> int:
@@ -299,63 +287,38 @@ def _best_epoch(rows: list[dict[str, float]], monitor: str, mode: str) -> int:
     return int(pick(scored, key=lambda r: r[monitor])["epoch"])
 
 
-def run_identity(model_name: str, model_config: Any, train_config: TrainConfig, dataset: MultimodalDataset) -> dict:
-    """What makes two runs the same run: a finished seed of the same identity is never trained again."""
-    train = {k: v for k, v in config_to_dict(train_config).items() if k != "logger"}  # watching changes no result
-    run_config = {"model": config_to_dict(model_config), "train": train}
-    return json.loads(json.dumps({"model": model_name, "config": run_config, "feature_spec": dataset.feature_spec.to_json()}))
-
-
-def finished_seed(out_dir: str | Path, seed: int, identity: dict) -> dict | None:
-    """The per-seed summary of ``out_dir/seed_N/result.json`` when that seed finished with ``identity``."""
-    previous = _read_json(Path(out_dir) / f"seed_{seed}" / "result.json")
-    if previous is not None and previous.get("identity") == identity:
-        return previous["result"]
-    return None
-
-
-def run_seed(
-    model_name: str,
-    dataset: MultimodalDataset,
-    model_config: Any,
-    train_config: TrainConfig,
-    seed: int,
-    out_dir: str | Path,
-    progress: bool | None = None,
-    log=print,
-    resume: bool = False,
-) -> dict[str, Any]:
-    """One seed of a run into ``out_dir/seed_N`` (skipped when already finished; ``resume`` continues
-    from its last Lightning checkpoint); returns the seed's summary. Writes only inside
-    ``seed_N/``, so seeds and runs can go in parallel (:mod:`msalign.experiments.scheduling`)."""
-    out_dir = Path(out_dir)
+def run_seed(spec: RunSpec, seed: int, dataset: MultimodalDataset, progress: bool | None = None,
+             log: Log = print) -> SeedSummary:
+    """One seed of ``spec`` into ``spec.out_dir/seed_N`` (skipped when already finished;
+    ``spec.resume`` continues from its last Lightning checkpoint); returns the seed's summary.
+    Writes only inside ``seed_N/``, so seeds and runs can go in parallel
+    (:mod:`msalign.experiments.scheduling`)."""
     if not is_rank_zero():
         log = _silent
-    identity = run_identity(model_name, model_config, train_config, dataset)
-    done = out_dir / f"seed_{seed}" / "result.json"
-    previous = finished_seed(out_dir, seed, identity)
+    identity = run_identity(spec, dataset)
+    folder = spec.seed_dir(seed)
+    previous = finished_seed(spec.out_dir, seed, identity)
     if previous is not None:
-        log(f"[{model_name} seed {seed}] already finished in {done.parent}, skipped")
+        log(f"[{spec.model_name} seed {seed}] already finished in {folder}, skipped")
         return previous
-    started = done.parent / "run.json"  # which run the Lightning checkpoints in lightning/ belong to
-    last = done.parent / "lightning" / "last.ckpt"
-    resuming = resume and last.is_file()
+    last = folder / "lightning" / "last.ckpt"
+    resuming = spec.resume and last.is_file()
     if resuming:
-        if _read_json(started) != identity:
+        # run.json says which run the Lightning checkpoints in lightning/ belong to
+        if read_run_identity(folder) != identity:
             raise MsalignError(f"--resume: {last} is from another run (model, config or data differ from "
-                               f"{started}); drop --resume to start over")
-        log(f"[{model_name} seed {seed}] resuming from {last}")
+                               f"{folder / 'run.json'}); drop --resume to start over")
+        log(f"[{spec.model_name} seed {seed}] resuming from {last}")
     elif is_rank_zero():
-        atomic_write_text(started, json.dumps(identity, indent=1))
-    result = train_seed(model_name, model_config, train_config, dataset, seed, out_dir, progress, resuming)
+        write_run_identity(folder, identity)
+    result = train_seed(spec.replace(resume=resuming), seed, dataset, progress)
     headline = metrics.headline_keys(dataset.metric_set)
     shown, split = (result.test, "") if result.test else (result.valid, "valid: ")  # no test split: validation
-    log(f"[{model_name} seed {seed}] best epoch {result.best_epoch}, {split}"
+    log(f"[{spec.model_name} seed {seed}] best epoch {result.best_epoch}, {split}"
         + ", ".join(f"{k} {shown[k]:.4f}" for k in headline if k in shown)
         + f" ({result.seconds:.1f}s)")
     if is_rank_zero():
-        atomic_write_text(done, json.dumps(
-            {"identity": identity, "result": result.summary(), "seconds": round(result.seconds, 2)}, indent=1))
+        write_seed_record(folder, SeedRecord(identity, result.summary(), result.seconds))
     return result.summary()
 
 
@@ -363,66 +326,45 @@ def _silent(line: str) -> None:
     pass
 
 
-def summarize_run(
-    model_name: str,
-    dataset: MultimodalDataset,
-    model_config: Any,
-    train_config: TrainConfig,
-    seeds: list[int],
-    out_dir: str | Path,
-    per_seed: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Writes ``out_dir/results.json`` from the finished seeds (per-seed, mean and population std);
-    ``per_seed`` defaults to reading each ``seed_N/result.json``."""
-    out_dir = Path(out_dir)
+def summarize_run(spec: RunSpec, dataset: MultimodalDataset, per_seed: list[SeedSummary] | None = None) -> RunResults:
+    """Writes ``spec.out_dir/results.json`` from the finished seeds (per-seed, mean and population
+    std); ``per_seed`` defaults to reading each ``seed_N/result.json``."""
     if per_seed is None:
-        identity = run_identity(model_name, model_config, train_config, dataset)
+        identity = run_identity(spec, dataset)
         per_seed = []
-        for seed in seeds:
-            result = finished_seed(out_dir, seed, identity)
+        for seed in spec.seeds:
+            result = finished_seed(spec.out_dir, seed, identity)
             if result is None:
-                raise MsalignError(f"{out_dir / f'seed_{seed}'}: seed {seed} has not finished")
+                raise MsalignError(f"{spec.seed_dir(seed)}: seed {seed} has not finished")
             per_seed.append(result)
-    mean, std = metrics.summarize([r["test"] for r in per_seed])
-    results = {
-        "model": model_name,
-        "dataset": dataset.source or dataset.name,
-        "metric_set": dataset.metric_set,
-        "config": {"model": config_to_dict(model_config), "train": config_to_dict(train_config)},
-        "seeds": list(seeds),
-        "per_seed": per_seed,
-        "mean": mean,
-        "std": std,
-    }
+    mean, std = metrics.summarize([r.test for r in per_seed])
+    results = RunResults(
+        model=spec.model_name,
+        dataset=dataset.source or dataset.name,
+        metric_set=dataset.metric_set,
+        config={"model": config_to_dict(spec.model_config), "train": config_to_dict(spec.train_config)},
+        seeds=list(spec.seeds),
+        per_seed=per_seed,
+        mean=mean,
+        std=std,
+    )
     if is_rank_zero():
-        atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        write_results(spec.out_dir, results)
     return results
 
 
-def train(
-    model_name: str,
-    dataset: MultimodalDataset,
-    model_config: Any,
-    train_config: TrainConfig,
-    seeds: list[int],
-    out_dir: str | Path,
-    progress: bool | None = None,
-    log=print,
-    resume: bool = False,
-) -> dict[str, Any]:
-    """Train over ``seeds`` one after another and write ``out_dir/results.json`` (per-seed, mean and
+def train(spec: RunSpec, dataset: MultimodalDataset, progress: bool | None = None, log: Log = print) -> RunResults:
+    """Train ``spec`` over its seeds one after another and write ``results.json`` (per-seed, mean and
     population std).
 
-    Finished seeds (``seed_N/result.json`` of the same run) are skipped; ``resume`` continues an
+    Finished seeds (``seed_N/result.json`` of the same run) are skipped; ``spec.resume`` continues an
     unfinished seed from its last Lightning checkpoint."""
-    get_model_class(model_name)  # unknown names fail before any work
-    check_text_tuning(train_config)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    per_seed = [run_seed(model_name, dataset, model_config, train_config, seed, out_dir, progress, log, resume)
-                for seed in seeds]
-    return summarize_run(model_name, dataset, model_config, train_config, seeds, out_dir, per_seed)
+    get_model_class(spec.model_name)  # unknown names fail before any work
+    check_text_tuning(spec.train_config)
+    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    per_seed = [run_seed(spec, seed, dataset, progress, log) for seed in spec.seeds]
+    return summarize_run(spec, dataset, per_seed)
 
 
-__all__ = ["SeedResult", "finished_seed", "run_identity", "run_seed", "save_predictions", "summarize_run", "train",
+__all__ = ["SeedResult", "check_logger", "is_rank_zero", "make_logger", "run_seed", "summarize_run", "train",
            "train_seed"]

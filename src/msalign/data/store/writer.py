@@ -19,8 +19,15 @@ from msalign.data.store.manifest import FORMAT, MANIFEST, VALIDATED_CHECKS, VERS
 from msalign.data.store.npy_header import npy_header
 from msalign.data.store.reader import load_store
 from msalign.data.types import MODALITIES, SPLITS, MetricSet, MultimodalDataset, Task
-from msalign.data.validate import (LABEL_RANGES, first_class_outside, first_label_outside, first_length_outside,
-                                   first_nonfinite, first_padding_not_zero, rows_with_data)
+from msalign.data.validate import (
+    LABEL_RANGES,
+    first_class_outside,
+    first_label_outside,
+    first_length_outside,
+    first_nonfinite,
+    first_padding_not_zero,
+    rows_with_data,
+)
 from msalign.errors import MsalignError
 
 _CHUNK_BYTES = 64 << 20  # rows per chunk when converting: about this many bytes of features
