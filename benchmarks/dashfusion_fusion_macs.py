@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
+from msalign.evaluation.profiling import ModuleCost, profile_model, sample_inputs
 from msalign.models import create_model
 from msalign.models.dashfusion import FUSIONS
-from msalign.evaluation.profiling import ModuleCost, profile_model, sample_inputs
 
 SHAPES = {"text": (39, 768), "audio": (400, 33), "vision": (55, 709)}
 PAPER_MADDS_M = {"concat": 0, "concat_sa": 324, "ca": 73, "bf": 162, "hbf": 145}  # Table V

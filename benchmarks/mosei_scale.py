@@ -321,7 +321,7 @@ def render(result: dict) -> str:
         f"| peak RSS / data on disk | {t['peak_rss_mb'] / 1024 / total:.1%} of all data, "
         f"{t['peak_rss_mb'] / 1024 / gb['train']:.1%} of the training split |",
         f"| writer process peak RSS | {w['peak_rss_mb_writer_process'] / 1024:.2f} GB |",
-        f"| test metrics after the epoch | " + ", ".join(f"{k} {v}" for k, v in t["test_metrics"].items()
+        "| test metrics after the epoch | " + ", ".join(f"{k} {v}" for k, v in t["test_metrics"].items()
                                                        if k in ("MAE", "Corr", "Has0_acc_2", "Non0_acc_2")) + " |",
     ]
     if not t["full_epoch"]:
@@ -423,7 +423,7 @@ def main() -> int:
             if not args.dir:
                 shutil.rmtree(base, ignore_errors=True)
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    cache_note = (f"the store's pages were dropped from the page cache before each phase (--evict), so the reads went to disk."
+    cache_note = ("the store's pages were dropped from the page cache before each phase (--evict), so the reads went to disk."
                   if args.evict else
                   f"not dropped: the machine has {mem:.0f} GiB of RAM, so much of the freshly written store stays in the "
                   "(reclaimable) page cache and reads are mostly warm; that memory is the kernel's, not the process's RSS.")

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from msalign.data import load_dataset
 from msalign.evaluation.ablation import modality_contribution
 from msalign.training.checkpoint import check_feature_spec, load_checkpoint
-from msalign.data import load_dataset
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi"
 OUT = Path(__file__).resolve().parent / "results"

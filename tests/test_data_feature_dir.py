@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import error, make_folder, write_labels
 
 from msalign.data import load_dataset
 from msalign.data.feature_dir import load_feature_dir, save_modality
 from msalign.data.text_encoder import TextEncoder
+from support import error, make_folder, write_labels
 
 MOSI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mosi"
 def test_folder_loads(tmp_path):

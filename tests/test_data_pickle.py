@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import LA, LT, LV, SIZES, error, mmsa_data, write_pickle
 
 from msalign.data import load_dataset
 from msalign.data.mmsa_pickle import load_mmsa_pickle, read_pickle
+from support import LA, LT, LV, SIZES, error, mmsa_data, write_pickle
 
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support import error, mmsa_data, write_pickle
 from torch.utils.data import DataLoader
 
 from msalign.cli import main
@@ -26,10 +25,10 @@ from msalign.data.synthetic import generate_synthetic
 from msalign.errors import MsalignError
 from msalign.evaluation.ablation import modality_contribution, train_mean
 from msalign.models import build_config, create_model
-from msalign.training import train
-from msalign.training.checkpoint import check_feature_spec
 from msalign.training import RunSpec, train
+from msalign.training.checkpoint import check_feature_spec
 from msalign.training.data import SplitIndex, collate_rows
+from support import error, mmsa_data, write_pickle
 
 SPEC = "synthetic:seed=3,n_train=48,n_valid=20,n_test=24"
 

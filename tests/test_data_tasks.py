@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
-from support import error, make_folder, write_labels
 
 from msalign.cli import main
 from msalign.config import config_files
 from msalign.data import load_dataset
 from msalign.data.feature_dir import save_modality
+from support import error, make_folder, write_labels
 
 
 def test_integer_labels_need_a_task(tmp_path):

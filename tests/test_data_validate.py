@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import error
 
 from msalign.data.types import MultimodalDataset, Split
 from msalign.data.validate import (
@@ -14,6 +13,7 @@ from msalign.data.validate import (
     validate_split,
     zero_padding,
 )
+from support import error
 
 SRC = "data/foo.pkl"
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import MEGAMIND, megamind_features
 
 from msalign.cli import main
 from msalign.data import load_dataset
@@ -27,6 +26,7 @@ from msalign.describe.run import describe_dataset
 from msalign.describe.sources import read_image_dataset
 from msalign.errors import MsalignError
 from msalign.extract.vision import feature_names as vision_names
+from support import MEGAMIND, megamind_features
 
 MOSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi"
 FACE = vision_names()

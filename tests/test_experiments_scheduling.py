@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from msalign.experiments import scheduling as execution
-from msalign.training.run_spec import RunSpec
 from msalign.cli import main
 from msalign.data import load_dataset
 from msalign.data.types import MultimodalDataset
 from msalign.errors import MsalignError
 from msalign.experiments import scheduling as execution
+from msalign.training.run_spec import RunSpec
 
 try:
     import ray

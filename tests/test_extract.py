@@ -107,7 +107,7 @@ def test_megamind_transcript_faces_and_shapes(megamind_clip):
     # word timestamps: every word timed, in order, inside the clip
     assert len(clip.transcript.words) >= 30
     starts = [w.start for w in clip.transcript.words]
-    assert starts == sorted(starts) and 0 <= starts[0] and clip.transcript.words[-1].end <= clip.duration + 0.5
+    assert starts == sorted(starts) and starts[0] >= 0 and clip.transcript.words[-1].end <= clip.duration + 0.5
     # audio: one frame per hop over the 11.2 s clip, MFCC + f0 + voicing + chroma + energy
     hop = OPTIONS.audio.hop_seconds
     assert clip.audio.shape[1] == OPTIONS.audio.dim == 35

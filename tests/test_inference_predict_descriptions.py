@@ -8,9 +8,8 @@ import json
 import math
 import shutil
 
-from support import MEGAMIND, megamind_features
-
 from msalign.cli import main
+from support import MEGAMIND, megamind_features
 
 TINY = ["--epochs", "1", "--set", "width=16", "heads=4", "head_hidden=16", "top_k=8", "--seeds", "0"]
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
-from support import make_folder, mmsa_data
 
 from msalign.cli import main
 from msalign.data.feature_dir import save_modality
+from support import make_folder, mmsa_data
 
 TINY = "synthetic:n_train=64,n_valid=24,n_test=24"
 TRAIN = ["train", "--model", "late_fusion", "--epochs", "1", "--seeds", "1111"]

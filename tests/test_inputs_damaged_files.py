@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import make_folder, mmsa_data, mutate, mutations
 
 from msalign.data import load_dataset
 from msalign.errors import MsalignError
+from support import make_folder, mmsa_data, mutate, mutations
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import assert_refused, run_cli_batch
 
 from msalign.data import safe_pickle
+from support import assert_refused, run_cli_batch
 
 TRAIN = ["train", "--model", "late_fusion", "--epochs", "1", "--seeds", "1111", "--metric-set", "mosi"]
 

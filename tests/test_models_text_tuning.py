@@ -7,7 +7,6 @@ from importlib import metadata
 import numpy as np
 import pytest
 import torch
-from support import write_review_folder
 
 from msalign.config import TrainConfig
 from msalign.data import load_dataset
@@ -16,11 +15,11 @@ from msalign.data.text_encoder import MPNET_PARTS, TextEncoder
 from msalign.errors import MsalignError
 from msalign.models import build_config, create_model
 from msalign.models.text_tuning import attach_text_encoder, model_inputs
-from msalign.training import train
-from msalign.training.checkpoint import load_checkpoint
 from msalign.training import RunSpec, train
+from msalign.training.checkpoint import load_checkpoint
 from msalign.training.data import collate_rows
 from msalign.training.module import MSALightningModule, predict_split
+from support import write_review_folder
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from support import write_review_folder
 
 from msalign.config import TrainConfig
 from msalign.data import load_dataset
@@ -17,13 +16,11 @@ from msalign.models.text_tuning import (
     attach_text_encoder,
     model_inputs,
 )
-from msalign.training import train
-from msalign.training.checkpoint import load_checkpoint
-from msalign.training.data import MSADataModule, collate_rows
-from msalign.models.text_tuning import TopLayersTextEncoder, TunedTextEncoder, attach_text_encoder, model_inputs
 from msalign.training import RunSpec, train
+from msalign.training.checkpoint import load_checkpoint
 from msalign.training.data import collate_rows, eval_loader
 from msalign.training.module import MSALightningModule, predict_split
+from support import write_review_folder
 
 WORDS = ["great", "awful", "fine", "boring", "lovely", "bad", "superb", "dull", "the", "movie", "was", "really",
          "and", "long", "plot", "acting"]

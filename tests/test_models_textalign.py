@@ -20,9 +20,8 @@ from msalign.models import create_model
 from msalign.models.base import task_loss
 from msalign.models.registry import build_config
 from msalign.models.textalign import straight_through_top_k
-from msalign.training import train
-from msalign.training.checkpoint import read_checkpoint_meta
 from msalign.training import RunSpec, train
+from msalign.training.checkpoint import read_checkpoint_meta
 from msalign.training.data import collate_rows
 
 TINY = {"width": 16, "heads": 4, "head_hidden": 16, "top_k": 5}

@@ -43,7 +43,7 @@ def run_in_processes(
                 tag = futures.pop(future)
                 try:
                     result = future.result()
-                except (Exception, SystemExit) as error:  # noqa: BLE001 - a worker's failure is its call's outcome
+                except (Exception, SystemExit) as error:
                     yield tag, None, error
                 else:
                     yield tag, result, None

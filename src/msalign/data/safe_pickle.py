@@ -272,7 +272,7 @@ class _Reader:
         if dt.kind == "O":  # object arrays: only from a list of plain scalars, filled by us
             if not isinstance(data, list) or len(data) != count:
                 raise self.fail(f"refusing an object array of shape {shape} not given as a list of {count} items")
-            if not all(type(v) in _SCALARS or isinstance(v, np.generic) and v.dtype.kind != "O" for v in data):
+            if not all(type(v) in _SCALARS or (isinstance(v, np.generic) and v.dtype.kind != "O") for v in data):
                 raise self.fail("refusing an object array holding something other than strings and numbers")
             self.charge(8 * count, "an object array")
             out = np.empty(count, dtype=object)

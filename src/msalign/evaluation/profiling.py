@@ -107,4 +107,4 @@ def write_costs_json(path: str | Path, model_name: str, shapes: dict[str, tuple[
                                         "modules": [asdict(c) for c in costs]}, indent=1))
 
 
-__all__ = ["ModuleCost", "format_costs", "write_costs_json", "parse_shapes", "profile_model", "sample_inputs"]
+__all__ = ["ModuleCost", "format_costs", "parse_shapes", "profile_model", "sample_inputs", "write_costs_json"]

@@ -223,7 +223,7 @@ def _run_trial(trial: Trial, dataset: MultimodalDataset, progress: bool | None,
     """run_seed for one trial; an Exception becomes the outcome's one-line error."""
     try:
         summary = training_run.run_seed(trial.run, trial.seed, dataset, progress, log)
-    except Exception as error:  # noqa: BLE001 - reported per trial; KeyboardInterrupt still stops everything
+    except Exception as error:
         return TrialOutcome(trial, error=_one_line(error))
     return TrialOutcome(trial, summary)
 
@@ -306,7 +306,7 @@ def ray_session(backend: Backend) -> Iterator[Any]:
             options.update(num_cpus=backend.ray_cpus, include_dashboard=False)
         try:
             ray.init(**options)
-        except Exception as error:  # noqa: BLE001 - e.g. no cluster at that address
+        except Exception as error:
             where = backend.ray_address or "a local instance"
             raise MsalignError(f"--backend ray: cannot start or reach Ray at {where} ({_one_line(error)})") from None
     try:
@@ -332,7 +332,7 @@ def _run_on_ray(trials: list[Trial], dataset, backend: Backend) -> Iterator[Tria
                     trial = refs.pop(ref)
                     try:
                         yield ray.get(ref)
-                    except Exception as error:  # noqa: BLE001 - a worker that died, a task Ray could not run
+                    except Exception as error:
                         yield TrialOutcome(trial, error=_one_line(error))
         except BaseException:
             for ref in refs:

@@ -581,7 +581,7 @@ def get_space_keys(model_name: str) -> list[str]:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat()
 
 
 def format_result(result: TuneResult) -> str:
