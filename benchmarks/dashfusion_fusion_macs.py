@@ -56,11 +56,15 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for fusion, row in rows.items():
-        lines.append(f"| {names[fusion]} (`{fusion}`) | {row['fusion_macs_M']:.1f} | {row['paper_fusion_madds_M']} | "
-                     f"{row['fusion_params']:,} | {row['model_macs_M']:.1f} | {row['model_params']:,} |")
+        lines.append(
+            f"| {names[fusion]} (`{fusion}`) | {row['fusion_macs_M']:.1f} | {row['paper_fusion_madds_M']} | "
+            f"{row['fusion_params']:,} | {row['model_macs_M']:.1f} | {row['model_params']:,} |"
+        )
     hbf, sa = rows["hbf"]["fusion_macs_M"], rows["concat_sa"]["fusion_macs_M"]
-    lines += ["", f"HBF costs {hbf:.1f}M multiply-adds, {hbf / sa:.2f} of Concat&SA's {sa:.1f}M "
-              f"(paper: 145M vs 324M, 0.45)."]
+    lines += [
+        "",
+        f"HBF costs {hbf:.1f}M multiply-adds, {hbf / sa:.2f} of Concat&SA's {sa:.1f}M (paper: 145M vs 324M, 0.45).",
+    ]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "dashfusion_fusion_macs.md").write_text("\n".join(lines) + "\n")
     (OUT / "dashfusion_fusion_macs.json").write_text(json.dumps({"shapes": SHAPES, "rows": rows}, indent=1) + "\n")

@@ -57,8 +57,27 @@ def main() -> None:
     encoder = TextEncoder(options.text_encoder, options.max_text_len, cache=False)
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "clip10.mp4"
-        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-t", str(args.seconds), "-i", str(MEGAMIND),
-                        "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(clip)], check=True)
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-v",
+                "error",
+                "-y",
+                "-t",
+                str(args.seconds),
+                "-i",
+                str(MEGAMIND),
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-c:a",
+                "aac",
+                str(clip),
+            ],
+            check=True,
+        )
         started = time.perf_counter()
         one_pass(clip, options, encoder)  # warm-up: model loading, numba compilation
         warmup = time.perf_counter() - started
@@ -96,9 +115,13 @@ def main() -> None:
         "| stage | seconds | share |",
         "|---|---|---|",
     ]
-    names = {"decode": "decode (ffmpeg audio to 16 kHz)", "asr": "ASR (Whisper tiny.en, int8)",
-             "text": "text (MiniLM tokens)", "audio": "audio (librosa MFCC, pyin f0, chroma, RMS)",
-             "vision": "vision (frame decoding + MediaPipe face landmarker)"}
+    names = {
+        "decode": "decode (ffmpeg audio to 16 kHz)",
+        "asr": "ASR (Whisper tiny.en, int8)",
+        "text": "text (MiniLM tokens)",
+        "audio": "audio (librosa MFCC, pyin f0, chroma, RMS)",
+        "vision": "vision (frame decoding + MediaPipe face landmarker)",
+    }
     for stage in STAGES:
         lines.append(f"| {names[stage]} | {median[stage]:.2f} | {100 * median[stage] / total:.0f}% |")
     lines += [
@@ -106,7 +129,7 @@ def main() -> None:
         "",
         f"Real-time factor {args.seconds / total:.1f}x: {'faster' if total < args.seconds else 'SLOWER'} than real time.",
         "",
-        f"Transcript: \"{transcript}\"",
+        f'Transcript: "{transcript}"',
         "",
     ]
     out.with_suffix(".md").write_text("\n".join(lines))

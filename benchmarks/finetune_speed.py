@@ -45,7 +45,9 @@ def measure(dataset, setting: str, steps: int, batch: int) -> dict:
     model.train()
     split = dataset.split("train")
     rng = np.random.default_rng(0)
-    batches = [collate_rows(split, model.modalities, rng.choice(len(split), batch, replace=False)) for _ in range(steps + 1)]
+    batches = [
+        collate_rows(split, model.modalities, rng.choice(len(split), batch, replace=False)) for _ in range(steps + 1)
+    ]
     times = []
     for i, b in enumerate(batches):
         started = time.process_time()
@@ -57,8 +59,12 @@ def measure(dataset, setting: str, steps: int, batch: int) -> dict:
         if i:  # the first step warms up allocators
             times.append(time.process_time() - started)
     step = float(np.mean(times))
-    return {"setting": setting, "prefill_cpu_s": round(prefill, 2), "step_cpu_s": round(step, 4),
-            "epoch_cpu_s": round(step * int(np.ceil(len(split) / batch)), 1)}
+    return {
+        "setting": setting,
+        "prefill_cpu_s": round(prefill, 2),
+        "step_cpu_s": round(step, 4),
+        "epoch_cpu_s": round(step * int(np.ceil(len(split) / batch)), 1),
+    }
 
 
 def main() -> None:

@@ -122,8 +122,14 @@ def write_dataset(folder: Path, sizes: dict[str, int], seed: int = 0) -> dict:
     directions = {m: (rng.standard_normal(d) / np.sqrt(d) * 4).astype(np.float32) for m, (_, d) in SHAPES.items()}
     spec = {"kind": "mosei_scale_benchmark", "seed": seed, "shapes": {m: list(s) for m, s in SHAPES.items()}}
     started = time.perf_counter()
-    with StoreWriter(folder, modalities=SHAPES, name="mosei-scale-synthetic", metric_set="mosei",
-                     feature_spec=spec, source="benchmarks/mosei_scale.py") as writer:
+    with StoreWriter(
+        folder,
+        modalities=SHAPES,
+        name="mosei-scale-synthetic",
+        metric_set="mosei",
+        feature_spec=spec,
+        source="benchmarks/mosei_scale.py",
+    ) as writer:
         for split, n in sizes.items():
             for start in range(0, n, CHUNK):
                 rows = min(CHUNK, n - start)
@@ -142,8 +148,12 @@ def write_dataset(folder: Path, sizes: dict[str, int], seed: int = 0) -> dict:
         writer.finish()
     seconds = time.perf_counter() - started
     on_disk = store_sizes(folder)
-    return {"seconds": round(seconds, 1), "peak_rss_mb_writer_process": round(peak_rss_mb(), 1),
-            "bytes": {s: v["bytes"] for s, v in on_disk.items()}, "rows": {s: v["rows"] for s, v in on_disk.items()}}
+    return {
+        "seconds": round(seconds, 1),
+        "peak_rss_mb_writer_process": round(peak_rss_mb(), 1),
+        "bytes": {s: v["bytes"] for s, v in on_disk.items()},
+        "rows": {s: v["rows"] for s, v in on_disk.items()},
+    }
 
 
 # --- 2. train (in a subprocess) ------------------------------------------------------------------
@@ -191,7 +201,7 @@ def train_child(folder: Path, max_train_batches: int | None, out: Path, batch_si
 
         def on_train_epoch_end(self, trainer, module):
             phase = self._end("train_epoch")
-            inside = [p for p in phases if p["phase"] == "validation"][self.validation_before:]
+            inside = [p for p in phases if p["phase"] == "validation"][self.validation_before :]
             phase["seconds"] -= sum(p["seconds"] for p in inside)  # the training batches only
             phase["read_seconds"] -= sum(p["read_seconds"] for p in inside)
             phase["batches"] = int(trainer.num_training_batches)
@@ -225,11 +235,16 @@ def train_child(folder: Path, max_train_batches: int | None, out: Path, batch_si
             overrides.append(f"max_train_batches={max_train_batches}")
         if batch_size:  # else the MOSEI config's (128)
             overrides.append(f"batch_size={batch_size}")
-        model_config, train_config = resolve_config("decalign", build_config("decalign"), (dataset.name, dataset.metric_set),
-                                                    None, overrides)
+        model_config, train_config = resolve_config(
+            "decalign", build_config("decalign"), (dataset.name, dataset.metric_set), None, overrides
+        )
         t = time.perf_counter()
-        results = train(RunSpec("decalign", model_config, train_config, [1111], out), dataset, progress=False,
-                        log=lambda line: print(line, file=sys.stderr, flush=True))
+        results = train(
+            RunSpec("decalign", model_config, train_config, [1111], out),
+            dataset,
+            progress=False,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+        )
         total_seconds = time.perf_counter() - t
     epoch = next(p for p in phases if p["phase"] == "train_epoch")
     train_rows = len(dataset.split("train"))
@@ -237,17 +252,30 @@ def train_child(folder: Path, max_train_batches: int | None, out: Path, batch_si
     return {
         "load_seconds": round(load_seconds, 3),
         "rss_after_load_mb": {k: round(v, 1) for k, v in rss_after_load.items()},
-        "config": {"model": "decalign", "width": model_config.width, "batch_size": train_config.batch_size,
-                   "alpha": model_config.alpha, "beta": model_config.beta, "threads": train_config.threads,
-                   "max_train_batches": max_train_batches},
+        "config": {
+            "model": "decalign",
+            "width": model_config.width,
+            "batch_size": train_config.batch_size,
+            "alpha": model_config.alpha,
+            "beta": model_config.beta,
+            "threads": train_config.threads,
+            "max_train_batches": max_train_batches,
+        },
         "train_batches": epoch["batches"],
         "train_samples": trained,
         "full_epoch": trained == train_rows,
         "train_epoch_seconds": round(epoch["seconds"], 1),
         "train_epoch_read_seconds": round(epoch["read_seconds"], 1),
         "train_samples_per_second": round(trained / epoch["seconds"], 1),
-        "eval_passes": [{"split": "valid" if p["phase"] == "validation" else "test", "seconds": round(p["seconds"], 1),
-                         "read_seconds": round(p["read_seconds"], 1)} for p in phases if p["phase"] != "train_epoch"],
+        "eval_passes": [
+            {
+                "split": "valid" if p["phase"] == "validation" else "test",
+                "seconds": round(p["seconds"], 1),
+                "read_seconds": round(p["read_seconds"], 1),
+            }
+            for p in phases
+            if p["phase"] != "train_epoch"
+        ],
         "train_call_seconds": round(total_seconds, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "sampled_peak_mb": {k: round(v, 1) for k, v in sampler.peak.items()},
@@ -275,8 +303,13 @@ def read_child(folder: Path, how: str, batch_size: int = 128) -> dict:
                 batch = np.ascontiguousarray(x[rows, :longest])
                 checksum += float(batch[:, 0, 0].sum())
         seconds = time.perf_counter() - t
-    return {"how": how, "seconds": round(seconds, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
-            "sampled_peak_mb": {k: round(v, 1) for k, v in sampler.peak.items()}, "checksum": checksum}
+    return {
+        "how": how,
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "sampled_peak_mb": {k: round(v, 1) for k, v in sampler.peak.items()},
+        "checksum": checksum,
+    }
 
 
 def run_child(args: list[str]) -> dict:
@@ -312,7 +345,8 @@ def render(result: dict) -> str:
         f"| training epoch | {'full epoch' if t['full_epoch'] else '**CAPPED**'}: {t['train_batches']} batches, "
         f"{t['train_samples']} clips in {t['train_epoch_seconds']:.0f} s = **{t['train_samples_per_second']:.1f} samples/s** "
         f"(of which {t['train_epoch_read_seconds']:.1f} s reading) |",
-        "| scoring passes | " + ", ".join(f"{p.get('split', 'valid')} {p['seconds']:.0f} s" for p in t["eval_passes"])
+        "| scoring passes | "
+        + ", ".join(f"{p.get('split', 'valid')} {p['seconds']:.0f} s" for p in t["eval_passes"])
         + f" (valid {w['rows']['valid']} clips, test {w['rows']['test']}); the whole `train` call "
         f"(fit, final valid and test scoring, checkpoint) {t['train_call_seconds']:.0f} s |",
         f"| **peak RSS of the training process** | **{t['peak_rss_mb'] / 1024:.2f} GB** (ru_maxrss); sampled maxima "
@@ -321,34 +355,50 @@ def render(result: dict) -> str:
         f"| peak RSS / data on disk | {t['peak_rss_mb'] / 1024 / total:.1%} of all data, "
         f"{t['peak_rss_mb'] / 1024 / gb['train']:.1%} of the training split |",
         f"| writer process peak RSS | {w['peak_rss_mb_writer_process'] / 1024:.2f} GB |",
-        "| test metrics after the epoch | " + ", ".join(f"{k} {v}" for k, v in t["test_metrics"].items()
-                                                       if k in ("MAE", "Corr", "Has0_acc_2", "Non0_acc_2")) + " |",
+        "| test metrics after the epoch | "
+        + ", ".join(
+            f"{k} {v}" for k, v in t["test_metrics"].items() if k in ("MAE", "Corr", "Has0_acc_2", "Non0_acc_2")
+        )
+        + " |",
     ]
     if not t["full_epoch"]:
         full = w["rows"]["train"] / t["train_samples_per_second"]
-        lines += ["", f"**The training epoch was capped at {t['train_batches']} of "
-                  f"{-(-w['rows']['train'] // t['config']['batch_size'])} batches** (`--max-train-batches "
-                  f"{t['config']['max_train_batches']}`): at {t['train_samples_per_second']:.1f} samples/s a full epoch on {t['config']['threads']} "
-                  f"thread(s) would take about {full / 60:.0f} minutes. samples/s are over the capped batches only; the "
-                  "memory figures do not depend on how many batches run (each batch is read, used and dropped)."]
-    lines += ["", "Reading the figures: the training process's peak is the model's working memory (RssAnon: decalign's "
-              f"activations and gradients for a batch of {t['config']['batch_size']} clips of up to 500 frames, cross-modal attention included), "
-              f"not the data: RssFile, where mapped data would show, stays at {t['sampled_peak_mb']['RssFile'] / 1024:.2f} GB "
-              f"(the interpreter's and torch's libraries), RSS after loading the store is "
-              f"{t['rss_after_load_mb']['VmRSS'] / 1024:.2f} GB, and reading took {t['train_epoch_read_seconds']:.1f} s of "
-              f"the {t['train_epoch_seconds']:.0f} s of training. The same model on in-memory data would need the "
-              f"{total:.1f} GB of features on top."]
+        lines += [
+            "",
+            f"**The training epoch was capped at {t['train_batches']} of "
+            f"{-(-w['rows']['train'] // t['config']['batch_size'])} batches** (`--max-train-batches "
+            f"{t['config']['max_train_batches']}`): at {t['train_samples_per_second']:.1f} samples/s a full epoch on {t['config']['threads']} "
+            f"thread(s) would take about {full / 60:.0f} minutes. samples/s are over the capped batches only; the "
+            "memory figures do not depend on how many batches run (each batch is read, used and dropped).",
+        ]
+    lines += [
+        "",
+        "Reading the figures: the training process's peak is the model's working memory (RssAnon: decalign's "
+        f"activations and gradients for a batch of {t['config']['batch_size']} clips of up to 500 frames, cross-modal attention included), "
+        f"not the data: RssFile, where mapped data would show, stays at {t['sampled_peak_mb']['RssFile'] / 1024:.2f} GB "
+        f"(the interpreter's and torch's libraries), RSS after loading the store is "
+        f"{t['rss_after_load_mb']['VmRSS'] / 1024:.2f} GB, and reading took {t['train_epoch_read_seconds']:.1f} s of "
+        f"the {t['train_epoch_seconds']:.0f} s of training. The same model on in-memory data would need the "
+        f"{total:.1f} GB of features on top.",
+    ]
     if result.get("note"):
         lines += ["", result["note"]]
     if result.get("read"):
-        lines += ["", "Reading alone: one epoch of shuffled batches of 128 training clips (all of the "
-                  f"{gb['train']:.2f} GB training split), each modality read as the collate reads it (`x[rows, :longest]`), "
-                  "in a fresh process per reader. The memory map's RSS grows with every page the epoch touches:", "",
-                  "| reader | seconds | peak RSS (ru_maxrss) | max RssFile | max RssAnon |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Reading alone: one epoch of shuffled batches of 128 training clips (all of the "
+            f"{gb['train']:.2f} GB training split), each modality read as the collate reads it (`x[rows, :longest]`), "
+            "in a fresh process per reader. The memory map's RSS grows with every page the epoch touches:",
+            "",
+            "| reader | seconds | peak RSS (ru_maxrss) | max RssFile | max RssAnon |",
+            "|---|---|---|---|---|",
+        ]
         for r in result["read"]:
             name = {"diskarray": "DiskArray (positioned reads)", "memmap": "np.load(mmap_mode='r')"}[r["how"]]
-            lines.append(f"| {name} | {r['seconds']:.0f} | {r['peak_rss_mb'] / 1024:.2f} GB | "
-                         f"{r['sampled_peak_mb']['RssFile'] / 1024:.2f} GB | {r['sampled_peak_mb']['RssAnon'] / 1024:.2f} GB |")
+            lines.append(
+                f"| {name} | {r['seconds']:.0f} | {r['peak_rss_mb'] / 1024:.2f} GB | "
+                f"{r['sampled_peak_mb']['RssFile'] / 1024:.2f} GB | {r['sampled_peak_mb']['RssAnon'] / 1024:.2f} GB |"
+            )
     lines += ["", f"Page cache: {result['cache_note']}", ""]
     return "\n".join(lines)
 
@@ -358,8 +408,13 @@ def main() -> int:
         folder = Path(sys.argv[2])
         if sys.argv[1] == "_train":
             cap = int(sys.argv[3]) or None
-            result = train_child(folder, cap, Path(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 0,
-                                  int(sys.argv[6]) if len(sys.argv) > 6 else 1)
+            result = train_child(
+                folder,
+                cap,
+                Path(sys.argv[4]),
+                int(sys.argv[5]) if len(sys.argv) > 5 else 0,
+                int(sys.argv[6]) if len(sys.argv) > 6 else 1,
+            )
         else:
             result = read_child(folder, sys.argv[3])
         print(json.dumps(result))
@@ -370,15 +425,24 @@ def main() -> int:
     parser.add_argument("--train", type=int, default=16326)
     parser.add_argument("--valid", type=int, default=1871)
     parser.add_argument("--test", type=int, default=4659)
-    parser.add_argument("--max-train-batches", type=int, default=0, help="cap the training batches (default: full epoch)")
+    parser.add_argument(
+        "--max-train-batches", type=int, default=0, help="cap the training batches (default: full epoch)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the training process (default 1)")
-    parser.add_argument("--batch-size", type=int, default=0, help="training batch (default: configs/decalign/mosei.yaml's 128)")
+    parser.add_argument(
+        "--batch-size", type=int, default=0, help="training batch (default: configs/decalign/mosei.yaml's 128)"
+    )
     parser.add_argument("--no-read-compare", action="store_true", help="skip the DiskArray vs memmap reading epochs")
-    parser.add_argument("--evict", action="store_true", help="drop the store's pages from the page cache before each phase")
+    parser.add_argument(
+        "--evict", action="store_true", help="drop the store's pages from the page cache before each phase"
+    )
     parser.add_argument("--note", default="", help="a sentence added to the report (e.g. the machine's load)")
     parser.add_argument("--render-only", action="store_true", help="re-render the .md from the .json (with --note)")
-    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "mosei_scale"),
-                        help="output path without extension (.md and .json are written)")
+    parser.add_argument(
+        "--results",
+        default=str(ROOT / "benchmarks" / "results" / "mosei_scale"),
+        help="output path without extension (.md and .json are written)",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from msalign.atomic import atomic_write_text
@@ -415,7 +479,16 @@ def main() -> int:
         if args.evict:
             evict(folder)
         print("training decalign for one epoch", file=sys.stderr, flush=True)
-        trained = run_child(["_train", str(folder), str(args.max_train_batches), str(work / "run"), str(args.batch_size), str(args.threads)])
+        trained = run_child(
+            [
+                "_train",
+                str(folder),
+                str(args.max_train_batches),
+                str(work / "run"),
+                str(args.batch_size),
+                str(args.threads),
+            ]
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not args.keep:
@@ -423,13 +496,23 @@ def main() -> int:
             if not args.dir:
                 shutil.rmtree(base, ignore_errors=True)
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    cache_note = ("the store's pages were dropped from the page cache before each phase (--evict), so the reads went to disk."
-                  if args.evict else
-                  f"not dropped: the machine has {mem:.0f} GiB of RAM, so much of the freshly written store stays in the "
-                  "(reclaimable) page cache and reads are mostly warm; that memory is the kernel's, not the process's RSS.")
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, {mem:.0f} GiB RAM",
-              "sizes": sizes, "write": written, "train": trained, "read": reads, "evict": args.evict, "cache_note": cache_note,
-              "note": args.note}
+    cache_note = (
+        "the store's pages were dropped from the page cache before each phase (--evict), so the reads went to disk."
+        if args.evict
+        else f"not dropped: the machine has {mem:.0f} GiB of RAM, so much of the freshly written store stays in the "
+        "(reclaimable) page cache and reads are mostly warm; that memory is the kernel's, not the process's RSS."
+    )
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {mem:.0f} GiB RAM",
+        "sizes": sizes,
+        "write": written,
+        "train": trained,
+        "read": reads,
+        "evict": args.evict,
+        "cache_note": cache_note,
+        "note": args.note,
+    }
     atomic_write_text(out.with_suffix(".json"), json.dumps(result, indent=1) + "\n")
     atomic_write_text(out.with_suffix(".md"), render(result))
     print(render(result))

@@ -38,7 +38,9 @@ def main(run_dirs: list[str]) -> None:
         for path in checkpoints:
             model, info = load_checkpoint(path)
             check_feature_spec(info, dataset.feature_spec, dataset.dims, path)
-            per_seed.append({split: modality_contribution(model, dataset, split, repeats=5) for split in ("valid", "test")})
+            per_seed.append(
+                {split: modality_contribution(model, dataset, split, repeats=5) for split in ("valid", "test")}
+            )
             print(path, {s: {c: round(v["MAE"], 4) for c, v in r.items()} for s, r in per_seed[-1].items()}, flush=True)
         summary = {}
         for split in ("valid", "test"):
@@ -46,19 +48,34 @@ def main(run_dirs: list[str]) -> None:
                 values = {k: [seed[split][condition][k] for seed in per_seed] for k in KEYS}
                 summary[f"{split}/{condition}"] = {k: [float(np.mean(v)), float(np.std(v))] for k, v in values.items()}
         table[run_dir.name] = {"seeds": len(per_seed), "summary": summary}
-    names = {"full": "as recorded", "audio/permute": "audio permuted across clips", "audio/mean": "audio = train mean",
-             "text/permute": "text permuted across clips", "text/mean": "text = train mean"}
-    lines = ["# MOSI: what each modality is worth at test time", "",
-             "Trained checkpoints scored on the valid and test splits with an input ablated (msalign evaluate "
-             "--modality-ablation; permutations averaged over 5 draws); mean ± std over seeds. Produced by "
-             "benchmarks/mosi_modality_ablation.py.", ""]
+    names = {
+        "full": "as recorded",
+        "audio/permute": "audio permuted across clips",
+        "audio/mean": "audio = train mean",
+        "text/permute": "text permuted across clips",
+        "text/mean": "text = train mean",
+    }
+    lines = [
+        "# MOSI: what each modality is worth at test time",
+        "",
+        "Trained checkpoints scored on the valid and test splits with an input ablated (msalign evaluate "
+        "--modality-ablation; permutations averaged over 5 draws); mean ± std over seeds. Produced by "
+        "benchmarks/mosi_modality_ablation.py.",
+        "",
+    ]
     for model, entry in table.items():
-        lines += [f"## {model} ({entry['seeds']} seeds)", "", "| input | valid MAE | valid Non0 Acc-2 | test MAE | test Non0 Acc-2 | test Corr |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"## {model} ({entry['seeds']} seeds)",
+            "",
+            "| input | valid MAE | valid Non0 Acc-2 | test MAE | test Non0 Acc-2 | test Corr |",
+            "|---|---|---|---|---|---|",
+        ]
         for condition in [c for c in names if f"valid/{c}" in entry["summary"]]:
             v, t = entry["summary"][f"valid/{condition}"], entry["summary"][f"test/{condition}"]
-            lines.append(f"| {names[condition]} | {v['MAE'][0]:.3f} ± {v['MAE'][1]:.3f} | {100 * v['Non0_acc_2'][0]:.2f} | "
-                         f"{t['MAE'][0]:.3f} ± {t['MAE'][1]:.3f} | {100 * t['Non0_acc_2'][0]:.2f} | {t['Corr'][0]:.3f} |")
+            lines.append(
+                f"| {names[condition]} | {v['MAE'][0]:.3f} ± {v['MAE'][1]:.3f} | {100 * v['Non0_acc_2'][0]:.2f} | "
+                f"{t['MAE'][0]:.3f} ± {t['MAE'][1]:.3f} | {100 * t['Non0_acc_2'][0]:.2f} | {t['Corr'][0]:.3f} |"
+            )
         lines.append("")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "mosi_modality_ablation.md").write_text("\n".join(lines))

@@ -50,19 +50,28 @@ class Row:
 
 
 # Each model at its configs/<model>/mosi.yaml. The first group's order is the order of importance.
-MMSA_SETTINGS = ("loss=l1,lr=2e-3,batch_size=16,accumulate_batches=8,weight_decay=0,grad_clip=0.6,"
-                 "grad_clip_algorithm=value,plateau_factor=0.1,plateau_patience=5,epochs=60")
+MMSA_SETTINGS = (
+    "loss=l1,lr=2e-3,batch_size=16,accumulate_batches=8,weight_decay=0,grad_clip=0.6,"
+    "grad_clip_algorithm=value,plateau_factor=0.1,plateau_patience=5,epochs=60"
+)
 ROWS = [
     Row("decalign"),
     Row("text_only", note="text only"),
     Row("mult", note="configs/mult/mosi.yaml: msalign tune, 12 trials on validation (mosi.search.json)", stream=1),
-    Row(f"mult[{MMSA_SETTINGS}]", note="MulT at MMSA's training settings (L1, Adam 2e-3, 16 x 8 accumulated, "
-        "clip by value 0.6, plateau 0.1/5): the parity row", stream=3),
+    Row(
+        f"mult[{MMSA_SETTINGS}]",
+        note="MulT at MMSA's training settings (L1, Adam 2e-3, 16 x 8 accumulated, "
+        "clip by value 0.6, plateau 0.1/5): the parity row",
+        stream=3,
+    ),
     Row("late_fusion", stream=2),
     Row("textalign", note="no descriptions (MOSI has no video)", stream=2),
     Row("dashfusion", stream=2),
-    Row("decalign[finetune_layers=2,text_lr=5e-5]", note="MiniLM's top 2 layers fine-tuned over cached lower layers",
-        stream=4),
+    Row(
+        "decalign[finetune_layers=2,text_lr=5e-5]",
+        note="MiniLM's top 2 layers fine-tuned over cached lower layers",
+        stream=4,
+    ),
     Row("decalign", ("--blank", "audio"), note="the same decalign, its audio replaced by zeros: what the audio adds"),
     Row("decalign", ("--group-standardize",), note="audio z-scored per speaker (video_id), shrunk to the train prior"),
 ]
@@ -71,16 +80,37 @@ ROWS = [
 # 5 seeds, MMSA metrics: ../shared/peer/README.md. Our own re-run of MMSA MulT is
 # benchmarks/results/mmsa_mult_peer.json (benchmarks/results/mosi_parity.md says how it was run).
 PEERS = {
-    "MMSA 2.2.1 MulT (peer)": {"Non0_acc_2": (0.8268, 0.0036), "Non0_F1_score": (0.8268, None), "Has0_acc_2": (0.8081, None),
-                               "Mult_acc_7": (0.3618, None), "MAE": (0.915, 0.016), "Corr": (0.706, None)},
+    "MMSA 2.2.1 MulT (peer)": {
+        "Non0_acc_2": (0.8268, 0.0036),
+        "Non0_F1_score": (0.8268, None),
+        "Has0_acc_2": (0.8081, None),
+        "Mult_acc_7": (0.3618, None),
+        "MAE": (0.915, 0.016),
+        "Corr": (0.706, None),
+    },
     "MMSA 2.2.1 MulT run here, seeds 1111-1112, 1 thread (peer; mosi_parity.md)": {
-        "Non0_acc_2": (0.8087, 0.0023), "Non0_F1_score": (0.8095, None), "Has0_acc_2": (0.7922, None),
-        "Mult_acc_7": (0.3644, None), "MAE": (0.9335, 0.0025), "Corr": (0.707, None)},
-    "official DecAlign, its MOSI config (peer)": {"Non0_acc_2": (0.7970, 0.0081), "Non0_F1_score": (0.7974, None),
-                                                  "Has0_acc_2": (0.7790, None), "Mult_acc_7": (0.3198, None),
-                                                  "MAE": (0.971, 0.019), "Corr": (0.664, None)},
-    "ridge on mean-pooled MiniLM text (reference)": {"Non0_acc_2": (0.7927, None), "Non0_F1_score": (0.7938, None),
-                                                     "Mult_acc_7": (0.2959, None), "MAE": (0.958, None), "Corr": (0.683, None)},
+        "Non0_acc_2": (0.8087, 0.0023),
+        "Non0_F1_score": (0.8095, None),
+        "Has0_acc_2": (0.7922, None),
+        "Mult_acc_7": (0.3644, None),
+        "MAE": (0.9335, 0.0025),
+        "Corr": (0.707, None),
+    },
+    "official DecAlign, its MOSI config (peer)": {
+        "Non0_acc_2": (0.7970, 0.0081),
+        "Non0_F1_score": (0.7974, None),
+        "Has0_acc_2": (0.7790, None),
+        "Mult_acc_7": (0.3198, None),
+        "MAE": (0.971, 0.019),
+        "Corr": (0.664, None),
+    },
+    "ridge on mean-pooled MiniLM text (reference)": {
+        "Non0_acc_2": (0.7927, None),
+        "Non0_F1_score": (0.7938, None),
+        "Mult_acc_7": (0.2959, None),
+        "MAE": (0.958, None),
+        "Corr": (0.683, None),
+    },
 }
 
 
@@ -90,7 +120,9 @@ def row_key(row: Row) -> str:
 
 def revision() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
         dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True).stdout
         return rev.stdout.strip() + ("+dirty" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
@@ -99,8 +131,20 @@ def revision() -> str:
 
 def group_command(rows: list[Row], out: Path, seeds: str, jobs: int) -> list[str]:
     msalign = ROOT / ".venv" / "bin" / "msalign"
-    command = [str(msalign) if msalign.exists() else "msalign", "benchmark", "--models", ",".join(r.label for r in rows),
-               "--dataset", DATA, "--seeds", seeds, "--out", str(out), "--resume", *rows[0].dataset_options]
+    command = [
+        str(msalign) if msalign.exists() else "msalign",
+        "benchmark",
+        "--models",
+        ",".join(r.label for r in rows),
+        "--dataset",
+        DATA,
+        "--seeds",
+        seeds,
+        "--out",
+        str(out),
+        "--resume",
+        *rows[0].dataset_options,
+    ]
     if jobs > 1:
         command += ["--jobs", str(jobs)]
     return command
@@ -109,11 +153,13 @@ def group_command(rows: list[Row], out: Path, seeds: str, jobs: int) -> list[str
 def summarize(run_dir: Path) -> dict:
     per_seed = read_results(run_dir).per_seed
     tests = {k: [s.test[k] for s in per_seed] for k in KEYS}
-    return {"mean": {k: round(float(np.mean(v)), 4) for k, v in tests.items()},
-            "std": {k: round(float(np.std(v)), 4) for k, v in tests.items()},
-            "valid_MAE_mean": round(float(np.mean([s.valid["MAE"] for s in per_seed])), 4),
-            "best_epochs": [s.best_epoch for s in per_seed],
-            "seeds": [s.seed for s in per_seed]}
+    return {
+        "mean": {k: round(float(np.mean(v)), 4) for k, v in tests.items()},
+        "std": {k: round(float(np.std(v)), 4) for k, v in tests.items()},
+        "valid_MAE_mean": round(float(np.mean([s.valid["MAE"] for s in per_seed])), 4),
+        "best_epochs": [s.best_epoch for s in per_seed],
+        "seeds": [s.seed for s in per_seed],
+    }
 
 
 def cell(key: str, mean: float, std: float | None) -> str:
@@ -136,12 +182,19 @@ def write_tables(table: dict) -> None:
     ]
     for key, row in table["rows"].items():
         cells = " | ".join(cell(k, row["mean"][k], row["std"][k] if len(row["seeds"]) > 1 else None) for k in KEYS)
-        lines.append(f"| {row['label']} | {' '.join(row['dataset_options']) or '–'} | {cells} | {row['valid_MAE_mean']:.3f} | "
-                     f"{len(row['seeds'])} | {row['revision']} ({row['date']}) | {row['note']} |")
-    lines += ["", "Peers: public code on identical inputs (../shared/peer/README.md: 5 seeds, MMSA metrics; our own re-run of",
-              "MMSA's MulT: benchmarks/results/mosi_parity.md). Which setting validation selects, and why decalign's",
-              "audio does not help on test: benchmarks/results/mosi_parity.md.", "",
-              "| peer | Has0 Acc-2 | Non0 Acc-2 | Non0 F1 | Acc-7 | MAE | Corr |", "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {row['label']} | {' '.join(row['dataset_options']) or '–'} | {cells} | {row['valid_MAE_mean']:.3f} | "
+            f"{len(row['seeds'])} | {row['revision']} ({row['date']}) | {row['note']} |"
+        )
+    lines += [
+        "",
+        "Peers: public code on identical inputs (../shared/peer/README.md: 5 seeds, MMSA metrics; our own re-run of",
+        "MMSA's MulT: benchmarks/results/mosi_parity.md). Which setting validation selects, and why decalign's",
+        "audio does not help on test: benchmarks/results/mosi_parity.md.",
+        "",
+        "| peer | Has0 Acc-2 | Non0 Acc-2 | Non0 F1 | Acc-7 | MAE | Corr |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, values in table["peers"].items():
         cells = " | ".join(cell(k, *values[k]) if k in values else "" for k in KEYS)
         lines.append(f"| {name} | {cells} |")
@@ -153,8 +206,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", default="runs/mosi_real")
     parser.add_argument("--seeds", default="1111,1112,1113,1114,1115")
     parser.add_argument("--jobs", type=int, default=1, help="trials at once (msalign benchmark --jobs)")
-    parser.add_argument("--only", nargs="+", default=None, metavar="ROW",
-                        help="row keys to (re)run (e.g. decalign 'decalign --blank audio'); others keep their record")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="ROW",
+        help="row keys to (re)run (e.g. decalign 'decalign --blank audio'); others keep their record",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     wanted = [r for r in ROWS if args.only is None or row_key(r) in args.only]
@@ -168,8 +226,15 @@ def main(argv: list[str]) -> None:
         print("+", " ".join(command), flush=True)
         (out / group).mkdir(parents=True, exist_ok=True)
         log = (out / group / "benchmark.log").open("a")
-        running.append((group, log, subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                                      env={**os.environ, "OMP_NUM_THREADS": "1"})))
+        running.append(
+            (
+                group,
+                log,
+                subprocess.Popen(
+                    command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}
+                ),
+            )
+        )
     failed = []
     for group, log, process in running:
         if process.wait() != 0:
@@ -179,15 +244,23 @@ def main(argv: list[str]) -> None:
         print(f"benchmark groups {failed} failed (see OUT/<group>/benchmark.log); their finished rows are kept")
     path = RESULTS / "mosi_real.json"
     old = json.loads(path.read_text()) if path.exists() else {}
-    table = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, 1 torch thread per run",
-             "rows": old.get("rows", {}) if args.only else {}, "peers": {k: dict(v) for k, v in PEERS.items()}}
+    table = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, 1 torch thread per run",
+        "rows": old.get("rows", {}) if args.only else {},
+        "peers": {k: dict(v) for k, v in PEERS.items()},
+    }
     stamp = {"revision": revision(), "date": datetime.date.today().isoformat()}
     for row in wanted:
         if not (out / row.group / row.label / RESULTS_FILE).is_file():
             continue
         record = summarize(out / row.group / row.label)
-        table["rows"][row_key(row)] = {"label": row.label, "dataset_options": list(row.dataset_options), "note": row.note,
-                                       **record, **stamp}
+        table["rows"][row_key(row)] = {
+            "label": row.label,
+            "dataset_options": list(row.dataset_options),
+            "note": row.note,
+            **record,
+            **stamp,
+        }
     write_tables(table)
     print(RESULTS.joinpath("mosi_real.md").read_text())
 

@@ -33,8 +33,12 @@ DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, required=True, help="search trials per model (the same for every model)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per trial and per final seed (default: configs)")
-    parser.add_argument("--models", default=",".join(list_models()), help="comma-separated (default: every registered model)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs per trial and per final seed (default: configs)"
+    )
+    parser.add_argument(
+        "--models", default=",".join(list_models()), help="comma-separated (default: every registered model)"
+    )
     parser.add_argument("--dataset", default=str(DATASET))
     parser.add_argument("--seeds", default="1111,1112,1113,1114,1115")
     parser.add_argument("--seeds-search", default="1111")
@@ -48,8 +52,18 @@ def main(argv: list[str] | None = None) -> int:
         budget += ["--epochs", str(args.epochs)]
     rows, table = {}, {}
     for model in models:
-        command = ["tune", "--model", model, "--dataset", args.dataset, *budget, "--out", str(out / model),
-                   *(["--write-config"] if args.write_config else []), *passed_on]
+        command = [
+            "tune",
+            "--model",
+            model,
+            "--dataset",
+            args.dataset,
+            *budget,
+            "--out",
+            str(out / model),
+            *(["--write-config"] if args.write_config else []),
+            *passed_on,
+        ]
         print(f"== msalign {' '.join(command)}", file=sys.stderr, flush=True)
         if msalign(command) != 0:
             print(f"== {model}: failed (see above); the other models go on", file=sys.stderr, flush=True)
@@ -57,20 +71,29 @@ def main(argv: list[str] | None = None) -> int:
         record = json.loads(next((out / model).glob("*.search.json")).read_text())
         final = record["final"]
         rows[model] = final["test"]
-        table[model] = {"best_trial": record["best"]["number"], "valid": record["best"]["value"],
-                        "params": record["best"]["params"], "test": final["test"], "test_std": final["test_std"],
-                        "seeds": record["seeds"], "budget": record["budget"], "git_revision": record["git_revision"]}
+        table[model] = {
+            "best_trial": record["best"]["number"],
+            "valid": record["best"]["value"],
+            "params": record["best"]["params"],
+            "test": final["test"],
+            "test_std": final["test_std"],
+            "seeds": record["seeds"],
+            "budget": record["budget"],
+            "git_revision": record["git_revision"],
+        }
     if not table:
         return 1
     keys = metrics.headline_keys("mosi")
     metric = "MAE"
     first = next(iter(table.values()))
-    text = (f"Tuned on validation {metric} only: {args.trials} trials per model (Optuna TPE), "
-            f"{first['budget']['epochs']} epochs, search seeds {first['budget']['search_seeds']}; "
-            f"test metrics of the chosen configuration, mean ± population std over seeds {first['seeds']}.\n\n"
-            + metrics.format_table(rows, keys, std={m: table[m]["test_std"] for m in rows})
-            + "\n\n| model | best trial | valid MAE |\n|---|---|---|\n"
-            + "\n".join(f"| {m} | {r['best_trial']} | {r['valid']:.4f} |" for m, r in table.items()))
+    text = (
+        f"Tuned on validation {metric} only: {args.trials} trials per model (Optuna TPE), "
+        f"{first['budget']['epochs']} epochs, search seeds {first['budget']['search_seeds']}; "
+        f"test metrics of the chosen configuration, mean ± population std over seeds {first['seeds']}.\n\n"
+        + metrics.format_table(rows, keys, std={m: table[m]["test_std"] for m in rows})
+        + "\n\n| model | best trial | valid MAE |\n|---|---|---|\n"
+        + "\n".join(f"| {m} | {r['best_trial']} | {r['valid']:.4f} |" for m, r in table.items())
+    )
     atomic_write_text(out / "table.md", text + "\n")
     atomic_write_text(out / "table.json", json.dumps(table, indent=2) + "\n")
     print(text)

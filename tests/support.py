@@ -133,7 +133,7 @@ def mutate(blob: bytes, edits) -> bytes:
         elif kind == "insert":
             data[pos:pos] = edit[2]
         elif kind == "delete":
-            del data[pos:pos + edit[2]]
+            del data[pos : pos + edit[2]]
     return bytes(data)
 
 
@@ -154,14 +154,51 @@ def megamind_features(tmp_path, texts, modes, step, length, needs=("librosa", "m
     raw = tmp_path / "ds" / "Raw" / "mm"
     raw.mkdir(parents=True)
     for i in range(len(texts)):
-        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{step * i:.1f}", "-t", str(length),
-                        "-i", str(MEGAMIND), "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
-                        str(raw / f"{i}.mp4")], check=True)
-    (tmp_path / "ds" / "label.csv").write_text("video_id,clip_id,text,label,annotation,mode\n" + "".join(
-        f"mm,{i},{t},{(-1) ** i * 1.5},,{m}\n" for i, (t, m) in enumerate(zip(texts, modes))))
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-v",
+                "error",
+                "-y",
+                "-ss",
+                f"{step * i:.1f}",
+                "-t",
+                str(length),
+                "-i",
+                str(MEGAMIND),
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-c:a",
+                "aac",
+                str(raw / f"{i}.mp4"),
+            ],
+            check=True,
+        )
+    (tmp_path / "ds" / "label.csv").write_text(
+        "video_id,clip_id,text,label,annotation,mode\n"
+        + "".join(f"mm,{i},{t},{(-1) ** i * 1.5},,{m}\n" for i, (t, m) in enumerate(zip(texts, modes)))
+    )
     features = tmp_path / "features"
-    assert main(["extract", str(tmp_path / "ds"), "--out", str(features), "--fps", "4", "--missing", "mask",
-                 "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                str(tmp_path / "ds"),
+                "--out",
+                str(features),
+                "--fps",
+                "4",
+                "--missing",
+                "mask",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert main(["describe", str(features), "--out", str(features)]) == 0  # into the dataset: asked for
     return features
 
@@ -237,15 +274,27 @@ def run_cli_batch(cases: list[list[str]], tmp: Path, timeout: float = 180, env: 
     """``msalign ARGV`` for each case (in ``tmp``) in one fresh interpreter; see _BATCH_WRAPPER."""
     spec, result = tmp / f".cases_{time.monotonic_ns()}.json", tmp / f".results_{time.monotonic_ns()}.json"
     spec.write_text(json.dumps([{"argv": list(map(str, a)), "cwd": str(tmp)} for a in cases]))
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-                   "OMP_NUM_THREADS": "1", **(env or {})}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
     environment.pop("MSALIGN_DEBUG", None)
-    done = subprocess.run([sys.executable, "-c", _BATCH_WRAPPER, str(spec), str(result)], capture_output=True,
-                          text=True, timeout=timeout, env=environment, cwd=tmp, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-c", _BATCH_WRAPPER, str(spec), str(result)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+        cwd=tmp,
+        stdin=subprocess.DEVNULL,
+    )
     runs = json.loads(result.read_text()) if result.exists() else []
     assert done.returncode == 0 and len(runs) == len(cases), (
         f"batch child died (exit {done.returncode}) after {len(runs)} of {len(cases)} cases; "
-        f"next: {cases[len(runs)] if len(runs) < len(cases) else None}; stderr: {done.stderr[-2000:]}")
+        f"next: {cases[len(runs)] if len(runs) < len(cases) else None}; stderr: {done.stderr[-2000:]}"
+    )
     spec.unlink()
     result.unlink()
     return [CliRun(r["rc"], "", r["stderr"], r["seconds"], r["peak_kb"] / 1024) for r in runs]
@@ -266,8 +315,16 @@ def write_review_folder(data: Path, seed: int = 0) -> Path:
         for i in range(24):
             word = SENTIMENT_WORDS[i % len(SENTIMENT_WORDS)]
             mode = "train" if i < 12 else "valid" if i < 18 else "test"
-            writer.writerow([f"v{i}", "1", f"the movie was really {word} " + "and long " * (i % 3),
-                             2.0 if i % 2 == 0 else -2.0, "", mode])
+            writer.writerow(
+                [
+                    f"v{i}",
+                    "1",
+                    f"the movie was really {word} " + "and long " * (i % 3),
+                    2.0 if i % 2 == 0 else -2.0,
+                    "",
+                    mode,
+                ]
+            )
             ids.append(f"v{i}_1")
     save_modality(data, "audio", ids, rng.normal(size=(24, 5)))
     return data

@@ -17,15 +17,29 @@ TINY = "synthetic:n_train=160,n_valid=48,n_test=48"
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "msalign.cli", *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "msalign.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
 
 
 def test_train_text_only_writes_results_json(tmp_path):
     """The issue's command, verbatim, in a fresh process."""
     out = tmp_path / "run"
-    proc = run_cli("train", "--model", "text_only", "--dataset", "synthetic", "--seeds", "1111", "--epochs", "2",
-                   "--out", str(out), "--set", "train.threads=1")
+    proc = run_cli(
+        "train",
+        "--model",
+        "text_only",
+        "--dataset",
+        "synthetic",
+        "--seeds",
+        "1111",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        "--set",
+        "train.threads=1",
+    )
     assert proc.returncode == 0, proc.stderr
     results = json.loads((out / "results.json").read_text())
     assert set(results) >= {"model", "dataset", "config", "seeds", "per_seed", "mean", "std"}
@@ -42,8 +56,24 @@ def test_train_text_only_writes_results_json(tmp_path):
 
 
 def test_two_seeds_mean_and_population_std(tmp_path):
-    assert main(["train", "--model", "text_only", "--dataset", TINY, "--seeds", "1111,1112", "--epochs", "1",
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "text_only",
+                "--dataset",
+                TINY,
+                "--seeds",
+                "1111,1112",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     maes = [s["test"]["MAE"] for s in results["per_seed"]]
     assert results["mean"]["MAE"] == pytest.approx(sum(maes) / 2, abs=1e-4)
@@ -59,7 +89,19 @@ def test_same_command_twice_gives_identical_results(tmp_path):
 
 
 def test_finished_seeds_are_skipped(tmp_path, capsys):
-    args = ["train", "--model", "text_only", "--dataset", TINY, "--seeds", "1111", "--epochs", "1", "--out", str(tmp_path)]
+    args = [
+        "train",
+        "--model",
+        "text_only",
+        "--dataset",
+        TINY,
+        "--seeds",
+        "1111",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     before = (tmp_path / "results.json").read_text()
     capsys.readouterr()
@@ -98,17 +140,23 @@ def test_models_lists_the_registry(capsys):
         assert name in listed
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--model", "nope", "--dataset", TINY, "--out", "X"], "unknown model 'nope'"),
-    (["train", "--model", "text_only", "--dataset", "/no/such/dir", "--out", "X"], "/no/such/dir"),
-    (["train", "--model", "text_only", "--dataset", TINY, "--out", "X", "--set", "widht=3"], "widht"),
-    (["train", "--model", "text_only", "--dataset", TINY, "--out", "X", "--set", "width=wide"], "expected an integer"),
-    (["train", "--model", "text_only", "--dataset", TINY, "--out", "X", "--seeds", "a,b"], "--seeds"),
-    (["train", "--model", "text_only", "--dataset", TINY, "--out", "X", "--epochs", "0"], "--epochs"),
-    (["train", "--model", "text_only", "--dataset", "synthetic:bogus=1", "--out", "X"], "bogus"),
-    (["train", "--model", "decalign", "--dataset", TINY, "--modalities", "text", "--out", "X"], "at least 2"),
-    (["evaluate", "--checkpoint", "/no/such.safetensors", "--dataset", TINY], "no such file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--model", "nope", "--dataset", TINY, "--out", "X"], "unknown model 'nope'"),
+        (["train", "--model", "text_only", "--dataset", "/no/such/dir", "--out", "X"], "/no/such/dir"),
+        (["train", "--model", "text_only", "--dataset", TINY, "--out", "X", "--set", "widht=3"], "widht"),
+        (
+            ["train", "--model", "text_only", "--dataset", TINY, "--out", "X", "--set", "width=wide"],
+            "expected an integer",
+        ),
+        (["train", "--model", "text_only", "--dataset", TINY, "--out", "X", "--seeds", "a,b"], "--seeds"),
+        (["train", "--model", "text_only", "--dataset", TINY, "--out", "X", "--epochs", "0"], "--epochs"),
+        (["train", "--model", "text_only", "--dataset", "synthetic:bogus=1", "--out", "X"], "bogus"),
+        (["train", "--model", "decalign", "--dataset", TINY, "--modalities", "text", "--out", "X"], "at least 2"),
+        (["evaluate", "--checkpoint", "/no/such.safetensors", "--dataset", TINY], "no such file"),
+    ],
+)
 def test_user_errors_are_one_line(tmp_path, capsys, args, message):
     args = [str(tmp_path / "out") if a == "X" else a for a in args]
     assert main(args) == 2
@@ -119,7 +167,9 @@ def test_user_errors_are_one_line(tmp_path, capsys, args, message):
 
 
 def test_user_error_in_a_real_process_has_no_traceback(tmp_path):
-    proc = run_cli("train", "--model", "text_only", "--dataset", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
+    proc = run_cli(
+        "train", "--model", "text_only", "--dataset", str(tmp_path / "missing"), "--out", str(tmp_path / "o")
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
@@ -127,8 +177,26 @@ def test_user_error_in_a_real_process_has_no_traceback(tmp_path):
 @pytest.mark.slow
 def test_late_fusion_on_real_mosi(tmp_path, mosi_dir, mosi_cache):
     """The issue's command on the real text + audio data (2 epochs)."""
-    assert main(["train", "--model", "late_fusion", "--dataset", str(mosi_dir), "--epochs", "2", "--out", str(tmp_path),
-                 "--cache-dir", str(mosi_cache), "--set", "train.threads=1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "late_fusion",
+                "--dataset",
+                str(mosi_dir),
+                "--epochs",
+                "2",
+                "--out",
+                str(tmp_path),
+                "--cache-dir",
+                str(mosi_cache),
+                "--set",
+                "train.threads=1",
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     test = results["per_seed"][0]["test"]
     # a trained model on real transcripts is far above chance (50%) and the constant predictor (MAE ~1.2)
@@ -139,16 +207,41 @@ def test_set_takes_several_pairs_per_flag():
     from msalign.cli import build_parser
 
     args = build_parser().parse_args(
-        ["train", "--model", "decalign", "--dataset", "synthetic", "--set", "width=16", "heads=2", "--set", "lr=0.01",
-         "--out", "x"]
+        [
+            "train",
+            "--model",
+            "decalign",
+            "--dataset",
+            "synthetic",
+            "--set",
+            "width=16",
+            "heads=2",
+            "--set",
+            "lr=0.01",
+            "--out",
+            "x",
+        ]
     )
     assert args.set == ["width=16", "heads=2", "lr=0.01"]
 
 
 def test_benchmark_runs_model_variants(tmp_path, capsys):
     out = tmp_path / "bench"
-    args = ["benchmark", "--models", "text_only,text_only[layers=0,width=8]", "--dataset", TINY, "--seeds", "1111",
-            "--epochs", "1", "--set", "threads=1", "--out", str(out)]
+    args = [
+        "benchmark",
+        "--models",
+        "text_only,text_only[layers=0,width=8]",
+        "--dataset",
+        TINY,
+        "--seeds",
+        "1111",
+        "--epochs",
+        "1",
+        "--set",
+        "threads=1",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     table = json.loads((out / "table.json").read_text())
     assert list(table["models"]) == ["text_only", "text_only[layers=0,width=8]"]
@@ -158,12 +251,15 @@ def test_benchmark_runs_model_variants(tmp_path, capsys):
     assert "| text_only[layers=0,width=8] |" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("models, message", [
-    ("decalign[hete=false", "unbalanced"),
-    ("decalign[hete]", "not key=value"),
-    ("text_only,text_only", "twice"),
-    ("decalign[hete=false]x", "trailing"),
-])
+@pytest.mark.parametrize(
+    "models, message",
+    [
+        ("decalign[hete=false", "unbalanced"),
+        ("decalign[hete]", "not key=value"),
+        ("text_only,text_only", "twice"),
+        ("decalign[hete=false]x", "trailing"),
+    ],
+)
 def test_benchmark_rejects_bad_model_lists(tmp_path, capsys, models, message):
     assert main(["benchmark", "--models", models, "--dataset", TINY, "--out", str(tmp_path / "b")]) == 2
     assert message in capsys.readouterr().err

@@ -11,7 +11,9 @@ def test_bare_key_goes_to_model_then_train():
 
 
 def test_explicit_sections():
-    model, train = resolve_config("late_fusion", build_config("late_fusion"), (), None, ["model.dropout=0.3", "train.epochs=3"])
+    model, train = resolve_config(
+        "late_fusion", build_config("late_fusion"), (), None, ["model.dropout=0.3", "train.epochs=3"]
+    )
     assert model.dropout == 0.3 and train.epochs == 3
 
 
@@ -22,13 +24,16 @@ def test_unknown_key_is_an_error_naming_it():
         build_config("text_only", {"nope": 1})
 
 
-@pytest.mark.parametrize("override, message", [
-    ("width=abc", "expected an integer"),
-    ("width=1.5", "expected an integer"),
-    ("train.lr=fast", "expected a number"),
-    ("dropout=true", "expected a number"),
-    ("novalue", "expected key=value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("width=abc", "expected an integer"),
+        ("width=1.5", "expected an integer"),
+        ("train.lr=fast", "expected a number"),
+        ("dropout=true", "expected a number"),
+        ("novalue", "expected key=value"),
+    ],
+)
 def test_wrong_types_are_errors(override, message):
     with pytest.raises(MsalignError, match=message):
         resolve_config("text_only", build_config("text_only"), (), None, [override])
@@ -57,12 +62,15 @@ def test_only_most_specific_dataset_file_applies():
     assert default == TrainConfig()
 
 
-@pytest.mark.parametrize("text, message", [
-    ("model: [1, 2]\n", "must be a mapping"),
-    ("other:\n  a: 1\n", "top-level sections"),
-    ("model: {width: 3\n", "not valid YAML"),
-    ("model:\n  nope: 3\n", "unknown model config key 'nope'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model: [1, 2]\n", "must be a mapping"),
+        ("other:\n  a: 1\n", "top-level sections"),
+        ("model: {width: 3\n", "not valid YAML"),
+        ("model:\n  nope: 3\n", "unknown model config key 'nope'"),
+    ],
+)
 def test_bad_config_files(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)

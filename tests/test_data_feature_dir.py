@@ -14,6 +14,8 @@ from msalign.data.text_encoder import TextEncoder
 from support import error, make_folder, write_labels
 
 MOSI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mosi"
+
+
 def test_folder_loads(tmp_path):
     folder = tmp_path / "mydata"
     ids = make_folder(folder)
@@ -59,7 +61,9 @@ def test_standardize_uses_train_statistics(tmp_path):
     np.testing.assert_array_equal(again.splits["valid"].features["vision"], ds.splits["valid"].features["vision"])
     subset = load_feature_dir(tmp_path / "d", modalities=["audio"], standardize=stats)
     np.testing.assert_array_equal(subset.splits["test"].features["audio"], ds.splits["test"].features["audio"])
-    assert "cannot standardize modality 'text'" in error(load_feature_dir, tmp_path / "d", modalities=["audio"], standardize=["text"])
+    assert "cannot standardize modality 'text'" in error(
+        load_feature_dir, tmp_path / "d", modalities=["audio"], standardize=["text"]
+    )
     only = load_feature_dir(tmp_path / "d", standardize=["audio"])
     assert set(only.feature_spec.to_json()["options"]["standardize"]) == {"audio"}
     np.testing.assert_array_equal(only.splits["train"].features["text"], raw.splits["train"].features["text"])
@@ -81,7 +85,9 @@ def test_missing_ids_named(tmp_path):
         keep = ~np.isin(z["ids"], [ids[2], ids[9]])
         save_modality(folder, "audio", z["ids"][keep], z["audio"][keep])
     msg = error(load_feature_dir, folder)
-    assert msg.startswith(f"{folder / 'audio_utterance.npz'}: 2 clips of label.csv have no features, e.g. '{ids[2]}', '{ids[9]}'")
+    assert msg.startswith(
+        f"{folder / 'audio_utterance.npz'}: 2 clips of label.csv have no features, e.g. '{ids[2]}', '{ids[9]}'"
+    )
     assert "(file has 12 ids, shape (12, 1, 7))" in msg
 
 
@@ -117,7 +123,9 @@ def test_label_csv_errors(tmp_path):
     write_labels(folder, ["1.0"] * 6 + ["x"] + ["0"] * 5)
     assert "line 8: label 'x' is not a number" in error(load_feature_dir, folder, metric_set="mosi")
     write_labels(folder, [0.5] * 9 + [4.0] * 3)
-    assert "split 'test', key 'labels': label 4 at row 0 outside [-3, 3] (shape (3,))" in error(load_feature_dir, folder)
+    assert "split 'test', key 'labels': label 4 at row 0 outside [-3, 3] (shape (3,))" in error(
+        load_feature_dir, folder
+    )
     write_labels(folder, [0.5] * 12, modes=["train"] * 9 + ["test"] * 3)
     assert "split 'valid', key 'mode': no clips" in error(load_feature_dir, folder)
     (folder / "label.csv").unlink()

@@ -15,8 +15,9 @@ from msalign.errors import MsalignError
 
 def test_closed_form_with_shrinkage_toward_the_prior():
     x = np.array([1.0, 3.0, 5.0], dtype=np.float32).reshape(3, 1, 1)
-    out = standardize_groups(x.copy(), np.ones(3, dtype=np.int64), ["a", "a", "b"], {"mean": [0.0], "var": [1.0]},
-                             strength=1.0)
+    out = standardize_groups(
+        x.copy(), np.ones(3, dtype=np.int64), ["a", "a", "b"], {"mean": [0.0], "var": [1.0]}, strength=1.0
+    )
     # a: n=2, m=2, v=1 -> centre (2*2 + 0)/3 = 4/3, var (2*1 + 1)/3 = 1
     # b: n=1, m=5, v=0 -> centre (5 + 0)/2 = 2.5, var (0 + 1)/2 = 0.5
     np.testing.assert_allclose(out.ravel(), [-1 / 3, 5 / 3, 2.5 / np.sqrt(0.5)], rtol=1e-6)
@@ -45,8 +46,11 @@ def test_sequences_use_real_positions_and_keep_padding_zero():
     np.testing.assert_allclose(out[0, :2, 0], (np.array([1.0, 3.0]) - 3) / np.sqrt(8 / 3), rtol=1e-6)
     assert out[0, 2, 0] == 0 and not out[1, 1:].any()
     # the prior's variance is pooled WITHIN groups: two groups far apart add nothing to it
-    two = fit_prior(np.array([0.0, 2.0, 100.0, 102.0], dtype=np.float32).reshape(4, 1, 1), np.ones(4, dtype=np.int64),
-                    ["a", "a", "b", "b"])
+    two = fit_prior(
+        np.array([0.0, 2.0, 100.0, 102.0], dtype=np.float32).reshape(4, 1, 1),
+        np.ones(4, dtype=np.int64),
+        ["a", "a", "b", "b"],
+    )
     assert two["var"] == [1.0] and two["mean"] == [51.0]
 
 
@@ -80,7 +84,10 @@ def test_group_statistics_never_read_labels(tmp_path, clips):
     _write(tmp_path / "b", np.random.default_rng(5).permutation(labels), audio, speakers, modes)
     a = load_dataset(str(tmp_path / "a"), group_standardize=True)
     b = load_dataset(str(tmp_path / "b"), group_standardize=True)
-    assert a.feature_spec.to_json()["options"]["group_standardize"] == b.feature_spec.to_json()["options"]["group_standardize"]
+    assert (
+        a.feature_spec.to_json()["options"]["group_standardize"]
+        == b.feature_spec.to_json()["options"]["group_standardize"]
+    )
     for split in ("train", "valid", "test"):
         for m in ("audio", "vision"):
             np.testing.assert_array_equal(a.split(split).features[m], b.split(split).features[m])
@@ -140,9 +147,23 @@ def test_cli_options_reach_the_loader(tmp_path, clips):
 
     labels, audio, speakers, modes = clips
     _write(tmp_path / "a", labels, audio, speakers, modes)
-    args = build_parser().parse_args(["train", "--model", "text_only", "--dataset", str(tmp_path / "a"), "--out", "x",
-                                      "--group-standardize", "audio", "--group-column", "speaker",
-                                      "--group-strength", "0.5"])
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--model",
+            "text_only",
+            "--dataset",
+            str(tmp_path / "a"),
+            "--out",
+            "x",
+            "--group-standardize",
+            "audio",
+            "--group-column",
+            "speaker",
+            "--group-strength",
+            "0.5",
+        ]
+    )
     options = load_from_args(args).feature_spec.to_json()["options"]
     assert set(options["group_standardize"]) == {"audio"} and options["group_column"] == "speaker"
     assert options["group_strength"] == 0.5

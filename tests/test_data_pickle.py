@@ -58,7 +58,9 @@ def test_modalities_and_classification(tmp_path):
     assert ds.num_classes == max(int(d["classification_labels"].max()) for d in data.values()) + 1
     for d in data.values():
         d["labels"] = d.pop("classification_labels").astype(np.int64)
-    assert load_mmsa_pickle(write_pickle(tmp_path / "x.pkl", data), metric_set="iemocap", num_classes=6).num_classes == 6
+    assert (
+        load_mmsa_pickle(write_pickle(tmp_path / "x.pkl", data), metric_set="iemocap", num_classes=6).num_classes == 6
+    )
 
 
 class WritesMarker:
@@ -159,10 +161,14 @@ def test_nan_and_inf(tmp_path):
     assert msg == f"{tmp_path / 'nan.pkl'}: split 'train', key 'audio': NaN at row 2 (shape (6, 10, 5))"
     data = mmsa_data()
     data["valid"]["regression_labels"][1] = np.nan
-    assert "split 'valid', key 'labels': NaN at row 1 (shape (3,))" in error(load_mmsa_pickle, write_pickle(tmp_path / "y.pkl", data))
+    assert "split 'valid', key 'labels': NaN at row 1 (shape (3,))" in error(
+        load_mmsa_pickle, write_pickle(tmp_path / "y.pkl", data)
+    )
     data = mmsa_data()
     data["test"]["vision"][3, 0, 0] = np.inf
-    assert "split 'test', key 'vision': inf at row 3" in error(load_mmsa_pickle, write_pickle(tmp_path / "inf.pkl", data))
+    assert "split 'test', key 'vision': inf at row 3" in error(
+        load_mmsa_pickle, write_pickle(tmp_path / "inf.pkl", data)
+    )
     data = mmsa_data()  # -inf in audio is COVAREP's log(0): zeroed and counted, as MMSA does
     data["train"]["audio"][0, 0, :2] = -np.inf
     ds = load_mmsa_pickle(write_pickle(tmp_path / "neginf.pkl", data))
@@ -180,7 +186,10 @@ def test_label_out_of_range(tmp_path):
 
 
 def test_load_dataset_paths(tmp_path):
-    assert error(load_dataset, str(tmp_path / "nope.pkl")) == f"dataset '{tmp_path / 'nope.pkl'}': no such file or directory"
+    assert (
+        error(load_dataset, str(tmp_path / "nope.pkl"))
+        == f"dataset '{tmp_path / 'nope.pkl'}': no such file or directory"
+    )
     (tmp_path / "x.txt").write_text("hi")
     assert "not a dataset" in error(load_dataset, str(tmp_path / "x.txt"))
     assert "unknown option 'colour'" in error(load_dataset, "synthetic", colour="red")

@@ -63,19 +63,46 @@ def test_round_trip_is_exact_for_every_index_kind(memory, store_dir):
         np.testing.assert_array_equal(a.labels, b.labels)
         for m in a.modalities:
             x, y = a.features[m], b.features[m]
-            assert isinstance(y, DiskArray) and y.shape == x.shape and y.dtype == x.dtype and y.ndim == 3 and len(y) == len(x)
+            assert (
+                isinstance(y, DiskArray)
+                and y.shape == x.shape
+                and y.dtype == x.dtype
+                and y.ndim == 3
+                and len(y) == len(x)
+            )
             np.testing.assert_array_equal(a.lengths[m], b.lengths[m])
             n, length = x.shape[:2]
             sorted_rows = np.sort(rng.choice(n, 9, replace=False))
-            cases = [sorted_rows, rng.permutation(n)[:11], rng.integers(0, n, 15),  # sorted, unsorted, duplicates
-                     np.array([n - 1, 0, n - 1, 0]), np.arange(n), np.array([-1, -n]), [2, 1], np.array([], dtype=np.int64)]
+            cases = [
+                sorted_rows,
+                rng.permutation(n)[:11],
+                rng.integers(0, n, 15),  # sorted, unsorted, duplicates
+                np.array([n - 1, 0, n - 1, 0]),
+                np.arange(n),
+                np.array([-1, -n]),
+                [2, 1],
+                np.array([], dtype=np.int64),
+            ]
             for rows in cases:
                 for longest in (1, int(rng.integers(1, length + 1)), length):
                     np.testing.assert_array_equal(y[rows, :longest], x[rows, :longest])
                 np.testing.assert_array_equal(y[rows], x[rows])
-            for key in (slice(3, 11), slice(None), slice(n - 2, n + 5), slice(None, None, 3), slice(5, 1, -1), 0, n - 1, -2,
-                        (4, 2), (slice(1, 6), slice(2, 5)), (slice(None), slice(None), slice(1, 3)), (..., 0),
-                        (np.arange(n) % 2 == 0,), (sorted_rows, slice(None, None, 2))):
+            for key in (
+                slice(3, 11),
+                slice(None),
+                slice(n - 2, n + 5),
+                slice(None, None, 3),
+                slice(5, 1, -1),
+                0,
+                n - 1,
+                -2,
+                (4, 2),
+                (slice(1, 6), slice(2, 5)),
+                (slice(None), slice(None), slice(1, 3)),
+                (..., 0),
+                (np.arange(n) % 2 == 0,),
+                (sorted_rows, slice(None, None, 2)),
+            ):
                 np.testing.assert_array_equal(y[key], x[key])
             np.testing.assert_array_equal(np.asarray(y), x)
             np.testing.assert_array_equal(np.load(y.path, mmap_mode="r"), x)  # plain .npy for everyone
@@ -97,10 +124,21 @@ def test_training_on_the_store_equals_training_in_memory(memory, store_dir, tmp_
     disk = load_dataset(store_dir)
     results = []
     for name, data in (("memory", memory), ("store", disk)):
-        model_config, train_config = resolve_config("late_fusion", build_config("late_fusion"), (data.name, data.metric_set),
-                                                    None, ["epochs=1", "batch_size=16", "threads=1", "width=16"])
-        results.append(train(RunSpec("late_fusion", model_config, train_config, seeds=[7], out_dir=tmp_path / name),
-                             data, progress=False, log=lambda line: None))
+        model_config, train_config = resolve_config(
+            "late_fusion",
+            build_config("late_fusion"),
+            (data.name, data.metric_set),
+            None,
+            ["epochs=1", "batch_size=16", "threads=1", "width=16"],
+        )
+        results.append(
+            train(
+                RunSpec("late_fusion", model_config, train_config, seeds=[7], out_dir=tmp_path / name),
+                data,
+                progress=False,
+                log=lambda line: None,
+            )
+        )
     assert results[0].per_seed[0].test == results[1].per_seed[0].test
     assert results[0].per_seed[0].valid == results[1].per_seed[0].valid
 
@@ -108,7 +146,9 @@ def test_training_on_the_store_equals_training_in_memory(memory, store_dir, tmp_
 def test_modality_ablation_reads_the_store_lazily(memory, store_dir):
     disk = load_dataset(store_dir)
     for m in memory.modalities:
-        np.testing.assert_allclose(train_mean(disk.split("train"), m), train_mean(memory.split("train"), m), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            train_mean(disk.split("train"), m), train_mean(memory.split("train"), m), rtol=1e-5, atol=1e-6
+        )
     torch.manual_seed(0)
     model = create_model("late_fusion", dims=memory.dims, output_dim=1, config=build_config("late_fusion"))
     model.eval()
@@ -130,8 +170,13 @@ def test_disk_array_pickles_cheaply_and_reads_in_workers(memory, store_dir):
     np.testing.assert_array_equal(clone[[5, 1]], memory.split("train").features["audio"][[5, 1]])
     # a forked DataLoader worker receives the split (with its open DiskArrays) and reads batches
     index = SplitIndex(disk.split("train"), disk.modalities)
-    loader = DataLoader(index, batch_size=16, collate_fn=index.collate, num_workers=1,
-                        multiprocessing_context=multiprocessing.get_context("fork"))
+    loader = DataLoader(
+        index,
+        batch_size=16,
+        collate_fn=index.collate,
+        num_workers=1,
+        multiprocessing_context=multiprocessing.get_context("fork"),
+    )
     got = torch.cat([batch["features"]["text"][:, :5] for batch in loader])
     expected = torch.from_numpy(memory.split("train").features["text"][:, :5])
     assert torch.equal(got, expected)
@@ -182,8 +227,10 @@ def test_damaged_stores_give_one_line_errors_naming_the_file(store_dir, tmp_path
     audio = s / "train" / "audio.npy"
     with open(audio, "r+b") as f:
         f.truncate(audio.stat().st_size - 100)
-    assert error(load_dataset, s) == (f"{audio}: split 'train', key 'audio': truncated: "
-                                      f"{48 * 40 * 8 * 4 - 100} of {48 * 40 * 8 * 4} data bytes (shape (48, 40, 8))")
+    assert error(load_dataset, s) == (
+        f"{audio}: split 'train', key 'audio': truncated: "
+        f"{48 * 40 * 8 * 4 - 100} of {48 * 40 * 8 * 4} data bytes (shape (48, 40, 8))"
+    )
     s = fresh("nokey")
     manifest = json.loads((s / MANIFEST).read_text())
     del manifest["splits"]
@@ -194,14 +241,19 @@ def test_damaged_stores_give_one_line_errors_naming_the_file(store_dir, tmp_path
     assert error(load_dataset, s).startswith(f"{s / MANIFEST}: not valid JSON")
     s = fresh("shape")  # a well-formed .npy of the wrong shape
     np.save(s / "valid" / "vision.npy", np.zeros((20, 31, 12), dtype=np.float32))
-    assert error(load_dataset, s) == (f"{s / 'valid' / 'vision.npy'}: split 'valid', key 'vision': shape (20, 31, 12), "
-                                      f"but {s / MANIFEST} says (20, 30, 12)")
+    assert error(load_dataset, s) == (
+        f"{s / 'valid' / 'vision.npy'}: split 'valid', key 'vision': shape (20, 31, 12), "
+        f"but {s / MANIFEST} says (20, 30, 12)"
+    )
     s = fresh("dtype")
     np.save(s / "valid" / "vision.npy", np.zeros((20, 30, 12), dtype=np.float64))
     assert "key 'vision': expected C-order float32 (N, L, D), got float64" in error(load_dataset, s)
     s = fresh("lengths")
     np.save(s / "test" / "text_lengths.npy", np.ones(23, dtype=np.int64))
-    assert error(load_dataset, s) == f"{s / 'test' / 'text_lengths.npy'}: split 'test', key 'text_lengths': expected shape (24,), got shape (23,)"
+    assert (
+        error(load_dataset, s)
+        == f"{s / 'test' / 'text_lengths.npy'}: split 'test', key 'text_lengths': expected shape (24,), got shape (23,)"
+    )
     s = fresh("length-range")
     lengths = np.load(s / "test" / "text_lengths.npy")
     lengths[5] = 99
@@ -212,7 +264,9 @@ def test_damaged_stores_give_one_line_errors_naming_the_file(store_dir, tmp_path
     assert error(load_dataset, s) == f"{s / 'train' / 'ids.npy'}: split 'train', key 'id': missing file"
     s = fresh("header")
     (s / "train" / "vision.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
-    assert error(load_dataset, s).startswith(f"{s / 'train' / 'vision.npy'}: split 'train', key 'vision': not a readable .npy file")
+    assert error(load_dataset, s).startswith(
+        f"{s / 'train' / 'vision.npy'}: split 'train', key 'vision': not a readable .npy file"
+    )
     s = fresh("newer")
     manifest = json.loads((s / MANIFEST).read_text())
     manifest["version"] = 99
@@ -231,9 +285,17 @@ def test_a_file_replaced_after_loading_is_an_error_not_garbage(copy_store):
 def _chunk(n=4, start=0, **over):
     rng = np.random.default_rng(start)
     lengths = {"text": np.full(n, 3), "audio": rng.integers(1, 6, n)}
-    features = {"text": rng.normal(size=(n, 3, 2)).astype(np.float32), "audio": rng.normal(size=(n, 5, 4)).astype(np.float32)}
+    features = {
+        "text": rng.normal(size=(n, 3, 2)).astype(np.float32),
+        "audio": rng.normal(size=(n, 5, 4)).astype(np.float32),
+    }
     features["audio"][np.arange(5)[None] >= lengths["audio"][:, None]] = 0
-    chunk = {"features": features, "lengths": lengths, "labels": rng.uniform(-3, 3, n), "ids": [f"c{start + i}" for i in range(n)]}
+    chunk = {
+        "features": features,
+        "lengths": lengths,
+        "labels": rng.uniform(-3, 3, n),
+        "ids": [f"c{start + i}" for i in range(n)],
+    }
     chunk.update(over)
     return chunk
 
@@ -266,19 +328,38 @@ def test_streaming_writer_builds_a_store_chunk_by_chunk(tmp_path):
     assert not list(tmp_path.glob(".made.*"))  # no temporary folder left
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda c: c["features"]["audio"].__setitem__((2, 0, 1), np.nan), "split 'train', key 'audio': NaN at row 6"),
-    (lambda c: c["features"]["text"].__setitem__((1, 0, 0), np.inf), "split 'train', key 'text': inf at row 5"),
-    (lambda c: c["lengths"]["audio"].__setitem__(3, 6), "split 'train', key 'audio_lengths': length 6 at row 7 outside 1..5"),
-    (lambda c: c["lengths"]["audio"].__setitem__(0, 0), "split 'train', key 'audio_lengths': length 0 at row 4 outside 1..5"),
-    (lambda c: (c["lengths"]["audio"].__setitem__(0, 1), c["features"]["audio"].__setitem__((0, 4, 0), 1.0)),
-     "split 'train', key 'audio': non-zero features beyond length 1 at row 4"),
-    (lambda c: (c["features"]["text"].__setitem__(2, 0), c["features"]["audio"].__setitem__(2, 0)),
-     "split 'train', key 'text/audio': row 6 (id 'c6') is all padding in every modality"),
-    (lambda c: c["labels"].__setitem__(1, 3.5), "split 'train', key 'labels': label 3.5 at row 5 outside [-3, 3]"),
-    (lambda c: c["ids"].__setitem__(2, "c1"), "split 'train', key 'id': duplicate id 'c1' at row 6 (already in split 'train')"),
-    (lambda c: c["features"].__setitem__("audio", np.zeros((4, 5, 3))), "split 'train', key 'audio': expected shape (4, <= 5, 4), got shape (4, 5, 3)"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c["features"]["audio"].__setitem__((2, 0, 1), np.nan), "split 'train', key 'audio': NaN at row 6"),
+        (lambda c: c["features"]["text"].__setitem__((1, 0, 0), np.inf), "split 'train', key 'text': inf at row 5"),
+        (
+            lambda c: c["lengths"]["audio"].__setitem__(3, 6),
+            "split 'train', key 'audio_lengths': length 6 at row 7 outside 1..5",
+        ),
+        (
+            lambda c: c["lengths"]["audio"].__setitem__(0, 0),
+            "split 'train', key 'audio_lengths': length 0 at row 4 outside 1..5",
+        ),
+        (
+            lambda c: (c["lengths"]["audio"].__setitem__(0, 1), c["features"]["audio"].__setitem__((0, 4, 0), 1.0)),
+            "split 'train', key 'audio': non-zero features beyond length 1 at row 4",
+        ),
+        (
+            lambda c: (c["features"]["text"].__setitem__(2, 0), c["features"]["audio"].__setitem__(2, 0)),
+            "split 'train', key 'text/audio': row 6 (id 'c6') is all padding in every modality",
+        ),
+        (lambda c: c["labels"].__setitem__(1, 3.5), "split 'train', key 'labels': label 3.5 at row 5 outside [-3, 3]"),
+        (
+            lambda c: c["ids"].__setitem__(2, "c1"),
+            "split 'train', key 'id': duplicate id 'c1' at row 6 (already in split 'train')",
+        ),
+        (
+            lambda c: c["features"].__setitem__("audio", np.zeros((4, 5, 3))),
+            "split 'train', key 'audio': expected shape (4, <= 5, 4), got shape (4, 5, 3)",
+        ),
+    ],
+)
 def test_writer_checks_every_chunk(tmp_path, change, message):
     out = tmp_path / "made"
     with pytest.raises(MsalignError) as e, _writer(out) as writer:
@@ -297,7 +378,8 @@ def test_duplicate_ids_across_splits_and_missing_splits(tmp_path):
         c = _chunk()
         writer.append("train", c["features"], c["lengths"], c["labels"], c["ids"])
         assert error(writer.append, "test", c["features"], c["lengths"], c["labels"], c["ids"]) == (
-            f"{out}: split 'test', key 'id': duplicate id 'c0' at row 0 (already in split 'train')")
+            f"{out}: split 'test', key 'id': duplicate id 'c0' at row 0 (already in split 'train')"
+        )
         assert error(writer.finish) == f"{out}: split 'valid': no rows written (a store needs train, valid and test)"
     assert not out.exists() and not list(tmp_path.iterdir())
 
@@ -311,7 +393,9 @@ def test_an_interrupted_conversion_leaves_no_store_that_loads(memory, tmp_path):
     assert not out.exists()
     partial = list(tmp_path.glob(".store.*.partial"))
     assert len(partial) == 1 and not (partial[0] / MANIFEST).exists()
-    assert error(load_dataset, partial[0]) == f"{partial[0]}: no label.csv (a feature directory needs MMSA's label file)"
+    assert (
+        error(load_dataset, partial[0]) == f"{partial[0]}: no label.csv (a feature directory needs MMSA's label file)"
+    )
     assert error(load_store, partial[0]) == f"{partial[0] / MANIFEST}: missing (not a feature store)"
 
 
@@ -336,7 +420,9 @@ def test_convert_a_pickle_and_checkpoints_move_both_ways(tmp_path, capsys):
     assert sub_disk.modalities == ("text", "audio") and sub_disk.feature_spec == sub_pickle.feature_spec
     info = {"dims": sub_pickle.dims, "feature_spec": sub_pickle.feature_spec.to_json()}
     check_feature_spec(info, sub_disk.feature_spec, sub_disk.dims, "model.safetensors")  # no error
-    check_feature_spec({"dims": disk.dims, "feature_spec": disk.feature_spec.to_json()}, original.feature_spec, original.dims, "m")
+    check_feature_spec(
+        {"dims": disk.dims, "feature_spec": disk.feature_spec.to_json()}, original.feature_spec, original.dims, "m"
+    )
     with pytest.raises(MsalignError, match="feature spec modalities"):
         check_feature_spec(info, disk.feature_spec, disk.dims, "m")
 
@@ -368,5 +454,11 @@ def test_convert_synthetic_overwrite_rules(tmp_path, capsys):
 def test_store_options_and_metric_set(store_dir):
     assert load_dataset(store_dir, metric_set="mosei", text_encoder="ignored").metric_set == "mosei"
     assert "does not fit the store's regression labels" in error(load_dataset, store_dir, metric_set="iemocap")
-    assert error(load_store, store_dir, modalities=["x"]) == f"{store_dir}: unknown modality 'x' (choose from ['text', 'audio', 'vision'])"
-    assert generate_synthetic(seed=3, n_train=48, n_valid=20, n_test=24).feature_spec == load_dataset(store_dir).feature_spec
+    assert (
+        error(load_store, store_dir, modalities=["x"])
+        == f"{store_dir}: unknown modality 'x' (choose from ['text', 'audio', 'vision'])"
+    )
+    assert (
+        generate_synthetic(seed=3, n_train=48, n_valid=20, n_test=24).feature_spec
+        == load_dataset(store_dir).feature_spec
+    )

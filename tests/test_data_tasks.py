@@ -41,8 +41,9 @@ def test_real_valued_and_named_labels_and_the_path_decide_alone(tmp_path):
     make_folder(tmp_path / "my_mosi", labels=[0, 1, 2] * 4)  # the path names a regression benchmark
     ds = load_dataset(str(tmp_path / "my_mosi"))
     assert ds.task == "regression" and ds.metric_set == "mosi" and "path names mosi" in ds.why
-    assert "iemocap is the classification set" in error(load_dataset, str(tmp_path / "reals"), task="regression",
-                                                        metric_set="iemocap")
+    assert "iemocap is the classification set" in error(
+        load_dataset, str(tmp_path / "reals"), task="regression", metric_set="iemocap"
+    )
     small = "synthetic:n_train=32,n_valid=16,n_test=16"
     ds = load_dataset(small, task="classification")
     assert ds.task == "classification" and ds.source == small and "task=classification" in ds.describe()
@@ -60,8 +61,17 @@ def test_classification_configs_are_chosen_for_the_task_not_iemocap(tmp_path):
 
 def test_train_summary_names_task_metrics_and_config_files(tmp_path, capsys):
     make_folder(tmp_path / "three", labels=[0, 1, 2] * 4)
-    args = ["train", "--model", "late_fusion", "--dataset", str(tmp_path / "three"), "--epochs", "1",
-            "--out", str(tmp_path / "run")]
+    args = [
+        "train",
+        "--model",
+        "late_fusion",
+        "--dataset",
+        str(tmp_path / "three"),
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert main(args) == 2
     assert "pass --task classification" in capsys.readouterr().err
     assert main([*args, "--task", "classification"]) == 0
@@ -69,8 +79,19 @@ def test_train_summary_names_task_metrics_and_config_files(tmp_path, capsys):
     assert "task classification (3 classes); metrics iemocap (task: --task classification" in summary
     assert summary.endswith("config files: configs/late_fusion/classification.yaml")
     # evaluate takes the task from the checkpoint
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "seed_1111"), "--dataset", str(tmp_path / "three"),
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(tmp_path / "run" / "seed_1111"),
+                "--dataset",
+                str(tmp_path / "three"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert set(json.loads(capsys.readouterr().out)["metrics"]) >= {"WAcc", "WAF1"}
 
 
@@ -89,8 +110,24 @@ def test_empty_clips_drop_or_error(tmp_path, capsys):
     assert ds.dropped == {"train": 2, "valid": 1, "test": 0}
     assert [len(s) for s in ds.splits.values()] == [4, 2, 3] and ids[0] not in ds.splits["train"].ids
     assert "dropped all-padding clips: train 2, valid 1, test 0" in ds.describe()
-    assert main(["train", "--model", "late_fusion", "--dataset", str(folder), "--epochs", "1", "--empty-clips", "drop",
-                 "--out", str(tmp_path / "run")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "late_fusion",
+                "--dataset",
+                str(folder),
+                "--epochs",
+                "1",
+                "--empty-clips",
+                "drop",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     assert "dropped all-padding clips: train 2, valid 1, test 0" in capsys.readouterr().err
     # recorded in the checkpoint: evaluate (and report) reload the same clips without the option
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "seed_1111"), "--dataset", str(folder)]) == 0

@@ -20,7 +20,10 @@ SRC = "data/foo.pkl"
 
 def make_split(name: str = "train", n: int = 6, seed: int = 0, prefix: str | None = None) -> Split:
     rng = np.random.default_rng(seed)
-    feats = {"text": rng.normal(size=(n, 7, 4)).astype(np.float32), "audio": rng.normal(size=(n, 9, 3)).astype(np.float32)}
+    feats = {
+        "text": rng.normal(size=(n, 7, 4)).astype(np.float32),
+        "audio": rng.normal(size=(n, 9, 3)).astype(np.float32),
+    }
     lengths = {"text": rng.integers(1, 8, n), "audio": rng.integers(1, 10, n)}
     for m in feats:
         zero_padding(feats[m], lengths[m])
@@ -71,7 +74,9 @@ def test_n_mismatch():
 def test_lengths_outside_range(bad):
     s = make_split()
     s.lengths["audio"][1] = bad
-    assert f"split 'train', key 'audio_lengths': length {bad} at row 1 outside 1..9 (shape (6, 9, 3))" in error(validate_split, s, SRC)
+    assert f"split 'train', key 'audio_lengths': length {bad} at row 1 outside 1..9 (shape (6, 9, 3))" in error(
+        validate_split, s, SRC
+    )
 
 
 def test_missing_lengths_and_wrong_rank():
@@ -84,7 +89,9 @@ def test_missing_lengths_and_wrong_rank():
 
 
 def test_wrong_dims_expected_and_between_splits():
-    assert "key 'audio': feature width 3, expected 5 (shape (6, 9, 3))" in error(validate_split, make_split(), SRC, dims={"audio": 5})
+    assert "key 'audio': feature width 3, expected 5 (shape (6, 9, 3))" in error(
+        validate_split, make_split(), SRC, dims={"audio": 5}
+    )
     ds = make_ds()
     ds.splits["test"].features["text"] = np.ones((4, 7, 6), np.float32)
     assert "split 'test', key 'text': feature width 6, expected 4 (shape (4, 7, 6))" in error(validate_dataset, ds)

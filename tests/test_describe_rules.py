@@ -96,8 +96,11 @@ def write_feature_dir(folder: Path, n: int = 12, audio: bool = True) -> Path:
         for i in range(n):
             w.writerow(["v", i, "it was good" if i % 2 else "it was bad", 1.5 if i % 2 else -1.5, "", modes[i]])
     if audio:
-        np.savez(folder / "audio_utterance.npz", ids=np.array([f"v_{i}" for i in range(n)]),
-                 audio=rng.normal(size=(n, 9)).astype(np.float32))
+        np.savez(
+            folder / "audio_utterance.npz",
+            ids=np.array([f"v_{i}" for i in range(n)]),
+            audio=rng.normal(size=(n, 9)).astype(np.float32),
+        )
     return folder
 
 
@@ -157,20 +160,44 @@ def image_dataset(tmp_path_factory) -> Path:
     rows = []
     names = []
     for i in range(8):
-        pixels = (rng.random((64, 96, 3)) * 255).astype(np.uint8) if i % 2 else \
-            np.tile(np.linspace(0, 255, 96, dtype=np.uint8)[None, :, None], (64, 1, 3))
+        pixels = (
+            (rng.random((64, 96, 3)) * 255).astype(np.uint8)
+            if i % 2
+            else np.tile(np.linspace(0, 255, 96, dtype=np.uint8)[None, :, None], (64, 1, 3))
+        )
         Image.fromarray(pixels).save(folder / "images" / f"syn{i}.png")
         names.append(f"syn{i}")
     if MEGAMIND.exists() and shutil.which("ffmpeg"):
         for i in range(4):
-            subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{0.3 + 2.5 * i:.1f}", "-i", str(MEGAMIND),
-                            "-frames:v", "1", str(folder / "images" / f"mm{i}.jpg")], check=True)
+            subprocess.run(
+                [
+                    "ffmpeg",
+                    "-nostdin",
+                    "-v",
+                    "error",
+                    "-y",
+                    "-ss",
+                    f"{0.3 + 2.5 * i:.1f}",
+                    "-i",
+                    str(MEGAMIND),
+                    "-frames:v",
+                    "1",
+                    str(folder / "images" / f"mm{i}.jpg"),
+                ],
+                check=True,
+            )
             names.append(f"mm{i}.jpg")
     modes = ["train", "train", "train", "train", "valid", "test"]
     for i, name in enumerate(names):
         positive = i % 2 == 0
-        rows.append([name, "what a lovely day" if positive else "this is awful", "positive" if positive else "negative",
-                     modes[i % len(modes)]])
+        rows.append(
+            [
+                name,
+                "what a lovely day" if positive else "this is awful",
+                "positive" if positive else "negative",
+                modes[i % len(modes)],
+            ]
+        )
     with open(folder / "labels.csv", "w", newline="") as handle:
         w = csv.writer(handle)
         w.writerow(["image_id", "text", "label", "mode"])
@@ -192,7 +219,9 @@ def test_image_text_dataset_described_and_trained(image_dataset, tmp_path):
     assert ds.task == "classification" and ds.feature_spec.to_json()["classes"] == ["negative", "positive"]
     assert ds.split("train").raw_text[0].startswith("what a lovely day [SEP] Face: ")
     run = tmp_path / "run"
-    assert main(["train", "--model", "textalign", "--dataset", str(out), "--descriptions", "--out", str(run), *TRAIN]) == 0
+    assert (
+        main(["train", "--model", "textalign", "--dataset", str(out), "--descriptions", "--out", str(run), *TRAIN]) == 0
+    )
     results = json.loads((run / "results.json").read_text())
     assert 0 <= results["mean"]["WAcc"] <= 1
     # the checkpoint remembers the descriptions: evaluate reloads them from the recorded options
@@ -208,8 +237,9 @@ def test_twitter_style_tsv_with_aspect_targets(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "17.jpg")
     header = "index\t#1 Label\t#2 ImageID\t#3 String\t#3 String\n"
     for name in ("train", "dev", "test"):
-        (tmp_path / f"{name}.tsv").write_text(header + "1\t2\t17.jpg\t$T$ is great\tRT @Coco\n"
-                                              "2\t0\t17.jpg\tnot a fan of $T$\tthe show\n")
+        (tmp_path / f"{name}.tsv").write_text(
+            header + "1\t2\t17.jpg\t$T$ is great\tRT @Coco\n2\t0\t17.jpg\tnot a fan of $T$\tthe show\n"
+        )
     items = read_image_dataset(tmp_path)
     assert [it.text for it in items[:2]] == ["RT @Coco is great", "not a fan of the show"]
     assert [it.mode for it in items] == ["train", "train", "valid", "valid", "test", "test"]
@@ -223,8 +253,13 @@ def test_twitter_style_tsv_with_aspect_targets(tmp_path):
 
 
 def test_extracted_megamind_described_and_trained(tmp_path):
-    features = megamind_features(tmp_path, ["i like it", "bad stuff", "so good", "terrible", "great", "meh"],
-                                 ["train", "train", "train", "valid", "test", "test"], step=1.8, length=1.6)
+    features = megamind_features(
+        tmp_path,
+        ["i like it", "bad stuff", "so good", "terrible", "great", "meh"],
+        ["train", "train", "train", "valid", "test", "test"],
+        step=1.8,
+        length=1.6,
+    )
     record = json.loads((features / "descriptions.json").read_text())
     descriptions = record["descriptions"]
     assert set(descriptions) == {f"mm_{i}" for i in range(6)}
@@ -233,11 +268,16 @@ def test_extracted_megamind_described_and_trained(tmp_path):
         assert any(w in text for w in ("low pitch", "medium pitch", "high pitch")), text
     assert {"smile", "nod", "pitch", "loudness", "rate"} <= set(record["describer"]["thresholds"])
     run = tmp_path / "run"
-    assert main(["train", "--model", "textalign", "--dataset", str(features), "--descriptions", "--out", str(run), *TRAIN]) == 0
+    assert (
+        main(["train", "--model", "textalign", "--dataset", str(features), "--descriptions", "--out", str(run), *TRAIN])
+        == 0
+    )
     assert math.isfinite(json.loads((run / "results.json").read_text())["mean"]["MAE"])
     # thresholds reused instead of refitted: the same descriptions
     again = tmp_path / "again.json"
-    assert main(["describe", str(features), "--thresholds", str(features / "descriptions.json"), "--out", str(again)]) == 0
+    assert (
+        main(["describe", str(features), "--thresholds", str(features / "descriptions.json"), "--out", str(again)]) == 0
+    )
     assert json.loads(again.read_text())["descriptions"] == descriptions
 
 

@@ -45,7 +45,9 @@ def test_permutation_keeps_rows_whole_and_mean_keeps_masks(data):
     mean = np.full(data.dims["audio"], 7.0, dtype=np.float32)
     permuted = _with_modality(split, "audio", "permute", rng, mean)
     assert sorted(map(tuple, permuted.lengths["audio"][:, None])) == sorted(map(tuple, split.lengths["audio"][:, None]))
-    assert np.allclose(np.sort(permuted.features["audio"].sum(axis=(1, 2))), np.sort(split.features["audio"].sum(axis=(1, 2))))
+    assert np.allclose(
+        np.sort(permuted.features["audio"].sum(axis=(1, 2))), np.sort(split.features["audio"].sum(axis=(1, 2)))
+    )
     filled = _with_modality(split, "audio", "mean", rng, mean)
     assert (filled.features["audio"][split.mask("audio")] == 7.0).all()
     assert (filled.features["audio"][~split.mask("audio")] == 0.0).all()
@@ -56,7 +58,19 @@ def test_cli_modality_ablation(tmp_path, capsys):
     spec = "synthetic:n_train=40,n_valid=20,n_test=20"
     assert main(["train", "--model", "late_fusion", "--dataset", spec, "--epochs", "1", "--out", str(tmp_path)]) == 0
     capsys.readouterr()
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "seed_1111" / "model.safetensors"), "--dataset", spec,
-                 "--modality-ablation", "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(tmp_path / "seed_1111" / "model.safetensors"),
+                "--dataset",
+                spec,
+                "--modality-ablation",
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert {"full", "audio/permute", "vision/mean", "text/permute"} <= set(out["modality_ablation"])

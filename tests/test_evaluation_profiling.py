@@ -60,8 +60,10 @@ def test_parse_shapes():
 
 
 def test_cli_profile(capsys):
-    assert main(["profile", "--model", "dashfusion", "--shapes", "text=12x16,audio=30x8", "--set", "width=32",
-                 "heads=4"]) == 0
+    assert (
+        main(["profile", "--model", "dashfusion", "--shapes", "text=12x16,audio=30x8", "--set", "width=32", "heads=4"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| total |" in out and "fusion" in out and "multiply-adds" in out
     assert main(["profile", "--model", "decalign", "--depth", "1"]) == 0  # the synthetic dataset by default
@@ -77,8 +79,24 @@ def test_profile_resolves_configs_as_train_and_prints_plain_text(tmp_path, capsy
     assert "config files: configs/decalign/synthetic.yaml" in captured.err
     assert "&nbsp;" not in captured.out and "|" not in captured.out
     total = next(line for line in captured.out.splitlines() if line.startswith("total")).split()[1]
-    assert main(["profile", "--model", "decalign", "--depth", "1", "--format", "text", "--dataset", "synthetic",
-                 "--shapes", "text=20x32,audio=40x8,vision=30x12"]) == 0
+    assert (
+        main(
+            [
+                "profile",
+                "--model",
+                "decalign",
+                "--depth",
+                "1",
+                "--format",
+                "text",
+                "--dataset",
+                "synthetic",
+                "--shapes",
+                "text=20x32,audio=40x8,vision=30x12",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "config files: configs/decalign/synthetic.yaml" in captured.err
     assert next(line for line in captured.out.splitlines() if line.startswith("total")).split()[1] == total

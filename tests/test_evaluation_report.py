@@ -37,16 +37,47 @@ def dataset():
 def benchmark_dir(tmp_path_factory) -> Path:
     """late_fusion and decalign; benchmark_dir / "decalign" doubles as a plain train run."""
     out = tmp_path_factory.mktemp("bench") / "run"
-    assert main(["benchmark", "--models", "late_fusion,decalign", "--dataset", TINY, "--seeds", "1111", *SMALL,
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--models",
+                "late_fusion,decalign",
+                "--dataset",
+                TINY,
+                "--seeds",
+                "1111",
+                *SMALL,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sweep") / "run"
-    assert main(["sweep", "--model", "decalign", "--dataset", TINY, "--grid", "alpha=0.01,0.1", "beta=0.05", *SMALL,
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--model",
+                "decalign",
+                "--dataset",
+                TINY,
+                "--grid",
+                "alpha=0.01,0.1",
+                "beta=0.05",
+                *SMALL,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -56,8 +87,13 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", header[16:24])
 
 
-KIND_BY_PREFIX = {"confusion_": "confusion", "curves_": "curves", "gap_": "gap", "per_class_": "per_class",
-                  "sweep_": "sweep"}
+KIND_BY_PREFIX = {
+    "confusion_": "confusion",
+    "curves_": "curves",
+    "gap_": "gap",
+    "per_class_": "per_class",
+    "sweep_": "sweep",
+}
 
 
 def check_figures(target: Path) -> dict[str, int]:
@@ -65,7 +101,9 @@ def check_figures(target: Path) -> dict[str, int]:
     from matplotlib.image import imread
 
     text = target.read_text()
-    linked = re.findall(r'src="([^"]+\.png)"', text) if target.suffix == ".html" else re.findall(r"\]\(([^)]+\.png)\)", text)
+    linked = (
+        re.findall(r'src="([^"]+\.png)"', text) if target.suffix == ".html" else re.findall(r"\]\(([^)]+\.png)\)", text)
+    )
     assert linked, f"{target} links no figure"
     kinds: dict[str, int] = {}
     for name in linked:
@@ -84,8 +122,14 @@ def test_predictions_npz_matches_the_run(benchmark_dir, dataset):
     seed_dir = benchmark_dir / "decalign" / "seed_1111"
     per_seed = json.loads((benchmark_dir / "decalign" / "results.json").read_text())["per_seed"][0]
     with np.load(seed_dir / "predictions.npz", allow_pickle=False) as data:
-        assert sorted(data.files) == ["test_ids", "test_labels", "test_predictions",
-                                      "valid_ids", "valid_labels", "valid_predictions"]
+        assert sorted(data.files) == [
+            "test_ids",
+            "test_labels",
+            "test_predictions",
+            "valid_ids",
+            "valid_labels",
+            "valid_predictions",
+        ]
         for split in ("valid", "test"):
             n = len(dataset.split(split))
             assert data[f"{split}_predictions"].shape == (n,) and data[f"{split}_labels"].shape == (n,)
@@ -118,7 +162,10 @@ def test_report_of_a_benchmark_renders_every_figure(benchmark_dir, dataset):
     target, report = build_report(benchmark_dir, dataset)
     assert check_figures(target) == {"per_class": 1, "confusion": 2, "curves": 3, "gap": 3}
     assert {f.file for f in report.figures} == {p.name for p in target.parent.glob("*.png")}
-    assert all(f.size_px == (round(FIGURE_SIZES[f.kind][0] * 100), round(FIGURE_SIZES[f.kind][1] * 100)) for f in report.figures)
+    assert all(
+        f.size_px == (round(FIGURE_SIZES[f.kind][0] * 100), round(FIGURE_SIZES[f.kind][1] * 100))
+        for f in report.figures
+    )
     text = target.read_text()
     assert "| late_fusion |" in text and "| decalign |" in text
 
@@ -153,20 +200,26 @@ def test_missing_predictions_are_recomputed_from_the_checkpoint(benchmark_dir, d
     assert any(f.kind == "confusion" for f in report.figures)
     from msalign.evaluation.report import predict_checkpoint
 
-    np.testing.assert_allclose(predict_checkpoint(run / "seed_1111" / "model.safetensors", dataset)["test"][0], saved,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        predict_checkpoint(run / "seed_1111" / "model.safetensors", dataset)["test"][0], saved, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_format_and_out_suffix_must_agree(benchmark_dir, tmp_path, capsys):
-    assert main(["report", str(benchmark_dir / "late_fusion"), "--format", "html", "--out", str(tmp_path / "r.md")]) == 2
+    assert (
+        main(["report", str(benchmark_dir / "late_fusion"), "--format", "html", "--out", str(tmp_path / "r.md")]) == 2
+    )
     assert capsys.readouterr().err.strip().endswith("a .md file, but --format is html")
     assert not (tmp_path / "r.md").exists()
 
 
-@pytest.mark.parametrize(("make", "message"), [
-    (lambda tmp: tmp / "nope", "no such directory"),
-    (lambda tmp: tmp, "not a train, benchmark or sweep directory"),
-])
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp: tmp / "nope", "no such directory"),
+        (lambda tmp: tmp, "not a train, benchmark or sweep directory"),
+    ],
+)
 def test_bad_run_dir_is_one_line_error(tmp_path, capsys, make, message):
     assert main(["report", str(make(tmp_path))]) == 2
     err = capsys.readouterr().err
@@ -188,7 +241,9 @@ def test_representations_before_and_after_alignment(dataset):
         assert out["before"][m].shape == out["after"][m].shape == (12, 16)
         torch.testing.assert_close(out["after"][m], forward[f"common_{m}"])  # the common encoder's pooled output
         assert not torch.allclose(out["before"][m], out["after"][m])
-    plain = create_model("decalign", dims=dataset.dims, output_dim=1, width=16, heads=2, layers=1, decoupling=False).eval()
+    plain = create_model(
+        "decalign", dims=dataset.dims, output_dim=1, width=16, heads=2, layers=1, decoupling=False
+    ).eval()
     with torch.no_grad():
         same = plain.representations(batch)
     assert all(torch.equal(same["before"][m], same["after"][m]) for m in plain.modalities)

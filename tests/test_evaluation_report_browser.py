@@ -14,16 +14,26 @@ import pytest
 
 from msalign.cli import main
 
-CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).is_file()),
-                shutil.which("chromium"))
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+CHROMIUM = next(
+    (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).is_file()), shutil.which("chromium")
+)
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TINY = "synthetic:n_train=96,n_valid=32,n_test=32"
 
 
 @pytest.fixture(scope="module")
 def browser():
-    playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install -e '.[dev]')")
+    playwright = pytest.importorskip(
+        "playwright.sync_api", reason="Playwright is not installed (pip install -e '.[dev]')"
+    )
     if CHROMIUM is None:
         pytest.skip("no chromium browser installed (bash scripts/media_assets.sh installs Debian's chromium)")
     with playwright.sync_playwright() as p:
@@ -36,8 +46,29 @@ def browser():
 def html_report(tmp_path_factory) -> Path:
     """A benchmark report with every kind of figure but the sweep's: confusion, per-class, curves, modality gap."""
     out = tmp_path_factory.mktemp("browser") / "bench"
-    assert main(["benchmark", "--models", "late_fusion,decalign", "--dataset", TINY, "--seeds", "1111", "--epochs", "1",
-                 "--set", "width=16", "heads=2", "layers=1", "train.threads=1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--models",
+                "late_fusion,decalign",
+                "--dataset",
+                TINY,
+                "--seeds",
+                "1111",
+                "--epochs",
+                "1",
+                "--set",
+                "width=16",
+                "heads=2",
+                "layers=1",
+                "train.threads=1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert main(["report", str(out), "--format", "html"]) == 0
     return out / "report" / "report.html"
 
@@ -46,7 +77,9 @@ def test_every_figure_loads_and_no_link_is_broken(browser, html_report):
     page = browser.new_page()
     page.goto(html_report.as_uri())
     page.wait_for_load_state("load")
-    images = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+    images = page.eval_on_selector_all(
+        "img", "imgs => imgs.map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
+    )
     assert len(images) >= 6  # 2 confusion, per-class, 3 curves, 3 gap pairs
     broken = [src for src, complete, width in images if not (complete and width > 0)]
     assert not broken, f"figures that did not load: {broken}"

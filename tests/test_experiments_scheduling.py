@@ -32,11 +32,29 @@ needs_ray = pytest.mark.skipif(ray is None, reason="the ray extra is not install
 TINY = "synthetic:n_train=64,n_valid=24,n_test=24"
 # big enough that a trial takes about a second, so a kill lands between the first and the last trial
 SWEEP_DATA = "synthetic:n_train=160,n_valid=32,n_test=32"
-SWEEP = ["sweep", "--model", "late_fusion", "--dataset", SWEEP_DATA, "--grid", "dropout=0.0,0.3",
-         "--seeds", "1111,1112", "--epochs", "4", "--set", "width=16", "train.threads=1"]
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
-           # the local instance's object store: 1% of memory instead of 30% (the dataset is tiny)
-           "RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION": "0.01", "PYTHONWARNINGS": "ignore"}
+SWEEP = [
+    "sweep",
+    "--model",
+    "late_fusion",
+    "--dataset",
+    SWEEP_DATA,
+    "--grid",
+    "dropout=0.0,0.3",
+    "--seeds",
+    "1111,1112",
+    "--epochs",
+    "4",
+    "--set",
+    "width=16",
+    "train.threads=1",
+]
+RAY_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
+    # the local instance's object store: 1% of memory instead of 30% (the dataset is tiny)
+    "RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION": "0.01",
+    "PYTHONWARNINGS": "ignore",
+}
 
 
 def _session_processes(session: int) -> list[tuple[int, str]]:
@@ -81,9 +99,14 @@ def _assert_session_ends(session: int) -> None:
 def _results(out: Path) -> dict[str, dict]:
     """Per sweep point: the test/valid means and every seed's metrics (no timings)."""
     summary = json.loads((out / "sweep.json").read_text())
-    return {p["label"]: {"valid": p["valid"], "test": p["test"],
-                         "per_seed": json.loads((out / p["dir"] / "results.json").read_text())["per_seed"]}
-            for p in summary["points"]}
+    return {
+        p["label"]: {
+            "valid": p["valid"],
+            "test": p["test"],
+            "per_seed": json.loads((out / p["dir"] / "results.json").read_text())["per_seed"],
+        }
+        for p in summary["points"]
+    }
 
 
 def _assert_same_numbers(a, b, where: str = "") -> None:
@@ -113,8 +136,9 @@ def test_ray_sweep_killed_then_rerun_skips_finished_trials_and_matches_local(tmp
     env = dict(os.environ, RAY_TMPDIR=ray_tmp, **RAY_ENV)
     command = [sys.executable, "-m", "msalign.cli", *SWEEP, "--backend", "ray", "--ray-cpus", "2", "--out", str(out)]
     try:
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         deadline = time.monotonic() + 240
         while not list(out.glob("*/seed_*/result.json")) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -129,8 +153,9 @@ def test_ray_sweep_killed_then_rerun_skips_finished_trials_and_matches_local(tmp
         assert not partial.exists() or json.loads(partial.read_text())["complete"] is False
 
         started = time.perf_counter()
-        rerun = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                 start_new_session=True)
+        rerun = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         _, log = rerun.communicate(timeout=300)
         ray_seconds = time.perf_counter() - started
         assert rerun.returncode == 0, log[-3000:]
@@ -160,8 +185,10 @@ def test_ray_sweep_killed_then_rerun_skips_finished_trials_and_matches_local(tmp
     local_seconds = time.perf_counter() - started
     _assert_same_numbers(_results(out), _results(tmp_path / "local"))
     assert json.loads((tmp_path / "local" / "sweep.json").read_text())["best"]["label"] == summary["best"]["label"]
-    print(f"2x2 sweep: ray rerun (2 CPUs, {4 - len(finished)} trials) {ray_seconds:.1f}s, "
-          f"local jobs=1 (4 trials, in process) {local_seconds:.1f}s")
+    print(
+        f"2x2 sweep: ray rerun (2 CPUs, {4 - len(finished)} trials) {ray_seconds:.1f}s, "
+        f"local jobs=1 (4 trials, in process) {local_seconds:.1f}s"
+    )
 
 
 def _count_dataset_pickles(monkeypatch) -> list[int]:
@@ -180,8 +207,20 @@ def _count_dataset_pickles(monkeypatch) -> list[int]:
 def test_local_pool_gives_the_same_tables_as_one_process(tmp_path, monkeypatch):
     """--jobs 2: four (model, seed) trials in two spawned workers, the dataset pickled once per
     worker; table.json and every results.json equal those of --jobs 1 byte for byte."""
-    args = ["benchmark", "--models", "text_only,late_fusion", "--dataset", TINY, "--seeds", "1111,1112",
-            "--epochs", "1", "--set", "width=16", "train.threads=1"]
+    args = [
+        "benchmark",
+        "--models",
+        "text_only,late_fusion",
+        "--dataset",
+        TINY,
+        "--seeds",
+        "1111,1112",
+        "--epochs",
+        "1",
+        "--set",
+        "width=16",
+        "train.threads=1",
+    ]
     pickles = _count_dataset_pickles(monkeypatch)
     assert main([*args, "--jobs", "2", "--out", str(tmp_path / "pool")]) == 0
     assert len(pickles) == 2
@@ -201,8 +240,23 @@ def _foreign_checkpoint(run_dir: Path, seed: int) -> None:
 def test_a_failed_trial_is_named_and_the_others_finish(tmp_path, capsys):
     out = tmp_path / "bench"
     _foreign_checkpoint(out / "late_fusion", 1112)
-    args = ["benchmark", "--models", "text_only,late_fusion", "--dataset", TINY, "--seeds", "1111,1112",
-            "--epochs", "1", "--set", "width=16", "train.threads=1", "--resume", "--out", str(out)]
+    args = [
+        "benchmark",
+        "--models",
+        "text_only,late_fusion",
+        "--dataset",
+        TINY,
+        "--seeds",
+        "1111,1112",
+        "--epochs",
+        "1",
+        "--set",
+        "width=16",
+        "train.threads=1",
+        "--resume",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 2
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
@@ -228,8 +282,13 @@ def ray_instance():
     """One local Ray instance (2 CPUs, 100 MB object store) for the in-process Ray tests of this module."""
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False,
-             logging_level="WARNING")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=100 * 1024**2,
+        log_to_driver=False,
+        logging_level="WARNING",
+    )
     yield ray
     ray.shutdown()
 
@@ -247,9 +306,10 @@ def test_ray_trials_dataset_put_once_failure_reported_others_match(ray_instance,
     train = TrainConfig(epochs=1, threads=1)
     model = build_config("text_only")
     model.width = 16
-    trials = [*execution.seed_trials("text_only", RunSpec("text_only", model, train, [1111, 1112], tmp_path / "ray")),
-              *execution.seed_trials("broken", RunSpec("text_only", model, train, [1111], tmp_path / "broken",
-                                                       resume=True))]
+    trials = [
+        *execution.seed_trials("text_only", RunSpec("text_only", model, train, [1111, 1112], tmp_path / "ray")),
+        *execution.seed_trials("broken", RunSpec("text_only", model, train, [1111], tmp_path / "broken", resume=True)),
+    ]
     _foreign_checkpoint(tmp_path / "broken", 1111)
     pickles = _count_dataset_pickles(monkeypatch)
     lines: list[str] = []
@@ -279,31 +339,76 @@ def test_backend_ray_without_ray_installed_is_one_line(tmp_path, monkeypatch, ca
 
     build_parser().format_help()
     out = tmp_path / "never"
-    assert main(["sweep", "--model", "text_only", "--dataset", TINY, "--grid", "dropout=0.1", "--backend", "ray",
-                 "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "sweep",
+                "--model",
+                "text_only",
+                "--dataset",
+                TINY,
+                "--grid",
+                "dropout=0.1",
+                "--backend",
+                "ray",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.strip().splitlines() == [
         "msalign: error: --backend ray: Ray is not installed; install it with pip install 'msalign[ray]' "
-        "(or pip install 'ray[client]>=2.9')"]
+        "(or pip install 'ray[client]>=2.9')"
+    ]
     assert not out.exists()
-    assert main(["sweep", "--model", "text_only", "--dataset", TINY, "--grid", "dropout=0.1", "--epochs", "1",
-                 "--set", "width=16", "--backend", "local", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--model",
+                "text_only",
+                "--dataset",
+                TINY,
+                "--grid",
+                "dropout=0.1",
+                "--epochs",
+                "1",
+                "--set",
+                "width=16",
+                "--backend",
+                "local",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    (["--jobs", "0"], "--jobs 0: must be at least 1"),
-    (["--backend", "ray", "--jobs", "2"], "--jobs: only with --backend local"),
-    (["--ray-cpus", "2"], "--ray-cpus: only with --backend ray"),
-    (["--ray-address", "auto"], "--ray-address: only with --backend ray"),
-    (["--gpus-per-trial", "1"], "--gpus-per-trial: only with --backend ray"),
-    (["--backend", "ray", "--ray-address", "auto", "--ray-cpus", "2"], "--ray-cpus: only for a local Ray instance"),
-    (["--backend", "ray", "--cpus-per-trial", "0"], "--cpus-per-trial 0: must be more than 0"),
-    (["--seeds", "1111,1111"], "--seeds: seed 1111 is listed twice"),
-    (["--jobs", "2", "--devices", "2"], "trial text_only seed 1111: train.devices 2 x train.num_nodes 1: trials on --jobs N"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--jobs", "0"], "--jobs 0: must be at least 1"),
+        (["--backend", "ray", "--jobs", "2"], "--jobs: only with --backend local"),
+        (["--ray-cpus", "2"], "--ray-cpus: only with --backend ray"),
+        (["--ray-address", "auto"], "--ray-address: only with --backend ray"),
+        (["--gpus-per-trial", "1"], "--gpus-per-trial: only with --backend ray"),
+        (["--backend", "ray", "--ray-address", "auto", "--ray-cpus", "2"], "--ray-cpus: only for a local Ray instance"),
+        (["--backend", "ray", "--cpus-per-trial", "0"], "--cpus-per-trial 0: must be more than 0"),
+        (["--seeds", "1111,1111"], "--seeds: seed 1111 is listed twice"),
+        (
+            ["--jobs", "2", "--devices", "2"],
+            "trial text_only seed 1111: train.devices 2 x train.num_nodes 1: trials on --jobs N",
+        ),
+    ],
+)
 def test_bad_backend_options_are_one_line_errors(tmp_path, capsys, options, message):
     out = tmp_path / "never"
-    assert main(["benchmark", "--models", "text_only", "--dataset", TINY, "--epochs", "1", *options,
-                 "--out", str(out)]) == 2
+    assert (
+        main(["benchmark", "--models", "text_only", "--dataset", TINY, "--epochs", "1", *options, "--out", str(out)])
+        == 2
+    )
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("msalign:")]
     assert len(errors) == 1 and errors[0].startswith(f"msalign: error: {message}"), errors
     assert not out.exists()

@@ -158,8 +158,25 @@ def test_validation_view_has_no_test_split():
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tune") / "run"
-    assert main(["tune", "--model", "text_only", "--dataset", TINY, "--trials", "3", "--seeds", "1111,1112",
-                 *SMALL, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "tune",
+                "--model",
+                "text_only",
+                "--dataset",
+                TINY,
+                "--trials",
+                "3",
+                "--seeds",
+                "1111,1112",
+                *SMALL,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -168,8 +185,12 @@ def test_tune_writes_the_config_and_the_search_record(tuned):
     assert record["model"] == "text_only" and record["dataset_key"] == "synthetic"
     assert record["inputs"]["describe"].startswith("synthetic: train 96, valid 32, test 32; text 20x32")
     assert record["selection"]["split"] == "valid" and record["selection"]["metric"] == "MAE"
-    assert record["budget"] == {"trials": 3, "epochs": 1, "patience": record["config"]["train"]["patience"],
-                                "search_seeds": [1111]}
+    assert record["budget"] == {
+        "trials": 3,
+        "epochs": 1,
+        "patience": record["config"]["train"]["patience"],
+        "search_seeds": [1111],
+    }
     assert record["seeds"] == [1111, 1112] and record["git_revision"] and record["date"]
     declared = search_space_for("text_only", *_tiny_configs()).keys
     assert [s["key"] for s in record["space"]] == [k for k in declared if k != "model.width"]  # fixed with --set
@@ -197,7 +218,9 @@ def test_the_tuned_file_alone_reproduces_the_chosen_configuration(tuned):
     assert text.startswith("# text_only on synthetic: tuned by `msalign tune` on the VALIDATION split only")
     assert "synthetic.search.json" in text
     model, train = resolve_config("text_only", build_config("text_only"), [], tuned / "synthetic.yaml")
-    assert {"model": config_module.config_to_dict(model), "train": config_module.config_to_dict(train)} == record["config"]
+    assert {"model": config_module.config_to_dict(model), "train": config_module.config_to_dict(train)} == record[
+        "config"
+    ]
     assert set(yaml.safe_load(text)) == {"model", "train"}
 
 
@@ -209,8 +232,26 @@ def test_rerun_resumes_and_write_config_lands_in_configs(tuned, tmp_path, monkey
     configs = tmp_path / "configs"
     shutil.copytree(config_module.CONFIG_DIR, configs)  # the same files: the same starting configuration
     monkeypatch.setattr(config_module, "CONFIG_DIR", configs)
-    assert main(["tune", "--model", "text_only", "--dataset", TINY, "--trials", "4", "--seeds", "1111,1112",
-                 *SMALL, "--out", str(out), "--write-config"]) == 0
+    assert (
+        main(
+            [
+                "tune",
+                "--model",
+                "text_only",
+                "--dataset",
+                TINY,
+                "--trials",
+                "4",
+                "--seeds",
+                "1111,1112",
+                *SMALL,
+                "--out",
+                str(out),
+                "--write-config",
+            ]
+        )
+        == 0
+    )
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished trials were not trained again
     record = json.loads((out / "synthetic.search.json").read_text())
     old = json.loads((tuned / "synthetic.search.json").read_text())
@@ -221,10 +262,29 @@ def test_rerun_resumes_and_write_config_lands_in_configs(tuned, tmp_path, monkey
     assert json.loads((configs / "text_only" / "synthetic.search.json").read_text()) == record
     # config.py now picks the tuned file for this dataset
     model, train = resolve_config("text_only", build_config("text_only"), ["synthetic", "mosi"])
-    assert {"model": config_module.config_to_dict(model), "train": config_module.config_to_dict(train)} == record["config"]
+    assert {"model": config_module.config_to_dict(model), "train": config_module.config_to_dict(train)} == record[
+        "config"
+    ]
     # and the same command still resumes the same search (the tuned file changes only searched keys)
-    assert main(["tune", "--model", "text_only", "--dataset", TINY, "--trials", "4", "--seeds", "1111,1112",
-                 *SMALL, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "tune",
+                "--model",
+                "text_only",
+                "--dataset",
+                TINY,
+                "--trials",
+                "4",
+                "--seeds",
+                "1111,1112",
+                *SMALL,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "synthetic.search.json").read_text())["trials"] == record["trials"]
 
 
@@ -234,15 +294,39 @@ def test_an_interrupted_search_gives_the_trials_of_an_uninterrupted_one(tmp_path
     dataset = load_dataset(TINY)
     model_config, train_config = _tiny_configs()
     space = search_space_for("text_only", model_config, train_config)
-    whole = search("text_only", dataset, model_config, train_config, space, TuneSettings(trials=3, seeds=(1111,)),
-                   tmp_path / "whole", log=_quiet)
+    whole = search(
+        "text_only",
+        dataset,
+        model_config,
+        train_config,
+        space,
+        TuneSettings(trials=3, seeds=(1111,)),
+        tmp_path / "whole",
+        log=_quiet,
+    )
     parts = tmp_path / "parts"
-    search("text_only", dataset, model_config, train_config, space, TuneSettings(trials=2, seeds=(1111,)), parts,
-           log=_quiet)
+    search(
+        "text_only",
+        dataset,
+        model_config,
+        train_config,
+        space,
+        TuneSettings(trials=2, seeds=(1111,)),
+        parts,
+        log=_quiet,
+    )
     study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{parts / STUDY_FILE}")
     cut = study.ask(distributions(space))  # a trial that was running when its tune was killed
-    resumed = search("text_only", dataset, model_config, train_config, space, TuneSettings(trials=3, seeds=(1111,)),
-                     parts, log=_quiet)
+    resumed = search(
+        "text_only",
+        dataset,
+        model_config,
+        train_config,
+        space,
+        TuneSettings(trials=3, seeds=(1111,)),
+        parts,
+        log=_quiet,
+    )
     states = [t.state.name for t in resumed.trials]
     assert states == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
     assert resumed.trials[3].params == cut.params  # tried again with the same values
@@ -254,8 +338,16 @@ def test_a_resumed_search_draws_like_an_uninterrupted_one(tmp_path):
     dataset = load_dataset(TINY)
     model_config, train_config = _tiny_configs()
     space = search_space_for("text_only", model_config, train_config)
-    run = lambda out, n: search("text_only", dataset, model_config, train_config, space,  # noqa: E731
-                                TuneSettings(trials=n, seeds=(1111,)), out, log=_quiet)
+    run = lambda out, n: search(
+        "text_only",
+        dataset,
+        model_config,
+        train_config,
+        space,
+        TuneSettings(trials=n, seeds=(1111,)),
+        out,
+        log=_quiet,
+    )
     whole = run(tmp_path / "whole", 3)
     run(tmp_path / "parts", 1)
     resumed = run(tmp_path / "parts", 3)
@@ -277,8 +369,15 @@ def test_failed_trials_use_up_the_budget_and_are_recorded(tmp_path, monkeypatch)
     model_config = build_config("text_only")
     train_config = TrainConfig(epochs=1, threads=1)
     with pytest.raises(MsalignError, match=r"^msalign tune: no trial finished \(seed 1111: "):
-        tune("text_only", dataset, model_config, train_config, TuneSettings(trials=2, seeds=(1111,)), tmp_path,
-             log=_quiet)
+        tune(
+            "text_only",
+            dataset,
+            model_config,
+            train_config,
+            TuneSettings(trials=2, seeds=(1111,)),
+            tmp_path,
+            log=_quiet,
+        )
     record = json.loads((tmp_path / "synthetic.search.json").read_text())
     assert [t["state"] for t in record["trials"]] == ["FAIL", "FAIL"]
     assert all(t["error"].startswith("seed 1111: ") and t["value"] is None for t in record["trials"])
@@ -288,18 +387,44 @@ def test_failed_trials_use_up_the_budget_and_are_recorded(tmp_path, monkeypatch)
 def test_another_search_in_the_same_directory_is_refused(tuned, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(tuned, out)
-    code = main(["tune", "--model", "text_only", "--dataset", TINY, "--trials", "3", "--seeds", "1111,1112",
-                 "--epochs", "2", "--set", "width=16", "heads=2", "train.threads=1", "--out", str(out)])
+    code = main(
+        [
+            "tune",
+            "--model",
+            "text_only",
+            "--dataset",
+            TINY,
+            "--trials",
+            "3",
+            "--seeds",
+            "1111,1112",
+            "--epochs",
+            "2",
+            "--set",
+            "width=16",
+            "heads=2",
+            "train.threads=1",
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err[-1].startswith("msalign: error: --out ") and "another base_config.train.epochs (1 there, 2 now)" in err[-1]
+    assert (
+        code == 2
+        and err[-1].startswith("msalign: error: --out ")
+        and "another base_config.train.epochs (1 there, 2 now)" in err[-1]
+    )
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--trials", "0"], "--trials 0: must be at least 1"),
-    (["--trials", "2", "--set", "nope=1"], "--set nope"),
-    (["--trials", "2", "--seeds", "1111,1111"], "--seeds: a seed is listed twice"),
-    (["--trials", "2", "--model", "nope"], "unknown model 'nope'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--trials", "0"], "--trials 0: must be at least 1"),
+        (["--trials", "2", "--set", "nope=1"], "--set nope"),
+        (["--trials", "2", "--seeds", "1111,1111"], "--seeds: a seed is listed twice"),
+        (["--trials", "2", "--model", "nope"], "unknown model 'nope'"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     base = ["tune", "--model", "text_only", "--dataset", TINY, "--out", str(tmp_path / "o")]
     code = main(base + argv)
@@ -330,11 +455,24 @@ def test_tune_on_ray_asks_a_batch_and_scores_as_this_process_does(tmp_path, monk
     dataset = load_dataset(TINY)
     model_config, train_config = _tiny_configs()
     lines: list[str] = []
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False,
-             logging_level="WARNING")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=100 * 1024**2,
+        log_to_driver=False,
+        logging_level="WARNING",
+    )
     try:
-        result = tune("text_only", dataset, model_config, train_config, TuneSettings(trials=2, seeds=(1111,)),
-                      tmp_path / "ray", backend=Backend("ray"), log=lines.append)
+        result = tune(
+            "text_only",
+            dataset,
+            model_config,
+            train_config,
+            TuneSettings(trials=2, seeds=(1111,)),
+            tmp_path / "ray",
+            backend=Backend("ray"),
+            log=lines.append,
+        )
         assert ray.is_initialized()  # a Ray connection tune did not open is left open
     finally:
         ray.shutdown()
@@ -343,6 +481,10 @@ def test_tune_on_ray_asks_a_batch_and_scores_as_this_process_does(tmp_path, monk
     assert [line.startswith("[tune ") for line in lines[:4]] == [False, False, True, True]
     for record in result.trials:
         model, train = apply_params(model_config, train_config, record.params)
-        here = run_seed(RunSpec("text_only", model, train, [1111], tmp_path / "here" / str(record.number)), 1111,
-                        validation_view(dataset), log=_quiet)
+        here = run_seed(
+            RunSpec("text_only", model, train, [1111], tmp_path / "here" / str(record.number)),
+            1111,
+            validation_view(dataset),
+            log=_quiet,
+        )
         assert here.valid["MAE"] == pytest.approx(record.value)

@@ -69,8 +69,22 @@ def no_face_video(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("noface")
     wav = speak("I really love this wonderful movie, it made me very happy", folder / "say.wav")
     out = folder / "grey_talk.mp4"
-    ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=320x240:r=25", "-i", str(wav), "-shortest",
-           "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(out))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=gray:s=320x240:r=25",
+        "-i",
+        str(wav),
+        "-shortest",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        str(out),
+    )
     return out
 
 
@@ -80,11 +94,26 @@ def dataset_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("megamind_ds")
     (folder / "Raw" / "mm").mkdir(parents=True)
     for i in range(6):
-        ffmpeg("-ss", f"{i * 1.85:.2f}", "-t", "1.85", "-i", str(need(MEGAMIND)), "-c:v", "libx264",
-               "-preset", "ultrafast", "-c:a", "aac", str(folder / "Raw" / "mm" / f"{i}.mp4"))
+        ffmpeg(
+            "-ss",
+            f"{i * 1.85:.2f}",
+            "-t",
+            "1.85",
+            "-i",
+            str(need(MEGAMIND)),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            str(folder / "Raw" / "mm" / f"{i}.mp4"),
+        )
     labels = [1.5, -1.0, 0.5, -2.0, 2.0, -0.5]
     modes = ["train", "train", "valid", "valid", "test", "test"]
-    rows = ["video_id,clip_id,text,label,annotation,mode"] + [f"mm,{i},,{y},,{m}" for i, (y, m) in enumerate(zip(labels, modes))]
+    rows = ["video_id,clip_id,text,label,annotation,mode"] + [
+        f"mm,{i},,{y},,{m}" for i, (y, m) in enumerate(zip(labels, modes))
+    ]
     (folder / "label.csv").write_text("\n".join(rows) + "\n")
     return folder
 
@@ -92,7 +121,9 @@ def dataset_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def features_dir(dataset_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("features") / "megamind"
-    rc = main(["extract", str(dataset_dir), "--out", str(out), "--fps", str(FPS), "--missing", "mask", "--workers", "1"])
+    rc = main(
+        ["extract", str(dataset_dir), "--out", str(out), "--fps", str(FPS), "--missing", "mask", "--workers", "1"]
+    )
     assert rc == 0
     return out
 
@@ -149,9 +180,25 @@ def test_no_face_is_masked_or_refused(no_face_video):
 def test_mask_marks_frames_without_a_face(tmp_path):
     """Two seconds of grey, then three seconds of Megamind: masked exactly where there is no face."""
     out = tmp_path / "grey_then_face.mp4"
-    ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=720x528:r=24:d=2", "-t", "3", "-i", str(need(MEGAMIND)),
-           "-filter_complex", "[0:v]setsar=1[a];[1:v]setsar=1,fps=24[b];[a][b]concat=n=2:v=1:a=0[v]", "-map", "[v]", "-c:v", "libx264",
-           "-preset", "ultrafast", str(out))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=gray:s=720x528:r=24:d=2",
+        "-t",
+        "3",
+        "-i",
+        str(need(MEGAMIND)),
+        "-filter_complex",
+        "[0:v]setsar=1[a];[1:v]setsar=1,fps=24[b];[a][b]concat=n=2:v=1:a=0[v]",
+        "-map",
+        "[v]",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        str(out),
+    )
     clip = extract_clip(out, OPTIONS, missing="mask")
     grey, talking = clip.frame_times < 1.9, clip.frame_times > 2.1
     assert not clip.face_mask[grey].any()
@@ -168,14 +215,19 @@ def test_bad_files_give_one_clear_line(tmp_path, monkeypatch):
     truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size * 4 // 10])
     silent = tmp_path / "silent.mp4"
     ffmpeg("-t", "2", "-i", str(MEGAMIND), "-an", "-c:v", "libx264", "-preset", "ultrafast", str(silent))
-    cases = [(corrupt, "not a readable media file"), (truncated, r"truncated or corrupt: decoded \d+\.\d s of audio"),
-             (silent, "no audio track")]
+    cases = [
+        (corrupt, "not a readable media file"),
+        (truncated, r"truncated or corrupt: decoded \d+\.\d s of audio"),
+        (silent, "no audio track"),
+    ]
     for path, message in cases:
         with pytest.raises(MsalignError, match=message) as caught:
             extract_clip(path, OPTIONS, missing="error")
         assert str(path) in str(caught.value) and "\n" not in str(caught.value)
     monkeypatch.setenv("MSALIGN_FFMPEG_DIR", str(tmp_path))  # a folder without ffmpeg
-    with pytest.raises(MsalignError, match=r"ffprobe not found on PATH \(needed to read .*whole.mkv\).*apt-get install ffmpeg"):
+    with pytest.raises(
+        MsalignError, match=r"ffprobe not found on PATH \(needed to read .*whole.mkv\).*apt-get install ffmpeg"
+    ):
         extract_clip(whole, OPTIONS)
 
 
@@ -186,7 +238,9 @@ def test_audio_file_speech_and_transcript_beside(tmp_path):
     assert clip.vision is None and clip.missing == {"vision": "audio-only input"}
     copy = tmp_path / "speech.wav"
     shutil.copy(wav, copy)
-    (tmp_path / "speech.srt").write_text("1\n00:00:00,000 --> 00:00:01,500\nHe might even\n\n2\n00:00:01,500 --> 00:00:03,000\nhave been <i>amiable</i>\n")
+    (tmp_path / "speech.srt").write_text(
+        "1\n00:00:00,000 --> 00:00:01,500\nHe might even\n\n2\n00:00:01,500 --> 00:00:03,000\nhave been <i>amiable</i>\n"
+    )
     out = tmp_path / "out"
     assert main(["extract", str(copy), "--out", str(out), "--workers", "1"]) == 0
     transcripts = json.loads((out / "transcripts.json").read_text())
@@ -213,8 +267,23 @@ def test_extract_dataset_dir_loads_and_reruns_from_cache(features_dir, dataset_d
     transcripts = json.loads((features_dir / "transcripts.json").read_text())
     assert PHRASE.split()[0] in words(" ".join(t["text"] for t in transcripts.values()))
     capsys.readouterr()
-    assert main(["extract", str(dataset_dir), "--out", str(features_dir), "--fps", str(FPS), "--missing", "mask",
-                 "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                str(dataset_dir),
+                "--out",
+                str(features_dir),
+                "--fps",
+                str(FPS),
+                "--missing",
+                "mask",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "extracted 6 of 6 clips (6 from cache)" in capsys.readouterr().err
     assert json.loads((features_dir / "extract.json").read_text())["from_cache"] == 6
 
@@ -225,8 +294,21 @@ def test_batch_with_bad_files_goes_on(tmp_path, no_face_video, capsys):
     corrupt = tmp_path / "corrupt.avi"
     corrupt.write_bytes(b"RIFF" + bytes(4000))
     out = tmp_path / "out"
-    rc = main(["extract", str(good), str(corrupt), str(no_face_video), str(tmp_path / "absent.mp4"), "--out", str(out),
-               "--fps", str(FPS), "--workers", "2"])
+    rc = main(
+        [
+            "extract",
+            str(good),
+            str(corrupt),
+            str(no_face_video),
+            str(tmp_path / "absent.mp4"),
+            "--out",
+            str(out),
+            "--fps",
+            str(FPS),
+            "--workers",
+            "2",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1
     assert "extracted 1 of 4 clips" in err
@@ -239,7 +321,10 @@ def test_batch_with_bad_files_goes_on(tmp_path, no_face_video, capsys):
 
 def test_train_then_predict_on_megamind(features_dir, no_face_video, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--model", "late_fusion", "--dataset", str(features_dir), "--epochs", "2", "--out", str(run)]) == 0
+    assert (
+        main(["train", "--model", "late_fusion", "--dataset", str(features_dir), "--epochs", "2", "--out", str(run)])
+        == 0
+    )
     checkpoint = run / "seed_1111" / "model.safetensors"
     capsys.readouterr()
     assert main(["predict", "--checkpoint", str(checkpoint), str(MEGAMIND), str(no_face_video)]) == 0
@@ -254,7 +339,9 @@ def test_train_then_predict_on_megamind(features_dir, no_face_video, tmp_path, c
 
     # No modality at all (no audio track, so no speech either; no face): an error unless --missing mask
     blank = tmp_path / "blank.mp4"
-    ffmpeg("-f", "lavfi", "-i", "color=c=black:s=160x120:r=25:d=2", "-c:v", "libx264", "-preset", "ultrafast", str(blank))
+    ffmpeg(
+        "-f", "lavfi", "-i", "color=c=black:s=160x120:r=25:d=2", "-c:v", "libx264", "-preset", "ultrafast", str(blank)
+    )
     assert main(["predict", "--checkpoint", str(checkpoint), str(blank)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("msalign: error: no input could be scored") and "--missing mask" in err[-1], err
@@ -272,8 +359,22 @@ def test_train_then_predict_on_megamind(features_dir, no_face_video, tmp_path, c
 
 def test_predict_refuses_a_checkpoint_of_other_features(tmp_path, capsys):
     run = tmp_path / "synthetic"
-    assert main(["train", "--model", "text_only", "--dataset", "synthetic:n_train=32,n_valid=16,n_test=16",
-                 "--epochs", "1", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "text_only",
+                "--dataset",
+                "synthetic:n_train=32,n_valid=16,n_test=16",
+                "--epochs",
+                "1",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["predict", "--checkpoint", str(run / "seed_1111" / "model.safetensors"), str(need(MEGAMIND))]) == 2
     err = capsys.readouterr().err

@@ -16,12 +16,21 @@ TINY = ["--epochs", "1", "--set", "width=16", "heads=4", "head_hidden=16", "top_
 
 def test_predict_describes_new_media_like_training(tmp_path, capsys):
     texts = ["i like it", "bad stuff", "so good", "terrible"]
-    features = megamind_features(tmp_path, texts, ["train", "train", "valid", "test"], step=2.5, length=1.5,
-                                 needs=("librosa", "mediapipe", "faster_whisper"))
+    features = megamind_features(
+        tmp_path,
+        texts,
+        ["train", "train", "valid", "test"],
+        step=2.5,
+        length=1.5,
+        needs=("librosa", "mediapipe", "faster_whisper"),
+    )
     raw = tmp_path / "ds" / "Raw" / "mm"
     trained = json.loads((features / "descriptions.json").read_text())["descriptions"]
     run = tmp_path / "run"
-    assert main(["train", "--model", "textalign", "--dataset", str(features), "--descriptions", "--out", str(run), *TINY]) == 0
+    assert (
+        main(["train", "--model", "textalign", "--dataset", str(features), "--descriptions", "--out", str(run), *TINY])
+        == 0
+    )
     checkpoint = run / "seed_0" / "model.safetensors"
     capsys.readouterr()
 
@@ -49,8 +58,13 @@ def test_predict_describes_new_media_like_training(tmp_path, capsys):
 
     with safe_open(str(checkpoint), framework="pt") as handle:
         info = json.loads(handle.metadata()["msalign"])
-    info["feature_spec"]["describer"] = {"describer": "model", "model": "no-such-org/no-such-captioner", "frames": 3,
-                                         "max_new_tokens": 30, "voice": info["feature_spec"]["describer"]}
+    info["feature_spec"]["describer"] = {
+        "describer": "model",
+        "model": "no-such-org/no-such-captioner",
+        "frames": 3,
+        "max_new_tokens": 30,
+        "voice": info["feature_spec"]["describer"],
+    }
     other = tmp_path / "model_described.safetensors"
     save_file(load_file(str(checkpoint)), str(other), metadata={"msalign": json.dumps(info)})
     assert main(["predict", "--checkpoint", str(other), str(clip)]) == 2

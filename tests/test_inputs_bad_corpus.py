@@ -105,6 +105,7 @@ def pickle_wrong_dims(tmp):
     def edit(d):
         d["valid"]["audio"] = d["valid"]["audio"][:, :, 0]
         return "split 'valid', key 'audio': expected shape (N, L, D), got shape (3, 10)"
+
     return _pkl_case(tmp, edit)
 
 
@@ -112,6 +113,7 @@ def pickle_width_differs_between_splits(tmp):
     def edit(d):
         d["test"]["vision"] = np.ones((4, 12, 7), np.float32)
         return "key 'vision': feature width 7, expected 4"
+
     return _pkl_case(tmp, edit)
 
 
@@ -119,6 +121,7 @@ def pickle_nan_features(tmp):
     def edit(d):
         d["train"]["vision"][2, 0, 1] = np.nan
         return "split 'train', key 'vision': NaN at row 2"
+
     return _pkl_case(tmp, edit)
 
 
@@ -126,6 +129,7 @@ def pickle_absurd_lengths(tmp):
     def edit(d):
         d["train"]["audio_lengths"] = np.array([10**12] * 6)
         return "key 'audio_lengths': length 1000000000000 at row 0 outside 1..10"
+
     return _pkl_case(tmp, edit)
 
 
@@ -133,6 +137,7 @@ def pickle_negative_lengths(tmp):
     def edit(d):
         d["test"]["audio_lengths"] = -np.ones(4, dtype=np.int64)
         return "key 'audio_lengths': length -1 at row 0"
+
     return _pkl_case(tmp, edit)
 
 
@@ -140,6 +145,7 @@ def pickle_labels_out_of_range(tmp):
     def edit(d):
         d["valid"]["regression_labels"][1] = 40.0
         return "split 'valid', key 'labels': label 40 at row 1 outside [-3, 3]"
+
     return _pkl_case(tmp, edit)
 
 
@@ -147,6 +153,7 @@ def pickle_lengths_not_numbers(tmp):
     def edit(d):
         d["train"]["vision_lengths"] = ["long"] * 6
         return "key 'vision_lengths': not numeric"
+
     return _pkl_case(tmp, edit)
 
 
@@ -475,22 +482,72 @@ def ckpt_missing(tmp, ckpt):
 
 
 CASES = [
-    pickle_truncated, pickle_garbage, pickle_reduce_payload, pickle_not_a_dict, pickle_missing_split, pickle_wrong_dims,
-    pickle_width_differs_between_splits, pickle_nan_features, pickle_absurd_lengths, pickle_negative_lengths,
-    pickle_labels_out_of_range, pickle_lengths_not_numbers,
-    dir_inf_features, dir_labels_out_of_range, dir_label_not_a_number, dir_empty_split, dir_ids_disagree,
-    dir_duplicate_ids, dir_wrong_dims, dir_zero_length_sequences, dir_empty_time_axis, dir_all_padding_row,
-    dir_absurd_lengths, dir_float_lengths, dir_corrupt_npz, dir_truncated_npz, dir_npz_with_pickled_objects,
-    dir_npz_not_numeric, dir_npz_missing_key, dir_both_kinds_of_file, dir_no_label_csv, dir_label_csv_missing_column,
-    dir_label_csv_bad_mode, dir_label_csv_not_utf8, dir_unreadable, dir_unknown_modality,
-    missing_dataset, dataset_of_unknown_kind, synthetic_unknown_key, synthetic_empty_split, unknown_model,
-    unknown_config_key, wrong_type_in_set, set_without_equals, bad_scheduler_value, config_not_a_mapping,
-    config_bad_yaml, config_unknown_key, config_missing_file, bad_seeds, empty_seeds, bad_epochs, out_is_a_file,
-    bad_shapes, bad_shapes_syntax,
+    pickle_truncated,
+    pickle_garbage,
+    pickle_reduce_payload,
+    pickle_not_a_dict,
+    pickle_missing_split,
+    pickle_wrong_dims,
+    pickle_width_differs_between_splits,
+    pickle_nan_features,
+    pickle_absurd_lengths,
+    pickle_negative_lengths,
+    pickle_labels_out_of_range,
+    pickle_lengths_not_numbers,
+    dir_inf_features,
+    dir_labels_out_of_range,
+    dir_label_not_a_number,
+    dir_empty_split,
+    dir_ids_disagree,
+    dir_duplicate_ids,
+    dir_wrong_dims,
+    dir_zero_length_sequences,
+    dir_empty_time_axis,
+    dir_all_padding_row,
+    dir_absurd_lengths,
+    dir_float_lengths,
+    dir_corrupt_npz,
+    dir_truncated_npz,
+    dir_npz_with_pickled_objects,
+    dir_npz_not_numeric,
+    dir_npz_missing_key,
+    dir_both_kinds_of_file,
+    dir_no_label_csv,
+    dir_label_csv_missing_column,
+    dir_label_csv_bad_mode,
+    dir_label_csv_not_utf8,
+    dir_unreadable,
+    dir_unknown_modality,
+    missing_dataset,
+    dataset_of_unknown_kind,
+    synthetic_unknown_key,
+    synthetic_empty_split,
+    unknown_model,
+    unknown_config_key,
+    wrong_type_in_set,
+    set_without_equals,
+    bad_scheduler_value,
+    config_not_a_mapping,
+    config_bad_yaml,
+    config_unknown_key,
+    config_missing_file,
+    bad_seeds,
+    empty_seeds,
+    bad_epochs,
+    out_is_a_file,
+    bad_shapes,
+    bad_shapes_syntax,
 ]
 CHECKPOINT_CASES = [
-    ckpt_other_feature_spec, ckpt_other_generator_seed, ckpt_other_model, ckpt_truncated, ckpt_header_only,
-    ckpt_foreign_safetensors, ckpt_lightning_pickle, ckpt_corrupt_metadata, ckpt_missing,
+    ckpt_other_feature_spec,
+    ckpt_other_generator_seed,
+    ckpt_other_model,
+    ckpt_truncated,
+    ckpt_header_only,
+    ckpt_foreign_safetensors,
+    ckpt_lightning_pickle,
+    ckpt_corrupt_metadata,
+    ckpt_missing,
 ]
 
 

@@ -19,8 +19,12 @@ from msalign.data import load_dataset
 from msalign.errors import MsalignError
 from support import make_folder, mmsa_data, mutate, mutations
 
-FUZZ = settings(max_examples=200, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def loads_or_refuses(path: Path, **options) -> None:

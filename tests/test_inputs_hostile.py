@@ -56,7 +56,17 @@ def dtype(spec: str, flags: int = 0, byteorder: str = "|", elsize: int = 8) -> b
 
 
 def reconstruct(shape: tuple[int, ...], dt: bytes, data: bytes, module: str = "numpy.core.multiarray") -> bytes:
-    stub = GLOBAL(module, "_reconstruct") + MARK + GLOBAL("numpy", "ndarray") + MARK + INT(0) + TUPLE + BYTES(b"b") + TUPLE + REDUCE
+    stub = (
+        GLOBAL(module, "_reconstruct")
+        + MARK
+        + GLOBAL("numpy", "ndarray")
+        + MARK
+        + INT(0)
+        + TUPLE
+        + BYTES(b"b")
+        + TUPLE
+        + REDUCE
+    )
     shape_ops = MARK + b"".join(INT(n) if n < 2**31 else LONG(n) for n in shape) + TUPLE
     return stub + MARK + INT(1) + shape_ops + dt + FALSE + data + TUPLE + BUILD
 
@@ -69,33 +79,59 @@ def as_dataset(value: bytes) -> bytes:
 def hostile_pickles() -> dict[str, bytes]:
     files = {
         # issue 17.1: an object dtype with zeroed flags, as a scalar and as an array over raw bytes
-        "object_scalar.pkl": as_dataset(GLOBAL("numpy._core.multiarray", "scalar") + MARK + dtype("O8") + BYTES(b"\x41" * 8)
-                                        + TUPLE + REDUCE),
+        "object_scalar.pkl": as_dataset(
+            GLOBAL("numpy._core.multiarray", "scalar") + MARK + dtype("O8") + BYTES(b"\x41" * 8) + TUPLE + REDUCE
+        ),
         "object_array.pkl": as_dataset(reconstruct((4,), dtype("O8"), BYTES(b"\x10" * 32))),
-        "structured_dtype.pkl": as_dataset(reconstruct((1,), GLOBAL("numpy", "dtype") + MARK + STR("V8") + FALSE + TRUE
-                                                         + TUPLE + REDUCE, BYTES(b"\0" * 8))),
-        "ndarray_call.pkl": as_dataset(GLOBAL("numpy", "ndarray") + MARK + MARK + INT(2) + TUPLE + dtype("f8") + TUPLE + REDUCE),
+        "structured_dtype.pkl": as_dataset(
+            reconstruct(
+                (1,), GLOBAL("numpy", "dtype") + MARK + STR("V8") + FALSE + TRUE + TUPLE + REDUCE, BYTES(b"\0" * 8)
+            )
+        ),
+        "ndarray_call.pkl": as_dataset(
+            GLOBAL("numpy", "ndarray") + MARK + MARK + INT(2) + TUPLE + dtype("f8") + TUPLE + REDUCE
+        ),
         # issue 17.2: nesting deep enough to overflow the C stack when hashed (tuple as a dict key)
         "deep_key.pkl": PROTO2 + EMPTY_DICT + EMPTY_TUPLE + TUPLE1 * 300_000 + NONE + SETITEM + STOP,
         "deep_list.pkl": as_dataset(MARK * 50_000 + b"l" * 50_000),
-        "deep_frozenset.pkl": b"\x80\x04" + EMPTY_DICT + b"\x8f" + MARK + EMPTY_TUPLE + TUPLE1 * 200_000 + b"\x90"
-                              + NONE + SETITEM + STOP,
+        "deep_frozenset.pkl": b"\x80\x04"
+        + EMPTY_DICT
+        + b"\x8f"
+        + MARK
+        + EMPTY_TUPLE
+        + TUPLE1 * 200_000
+        + b"\x90"
+        + NONE
+        + SETITEM
+        + STOP,
         # issue 17.3: tiny files that declare gigabytes
         "memo_index.pkl": PROTO2 + b"j" + struct.pack("<I", 0xFFFFFFF0) + STOP,
-        "memo_put_huge.pkl": PROTO2 + NONE + b"r" + struct.pack("<I", 0xFFFFFFF0) + b"j" + struct.pack("<I", 0xFFFFFFF0) + STOP,
+        "memo_put_huge.pkl": PROTO2
+        + NONE
+        + b"r"
+        + struct.pack("<I", 0xFFFFFFF0)
+        + b"j"
+        + struct.pack("<I", 0xFFFFFFF0)
+        + STOP,
         "bytearray_n.pkl": as_dataset(GLOBAL("builtins", "bytearray") + MARK + LONG(2**32) + TUPLE + REDUCE),
         "bytes8_declared.pkl": b"\x80\x04" + b"\x8e" + struct.pack("<Q", 2**40) + b"x" * 100 + STOP,
         "unicode8_declared.pkl": b"\x80\x04" + b"\x8d" + struct.pack("<Q", 2**33) + b"x" * 100 + STOP,
-        "array_declares_more.pkl": as_dataset(reconstruct((40, 14000, 1000), dtype("f4", byteorder="<", elsize=4),
-                                                          BYTES(b"\0" * 4096))),
-        "array_shape_overflow.pkl": as_dataset(reconstruct((2**40, 2**40), dtype("f4", byteorder="<", elsize=4),
-                                                           BYTES(b""))),
+        "array_declares_more.pkl": as_dataset(
+            reconstruct((40, 14000, 1000), dtype("f4", byteorder="<", elsize=4), BYTES(b"\0" * 4096))
+        ),
+        "array_shape_overflow.pkl": as_dataset(
+            reconstruct((2**40, 2**40), dtype("f4", byteorder="<", elsize=4), BYTES(b""))
+        ),
     }
     # a reference bomb: each level is a list of 1000 references to the previous one (5 levels, ~10 KB,
     # 10^15 floats once expanded by np.asarray or repr)
-    bomb = PROTO2 + EMPTY_DICT + STR("train") + EMPTY_DICT + STR("text") + b"G" + struct.pack(">d", 1.0) + b"q\x00" + b"0"
+    bomb = (
+        PROTO2 + EMPTY_DICT + STR("train") + EMPTY_DICT + STR("text") + b"G" + struct.pack(">d", 1.0) + b"q\x00" + b"0"
+    )
     for level in range(1, 6):
-        bomb += MARK + (b"h" + bytes([level - 1])) * 1000 + b"l" + b"q" + bytes([level]) + b"0"  # built, memoised, popped
+        bomb += (
+            MARK + (b"h" + bytes([level - 1])) * 1000 + b"l" + b"q" + bytes([level]) + b"0"
+        )  # built, memoised, popped
     files["list_bomb.pkl"] = bomb + b"h\x05" + SETITEM + SETITEM + STOP
     return files
 
@@ -130,9 +166,9 @@ def _lie_about_size(blob: bytes, member: str, declared: int) -> bytes:
     name = member.encode()
     at = blob.find(b"PK\x01\x02")
     while at >= 0:
-        name_len = struct.unpack("<H", blob[at + 28:at + 30])[0]
-        if blob[at + 46:at + 46 + name_len] == name:
-            return blob[:at + 24] + struct.pack("<I", declared) + blob[at + 28:]
+        name_len = struct.unpack("<H", blob[at + 28 : at + 30])[0]
+        if blob[at + 46 : at + 46 + name_len] == name:
+            return blob[: at + 24] + struct.pack("<I", declared) + blob[at + 28 :]
         at = blob.find(b"PK\x01\x02", at + 4)
     raise AssertionError(member)
 
@@ -160,7 +196,9 @@ def npz_cases(tmp: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
     folder = _folder(tmp, "npz_declares")
     ids = _audio_ids(folder)
     np_ids = _npy(ids.shape, ids.dtype.str, ids.tobytes())
-    (folder / "audio_utterance.npz").write_bytes(_zip({"ids.npy": np_ids, "audio.npy": _npy((40, 14000, 1000), data=b"\0" * 4096)}))
+    (folder / "audio_utterance.npz").write_bytes(
+        _zip({"ids.npy": np_ids, "audio.npy": _npy((40, 14000, 1000), data=b"\0" * 4096)})
+    )
     cases["npz_declares"] = (_dir_args(folder), ("audio_utterance.npz", "(40, 14000, 1000)"))
     # a zip member whose directory entry claims 3 GB from 1 KB (a zip bomb / crafted size)
     folder = _folder(tmp, "npz_zip_bomb")
@@ -191,11 +229,15 @@ def fifo_cases(tmp: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
     os.mkfifo(tmp / "fifo.pkl")
     cases["fifo_pkl"] = ([*TRAIN, "--dataset", str(tmp / "fifo.pkl"), "--out", "fifo_pkl_out"], ("fifo.pkl",))
     os.mkfifo(tmp / "fifo.yaml")
-    cases["fifo_config"] = ([*TRAIN, "--dataset", TINY, "--config", str(tmp / "fifo.yaml"), "--out", "fifo_cfg_out"],
-                            ("fifo.yaml",))
+    cases["fifo_config"] = (
+        [*TRAIN, "--dataset", TINY, "--config", str(tmp / "fifo.yaml"), "--out", "fifo_cfg_out"],
+        ("fifo.yaml",),
+    )
     os.mkfifo(tmp / "fifo.safetensors")
-    cases["fifo_checkpoint"] = (["evaluate", "--checkpoint", str(tmp / "fifo.safetensors"), "--dataset", TINY],
-                                ("fifo.safetensors",))
+    cases["fifo_checkpoint"] = (
+        ["evaluate", "--checkpoint", str(tmp / "fifo.safetensors"), "--dataset", TINY],
+        ("fifo.safetensors",),
+    )
     return cases
 
 
@@ -217,15 +259,29 @@ def yaml_cases(tmp: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
 
 def settings_cases(tmp: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
     """issue 17.6: each value out of range is refused up front, naming its key."""
-    sets = {"lr=-1": "train.lr", "lr=nan": "train.lr", "text_lr=inf": "train.text_lr", "batch_size=0": "train.batch_size",
-            "dropout=1.5": "model.dropout", "width=0": "model.width", "num_workers=-2": "train.num_workers",
-            "epochs=²": "train.epochs", "patience=-1": "train.patience", "grad_clip=-0.5": "train.grad_clip",
-            "max_train_batches=0": "train.max_train_batches", "max_train_batches=2.5": "train.max_train_batches",
-            "train.threads=100000": "train.threads", "layers=100000": "model.layers", "weight_decay=-1": "train.weight_decay"}
+    sets = {
+        "lr=-1": "train.lr",
+        "lr=nan": "train.lr",
+        "text_lr=inf": "train.text_lr",
+        "batch_size=0": "train.batch_size",
+        "dropout=1.5": "model.dropout",
+        "width=0": "model.width",
+        "num_workers=-2": "train.num_workers",
+        "epochs=²": "train.epochs",
+        "patience=-1": "train.patience",
+        "grad_clip=-0.5": "train.grad_clip",
+        "max_train_batches=0": "train.max_train_batches",
+        "max_train_batches=2.5": "train.max_train_batches",
+        "train.threads=100000": "train.threads",
+        "layers=100000": "model.layers",
+        "weight_decay=-1": "train.weight_decay",
+    }
     cases = {f"set {k}": ([*TRAIN, "--dataset", TINY, "--set", k, "--out", "out_set"], (v,)) for k, v in sets.items()}
     for model in ("mult", "text_only", "decalign", "dashfusion"):
-        cases[f"heads {model}"] = (["train", "--model", model, "--dataset", TINY, "--set", "width=30", "heads=4",
-                                    "--out", "out_heads"], (f"{model}: width 30", "heads 4"))
+        cases[f"heads {model}"] = (
+            ["train", "--model", model, "--dataset", TINY, "--set", "width=30", "heads=4", "--out", "out_heads"],
+            (f"{model}: width 30", "heads 4"),
+        )
     return cases
 
 
@@ -242,19 +298,30 @@ def checkpoint_cases(tmp: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
     base = tmp / "good.safetensors"
     save_checkpoint(base, model, {"model_config": {"width": 64}, "feature_spec": {}})
     info, state = read_checkpoint_meta(base), load_file(str(base))
-    tampered = {"layers_1e6": ("model_config", {"layers": 1_000_000}), "width_huge": ("model_config", {"width": 16384}),
-                "dims_1e9": ("dims", {"text": 10**9, "audio": 4}), "dims_negative": ("dims", {"text": -3, "audio": 4}),
-                "dims_string": ("dims", {"text": "8", "audio": 4}), "dims_list": ("dims", [8, 4]),
-                "config_list": ("model_config", [64]), "config_unknown": ("model_config", {"depth": 3}),
-                "config_type": ("model_config", {"dropout": "high"}), "spec_not_dict": ("feature_spec", "x"),
-                "output_str": ("output_dim", "1"), "output_huge": ("output_dim", 10**12), "model_int": ("model", 3),
-                "options_list": ("feature_spec", {"options": [1]})}
+    tampered = {
+        "layers_1e6": ("model_config", {"layers": 1_000_000}),
+        "width_huge": ("model_config", {"width": 16384}),
+        "dims_1e9": ("dims", {"text": 10**9, "audio": 4}),
+        "dims_negative": ("dims", {"text": -3, "audio": 4}),
+        "dims_string": ("dims", {"text": "8", "audio": 4}),
+        "dims_list": ("dims", [8, 4]),
+        "config_list": ("model_config", [64]),
+        "config_unknown": ("model_config", {"depth": 3}),
+        "config_type": ("model_config", {"dropout": "high"}),
+        "spec_not_dict": ("feature_spec", "x"),
+        "output_str": ("output_dim", "1"),
+        "output_huge": ("output_dim", 10**12),
+        "model_int": ("model", 3),
+        "options_list": ("feature_spec", {"options": [1]}),
+    }
     cases = {}
     for name, (key, value) in tampered.items():
         meta = {**info, key: value}
         save_file(state, str(tmp / f"{name}.safetensors"), metadata={"msalign": json.dumps(meta)})
-        cases[f"ckpt {name}"] = (["evaluate", "--checkpoint", str(tmp / f"{name}.safetensors"), "--dataset", TINY],
-                                 (f"{name}.safetensors", key))
+        cases[f"ckpt {name}"] = (
+            ["evaluate", "--checkpoint", str(tmp / f"{name}.safetensors"), "--dataset", TINY],
+            (f"{name}.safetensors", key),
+        )
     return cases
 
 
@@ -262,14 +329,30 @@ def path_cases(tmp: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
     """issue 17.7: a benchmark label that would write outside --out; label.csv ids leaving the folder."""
     cases = {}
     for i, label in enumerate(["late_fusion[dropout=0.1]/../../escaped", "..", "late_fusion[x=a\\b]"]):
-        cases[f"label {i}"] = (["benchmark", "--models", label, "--dataset", TINY, "--seeds", "1", "--epochs", "1",
-                                "--out", str(tmp / "bench" / "out")], ("--models",))
+        cases[f"label {i}"] = (
+            [
+                "benchmark",
+                "--models",
+                label,
+                "--dataset",
+                TINY,
+                "--seeds",
+                "1",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp / "bench" / "out"),
+            ],
+            ("--models",),
+        )
     for key, value in (("video_id", "../../outside"), ("video_id", "/etc"), ("clip_id", "..")):
         folder = tmp / f"extract_{key}_{len(value)}"
         folder.mkdir()
-        (folder / "label.csv").write_text(f"video_id,clip_id,text,label,annotation,mode\n"
-                                          f"{value if key == 'video_id' else 'v'},{value if key == 'clip_id' else '1'},"
-                                          "hi,0.5,Positive,train\n")
+        (folder / "label.csv").write_text(
+            f"video_id,clip_id,text,label,annotation,mode\n"
+            f"{value if key == 'video_id' else 'v'},{value if key == 'clip_id' else '1'},"
+            "hi,0.5,Positive,train\n"
+        )
         cases[f"extract {key} {value}"] = (["extract", str(folder), "--out", str(folder) + "_out"], ("label.csv", key))
     return cases
 
@@ -341,9 +424,14 @@ def test_allocation_limit_is_configurable_and_out_is_locked(tmp_path):
     blob = pickle.dumps({"train": {"text": np.zeros((8, 256, 1024), np.float32)}}, protocol=4)
     (tmp_path / "big.pkl").write_bytes(blob)
     with locked_dir(tmp_path / "out"):
-        runs = run_cli_batch([[*TRAIN, "--dataset", "big.pkl", "--out", "o"],
-                              [*TRAIN, "--dataset", TINY, "--out", str(tmp_path / "out")]],
-                             tmp_path, env={"MSALIGN_MAX_ALLOC": "1M"})
+        runs = run_cli_batch(
+            [
+                [*TRAIN, "--dataset", "big.pkl", "--out", "o"],
+                [*TRAIN, "--dataset", TINY, "--out", str(tmp_path / "out")],
+            ],
+            tmp_path,
+            env={"MSALIGN_MAX_ALLOC": "1M"},
+        )
     assert_refused(runs[0], "big.pkl", "(8, 256, 1024)", "MSALIGN_MAX_ALLOC")
     line = assert_refused(runs[1], "--out", str(tmp_path / "out"), f"PID {os.getpid()}")
     assert "another msalign run" in line
@@ -374,18 +462,50 @@ def _equal(a, b) -> bool:
 def _oracle_value() -> dict:
     rng = np.random.default_rng(0)
     shared = "shared"
-    plain = [1, -1, 255, 65536, 2**40, -(2**70), 1.5, float("nan"), float("-inf"), None, True, False, "héllo", "",
-             b"by", b"", bytearray(b"ba"), (1, (2,)), frozenset({1, 2}), {3, 4}, 1 + 2j, (), [], {}, shared, shared]
+    plain = [
+        1,
+        -1,
+        255,
+        65536,
+        2**40,
+        -(2**70),
+        1.5,
+        float("nan"),
+        float("-inf"),
+        None,
+        True,
+        False,
+        "héllo",
+        "",
+        b"by",
+        b"",
+        bytearray(b"ba"),
+        (1, (2,)),
+        frozenset({1, 2}),
+        {3, 4},
+        1 + 2j,
+        (),
+        [],
+        {},
+        shared,
+        shared,
+    ]
     return {
         "train": {
             "text": rng.random((3, 4, 5), dtype=np.float32),
             "id": list(np.array(["a_1", "b_22"])),  # numpy.str_ scalars, as MMSA's build scripts write ids
             "raw_text": np.array(["x", "yé"], dtype=object),
-            "u": np.array(["ab", "c"]), "s": np.array([b"ab", b"c"]), "big_endian": np.arange(5, dtype=">i8"),
-            "fortran": np.asfortranarray(np.ones((2, 3))), "bool": np.array([True, False]),
-            "complex": np.array([1 + 2j], np.complex64), "f16": np.arange(3, dtype=np.float16),
+            "u": np.array(["ab", "c"]),
+            "s": np.array([b"ab", b"c"]),
+            "big_endian": np.arange(5, dtype=">i8"),
+            "fortran": np.asfortranarray(np.ones((2, 3))),
+            "bool": np.array([True, False]),
+            "complex": np.array([1 + 2j], np.complex64),
+            "f16": np.arange(3, dtype=np.float16),
             "scalars": [np.float32(2.5), np.int64(-3), np.bool_(True), np.uint8(7)],
-            "empty": np.zeros((0, 3)), "zero_d": np.array(3.0), "large": rng.random((300, 700)),
+            "empty": np.zeros((0, 3)),
+            "zero_d": np.array(3.0),
+            "large": rng.random((300, 700)),
         },
         "plain": plain,
         "again": plain,
@@ -432,8 +552,20 @@ def test_resume_after_moving_the_run_folder(tmp_path, monkeypatch, capsys):
     from msalign.training import module as module_mod
     from msalign.training.run import AtomicCheckpointIO
 
-    args = ["train", "--model", "late_fusion", "--dataset", TINY, "--epochs", "3", "--seeds", "1111",
-            "--set", "train.threads=1", "train.patience=5"]
+    args = [
+        "train",
+        "--model",
+        "late_fusion",
+        "--dataset",
+        TINY,
+        "--epochs",
+        "3",
+        "--seeds",
+        "1111",
+        "--set",
+        "train.threads=1",
+        "train.patience=5",
+    ]
     original = module_mod.MSALightningModule.on_train_epoch_start
 
     def interrupt(self):
@@ -448,7 +580,9 @@ def test_resume_after_moving_the_run_folder(tmp_path, monkeypatch, capsys):
     last = tmp_path / "moved" / "seed_1111" / "lightning" / "last.ckpt"
     state = AtomicCheckpointIO().load_checkpoint(last)
     saved = next(v for k, v in state["callbacks"].items() if k.startswith("ModelCheckpoint"))
-    assert saved["dirpath"] == os.path.realpath(last.parent) and Path(saved["best_model_path"]).parent == Path(saved["dirpath"])
+    assert saved["dirpath"] == os.path.realpath(last.parent) and Path(saved["best_model_path"]).parent == Path(
+        saved["dirpath"]
+    )
     assert torch.load(last, weights_only=True)["callbacks"] != state["callbacks"]  # rewritten, not as stored
     assert main([*args, "--out", str(tmp_path / "moved"), "--resume"]) == 0
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0

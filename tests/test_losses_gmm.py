@@ -79,8 +79,15 @@ def test_one_step_equals_sklearn(covariance):
         precisions = np.linalg.inv(covs.numpy())
     reg = 1e-6
     sk = GaussianMixture(
-        n_components=k, covariance_type=covariance, max_iter=1, n_init=1, init_params="random",
-        means_init=means.numpy(), weights_init=mixing.numpy(), precisions_init=precisions, reg_covar=reg,
+        n_components=k,
+        covariance_type=covariance,
+        max_iter=1,
+        n_init=1,
+        init_params="random",
+        means_init=means.numpy(),
+        weights_init=mixing.numpy(),
+        precisions_init=precisions,
+        reg_covar=reg,
         random_state=0,
     )
     with warnings.catch_warnings():
@@ -103,13 +110,17 @@ def test_one_step_equals_sklearn(covariance):
 def test_degenerate_batches_are_finite(name, covariance):
     gen = torch.Generator().manual_seed(3)
     base = torch.randn(8, 5, generator=gen)
-    x = {
-        "single": base[:1],
-        "pair": base[:2],
-        "duplicates": base[:3].repeat(4, 1),
-        "constant": torch.ones(8, 5),
-        "constant_dim": torch.cat([base[:, :4], torch.zeros(8, 1)], 1),
-    }[name].clone().requires_grad_()
+    x = (
+        {
+            "single": base[:1],
+            "pair": base[:2],
+            "duplicates": base[:3].repeat(4, 1),
+            "constant": torch.ones(8, 5),
+            "constant_dim": torch.cat([base[:, :4], torch.zeros(8, 1)], 1),
+        }[name]
+        .clone()
+        .requires_grad_()
+    )
     gmm = fit_gmm(x, 7, num_steps=5, covariance=covariance)
     for t in gmm:
         assert torch.isfinite(t).all()

@@ -76,7 +76,7 @@ def test_biased_nonnegative_unbiased_known_cases():
     assert mmd(a, b, bandwidths=2.0).item() == pytest.approx(expected)
     # identical samples of n distinct points: biased 0, unbiased -2 (1 - mean offdiag k) / (n - 1) < 0
     x = torch.tensor([[0.0], [1.0], [3.0]], dtype=f64)
-    k = np.exp(-np.subtract.outer(x.numpy()[:, 0], x.numpy()[:, 0]) ** 2 / 2)
+    k = np.exp(-(np.subtract.outer(x.numpy()[:, 0], x.numpy()[:, 0]) ** 2) / 2)
     offdiag = (k.sum() - 3) / 6
     assert mmd(x, x, bandwidths=1.0).item() == pytest.approx(0.0, abs=1e-12)
     assert mmd(x, x, bandwidths=1.0, unbiased=True).item() == pytest.approx(2 * offdiag - 2 * k.mean())

@@ -156,8 +156,9 @@ def test_permutation_plan_equals_permuted_index_reading():
     expected = prototype_calibration(feats, resp, means_j[perm], mode="index")
     for mode in ("plan", "expected"):
         torch.testing.assert_close(prototype_calibration(feats, resp, means_j, coupling, mode=mode), expected)
-    torch.testing.assert_close(prototype_calibration(feats, resp, means_j, coupling, mode="index"),
-                               prototype_calibration(feats, resp, means_j))
+    torch.testing.assert_close(
+        prototype_calibration(feats, resp, means_j, coupling, mode="index"), prototype_calibration(feats, resp, means_j)
+    )
     hand = sum(resp[n, a] * ((feats[n] - means_j[perm[a]]) ** 2).sum() for n in range(10) for a in range(k)) / 10
     torch.testing.assert_close(expected, hand)
 
@@ -208,11 +209,15 @@ def test_full_heterogeneity_chain_is_differentiable():
     gen = torch.Generator().manual_seed(8)
     feats = [(torch.randn(16, 4, generator=gen) + m).requires_grad_() for m in range(3)]
     gmms = [fit_gmm(f, 3) for f in feats]
-    pair = {(i, j): pairwise_prototype_cost(gmms[i].means, gmms[i].covs, gmms[j].means, gmms[j].covs, "mean")
-            for i in range(3) for j in range(i + 1, 3)}
+    pair = {
+        (i, j): pairwise_prototype_cost(gmms[i].means, gmms[i].covs, gmms[j].means, gmms[j].covs, "mean")
+        for i in range(3)
+        for j in range(i + 1, 3)
+    }
     cost = joint_cost(pair, 3)
-    plan = multimarginal_sinkhorn(cost, [g.responsibilities.mean(0) for g in gmms], 0.1, max_iter=100,
-                                  epsilon_scaling=0.5)
+    plan = multimarginal_sinkhorn(
+        cost, [g.responsibilities.mean(0) for g in gmms], 0.1, max_iter=100, epsilon_scaling=0.5
+    )
     loss = heterogeneity_loss(cost, plan, feats, [g.responsibilities for g in gmms], [g.means for g in gmms])
     loss.backward()
     assert torch.isfinite(loss)

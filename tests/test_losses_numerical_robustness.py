@@ -35,8 +35,12 @@ from msalign.losses.contrastive import (
     semantic_alignment_loss,
 )
 
-SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 KINDS = ("random", "constant", "duplicates", "zeros", "some_zero_rows", "one_hot", "two_points")
 SCALES = (1e-6, 1.0, 1e6)
 
@@ -68,7 +72,9 @@ def batches(draw, count: int = 1, min_n: int = 1, max_n: int = 6, same_n: bool =
     out = []
     for _ in range(count):
         n = n0 if same_n else draw(st.integers(min_n, max_n))
-        out.append(_make(draw(st.sampled_from(KINDS)), n, d, draw(st.sampled_from(SCALES)), draw(st.integers(0, 2**16))))
+        out.append(
+            _make(draw(st.sampled_from(KINDS)), n, d, draw(st.sampled_from(SCALES)), draw(st.integers(0, 2**16)))
+        )
     return out
 
 
@@ -148,29 +154,39 @@ def test_bures_wasserstein_finite(xs, full):
 
 
 @SETTINGS
-@given(batches(count=3, min_n=1, max_n=5, same_n=True), st.integers(1, 3), st.sampled_from([0.01, 0.1, 1.0]),
-       st.sampled_from(["diag", "full"]))
+@given(
+    batches(count=3, min_n=1, max_n=5, same_n=True),
+    st.integers(1, 3),
+    st.sampled_from([0.01, 0.1, 1.0]),
+    st.sampled_from(["diag", "full"]),
+)
 def test_decalign_prototype_transport_finite(xs, k, epsilon, covariance):
     """DecAlign's heterogeneity path end to end: GMMs -> Bures costs -> multi-marginal Sinkhorn -> losses."""
     xs = _leaves(xs)
     mixtures = [fit_gmm(x, k, num_steps=2, covariance=covariance) for x in xs]
-    pairwise = {(i, j): pairwise_prototype_cost(mixtures[i].means, mixtures[i].covs, mixtures[j].means,
-                                                mixtures[j].covs, reduction="mean")
-                for i, j in [(0, 1), (0, 2), (1, 2)]}
+    pairwise = {
+        (i, j): pairwise_prototype_cost(
+            mixtures[i].means, mixtures[i].covs, mixtures[j].means, mixtures[j].covs, reduction="mean"
+        )
+        for i, j in [(0, 1), (0, 2), (1, 2)]
+    }
     cost = joint_cost(pairwise, 3)
     marginals = [g.responsibilities.mean(0).detach() for g in mixtures]
     with torch.no_grad():
-        plan = multimarginal_sinkhorn(cost.detach(), marginals, epsilon, max_iter=100, tol=1e-5, epsilon_scaling=0.5,
-                                      check_every=5)
+        plan = multimarginal_sinkhorn(
+            cost.detach(), marginals, epsilon, max_iter=100, tol=1e-5, epsilon_scaling=0.5, check_every=5
+        )
     assert _finite(cost, plan) and abs(float(plan.sum()) - 1) < 1e-3 and float(plan.min()) >= 0
-    loss = ot_loss(cost, plan) + prototype_loss(xs, [g.responsibilities for g in mixtures], [g.means for g in mixtures],
-                                                plan=plan)
+    loss = ot_loss(cost, plan) + prototype_loss(
+        xs, [g.responsibilities for g in mixtures], [g.means for g in mixtures], plan=plan
+    )
     assert _finite(loss) and _finite(*_grads(loss, xs))
 
 
 @SETTINGS
-@given(st.integers(2, 4), st.sampled_from(SCALES), st.sampled_from([1e-3, 0.1, 10.0]), st.integers(0, 2**16),
-       st.booleans())
+@given(
+    st.integers(2, 4), st.sampled_from(SCALES), st.sampled_from([1e-3, 0.1, 10.0]), st.integers(0, 2**16), st.booleans()
+)
 def test_sinkhorn_extreme_costs(k, scale, epsilon, seed, plain):
     """Costs spanning 1e-6 .. 1e6 (also constant), zero marginal entries, and both solvers."""
     gen = torch.Generator().manual_seed(seed)
@@ -215,8 +231,11 @@ def test_mine_candidates_well_formed(xs, pool, seed):
     classes = label_classes(torch.rand(len(x), generator=gen) * 6 - 3)
     pools = mine_candidates(x, classes, pool=pool)
     n = len(x)
-    for index, valid, same in ((pools.positives, pools.positives_valid, True), (pools.hard, pools.hard_valid, False),
-                               (pools.easy, pools.easy_valid, False)):
+    for index, valid, same in (
+        (pools.positives, pools.positives_valid, True),
+        (pools.hard, pools.hard_valid, False),
+        (pools.easy, pools.easy_valid, False),
+    ):
         assert index.shape == valid.shape == (n, pool)
         rows = torch.arange(n)[:, None].expand_as(index)
         chosen = index[valid]
@@ -238,8 +257,11 @@ def test_training_with_a_zero_modality_has_no_nan(model, tmp_path):
     dataset = generate_synthetic(n_train=64, n_valid=24, n_test=24)
     for split in dataset.splits.values():
         split.features["audio"][:] = 0  # no audio at all (e.g. a silent or missing track)
-    results = train(RunSpec(model, build_config(model), TrainConfig(epochs=2, threads=1, batch_size=16), [1111],
-                            tmp_path), dataset, log=lambda line: None)
+    results = train(
+        RunSpec(model, build_config(model), TrainConfig(epochs=2, threads=1, batch_size=16), [1111], tmp_path),
+        dataset,
+        log=lambda line: None,
+    )
     history = __import__("json").loads((tmp_path / "seed_1111" / "history.json").read_text())
     assert len(history) == 2
     for row in history:

@@ -100,8 +100,10 @@ def test_small_epsilon_approaches_lp_three_way():
     assert info.converged
     value = ot_loss(cost, plan).item()
     assert exact - 1e-8 <= value < exact + 5e-3
-    values = [ot_loss(cost, multimarginal_sinkhorn(cost, nus, eps, epsilon_scaling=0.5, tol=1e-9)).item()
-              for eps in (0.3, 0.1, 0.03)]
+    values = [
+        ot_loss(cost, multimarginal_sinkhorn(cost, nus, eps, epsilon_scaling=0.5, tol=1e-9)).item()
+        for eps in (0.3, 0.1, 0.03)
+    ]
     assert values[0] > values[1] > values[2] > value - 1e-9
 
 
@@ -110,8 +112,9 @@ def test_epsilon_scaling_same_solution():
     cost = torch.rand(4, 3, 5, generator=gen, dtype=f64)
     nus = [_simplex(k, gen) for k in cost.shape]
     plain = multimarginal_sinkhorn(cost, nus, 0.05, max_iter=20000, tol=1e-11)
-    scaled, info = multimarginal_sinkhorn(cost, nus, 0.05, max_iter=20000, tol=1e-11, return_info=True,
-                                          epsilon_scaling=0.5)
+    scaled, info = multimarginal_sinkhorn(
+        cost, nus, 0.05, max_iter=20000, tol=1e-11, return_info=True, epsilon_scaling=0.5
+    )
     assert info.converged
     torch.testing.assert_close(scaled, plain, atol=1e-8, rtol=0)
     for budget in (1, 2, 30):  # the stages share max_iter, the target epsilon always gets sweeps
@@ -155,8 +158,9 @@ def test_small_epsilon_large_cost_is_finite():
     torch.testing.assert_close(plan.sum(), torch.tensor(1.0), atol=1e-3, rtol=0)
     # in float64, with epsilon scaling, it also converges
     cost64 = cost.double()
-    plan, info = multimarginal_sinkhorn(cost64, [n.double() for n in nus], 1e-3, max_iter=3000, tol=1e-6,
-                                        epsilon_scaling=0.5, return_info=True)
+    plan, info = multimarginal_sinkhorn(
+        cost64, [n.double() for n in nus], 1e-3, max_iter=3000, tol=1e-6, epsilon_scaling=0.5, return_info=True
+    )
     assert info.converged and torch.isfinite(plan).all()
     for axis in range(3):
         torch.testing.assert_close(_marginal(plan, axis), nus[axis].double(), atol=1e-5, rtol=0)

@@ -25,7 +25,9 @@ GOLDEN = Path(__file__).resolve().parent / "data" / "metrics_golden.json"
 
 def _golden_cases() -> list:
     cases = json.loads(GOLDEN.read_text())["cases"]
-    return [pytest.param(c, id=f"{i}-{c['dataset']}-{len(c.get('truth', c.get('labels')))}") for i, c in enumerate(cases)]
+    return [
+        pytest.param(c, id=f"{i}-{c['dataset']}-{len(c.get('truth', c.get('labels')))}") for i, c in enumerate(cases)
+    ]
 
 
 @pytest.mark.parametrize("case", _golden_cases())

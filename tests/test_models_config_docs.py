@@ -20,8 +20,9 @@ def test_version(capsys):
     assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"msalign {__version__}"
 
 
-@pytest.mark.parametrize("cls", [TrainConfig, *(get_model_class(n).Config for n in list_models())],
-                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls", [TrainConfig, *(get_model_class(n).Config for n in list_models())], ids=lambda c: c.__name__
+)
 def test_every_config_field_has_a_one_line_meaning(cls):
     docs = field_help(cls)
     assert list(docs) == [f.name for f in dataclasses.fields(cls)]
@@ -68,6 +69,9 @@ def test_unknown_set_key_is_short_and_suggests(capsys):
         resolve_config("decalign", build_config("decalign"), (), None, ["alpah=0.1"])
     message = str(error.value)
     assert "'alpha'" in message and "msalign models decalign" in message and len(message) < 200
-    assert main(["train", "--model", "decalign", "--dataset", "synthetic", "--out", "unused", "--set", "train.epoch=1"]) == 2
+    assert (
+        main(["train", "--model", "decalign", "--dataset", "synthetic", "--out", "unused", "--set", "train.epoch=1"])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "did you mean 'train.epochs'" in err and len(err) < 250

@@ -43,8 +43,9 @@ def batch(dataset, rows=range(12), modalities=("text", "audio", "vision")):
 
 def model_for(dataset, modalities=("text", "audio", "vision"), output_dim=1, **overrides):
     torch.manual_seed(0)
-    return create_model("dashfusion", dims={m: dataset.dims[m] for m in modalities}, output_dim=output_dim,
-                        **{**TINY, **overrides})
+    return create_model(
+        "dashfusion", dims={m: dataset.dims[m] for m in modalities}, output_dim=output_dim, **{**TINY, **overrides}
+    )
 
 
 def sampler_for(model, dataset, seed=0):
@@ -79,8 +80,14 @@ def test_every_fusion_variant_trains_with_contrast(data, fusion):
     b = batch(data)
     out = step(model, b, sampler_for(model, data).draw(b["index"], torch.device("cpu")))
     assert out.prediction.shape == (12,)
-    assert set(out.diagnostics) == {"semantic_audio", "semantic_vision", "scl_text", "scl_audio", "scl_vision",
-                                    "scl_aligned"}
+    assert set(out.diagnostics) == {
+        "semantic_audio",
+        "semantic_vision",
+        "scl_text",
+        "scl_audio",
+        "scl_vision",
+        "scl_aligned",
+    }
     expected = 0.2 * sum(out.diagnostics.values())
     assert out.aux_losses["contrastive"].item() == pytest.approx(expected.item(), rel=1e-5)
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -116,8 +123,10 @@ def test_eval_mode_has_no_aux_losses(data):
     assert model(b["features"], b["masks"]).aux_losses == {}
 
 
-@pytest.mark.parametrize("fusion, layers, sizes", [("hbf", 2, [8, 4]), ("hbf", 3, [8, 4, 2]),
-                                                   ("hbf", 5, [8, 4, 2, 1, 1]), ("bf", 3, [8, 8, 8])])
+@pytest.mark.parametrize(
+    "fusion, layers, sizes",
+    [("hbf", 2, [8, 4]), ("hbf", 3, [8, 4, 2]), ("hbf", 5, [8, 4, 2, 1, 1]), ("bf", 3, [8, 8, 8])],
+)
 def test_bottleneck_schedule(data, fusion, layers, sizes):
     model = model_for(data, fusion=fusion, fusion_layers=layers)
     assert isinstance(model.fusion, BottleneckFusion) and model.fusion.sizes == sizes
@@ -145,8 +154,9 @@ def test_padding_does_not_change_predictions(data, fusion, summary):
     b = batch(data)
     padded = {m: torch.cat([x, torch.randn(x.shape[0], 7, x.shape[2])], dim=1) for m, x in b["features"].items()}
     masks = {m: torch.cat([x, torch.zeros(x.shape[0], 7, dtype=torch.bool)], dim=1) for m, x in b["masks"].items()}
-    torch.testing.assert_close(model(padded, masks).prediction, model(b["features"], b["masks"]).prediction,
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        model(padded, masks).prediction, model(b["features"], b["masks"]).prediction, atol=1e-5, rtol=1e-5
+    )
 
 
 def test_text_and_utterance_audio_only(data):
@@ -220,8 +230,12 @@ def test_sampler_refresh_schedule(data):
 def test_train_end_to_end_with_sampler(data, tmp_path):
     model_config = build_config("dashfusion", TINY)
     train_config = TrainConfig(epochs=2, batch_size=16, lr=1e-3, patience=2, threads=1, accelerator="cpu")
-    results = train(RunSpec("dashfusion", model_config, train_config, seeds=[0], out_dir=tmp_path), data,
-                    progress=False, log=lambda *a: None)
+    results = train(
+        RunSpec("dashfusion", model_config, train_config, seeds=[0], out_dir=tmp_path),
+        data,
+        progress=False,
+        log=lambda *a: None,
+    )
     history = json.loads((tmp_path / "seed_0" / "history.json").read_text())
     assert {"train/task", "train/contrastive", "diag/scl_aligned", "diag/semantic_audio"} <= set(history[0])
     assert np.isfinite(results.mean["MAE"])
@@ -235,38 +249,92 @@ def test_same_seed_same_results(data, tmp_path):
     assert first.mean == second.mean
 
 
-CLI_VARIANTS = ["fusion=hbf", "fusion=bf", "fusion=ca", "fusion=concat_sa", "fusion=concat", "temporal=false",
-                "semantic=false", "scl=false", "bottleneck_source=learned", "summary=mean"]
+CLI_VARIANTS = [
+    "fusion=hbf",
+    "fusion=bf",
+    "fusion=ca",
+    "fusion=concat_sa",
+    "fusion=concat",
+    "temporal=false",
+    "semantic=false",
+    "scl=false",
+    "bottleneck_source=learned",
+    "summary=mean",
+]
 
 
 @pytest.mark.parametrize("variant", CLI_VARIANTS)
 def test_cli_variants_train_on_synthetic(tmp_path, variant):
     spec = "synthetic:n_train=48,n_valid=24,n_test=24"
-    args = ["train", "--model", "dashfusion", "--dataset", spec, "--epochs", "1", "--out", str(tmp_path),
-            "--set", "width=16", "heads=4", "ff_width=32", variant]
+    args = [
+        "train",
+        "--model",
+        "dashfusion",
+        "--dataset",
+        spec,
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--set",
+        "width=16",
+        "heads=4",
+        "ff_width=32",
+        variant,
+    ]
     assert main(args) == 0
     key, value = variant.split("=")
     saved = json.loads((tmp_path / "results.json").read_text())
     assert str(saved["config"]["model"][key]).lower() == value and np.isfinite(saved["mean"]["MAE"])
 
 
-MOSI_VARIANTS = ["fusion=hbf", "fusion=bf", "fusion=ca", "fusion=concat_sa", "fusion=concat", "temporal=false",
-                  "semantic=false", "scl=false", "bottleneck_source=learned"]
+MOSI_VARIANTS = [
+    "fusion=hbf",
+    "fusion=bf",
+    "fusion=ca",
+    "fusion=concat_sa",
+    "fusion=concat",
+    "temporal=false",
+    "semantic=false",
+    "scl=false",
+    "bottleneck_source=learned",
+]
 
 
 @pytest.mark.parametrize("variant", MOSI_VARIANTS)
 def test_real_mosi_text_and_audio(tmp_path, mosi_dir, mosi_cache, variant):
     """Every variant on real MOSI, which has text and utterance-level audio and no vision."""
-    args = ["train", "--model", "dashfusion", "--dataset", str(mosi_dir), "--epochs", "1", "--out", str(tmp_path),
-            "--cache-dir", str(mosi_cache), "--set", "train.max_train_batches=4", "width=32", "heads=4", variant]
+    args = [
+        "train",
+        "--model",
+        "dashfusion",
+        "--dataset",
+        str(mosi_dir),
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--cache-dir",
+        str(mosi_cache),
+        "--set",
+        "train.max_train_batches=4",
+        "width=32",
+        "heads=4",
+        variant,
+    ]
     assert main(args) == 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert np.isfinite(saved["mean"]["MAE"])
 
 
-@pytest.mark.parametrize("key, expected", [("mosi", {"batch_size": 16, "fusion_layers": 2, "encoder_layers": 1}),
-                                           ("sims", {"batch_size": 16}),
-                                           ("mosei", {"fusion_layers": 3, "encoder_layers": 3, "batch_size": 8})])
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        ("mosi", {"batch_size": 16, "fusion_layers": 2, "encoder_layers": 1}),
+        ("sims", {"batch_size": 16}),
+        ("mosei", {"fusion_layers": 3, "encoder_layers": 3, "batch_size": 8}),
+    ],
+)
 def test_dataset_configs(key, expected):
     model_config, train_config = resolve_config("dashfusion", build_config("dashfusion"), [key])
     for name, value in expected.items():

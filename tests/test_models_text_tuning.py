@@ -50,8 +50,9 @@ def test_tuned_encoder_starts_from_the_cached_features(folder):
 def test_finetuning_trains_the_encoder_and_travels_in_the_checkpoint(folder, tmp_path):
     dataset = load(folder)
     model_config = build_config("text_only", {"width": 16})
-    train_config = TrainConfig(epochs=1, batch_size=6, lr=1e-3, threads=1, accelerator="cpu",
-                               finetune_text=True, text_lr=1e-3)
+    train_config = TrainConfig(
+        epochs=1, batch_size=6, lr=1e-3, threads=1, accelerator="cpu", finetune_text=True, text_lr=1e-3
+    )
     results = train(RunSpec("text_only", model_config, train_config, [0], tmp_path), dataset, False, lambda *a: None)
     model, info = load_checkpoint(tmp_path / "seed_0" / "model.safetensors")
     assert info["text_tuning"]["encoder"] == "minilm" and model.text_encoder is not None

@@ -22,10 +22,31 @@ from msalign.training.data import collate_rows, eval_loader
 from msalign.training.module import MSALightningModule, predict_split
 from support import write_review_folder
 
-WORDS = ["great", "awful", "fine", "boring", "lovely", "bad", "superb", "dull", "the", "movie", "was", "really",
-         "and", "long", "plot", "acting"]
-SENTENCES = ["the movie was really great", "awful", "the plot was boring and long and dull",
-             "lovely acting", "bad bad movie the plot"]
+WORDS = [
+    "great",
+    "awful",
+    "fine",
+    "boring",
+    "lovely",
+    "bad",
+    "superb",
+    "dull",
+    "the",
+    "movie",
+    "was",
+    "really",
+    "and",
+    "long",
+    "plot",
+    "acting",
+]
+SENTENCES = [
+    "the movie was really great",
+    "awful",
+    "the plot was boring and long and dull",
+    "lovely acting",
+    "bad bad movie the plot",
+]
 
 
 def _tiny_encoder(folder, kind: str, layers: int = 4):
@@ -42,9 +63,17 @@ def _tiny_encoder(folder, kind: str, layers: int = 4):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
-    shape = dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                 intermediate_size=48, max_position_embeddings=64, hidden_dropout_prob=0.2,
-                 attention_probs_dropout_prob=0.2, pad_token_id=0)
+    shape = dict(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.2,
+        attention_probs_dropout_prob=0.2,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     model = BertModel(BertConfig(**shape)) if kind == "bert" else MPNetModel(MPNetConfig(**shape))
     model.save_pretrained(folder)
@@ -61,7 +90,7 @@ def _reference(encoder: str, k: int, standardize) -> TunedTextEncoder:
     reference = TunedTextEncoder(encoder, 16, standardize)
     transformer = reference.transformer
     layers = transformer.encoder.layer
-    top = {id(p) for layer in layers[len(layers) - k:] for p in layer.parameters()}
+    top = {id(p) for layer in layers[len(layers) - k :] for p in layer.parameters()}
     for p in transformer.parameters():
         p.requires_grad_(id(p) in top)
     transformer.embeddings.eval()
@@ -173,13 +202,21 @@ def test_every_text_model_starts_from_the_frozen_features(folder, name):
 def test_tuned_layers_train_and_travel_in_the_checkpoint(folder, tmp_path, monkeypatch):
     monkeypatch.setenv("MSALIGN_CACHE", str(tmp_path / "cache"))  # the run caches lower states there
     dataset = _load(folder)
-    train_config = TrainConfig(epochs=2, batch_size=6, lr=1e-3, threads=1, accelerator="cpu", finetune_layers=2,
-                               text_lr=1e-2)
-    results = train(RunSpec("text_only", build_config("text_only", {"width": 16}), train_config, [0], tmp_path),
-                    dataset, False, lambda *a: None)
+    train_config = TrainConfig(
+        epochs=2, batch_size=6, lr=1e-3, threads=1, accelerator="cpu", finetune_layers=2, text_lr=1e-2
+    )
+    results = train(
+        RunSpec("text_only", build_config("text_only", {"width": 16}), train_config, [0], tmp_path),
+        dataset,
+        False,
+        lambda *a: None,
+    )
     model, info = load_checkpoint(tmp_path / "seed_0" / "model.safetensors")
     meta = info["text_tuning"]
-    assert meta["finetune_layers"] == 2 and meta["identity"] == dataset.feature_spec.to_json()["modalities"]["text"]["encoder"]
+    assert (
+        meta["finetune_layers"] == 2
+        and meta["identity"] == dataset.feature_spec.to_json()["modalities"]["text"]["encoder"]
+    )
     assert isinstance(model.text_encoder, TopLayersTextEncoder) and not model.text_encoder._states
     # the checkpoint holds the tuned top layers only, and they moved away from the encoder's own
     from safetensors.torch import load_file
@@ -187,8 +224,9 @@ def test_tuned_layers_train_and_travel_in_the_checkpoint(folder, tmp_path, monke
     saved = [k for k in load_file(str(tmp_path / "seed_0" / "model.safetensors")) if k.startswith("text_encoder.")]
     assert saved and all(k.startswith("text_encoder.top.encoder.layer.") for k in saved)
     fresh = TopLayersTextEncoder(folder[2], 16, 2, cache_dir=str(tmp_path / "cache"))
-    assert not torch.allclose(model.text_encoder.top.encoder.layer[0].output.dense.weight,
-                              fresh.top.encoder.layer[0].output.dense.weight)
+    assert not torch.allclose(
+        model.text_encoder.top.encoder.layer[0].output.dense.weight, fresh.top.encoder.layer[0].output.dense.weight
+    )
     # reloaded, it runs the frozen lower layers on the text it is given and scores as the run did
     from msalign import metrics
 
@@ -201,8 +239,9 @@ def test_tuned_layers_train_and_travel_in_the_checkpoint(folder, tmp_path, monke
     from msalign.data.text_encoder import TextEncoder
     from msalign.inference.predict import predict_clips
 
-    clip = SimpleNamespace(transcript=SimpleNamespace(text=dataset.split("test").raw_text[1]), audio=None,
-                           vision=None, missing={})
+    clip = SimpleNamespace(
+        transcript=SimpleNamespace(text=dataset.split("test").raw_text[1]), audio=None, vision=None, missing={}
+    )
     row = predict_clips(model, info, [clip], TextEncoder(folder[2], 16, cache_dir=str(tmp_path / "cache")))[0]
     assert row["score"] == pytest.approx(float(preds[1]), abs=1e-4)
 

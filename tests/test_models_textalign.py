@@ -173,8 +173,12 @@ def test_textalign_and_its_ablations_train_on_synthetic(data, name, tmp_path):
     torch.set_num_threads(1)
     model_config = build_config("textalign", {**TINY, **ABLATIONS[name]})
     train_config = TrainConfig(epochs=2, batch_size=16, lr=1e-3, patience=2, threads=1, accelerator="cpu")
-    results = train(RunSpec("textalign", model_config, train_config, seeds=[0], out_dir=tmp_path), data,
-                    progress=False, log=lambda *a: None)
+    results = train(
+        RunSpec("textalign", model_config, train_config, seeds=[0], out_dir=tmp_path),
+        data,
+        progress=False,
+        log=lambda *a: None,
+    )
     assert np.isfinite(results.mean["MAE"])
     history = json.loads((tmp_path / "seed_0" / "history.json").read_text())
     assert ("train/uniformity" in history[0]) == model_config.uniformity
@@ -185,8 +189,12 @@ def test_textalign_classification(tmp_path):
     data = generate_synthetic(seed=1, n_train=64, n_valid=24, n_test=24, task="classification", num_classes=3)
     model_config = build_config("textalign", TINY)
     train_config = TrainConfig(epochs=1, batch_size=16, threads=1, accelerator="cpu")
-    results = train(RunSpec("textalign", model_config, train_config, seeds=[0], out_dir=tmp_path), data,
-                    progress=False, log=lambda *a: None)
+    results = train(
+        RunSpec("textalign", model_config, train_config, seeds=[0], out_dir=tmp_path),
+        data,
+        progress=False,
+        log=lambda *a: None,
+    )
     assert 0 <= results.mean["WAcc"] <= 1
     assert {"WAcc", "WAF1"} <= set(results.mean)  # scored as classification
     assert read_checkpoint_meta(tmp_path / "seed_0" / "model.safetensors")["output_dim"] == 3  # a 3-class head

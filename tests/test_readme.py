@@ -112,7 +112,12 @@ def test_the_entry_point_the_readme_names():
     entry = ROOT / ".venv" / "bin" / "msalign"
     if not entry.exists():
         pytest.skip(f"{entry} not installed (bash scripts/setup.sh)")
-    proc = subprocess.run([str(entry), "--version"], capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "src")})
+    proc = subprocess.run(
+        [str(entry), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "src")},
+    )
     assert proc.returncode == 0 and proc.stdout.startswith("msalign "), proc.stderr
     assert sys.version_info >= (3, 11)

@@ -36,9 +36,31 @@ def ddp_run(tmp_path_factory) -> Path:
     """decalign trained for 2 epochs by 2 CPU processes (gloo), through the CLI."""
     out = tmp_path_factory.mktemp("ddp") / "run"
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    command = [sys.executable, "-m", "msalign.cli", "train", "--model", "decalign", "--dataset", DATASET,
-               "--epochs", "2", "--seeds", "1111", "--set", "threads=1", "batch_size=8",
-               "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "msalign.cli",
+        "train",
+        "--model",
+        "decalign",
+        "--dataset",
+        DATASET,
+        "--epochs",
+        "2",
+        "--seeds",
+        "1111",
+        "--set",
+        "threads=1",
+        "batch_size=8",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--accelerator",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("| name |") == 1, done.stdout  # only rank 0 prints the table
@@ -75,17 +97,32 @@ def test_ddp_history_has_one_row_per_epoch_with_losses_over_both_ranks(ddp_run: 
     assert all("valid/MAE" in row for row in history)
 
 
-@pytest.mark.parametrize("option, message", [
-    (["--strategy", "nonsense"], "train.strategy 'nonsense'"),
-    (["--accelerator", "warp-drive"], "train.accelerator 'warp-drive'"),
-    (["--devices", "0"], "--devices 0: must be at least 1"),
-    (["--set", "train.num_nodes=0"], "'train.num_nodes': 0 is out of range (an integer from 1 to 10000)"),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--strategy", "nonsense"], "train.strategy 'nonsense'"),
+        (["--accelerator", "warp-drive"], "train.accelerator 'warp-drive'"),
+        (["--devices", "0"], "--devices 0: must be at least 1"),
+        (["--set", "train.num_nodes=0"], "'train.num_nodes': 0 is out of range (an integer from 1 to 10000)"),
+    ],
+)
 def test_device_settings_lightning_refuses_are_one_line_errors(tmp_path, capsys, option, message):
     from msalign.cli import main
 
-    code = main(["train", "--model", "text_only", "--dataset", "synthetic:n_train=32,n_valid=16,n_test=16",
-                 "--epochs", "1", *option, "--out", str(tmp_path / "run")])
+    code = main(
+        [
+            "train",
+            "--model",
+            "text_only",
+            "--dataset",
+            "synthetic:n_train=32,n_valid=16,n_test=16",
+            "--epochs",
+            "1",
+            *option,
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("msalign: error: ") and message in err[-1], err
     assert not (tmp_path / "run" / "results.json").exists()
@@ -95,9 +132,30 @@ def test_device_settings_lightning_refuses_are_one_line_errors(tmp_path, capsys,
 def test_a_ddp_benchmark_prints_and_writes_its_table_once(tmp_path):
     out = tmp_path / "bench"
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    command = [sys.executable, "-m", "msalign.cli", "benchmark", "--models", "text_only,late_fusion", "--dataset", DATASET,
-               "--epochs", "1", "--seeds", "1111", "--set", "threads=1", "--devices", "2", "--strategy", "ddp",
-               "--accelerator", "cpu", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "msalign.cli",
+        "benchmark",
+        "--models",
+        "text_only,late_fusion",
+        "--dataset",
+        DATASET,
+        "--epochs",
+        "1",
+        "--seeds",
+        "1111",
+        "--set",
+        "threads=1",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--accelerator",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("| name |") == 1, done.stdout  # rank 1's stdout goes nowhere

@@ -54,10 +54,15 @@ def test_plateau_factor_and_patience_reach_the_scheduler():
     assert scheduler.factor == pytest.approx(0.5) and scheduler.patience == 3
 
 
-@pytest.mark.parametrize("values, key", [({"accumulate_batches": 0}, "accumulate_batches"),
-                                         ({"plateau_factor": 1.0}, "plateau_factor"),
-                                         ({"text_dropout": 1.0}, "text_dropout"),
-                                         ({"loss": "huber"}, "loss")])
+@pytest.mark.parametrize(
+    "values, key",
+    [
+        ({"accumulate_batches": 0}, "accumulate_batches"),
+        ({"plateau_factor": 1.0}, "plateau_factor"),
+        ({"text_dropout": 1.0}, "text_dropout"),
+        ({"loss": "huber"}, "loss"),
+    ],
+)
 def test_out_of_range_options_name_the_key(values, key):
     from msalign.config import update_dataclass
 

@@ -20,15 +20,32 @@ TINY = "synthetic:n_train=64,n_valid=24,n_test=24"
 
 
 def _args(model: str, out: Path, epochs: int = 4) -> list[str]:
-    return ["train", "--model", model, "--dataset", TINY, "--epochs", str(epochs), "--seeds", "1111",
-            "--set", "train.threads=1", "--out", str(out)]
+    return [
+        "train",
+        "--model",
+        model,
+        "--dataset",
+        TINY,
+        "--epochs",
+        str(epochs),
+        "--seeds",
+        "1111",
+        "--set",
+        "train.threads=1",
+        "--out",
+        str(out),
+    ]
 
 
 def _train_and_kill(model: str, out: Path) -> None:
     """A real process, killed with SIGKILL as soon as the first epoch's last.ckpt exists."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.Popen([sys.executable, "-m", "msalign.cli", *_args(model, out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "msalign.cli", *_args(model, out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     last = out / "seed_1111" / "lightning" / "last.ckpt"
     deadline = time.monotonic() + 300
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -54,7 +71,9 @@ def test_kill_then_resume_matches_an_uninterrupted_run(model, tmp_path, monkeypa
     monkeypatch.setattr(module_mod.MSALightningModule, "on_train_epoch_start", record)
     assert main([*_args(model, tmp_path / "killed"), "--resume"]) == 0
     assert "resuming from" in capsys.readouterr().err
-    assert epochs_started and epochs_started[0] >= 1 and epochs_started == sorted(set(epochs_started))  # no epoch redone
+    assert (
+        epochs_started and epochs_started[0] >= 1 and epochs_started == sorted(set(epochs_started))
+    )  # no epoch redone
 
     assert main(_args(model, tmp_path / "whole")) == 0
     for name in ("results.json", "seed_1111/history.json"):
@@ -91,8 +110,21 @@ def test_benchmark_killed_midway_does_not_redo_finished_runs(tmp_path, monkeypat
         return original(spec, seed, *args, **kwargs)
 
     monkeypatch.setattr(run, "train_seed", counting)
-    args = ["benchmark", "--models", "text_only,late_fusion", "--dataset", TINY, "--seeds", "1111,1112", "--epochs", "1",
-            "--set", "train.threads=1", "--out", str(tmp_path / "bench")]
+    args = [
+        "benchmark",
+        "--models",
+        "text_only,late_fusion",
+        "--dataset",
+        TINY,
+        "--seeds",
+        "1111,1112",
+        "--epochs",
+        "1",
+        "--set",
+        "train.threads=1",
+        "--out",
+        str(tmp_path / "bench"),
+    ]
     kill = True
     assert main(args) == 130
     assert not (tmp_path / "bench" / "table.json").exists()

@@ -56,7 +56,7 @@ def clean_leftovers(path: str | Path, suffix: str = ".tmp", max_age: float = 864
     except OSError:
         return 0
     for leftover in candidates:
-        owner = leftover.name[len(prefix):].split(".", 1)[0]
+        owner = leftover.name[len(prefix) :].split(".", 1)[0]
         who, _, pid = owner.rpartition("-")
         try:
             if who == host and pid.isdigit():
@@ -111,8 +111,10 @@ def locked_dir(folder: str | Path, option: str = "--out") -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "another process"
-            raise MsalignError(f"{option} {folder}: another msalign run is writing there ({holder} holds {lock}); "
-                               f"wait for it to finish or choose another {option}") from None
+            raise MsalignError(
+                f"{option} {folder}: another msalign run is writing there ({holder} holds {lock}); "
+                f"wait for it to finish or choose another {option}"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"PID {os.getpid()} on {socket.gethostname()}".encode(), 0)
         try:
@@ -154,5 +156,12 @@ def atomic_savez(path: str | Path, **arrays: np.ndarray) -> None:
         np.savez(temporary, **arrays)  # type: ignore[arg-type]
 
 
-__all__ = ["atomic_path", "atomic_savez", "atomic_write_text", "clean_leftovers", "locked_dir", "process_rank",
-           "run_dir_lock"]
+__all__ = [
+    "atomic_path",
+    "atomic_savez",
+    "atomic_write_text",
+    "clean_leftovers",
+    "locked_dir",
+    "process_rank",
+    "run_dir_lock",
+]

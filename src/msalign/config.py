@@ -82,17 +82,42 @@ class TrainConfig:
 # building a million layers or allocating a 384 GB weight.
 _CPUS = os.cpu_count() or 1
 _INT_RANGES: dict[str, tuple[int, int]] = {
-    "epochs": (1, 10**6), "batch_size": (1, 10**6), "patience": (0, 10**6), "devices": (1, 1024),
-    "num_nodes": (1, 10**4), "num_workers": (0, max(64, 4 * _CPUS)), "threads": (0, max(16, 4 * _CPUS)),
-    "width": (1, 16384), "ff_width": (1, 65536), "heads": (1, 1024), "head_hidden": (1, 65536),
-    "kernel_size": (1, 64), "projection_kernel": (1, 64), "max_length": (1, 10**6), "num_prototypes": (1, 1024),
-    "gmm_steps": (1, 10**4), "ot_max_iter": (1, 10**6), "top_k": (1, 10**6), "bottleneck_tokens": (1, 1024),
-    "mining_pool": (1, 10**6), "mining_refresh": (1, 10**6), "accumulate_batches": (1, 10**4),
+    "epochs": (1, 10**6),
+    "batch_size": (1, 10**6),
+    "patience": (0, 10**6),
+    "devices": (1, 1024),
+    "num_nodes": (1, 10**4),
+    "num_workers": (0, max(64, 4 * _CPUS)),
+    "threads": (0, max(16, 4 * _CPUS)),
+    "width": (1, 16384),
+    "ff_width": (1, 65536),
+    "heads": (1, 1024),
+    "head_hidden": (1, 65536),
+    "kernel_size": (1, 64),
+    "projection_kernel": (1, 64),
+    "max_length": (1, 10**6),
+    "num_prototypes": (1, 1024),
+    "gmm_steps": (1, 10**4),
+    "ot_max_iter": (1, 10**6),
+    "top_k": (1, 10**6),
+    "bottleneck_tokens": (1, 1024),
+    "mining_pool": (1, 10**6),
+    "mining_refresh": (1, 10**6),
+    "accumulate_batches": (1, 10**4),
 }
 _LAYERS = (0, 64)
 _INT_DEFAULT = (0, 10**6)
 _SIGNED: set[str] = set()  # float fields that may be negative (every float so far is a rate, weight or bound)
-_POSITIVE = {"lr", "text_lr", "temperature", "selection_temperature", "uniformity_t", "ot_epsilon", "ot_tol", "var_floor"}
+_POSITIVE = {
+    "lr",
+    "text_lr",
+    "temperature",
+    "selection_temperature",
+    "uniformity_t",
+    "ot_epsilon",
+    "ot_tol",
+    "var_floor",
+}
 
 
 def check_heads(model: str, width: int, heads: int) -> None:
@@ -162,7 +187,9 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
         raise last or MsalignError(f"config key {key!r}: bad value {short_repr(value)}")
     if origin is typing.Literal:
         if value not in typing.get_args(annotation):
-            raise MsalignError(f"config key {key!r}: {short_repr(value)} is not one of {list(typing.get_args(annotation))}")
+            raise MsalignError(
+                f"config key {key!r}: {short_repr(value)} is not one of {list(typing.get_args(annotation))}"
+            )
         return value
     if origin in (tuple, list):
         if isinstance(value, str):
@@ -211,8 +238,10 @@ def update_dataclass(obj: Any, values: dict[str, Any], section: str, source: str
     hints = field_types(type(obj))
     for key in values:
         if key not in hints:
-            raise MsalignError(f"{source}: unknown {section} config key {short_repr(key)}{suggest(key, sorted(hints))}; "
-                               f"'msalign models MODEL' lists the keys")
+            raise MsalignError(
+                f"{source}: unknown {section} config key {short_repr(key)}{suggest(key, sorted(hints))}; "
+                f"'msalign models MODEL' lists the keys"
+            )
     try:  # types, then the config class's ranges (__post_init__); errors name the source and key
         return dataclasses.replace(obj, **{k: coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()})
     except MsalignError as error:
@@ -227,8 +256,12 @@ class _NoAliasLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, f"alias *{short_repr(event.anchor, 40)} is not accepted "
-                                              "(write the value out)", event.start_mark)
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"alias *{short_repr(event.anchor, 40)} is not accepted (write the value out)",
+                event.start_mark,
+            )
         return super().compose_node(parent, index)
 
 
@@ -299,8 +332,9 @@ def parse_plain_value(text: str) -> Any:
     return text.strip()
 
 
-def parse_key_values(items: str | Sequence[str], error: Callable[[str], str],
-                     convert: Callable[[str], Any] | None = parse_value) -> list[tuple[str, Any]]:
+def parse_key_values(
+    items: str | Sequence[str], error: Callable[[str], str], convert: Callable[[str], Any] | None = parse_value
+) -> list[tuple[str, Any]]:
     """``key=value`` items -> ``[(key, convert(value))]``, in order (a key may repeat; the caller decides).
 
     ``items`` is one comma-separated text (``"a=1, b=2"``: items stripped, empty ones skipped) or a
@@ -337,8 +371,9 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def config_files(model_name: str, dataset_keys: list[str] | tuple[str, ...] = (),
-                 config_file: str | Path | None = None) -> list[Path]:
+def config_files(
+    model_name: str, dataset_keys: list[str] | tuple[str, ...] = (), config_file: str | Path | None = None
+) -> list[Path]:
     """The files :func:`resolve_config` applies, in order (see the module docstring)."""
     files = [p for p in [CONFIG_DIR / model_name / "default.yaml"] if p.is_file()]
     # Only the most specific dataset file applies (e.g. synthetic.yaml, not also mosi.yaml).
@@ -383,9 +418,11 @@ def resolve_config(
             sets["train"][name] = value
         else:
             known = sorted(model_keys) + sorted(f"train.{k}" for k in train_keys)
-            raise MsalignError(f"--set {short_repr(key)[1:-1]}: unknown config key for model {model_name}"
-                               f"{suggest(key, known)}; 'msalign models {model_name}' lists every key with its type, "
-                               "default and meaning")
+            raise MsalignError(
+                f"--set {short_repr(key)[1:-1]}: unknown config key for model {model_name}"
+                f"{suggest(key, known)}; 'msalign models {model_name}' lists every key with its type, "
+                "default and meaning"
+            )
     model_config = update_dataclass(model_config, sets["model"], "model", "--set")
     train = update_dataclass(train, sets["train"], "train", "--set")
     check_ranges(model_config, "model")  # for model configs that do not call it themselves
@@ -406,13 +443,19 @@ class ConfigSources:
     logger: str | None = None
 
 
-def resolve_run_config(model_name: str, model_config: Any, dataset_keys: Sequence[str], sources: ConfigSources,
-                       extra_overrides: Sequence[str] = ()) -> tuple[Any, TrainConfig]:
+def resolve_run_config(
+    model_name: str,
+    model_config: Any,
+    dataset_keys: Sequence[str],
+    sources: ConfigSources,
+    extra_overrides: Sequence[str] = (),
+) -> tuple[Any, TrainConfig]:
     """:func:`resolve_config` for ``model_config`` (the model's defaults) and the dataset's config
     keys, with ``extra_overrides`` (a benchmark entry's ``[key=value,...]``) after ``--set``, then the
     shortcuts ``--epochs``, ``--devices``, ``--strategy``, ``--accelerator``, ``--logger``."""
-    model_config, train_config = resolve_config(model_name, model_config, tuple(dataset_keys), sources.config_file,
-                                                [*sources.overrides, *extra_overrides])
+    model_config, train_config = resolve_config(
+        model_name, model_config, tuple(dataset_keys), sources.config_file, [*sources.overrides, *extra_overrides]
+    )
     if sources.epochs is not None:
         if sources.epochs < 1:
             raise MsalignError(f"--epochs {sources.epochs}: must be at least 1")
@@ -427,8 +470,9 @@ def resolve_run_config(model_name: str, model_config: Any, dataset_keys: Sequenc
     return model_config, train_config
 
 
-def describe_config_sources(model_names: Sequence[str], dataset_keys: Sequence[str],
-                            config_file: str | Path | None = None) -> str:
+def describe_config_sources(
+    model_names: Sequence[str], dataset_keys: Sequence[str], config_file: str | Path | None = None
+) -> str:
     """The config files each model's run applies, as the run's summary line names them (one list
     when every model applies the same files)."""
     files = {m: describe_files(config_files(m, tuple(dataset_keys), config_file)) for m in dict.fromkeys(model_names)}

@@ -28,8 +28,11 @@ def suggest(key: str, known: list[str]) -> str:
     one-line error about an unknown key."""
     bare = {k.rpartition(".")[2]: k for k in known}
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-    close += [bare[k] for k in difflib.get_close_matches(key.rpartition(".")[2], list(bare), n=3, cutoff=0.6)
-              if bare[k] not in close]
+    close += [
+        bare[k]
+        for k in difflib.get_close_matches(key.rpartition(".")[2], list(bare), n=3, cutoff=0.6)
+        if bare[k] not in close
+    ]
     if not close:
         return ""
     return " (did you mean " + " or ".join(repr(k) for k in close[:3]) + "?)"

@@ -51,9 +51,7 @@ def check_alloc(nbytes: int, what: str) -> None:
     """Refuse allocating ``nbytes`` for ``what`` (a file and key) beyond :func:`max_alloc`."""
     limit = max_alloc()
     if nbytes < 0 or nbytes > limit:
-        raise MsalignError(
-            f"{what}: declares {nbytes:,} bytes, more than the limit of {limit:,} (MSALIGN_MAX_ALLOC)"
-        )
+        raise MsalignError(f"{what}: declares {nbytes:,} bytes, more than the limit of {limit:,} (MSALIGN_MAX_ALLOC)")
 
 
 def regular_file(path: str | Path, what: str = "") -> Path:
@@ -93,8 +91,10 @@ def check_npz(path: str | Path) -> None:
             for info in members:
                 where = f"{path}: key {short_repr(info.filename.removesuffix('.npy'))}"
                 if info.compress_size > size or info.file_size > max(info.compress_size, 1) * MAX_ZIP_RATIO:
-                    raise MsalignError(f"{where}: declares {info.file_size:,} bytes from {info.compress_size:,} "
-                                       "compressed (a zip bomb or a damaged file)")
+                    raise MsalignError(
+                        f"{where}: declares {info.file_size:,} bytes from {info.compress_size:,} "
+                        "compressed (a zip bomb or a damaged file)"
+                    )
                 if not info.filename.endswith(".npy"):
                     continue
                 with archive.open(info) as member:
@@ -113,12 +113,16 @@ def check_npz(path: str | Path) -> None:
                         )
                     header = member.tell() if member.seekable() else 0
                 if dtype.hasobject:
-                    raise MsalignError(f"{path}: not a readable .npz (key {short_repr(info.filename[:-4])} holds "
-                                       "pickled Python objects; only numeric and string arrays are read)")
+                    raise MsalignError(
+                        f"{path}: not a readable .npz (key {short_repr(info.filename[:-4])} holds "
+                        "pickled Python objects; only numeric and string arrays are read)"
+                    )
                 need = math.prod(shape) * dtype.itemsize
                 if need > info.file_size - header:
-                    raise MsalignError(f"{where}: header declares shape {shape} of {dtype} ({need:,} bytes) but the "
-                                       f"member holds {max(info.file_size - header, 0):,}")
+                    raise MsalignError(
+                        f"{where}: header declares shape {shape} of {dtype} ({need:,} bytes) but the "
+                        f"member holds {max(info.file_size - header, 0):,}"
+                    )
     except MsalignError:
         raise
     except Exception as e:  # a damaged header raises ValueError, SyntaxError, tokenize.TokenError, ...

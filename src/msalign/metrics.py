@@ -127,7 +127,9 @@ def _iemocap(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """IEMOCAP 6-class (or any C-class classification, C = the logits' width, e.g. an image-text
     dataset's positive / neutral / negative): argmax; WAcc = accuracy, WAF1 = weighted F1 over 0..C-1."""
     if logits.ndim != 2 or logits.shape[1] < 2:
-        raise MsalignError(f"iemocap preds must be logits of shape (N, {IEMOCAP_CLASSES}) (or (N, C)), got {logits.shape}")
+        raise MsalignError(
+            f"iemocap preds must be logits of shape (N, {IEMOCAP_CLASSES}) (or (N, C)), got {logits.shape}"
+        )
     classes = logits.shape[1]
     y = labels.reshape(-1)
     if np.any(y != np.round(y)) or y.min() < 0 or y.max() >= classes:

@@ -31,15 +31,20 @@ DEFAULT_MODELS = ("text_only", "late_fusion", "mult", "decalign")
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Adds ``msalign benchmark`` to the subcommands."""
     parser = sub.add_parser("benchmark", help="models x seeds on one dataset; a comparison table (resumable)")
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help="comma-separated models; NAME[key=value,...] adds a variant, e.g. decalign[hete=false]")
+    parser.add_argument(
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help="comma-separated models; NAME[key=value,...] adds a variant, e.g. decalign[hete=false]",
+    )
     add_dataset_options(parser, required=False)
     add_run_options(parser)
     parser.add_argument("--seeds", default="1111,1112,1113")
     parser.add_argument("--out", default="runs/benchmark")
-    add_out_options(parser, "continue an interrupted seed from its last Lightning checkpoint (finished seeds are "
-                            "always skipped)",
-                    "replace entries run with another configuration (their seeds; the table and report/)")
+    add_out_options(
+        parser,
+        "continue an interrupted seed from its last Lightning checkpoint (finished seeds are always skipped)",
+        "replace entries run with another configuration (their seeds; the table and report/)",
+    )
     add_backend_options(parser)
     parser.set_defaults(func=run)
 
@@ -54,12 +59,21 @@ def run(args: argparse.Namespace) -> int:
     for entry in entries:
         check_settings_early(entry.model_name, args, entry.overrides)
     dataset = load_dataset(args)
-    runs = {entry.label: RunSpec(entry.model_name, *resolve(entry.model_name, dataset, args, extra=entry.overrides),
-                                 seeds, Path(args.out) / entry.label, resume=args.resume) for entry in entries}
+    runs = {
+        entry.label: RunSpec(
+            entry.model_name,
+            *resolve(entry.model_name, dataset, args, extra=entry.overrides),
+            seeds,
+            Path(args.out) / entry.label,
+            resume=args.resume,
+        )
+        for entry in entries
+    }
     with run_dir_lock(args.out):  # taken before anything is printed: a refused second run says one line
         print(summary(dataset, [entry.model_name for entry in entries], args), file=sys.stderr)
         check_runs(runs, dataset, args, derived_root=Path(args.out))
-        table = run_benchmark(runs, dataset, args.out, seeds, progress=args.progress, log=log_to_stderr,
-                              backend=backend)
+        table = run_benchmark(
+            runs, dataset, args.out, seeds, progress=args.progress, log=log_to_stderr, backend=backend
+        )
     print(table)
     return 0

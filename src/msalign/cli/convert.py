@@ -11,12 +11,18 @@ from msalign.data.store.convert import convert_to_store
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Adds ``msalign convert`` to the subcommands."""
-    parser = sub.add_parser("convert", help="convert a dataset (MMSA .pkl, feature directory, synthetic:...) to an "
-                            "on-disk feature store read row by row (datasets larger than memory)")
+    parser = sub.add_parser(
+        "convert",
+        help="convert a dataset (MMSA .pkl, feature directory, synthetic:...) to an "
+        "on-disk feature store read row by row (datasets larger than memory)",
+    )
     add_dataset_options(parser, positional=True)
     parser.add_argument("out", metavar="OUT", help="the store folder to write")
-    parser.add_argument("--force", action="store_true",
-                        help="write into a non-empty OUT that is not a store (its files are kept; none is replaced)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty OUT that is not a store (its files are kept; none is replaced)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -29,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote feature store {Path(args.out)}: {shapes}")
     for name, s in sizes.items():
         print(f"  {name:5s} {s['rows']:8d} rows  {s['bytes'] / 1e9:8.3f} GB")
-    print(f"  total {sum(s['rows'] for s in sizes.values()):8d} rows  {total / 1e9:8.3f} GB "
-          f"(loaded in {done.load_seconds:.1f}s, written in {done.write_seconds:.1f}s)")
+    print(
+        f"  total {sum(s['rows'] for s in sizes.values()):8d} rows  {total / 1e9:8.3f} GB "
+        f"(loaded in {done.load_seconds:.1f}s, written in {done.write_seconds:.1f}s)"
+    )
     return 0

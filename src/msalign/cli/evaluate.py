@@ -18,24 +18,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_dataset_options(parser)
     parser.add_argument("--split", default="test", choices=["train", "valid", "test"])
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--modality-ablation", action="store_true",
-                        help="also score with each modality permuted across clips / set to its train mean")
+    parser.add_argument(
+        "--modality-ablation",
+        action="store_true",
+        help="also score with each modality permuted across clips / set to its train mean",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs ``msalign evaluate``; returns the exit status."""
-    result = evaluate_checkpoint(EvaluationRequest(args.checkpoint, dataset_options(args), args.split,
-                                                   args.modality_ablation))
+    result = evaluate_checkpoint(
+        EvaluationRequest(args.checkpoint, dataset_options(args), args.split, args.modality_ablation)
+    )
     if result.contribution is not None:
         if args.json:
-            print(json.dumps({"checkpoint": result.checkpoint, "split": result.split,
-                              "modality_ablation": result.contribution}))
+            print(
+                json.dumps(
+                    {"checkpoint": result.checkpoint, "split": result.split, "modality_ablation": result.contribution}
+                )
+            )
         else:
             print(format_contribution(result.contribution, metrics.headline_keys(result.metric_set)))
     elif args.json:
-        print(json.dumps({"checkpoint": result.checkpoint, "split": result.split, "n": result.n,
-                          "metrics": result.metrics}))
+        print(
+            json.dumps(
+                {"checkpoint": result.checkpoint, "split": result.split, "n": result.n, "metrics": result.metrics}
+            )
+        )
     else:
         print_table({f"{result.model_name} ({result.split}, n={result.n})": result.metrics}, result.metric_set)
     return 0

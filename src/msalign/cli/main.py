@@ -32,10 +32,25 @@ from msalign.errors import MsalignError, PartialResults
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``msalign`` parser with every subcommand (``args.func`` runs the chosen one)."""
-    parser = argparse.ArgumentParser(prog="msalign", description="Multimodal sentiment analysis with cross-modal alignment")
+    parser = argparse.ArgumentParser(
+        prog="msalign", description="Multimodal sentiment analysis with cross-modal alignment"
+    )
     parser.add_argument("--version", action="version", version=f"msalign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (models, train, evaluate, benchmark, profile, sweep, tune, convert, report, extract, predict, describe):
+    for command in (
+        models,
+        train,
+        evaluate,
+        benchmark,
+        profile,
+        sweep,
+        tune,
+        convert,
+        report,
+        extract,
+        predict,
+        describe,
+    ):
         command.add_parser(sub)
     return parser
 
@@ -64,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # an internal error: one line, traceback on request
         if os.environ.get("MSALIGN_DEBUG"):
             raise
-        print(f"msalign: internal error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''} "
-              "(set MSALIGN_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"msalign: internal error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''} "
+            "(set MSALIGN_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 1

@@ -12,7 +12,9 @@ from msalign.models.config_docs import format_model_help, modality_summary
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Adds ``msalign models`` to the subcommands."""
     parser = sub.add_parser("models", help="list the registered models; with NAME, its modalities and every config key")
-    parser.add_argument("name", nargs="?", metavar="NAME", help="a model: print its config keys (type, default, meaning)")
+    parser.add_argument(
+        "name", nargs="?", metavar="NAME", help="a model: print its config keys (type, default, meaning)"
+    )
     parser.set_defaults(func=run)
 
 

@@ -15,11 +15,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("profile", help="parameters and multiply-adds per sample, per module")
     parser.add_argument("--model", required=True)
     add_dataset_options(parser, required=False)
-    parser.add_argument("--shapes", help="profile on random inputs of these shapes instead of the dataset's, "
-                                         "e.g. text=39x768,audio=400x33,vision=55x709 (--dataset still picks the config files)")
+    parser.add_argument(
+        "--shapes",
+        help="profile on random inputs of these shapes instead of the dataset's, "
+        "e.g. text=39x768,audio=400x33,vision=55x709 (--dataset still picks the config files)",
+    )
     parser.add_argument("--depth", type=int, default=2, help="module nesting depth to list (default 2)")
-    parser.add_argument("--format", choices=["text", "md"], default=None,
-                        help="text (aligned columns; the default in a terminal) or md (Markdown; the default otherwise)")
+    parser.add_argument(
+        "--format",
+        choices=["text", "md"],
+        default=None,
+        help="text (aligned columns; the default in a terminal) or md (Markdown; the default otherwise)",
+    )
     parser.add_argument("--json", help="also write the table as JSON to this file")
     add_config_options(parser, "override config fields (repeatable), as for train")
     # the dataset defaults to synthetic without --shapes (run); the training options do not apply
@@ -34,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
         dims = {m: dim for m, (_, dim) in shapes.items()}
         dataset = load_dataset(args) if args.dataset is not None else None  # only for its config files
         model_config, _ = resolve(args.model, dataset, args)
-        model = create_model(args.model, dims=dims, output_dim=dataset.output_dim if dataset else 1, config=model_config)
+        model = create_model(
+            args.model, dims=dims, output_dim=dataset.output_dim if dataset else 1, config=model_config
+        )
     else:
         if args.dataset is None:
             args.dataset = "synthetic"

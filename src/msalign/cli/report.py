@@ -14,13 +14,22 @@ from msalign.evaluation.report import build_report, report_dataset, run_kind
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Adds ``msalign report`` to the CLI's subparsers."""
     parser = sub.add_parser("report", help="Markdown/HTML report with figures of a train, benchmark or sweep directory")
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a train run (results.json), benchmark (table.json) or sweep (sweep.json)")
-    parser.add_argument("--format", choices=["md", "html"], default=None, help="default: md, or html when --out ends in .html")
-    parser.add_argument("--dataset", default=None,
-                        help="default: the dataset the run recorded (used for the modality gap and missing predictions); "
-                             "another one is refused")
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a train run (results.json), benchmark (table.json) or sweep (sweep.json)"
+    )
+    parser.add_argument(
+        "--format", choices=["md", "html"], default=None, help="default: md, or html when --out ends in .html"
+    )
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="default: the dataset the run recorded (used for the modality gap and missing predictions); "
+        "another one is refused",
+    )
     add_cache_dir_option(parser)
-    parser.add_argument("--out", default=None, help="report file (default RUN_DIR/report/report.md); figures go beside it")
+    parser.add_argument(
+        "--out", default=None, help="report file (default RUN_DIR/report/report.md); figures go beside it"
+    )
     parser.set_defaults(func=run)
 
 

@@ -34,16 +34,24 @@ from msalign.training.run_spec import RunSpec
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Adds ``msalign sweep`` to the subcommands."""
-    parser = sub.add_parser("sweep", help="train a model over a grid of config values; selects on validation (resumable)")
+    parser = sub.add_parser(
+        "sweep", help="train a model over a grid of config values; selects on validation (resumable)"
+    )
     parser.add_argument("--model", required=True)
     add_dataset_options(parser)
-    parser.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2,...",
-                        help="model config keys and their values, e.g. --grid alpha=0.01,0.05,0.1 beta=0.01,0.05,0.1")
+    parser.add_argument(
+        "--grid",
+        nargs="+",
+        required=True,
+        metavar="KEY=V1,V2,...",
+        help="model config keys and their values, e.g. --grid alpha=0.01,0.05,0.1 beta=0.01,0.05,0.1",
+    )
     add_run_options(parser, set_help="override config fields for every point (the grid keys win)")
     parser.add_argument("--seeds", default="1111")
     parser.add_argument("--out", required=True)
-    add_out_options(parser, None,
-                    "replace points run with another configuration (their seeds; sweep.json, sweep.md, report/)")
+    add_out_options(
+        parser, None, "replace points run with another configuration (their seeds; sweep.json, sweep.md, report/)"
+    )
     add_backend_options(parser)
     parser.set_defaults(func=run)
 
@@ -61,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
     with run_dir_lock(args.out):  # one sweep per --out at a time; taken before anything is printed
         print(summary(dataset, [args.model], args), file=sys.stderr)
         # a point's folder holding seeds of another configuration: refused unless --overwrite
-        check_runs(point_runs(spec, check_grid(args.model, model_config, grid)), dataset, args,
-                   derived_root=Path(args.out))
+        check_runs(
+            point_runs(spec, check_grid(args.model, model_config, grid)), dataset, args, derived_root=Path(args.out)
+        )
         result = run_sweep(spec, grid, dataset, progress=args.progress, log=log_to_stderr, backend=backend)
     print(format_sweep(result))
     print(f"sweep: {Path(args.out) / SWEEP_FILE}", file=sys.stderr)

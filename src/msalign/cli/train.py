@@ -33,9 +33,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_run_options(parser)
     parser.add_argument("--seeds", default="1111")
     parser.add_argument("--out", required=True)
-    add_out_options(parser, "continue an interrupted seed from OUT/seed_N/lightning/last.ckpt (finished seeds are "
-                            "always skipped)",
-                    "replace a run of another configuration in OUT (its seeds, results.json and report/)")
+    add_out_options(
+        parser,
+        "continue an interrupted seed from OUT/seed_N/lightning/last.ckpt (finished seeds are always skipped)",
+        "replace a run of another configuration in OUT (its seeds, results.json and report/)",
+    )
     parser.set_defaults(func=run)
 
 

@@ -162,8 +162,17 @@ def read_label_csv(path: Path) -> list[LabelRow]:
                     raise MsalignError(f"{path}: line {line}: mode {row['mode']!r} is not train/valid/test")
                 row["mode"] = mode
                 row["id"] = clip_id(row["video_id"], row["clip_id"])
-                rows.append(LabelRow(video_id=row["video_id"], clip_id=row["clip_id"], label=row["label"], mode=mode,
-                                     text=row.get("text", ""), annotation=row.get("annotation", ""), columns=row))
+                rows.append(
+                    LabelRow(
+                        video_id=row["video_id"],
+                        clip_id=row["clip_id"],
+                        label=row["label"],
+                        mode=mode,
+                        text=row.get("text", ""),
+                        annotation=row.get("annotation", ""),
+                        columns=row,
+                    )
+                )
     except MsalignError:
         raise
     except (OSError, UnicodeDecodeError, csv.Error) as e:
@@ -189,7 +198,11 @@ class ModalityFile:
 
 
 def save_modality(
-    folder: str | Path, modality: str, ids: Sequence[str], features: np.ndarray, lengths: np.ndarray | None = None,
+    folder: str | Path,
+    modality: str,
+    ids: Sequence[str],
+    features: np.ndarray,
+    lengths: np.ndarray | None = None,
     extra: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
     """Write one modality in the convention above: (N, D) -> utterance file, (N, L, D) -> sequence file.
@@ -247,12 +260,16 @@ def read_modality(folder: Path, m: str) -> ModalityFile | None:
     except MsalignError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, MemoryError) as e:
-        raise MsalignError(f"{path}: not a readable .npz ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise MsalignError(
+            f"{path}: not a readable .npz ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None
     except Exception as e:  # a damaged .npy header also raises TypeError, tokenize.TokenError, ...
         raise MsalignError(f"{path}: not a readable .npz (corrupt array header: {type(e).__name__})") from None
     want = 3 if path is seq else 2
     if x.ndim != want:
-        raise MsalignError(f"{path}: key {key!r}: expected shape {'(N, L, D)' if want == 3 else '(N, D)'}, got shape {x.shape}")
+        raise MsalignError(
+            f"{path}: key {key!r}: expected shape {'(N, L, D)' if want == 3 else '(N, D)'}, got shape {x.shape}"
+        )
     if 0 in x.shape[1:]:
         raise MsalignError(f"{path}: key {key!r}: empty time or feature axis (shape {x.shape})")
     if ids.ndim != 1 or len(ids) != len(x):
@@ -268,7 +285,9 @@ def read_modality(folder: Path, m: str) -> ModalityFile | None:
     if lengths is None:
         lengths = trailing_lengths(x)
     elif lengths.shape != (len(x),) or not np.issubdtype(lengths.dtype, np.integer):
-        raise MsalignError(f"{path}: key 'lengths': expected integer shape ({len(x)},), got {lengths.dtype} shape {lengths.shape}")
+        raise MsalignError(
+            f"{path}: key 'lengths': expected integer shape ({len(x)},), got {lengths.dtype} shape {lengths.shape}"
+        )
     return ModalityFile(path, "sequence", ids, x, lengths.astype(np.int64), present)
 
 
@@ -286,8 +305,12 @@ class Descriptions:
     format: int = DESCRIPTIONS_FORMAT
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": self.format, "source": self.source, "describer": dict(self.describer),
-                "descriptions": dict(self.descriptions)}
+        return {
+            "format": self.format,
+            "source": self.source,
+            "describer": dict(self.describer),
+            "descriptions": dict(self.descriptions),
+        }
 
 
 def write_descriptions_file(path: str | Path, record: Descriptions) -> Path:
@@ -313,9 +336,12 @@ def read_descriptions_file(path: Path) -> Descriptions:
         raise MsalignError(f"{path}: descriptions file is not a JSON object")
     describer = data.get("describer")
     table = data.get("descriptions")
-    return Descriptions(describer=describer if isinstance(describer, dict) else {},
-                        descriptions=table if isinstance(table, dict) else {}, source=str(data.get("source", "")),
-                        format=data.get("format", DESCRIPTIONS_FORMAT))
+    return Descriptions(
+        describer=describer if isinstance(describer, dict) else {},
+        descriptions=table if isinstance(table, dict) else {},
+        source=str(data.get("source", "")),
+        format=data.get("format", DESCRIPTIONS_FORMAT),
+    )
 
 
 def read_descriptions(path: str | Path, ids: Sequence[str]) -> tuple[list[str], DescriptionsUsed, dict[str, Any]]:
@@ -331,17 +357,22 @@ def read_descriptions(path: str | Path, ids: Sequence[str]) -> tuple[list[str], 
         if not isinstance(table, dict):
             raise TypeError
     except (ValueError, KeyError, TypeError):
-        raise MsalignError(f"{path}: not a descriptions file written by msalign describe (no 'descriptions' mapping)") from None
+        raise MsalignError(
+            f"{path}: not a descriptions file written by msalign describe (no 'descriptions' mapping)"
+        ) from None
     missing = [i for i in ids if not isinstance(table.get(i), str)]
     if missing:
         few = ", ".join(repr(i) for i in missing[:3])
-        raise MsalignError(f"{path}: {len(missing)} clips have no description, e.g. {few} "
-                           f"(re-run `msalign describe` on the feature directory)")
+        raise MsalignError(
+            f"{path}: {len(missing)} clips have no description, e.g. {few} "
+            f"(re-run `msalign describe` on the feature directory)"
+        )
     identity = record.get("describer") if isinstance(record.get("describer"), dict) else {}
     # the describer's full identity (for rules: the fitted thresholds) travels in the feature spec,
     # so a checkpoint describes new media (msalign predict) without the training folder
-    used = DescriptionsUsed(file=path.name, sha256=descriptions_digest(raw),
-                            describer=identity.get("describer", "unknown"))
+    used = DescriptionsUsed(
+        file=path.name, sha256=descriptions_digest(raw), describer=identity.get("describer", "unknown")
+    )
     return [table[i] for i in ids], used, identity
 
 
@@ -377,7 +408,9 @@ def _check_finite(path: Path, split: str, m: str, x: np.ndarray, ids: list[str])
     found = first_nonfinite(x)
     if found is not None:
         row, kind = found
-        raise MsalignError(f"{path}: split {split!r}, key {key!r}: {kind} at row {row} (clip {ids[row]!r}) (shape {x.shape})")
+        raise MsalignError(
+            f"{path}: split {split!r}, key {key!r}: {kind} at row {row} (clip {ids[row]!r}) (shape {x.shape})"
+        )
 
 
 def _gather(path: Path, file_ids: np.ndarray, wanted: list[str], shape: tuple[int, ...]) -> np.ndarray:
@@ -423,9 +456,7 @@ def _is_number(v: str) -> bool:
         return False
 
 
-def _standardize(
-    splits: dict[str, Split], option: Standardize, source: str
-) -> dict[str, dict[str, list[float]]]:
+def _standardize(splits: dict[str, Split], option: Standardize, source: str) -> dict[str, dict[str, list[float]]]:
     present = splits["train"].modalities
     if option is True:
         option = list(present)
@@ -464,8 +495,9 @@ def _standardize(
     return stats
 
 
-def _group_standardize(splits: dict[str, Split], groups: dict[str, list[str]], option: Standardize,
-                       strength: float, source: str) -> dict[str, dict[str, list[float]]]:
+def _group_standardize(
+    splits: dict[str, Split], groups: dict[str, list[str]], option: Standardize, strength: float, source: str
+) -> dict[str, dict[str, list[float]]]:
     """Per-group z-scores (msalign.data.group_norm), split by split; returns the priors used."""
     if option is False or option is None:
         return {}
@@ -479,8 +511,14 @@ def _group_standardize(splits: dict[str, Split], groups: dict[str, list[str]], o
         dim = splits["train"].features[m].shape[2]
         if given is not None:
             prior = given[m]
-            if not isinstance(prior, Mapping) or np.shape(prior.get("mean")) != (dim,) or np.shape(prior.get("var")) != (dim,):
-                raise MsalignError(f"{source}: group_standardize prior for {m!r} needs 'mean' and 'var' lists of width {dim}")
+            if (
+                not isinstance(prior, Mapping)
+                or np.shape(prior.get("mean")) != (dim,)
+                or np.shape(prior.get("var")) != (dim,)
+            ):
+                raise MsalignError(
+                    f"{source}: group_standardize prior for {m!r} needs 'mean' and 'var' lists of width {dim}"
+                )
         else:
             train = splits["train"]
             prior = fit_prior(train.features[m], train.lengths[m], groups["train"])
@@ -531,9 +569,13 @@ def load_feature_dir(
     wanted = [m for m in candidates if m in files or (m == "text" and (has_text_column or bool(descriptions)))]
     if modalities is not None and len(wanted) < len(candidates):
         m = next(m for m in candidates if m not in wanted)
-        raise MsalignError(f"{source}: no {m}.npz or {m}_utterance.npz" + (" and no text column" if m == "text" else ""))
+        raise MsalignError(
+            f"{source}: no {m}.npz or {m}_utterance.npz" + (" and no text column" if m == "text" else "")
+        )
     if not wanted:
-        raise MsalignError(f"{source}: no feature files ({', '.join(f'{m}.npz' for m in MODALITIES)}, ...) and no text column")
+        raise MsalignError(
+            f"{source}: no feature files ({', '.join(f'{m}.npz' for m in MODALITIES)}, ...) and no text column"
+        )
 
     task, metric_set, why, config_keys = choose_task(rows, label_path, folder, task, metric_set)
     labels, classes = _parse_labels(rows, label_path, task)
@@ -543,8 +585,10 @@ def load_feature_dir(
     describer_identity: dict[str, Any] = {}
     if descriptions:  # msalign describe's descriptions.json, appended to the transcripts (textalign)
         if "text" in files:
-            raise MsalignError(f"{source}: descriptions are appended to the text column before encoding, "
-                               f"but text comes from {files['text'].path.name}; remove it to encode the text column")
+            raise MsalignError(
+                f"{source}: descriptions are appended to the text column before encoding, "
+                f"but text comes from {files['text'].path.name}; remove it to encode the text column"
+            )
         notes_path = folder / DESCRIPTIONS_FILE if descriptions is True else Path(descriptions)
         # the describer's identity is recorded beside the modalities, for predict (below)
         notes, described, describer_identity = read_descriptions(notes_path, ids)
@@ -560,15 +604,22 @@ def load_feature_dir(
             found = files[m]
             x, n = found.features, found.lengths
             sources[m] = (x, n, _gather(found.path, found.ids, ids, x.shape))
-            spec_mods[m] = ModalitySpec(source=found.path.name, kind=found.kind, dim=int(x.shape[2]),
-                                        max_len=int(x.shape[1]))
+            spec_mods[m] = ModalitySpec(
+                source=found.path.name, kind=found.kind, dim=int(x.shape[2]), max_len=int(x.shape[1])
+            )
         else:
             extra = DESCRIPTION_TOKENS if described else 0  # room for the description after the transcript
             encoder = TextEncoder(text_encoder, max_text_len + extra, batch_size, device, cache_dir, progress=progress)
             x, n = encoder.encode(texts)
             sources[m] = (x, n, np.arange(len(rows)))
-            spec_mods[m] = ModalitySpec(source="text_encoder", kind="sequence", encoder=encoder.identity,
-                                        descriptions=described, dim=int(x.shape[2]), max_len=int(x.shape[1]))
+            spec_mods[m] = ModalitySpec(
+                source="text_encoder",
+                kind="sequence",
+                encoder=encoder.identity,
+                descriptions=described,
+                dim=int(x.shape[2]),
+                max_len=int(x.shape[1]),
+            )
 
     mode = np.array([r.mode for r in rows])
     splits: dict[str, Split] = {}
@@ -594,12 +645,22 @@ def load_feature_dir(
         num_classes = len(classes) if classes else int(labels.max()) + 1
     dropped = drop_empty_clips(splits, source) if empty_clips == "drop" else {}
     # validated before standardising too: z-scoring would hide all-zero clips and smear NaN/inf
-    validate_dataset(MultimodalDataset(name=folder.name, splits=splits, metric_set=metric_set, task=task,  # type: ignore[arg-type]
-                                       num_classes=num_classes if task == "classification" else None, source=source))
+    validate_dataset(
+        MultimodalDataset(
+            name=folder.name,
+            splits=splits,
+            metric_set=metric_set,
+            task=task,  # type: ignore[arg-type]
+            num_classes=num_classes if task == "classification" else None,
+            source=source,
+        )
+    )
     if group_standardize is not False and group_standardize is not None:
         if group_column not in rows[0].columns:
-            raise MsalignError(f"{label_path}: no column {group_column!r} to group clips by "
-                               f"(group_column; header {[k for k in rows[0].columns if k not in ('id',)]})")
+            raise MsalignError(
+                f"{label_path}: no column {group_column!r} to group clips by "
+                f"(group_column; header {[k for k in rows[0].columns if k not in ('id',)]})"
+            )
         strength = float(DEFAULT_STRENGTH if group_strength is None else group_strength)
         row_of = {clip: i for i, clip in enumerate(ids)}  # by id: --empty-clips drop may have left clips out
         groups = {name: [rows[row_of[clip]].columns[group_column] for clip in splits[name].ids] for name in SPLITS}
@@ -647,8 +708,9 @@ def load_feature_dir(
     return ds
 
 
-def choose_task(rows: list[LabelRow], label_path: Path, folder: Path, task: Task | None,
-                metric_set: MetricSet | None) -> tuple[Task, MetricSet, str, tuple[str, ...]]:
+def choose_task(
+    rows: list[LabelRow], label_path: Path, folder: Path, task: Task | None, metric_set: MetricSet | None
+) -> tuple[Task, MetricSet, str, tuple[str, ...]]:
     """(task, metric set, why, config keys) for a label.csv; integer labels never silently regress.
 
     Order: ``task`` (``--task``), else the metric set (``--metric-set``; iemocap is classification),
@@ -680,10 +742,15 @@ def choose_task(rows: list[LabelRow], label_path: Path, folder: Path, task: Task
     elif y is not None and len(y) and np.all(y == np.round(y)) and y.min() >= 0:  # could be class indices 0..C-1
         values = sorted({int(v) for v in y})
         shown = ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
-        raise MsalignError(f"{label_path}: key 'label': every label is an integer ({len(values)} values: {shown}); "
-                           "pass --task classification or --task regression")
+        raise MsalignError(
+            f"{label_path}: key 'label': every label is an integer ({len(values)} values: {shown}); "
+            "pass --task classification or --task regression"
+        )
     else:
-        task, why = "regression", "labels are real numbers" if y is None or np.any(y != np.round(y)) else "labels below 0"
+        task, why = (
+            "regression",
+            "labels are real numbers" if y is None or np.any(y != np.round(y)) else "labels below 0",
+        )
     if metric_set is not None:
         if (metric_set == "iemocap") != (task == "classification"):
             raise MsalignError(f"--metric-set {metric_set} does not score {task} (iemocap is the classification set)")

@@ -105,8 +105,17 @@ class LoadOptions:
     blank: Sequence[str] | None = None  # modalities whose features are all zero
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    _KEYS = ("standardize", "empty_clips", "group_standardize", "group_column", "group_strength", "text_encoder",
-             "max_text_len", "descriptions", "blank")
+    _KEYS = (
+        "standardize",
+        "empty_clips",
+        "group_standardize",
+        "group_column",
+        "group_strength",
+        "text_encoder",
+        "max_text_len",
+        "descriptions",
+        "blank",
+    )
 
     def to_json(self) -> dict[str, Any]:
         return _known_then_extra(self, self._KEYS)
@@ -134,8 +143,19 @@ class FeatureSpec:
     classes: Sequence[str] | None = None  # class names, in class-index order
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    _KEYS = ("format", "kind", "version", "aligned", "modalities", "options", "text_source", "repairs", "describer",
-             "extraction", "classes")
+    _KEYS = (
+        "format",
+        "kind",
+        "version",
+        "aligned",
+        "modalities",
+        "options",
+        "text_source",
+        "repairs",
+        "describer",
+        "extraction",
+        "classes",
+    )
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form (see the module docstring), keys in the order the loaders have always written them."""
@@ -161,8 +181,9 @@ class FeatureSpec:
         return out
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any] | None, error: SpecError = _default_error,
-                  prefix: str = "feature_spec") -> FeatureSpec:
+    def from_json(
+        cls, data: Mapping[str, Any] | None, error: SpecError = _default_error, prefix: str = "feature_spec"
+    ) -> FeatureSpec:
         """A spec from its JSON form (None or {} -> the empty spec). The nested objects are checked and a
         wrong one raises ``error(key, value, what was expected)`` with the dotted key, e.g.
         ``feature_spec.options``; the values inside them are checked where they are used."""

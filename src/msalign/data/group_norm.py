@@ -61,8 +61,13 @@ def fit_prior(x: np.ndarray, lengths: np.ndarray, groups: Sequence[str]) -> dict
     return {"mean": frames.mean(axis=0).tolist(), "var": np.asarray(within).tolist()}
 
 
-def standardize_groups(x: np.ndarray, lengths: np.ndarray, groups: Sequence[str], prior: dict[str, Sequence[float]],
-                       strength: float = DEFAULT_STRENGTH) -> np.ndarray:
+def standardize_groups(
+    x: np.ndarray,
+    lengths: np.ndarray,
+    groups: Sequence[str],
+    prior: dict[str, Sequence[float]],
+    strength: float = DEFAULT_STRENGTH,
+) -> np.ndarray:
     """``x`` (N, L, D) z-scored per group in place (see the module docstring); padding stays zero."""
     mu0 = np.asarray(prior["mean"], dtype=np.float64)
     var0 = np.asarray(prior["var"], dtype=np.float64)

@@ -56,7 +56,9 @@ def read_pickle(path: str | Path) -> Any:
         raise MsalignError(f"{source}: out of memory while unpickling") from None
     except (OSError, ValueError, struct.error, OverflowError, RecursionError) as e:  # a damaged file
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise MsalignError(f"{source}: not a readable pickle (truncated or corrupt: {short_repr(detail)[1:-1]})") from None
+        raise MsalignError(
+            f"{source}: not a readable pickle (truncated or corrupt: {short_repr(detail)[1:-1]})"
+        ) from None
 
 
 def _array(d: dict, key: str, source: str, split: str, ndim: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
@@ -82,11 +84,15 @@ def _labels(d: dict, source: str, split: str, task: str) -> np.ndarray:
             raise MsalignError(f"{source}: split {split!r}, key 'regression_labels': missing (has {_keys(d)})")
         y = _array(d, "regression_labels", source, split, (1, 2))
         if y.ndim == 2 and y.shape[1] != 1:
-            raise MsalignError(f"{source}: split {split!r}, key 'regression_labels': expected shape (N,), got shape {y.shape}")
+            raise MsalignError(
+                f"{source}: split {split!r}, key 'regression_labels': expected shape (N,), got shape {y.shape}"
+            )
         return y.reshape(-1)
     key = "classification_labels" if "classification_labels" in d else "labels"
     if key not in d:
-        raise MsalignError(f"{source}: split {split!r}, key 'classification_labels': missing (no 'labels' either; has {sorted(d)})")
+        raise MsalignError(
+            f"{source}: split {split!r}, key 'classification_labels': missing (no 'labels' either; has {sorted(d)})"
+        )
     y = _array(d, key, source, split, (1, 2), dtype=np.float64)
     if (y.ndim == 2 and y.shape[1] != 1) or not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
         raise MsalignError(
@@ -133,7 +139,11 @@ def load_mmsa_pickle(
     given_task, given_metric_set = task, metric_set
     if metric_set is None:
         task_hint = task or ("regression" if "regression_labels" in train else "classification")
-        y = np.asarray(train.get("regression_labels", []), dtype=np.float64).reshape(-1) if task_hint == "regression" else None
+        y = (
+            np.asarray(train.get("regression_labels", []), dtype=np.float64).reshape(-1)
+            if task_hint == "regression"
+            else None
+        )
         metric_set = infer_metric_set(path, y, task_hint)  # type: ignore[arg-type]
         if task is not None and (metric_set == "iemocap") != (task == "classification"):
             metric_set = "iemocap" if task == "classification" else infer_metric_set("", y, "regression")
@@ -162,7 +172,9 @@ def load_mmsa_pickle(
                 aligned = False
                 n = _array(d, key, source, name, (1, 2), dtype=np.float64).reshape(-1)
                 if len(n) != len(x):
-                    raise MsalignError(f"{source}: split {name!r}, key {key!r}: {len(n)} lengths for {len(x)} rows (shape {x.shape})")
+                    raise MsalignError(
+                        f"{source}: split {name!r}, key {key!r}: {len(n)} lengths for {len(x)} rows (shape {x.shape})"
+                    )
                 n = n.astype(np.int64)
             elif m == "text" and "text_bert" in d:
                 tb = _array(d, "text_bert", source, name, (3,), dtype=np.float64)
@@ -190,8 +202,9 @@ def load_mmsa_pickle(
     spec = FeatureSpec(
         format="mmsa_pickle",
         aligned=aligned,
-        modalities={m: ModalitySpec(dim=int(x.shape[2]), max_len=int(x.shape[1]))
-                    for m, x in splits["train"].features.items()},
+        modalities={
+            m: ModalitySpec(dim=int(x.shape[2]), max_len=int(x.shape[1])) for m, x in splits["train"].features.items()
+        },
         text_source="mmsa text (BERT features)" if "text" in wanted else None,
         repairs={"audio_neg_inf_to_zero": neg_inf} if neg_inf else None,
     )
@@ -211,8 +224,10 @@ def load_mmsa_pickle(
         feature_spec=spec,
         why=f"task: {task_why}; metric set: {'--metric-set' if given_metric_set else 'from the path and labels'}",
         # a classification pickle borrows iemocap.yaml only when it is IEMOCAP (its path says so)
-        config_keys=(f"{metric_set}-{path.stem}", metric_set if task == "regression" or "iemocap" in str(path).lower()
-                     else "classification"),
+        config_keys=(
+            f"{metric_set}-{path.stem}",
+            metric_set if task == "regression" or "iemocap" in str(path).lower() else "classification",
+        ),
     )
     validate_dataset(ds)
     return ds

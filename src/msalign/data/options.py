@@ -37,13 +37,22 @@ class DatasetOptions:
     group_strength: float | None = None
 
 
-def load_dataset_from_options(options: DatasetOptions,
-                              recorded: Mapping[str, Any] | None = None) -> MultimodalDataset:
+def load_dataset_from_options(options: DatasetOptions, recorded: Mapping[str, Any] | None = None) -> MultimodalDataset:
     """The dataset ``options`` name, loaded with the options given over ``recorded`` (a trained
     checkpoint's loader options, so it is scored on the features it was trained on)."""
     kwargs = dict(recorded or {})
-    for key in ("text_encoder", "metric_set", "task", "cache_dir", "modalities", "descriptions", "empty_clips",
-                "group_column", "group_strength", "blank"):
+    for key in (
+        "text_encoder",
+        "metric_set",
+        "task",
+        "cache_dir",
+        "modalities",
+        "descriptions",
+        "empty_clips",
+        "group_column",
+        "group_strength",
+        "blank",
+    ):
         if getattr(options, key) is not None:
             kwargs[key] = getattr(options, key)
     group = options.group_standardize
@@ -62,8 +71,12 @@ def config_keys_for_spec(spec: str, metric_set: str | None) -> tuple[str, ...] |
         return ("synthetic", "mosi")
     if metric_set:
         return (metric_set,)
-    found = [key for part in reversed(Path(spec).parts) for key in ("mosei", "mosi", "sims", "iemocap")
-             if key in part.lower()]
+    found = [
+        key
+        for part in reversed(Path(spec).parts)
+        for key in ("mosei", "mosi", "sims", "iemocap")
+        if key in part.lower()
+    ]
     return (found[0],) if found else None
 
 

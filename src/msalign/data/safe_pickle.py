@@ -45,8 +45,10 @@ _SMALL_BYTES = 1 << 16  # byte strings up to this size are copied at once; large
 
 # dtype strings a pickle may name: booleans, integers, floats, complex, fixed-width str/bytes,
 # and object (accepted only when the array's data is a list of plain scalars)
-_DTYPE = re.compile(r"(b1|[iu][1248]|f[248]|c(8|16)|U\d{1,7}|S\d{1,8}|O[48]?|bool|float(16|32|64)|int(8|16|32|64)|"
-                    r"uint(8|16|32|64)|complex(64|128))")
+_DTYPE = re.compile(
+    r"(b1|[iu][1248]|f[248]|c(8|16)|U\d{1,7}|S\d{1,8}|O[48]?|bool|float(16|32|64)|int(8|16|32|64)|"
+    r"uint(8|16|32|64)|complex(64|128))"
+)
 _SCALARS = (type(None), bool, int, float, complex, str, bytes)
 
 
@@ -83,7 +85,6 @@ class _ArrayStub:
     """``_reconstruct(ndarray, ...)``: an array whose content arrives with BUILD."""
 
 
-
 def _prod(shape: tuple[int, ...]) -> int:
     return math.prod(shape) if shape else 1
 
@@ -105,20 +106,24 @@ class _Reader:
     def fail(self, message: str) -> MsalignError:
         if message.startswith("refusing"):  # well-formed but unsafe or beyond a bound
             return MsalignError(f"{self.source}: {message} (at byte {self.pos})")
-        return MsalignError(f"{self.source}: not a readable pickle (truncated or corrupt: {message}, at byte {self.pos})")
+        return MsalignError(
+            f"{self.source}: not a readable pickle (truncated or corrupt: {message}, at byte {self.pos})"
+        )
 
     def read(self, n: int) -> memoryview:
         if n < 0 or n > self.size - self.pos:
             raise self.fail(f"declares {n:,} bytes but only {self.size - self.pos:,} remain (truncated or crafted)")
-        chunk = self.view[self.pos:self.pos + n]
+        chunk = self.view[self.pos : self.pos + n]
         self.pos += n
         return chunk
 
     def readline(self) -> bytes:
-        end = self.data.find(b"\n", self.pos) if hasattr(self.data, "find") else bytes(self.view[self.pos:]).find(b"\n")
+        end = (
+            self.data.find(b"\n", self.pos) if hasattr(self.data, "find") else bytes(self.view[self.pos :]).find(b"\n")
+        )
         if end < 0:
             raise self.fail("truncated text opcode")
-        line = bytes(self.view[self.pos:end])
+        line = bytes(self.view[self.pos : end])
         self.pos = end + 1
         return line
 
@@ -262,8 +267,10 @@ class _Reader:
         raise self.fail(f"refusing BUILD on a {type(target).__name__}")
 
     def array(self, spec: _Dtype, shape: Any, data: Any, fortran: bool, native: bool = True) -> np.ndarray:
-        if not isinstance(shape, tuple) or len(shape) > _MAX_NDIM or not all(
-            isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**63 for n in shape
+        if (
+            not isinstance(shape, tuple)
+            or len(shape) > _MAX_NDIM
+            or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**63 for n in shape)
         ):
             raise self.fail(f"refusing array shape {_short(shape)}")
         dt = spec.dtype(self.source)
@@ -391,15 +398,28 @@ def _memo_put(r: _Reader, index: int) -> None:
 def _global(r: _Reader, module: str, name: str) -> _Global:
     parts = module.split(".")
     if len(parts) == 3 and parts[:2] in (["numpy", "core"], ["numpy", "_core"]):
-        allowed = {("multiarray", "_reconstruct"): "reconstruct", ("multiarray", "scalar"): "scalar",
-                   ("numeric", "_frombuffer"): "frombuffer"}
+        allowed = {
+            ("multiarray", "_reconstruct"): "reconstruct",
+            ("multiarray", "scalar"): "scalar",
+            ("numeric", "_frombuffer"): "frombuffer",
+        }
         if (parts[2], name) in allowed:
             return _Global(allowed[(parts[2], name)])
-    plain = {("numpy", "ndarray"): "ndarray", ("numpy", "dtype"): "dtype", ("_codecs", "encode"): "encode",
-             ("builtins", "set"): "set", ("builtins", "frozenset"): "frozenset", ("builtins", "bytearray"): "bytearray",
-             ("builtins", "complex"): "complex", ("builtins", "bytes"): "bytes", ("__builtin__", "bytes"): "bytes",
-             ("__builtin__", "set"): "set", ("__builtin__", "frozenset"): "frozenset",
-             ("__builtin__", "bytearray"): "bytearray", ("__builtin__", "complex"): "complex"}
+    plain = {
+        ("numpy", "ndarray"): "ndarray",
+        ("numpy", "dtype"): "dtype",
+        ("_codecs", "encode"): "encode",
+        ("builtins", "set"): "set",
+        ("builtins", "frozenset"): "frozenset",
+        ("builtins", "bytearray"): "bytearray",
+        ("builtins", "complex"): "complex",
+        ("builtins", "bytes"): "bytes",
+        ("__builtin__", "bytes"): "bytes",
+        ("__builtin__", "set"): "set",
+        ("__builtin__", "frozenset"): "frozenset",
+        ("__builtin__", "bytearray"): "bytearray",
+        ("__builtin__", "complex"): "complex",
+    }
     if (module, name) in plain:
         return _Global(plain[(module, name)])
     raise MsalignError(
@@ -631,6 +651,7 @@ _NONE, _TRUE, _FALSE = _Const(None), _Const(True), _Const(False)
 
 def _wrap_constants() -> None:
     for code, handler in list(_OPS.items()):
+
         def wrapped(r: _Reader, handler=handler) -> Any:
             value = handler(r)
             if isinstance(value, _Const):
@@ -671,8 +692,10 @@ def _check_tree(root: Any, source: str, budget: int) -> Any:
             sizes[key] = 1 + len(children(node)) + sum(sizes[id(k)] - 1 for k in kids)
             depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)
             if sizes[key] > budget:
-                raise MsalignError(f"{source}: refusing data whose shared references expand to more than {budget:,} objects "
-                                   f"(a reference bomb; limit {MAX_EXPANSION} per file byte)")
+                raise MsalignError(
+                    f"{source}: refusing data whose shared references expand to more than {budget:,} objects "
+                    f"(a reference bomb; limit {MAX_EXPANSION} per file byte)"
+                )
             if depth[key] > MAX_DEPTH:
                 raise MsalignError(f"{source}: refusing data nested more than {MAX_DEPTH} levels deep")
             continue

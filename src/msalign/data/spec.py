@@ -34,9 +34,20 @@ from msalign.data.validate import validate_dataset
 from msalign.errors import MsalignError
 
 _PICKLE_OPTIONS = {"modalities", "metric_set", "num_classes", "task"}
-_DIR_OPTIONS = _PICKLE_OPTIONS | {"text_encoder", "standardize", "max_text_len", "cache_dir", "batch_size", "device", "progress",
-                                   "descriptions", "empty_clips", "group_standardize", "group_column",
-                                   "group_strength"}
+_DIR_OPTIONS = _PICKLE_OPTIONS | {
+    "text_encoder",
+    "standardize",
+    "max_text_len",
+    "cache_dir",
+    "batch_size",
+    "device",
+    "progress",
+    "descriptions",
+    "empty_clips",
+    "group_standardize",
+    "group_column",
+    "group_strength",
+}
 _STORE_OPTIONS = _PICKLE_OPTIONS | {"verify"}
 _KNOWN_OPTIONS = _DIR_OPTIONS | _STORE_OPTIONS | {"blank"}
 
@@ -44,8 +55,9 @@ _KNOWN_OPTIONS = _DIR_OPTIONS | _STORE_OPTIONS | {"blank"}
 def parse_synthetic(spec: str) -> dict[str, Any]:
     """``"synthetic:seed=3,n_train=64"`` -> ``{"seed": 3, "n_train": 64}``."""
     _, _, rest = spec.partition(":")
-    return dict(parse_key_values(rest, lambda item: f"dataset {spec!r}: expected key=value, got {item!r}",
-                                 parse_plain_value))
+    return dict(
+        parse_key_values(rest, lambda item: f"dataset {spec!r}: expected key=value, got {item!r}", parse_plain_value)
+    )
 
 
 def load_dataset(spec: str | os.PathLike, **options: Any) -> MultimodalDataset:
@@ -61,7 +73,9 @@ def _load(spec: str | os.PathLike, **options: Any) -> MultimodalDataset:
     options = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(options) - _KNOWN_OPTIONS)
     if unknown:
-        raise MsalignError(f"dataset {str(spec)!r}: unknown option {unknown[0]!r} (known: {', '.join(sorted(_KNOWN_OPTIONS))})")
+        raise MsalignError(
+            f"dataset {str(spec)!r}: unknown option {unknown[0]!r} (known: {', '.join(sorted(_KNOWN_OPTIONS))})"
+        )
     text = str(spec)
     modalities = options.get("modalities")
     if isinstance(modalities, str):
@@ -73,7 +87,9 @@ def _load(spec: str | os.PathLike, **options: Any) -> MultimodalDataset:
                 raise MsalignError(f"dataset {text!r}: task={kwargs['task']} in the spec, but --task {options['task']}")
         ds = generate_synthetic(**kwargs)
         ds.source = text  # the whole spec: a report reloads exactly this data
-        ds.why = "the synthetic generator" + (": task=" + kwargs["task"] if "task" in kwargs else ", MOSI's label scale")
+        ds.why = "the synthetic generator" + (
+            ": task=" + kwargs["task"] if "task" in kwargs else ", MOSI's label scale"
+        )
         validate_dataset(ds)
         return ds.select_modalities(modalities) if modalities else ds
     path = Path(text).expanduser()

@@ -158,9 +158,7 @@ def generate_synthetic(
     defaults = {f.name: f.default for f in dataclasses.fields(SyntheticConfig)}
     unknown = sorted(set(values) - set(defaults))
     if unknown:
-        raise MsalignError(
-            f"synthetic dataset: unknown parameter {unknown[0]!r}; known: {', '.join(sorted(defaults))}"
-        )
+        raise MsalignError(f"synthetic dataset: unknown parameter {unknown[0]!r}; known: {', '.join(sorted(defaults))}")
     # Plain Python ints/floats/strs (numpy scalars are converted; strings where a number belongs
     # are refused), so feature_spec stays JSON/YAML-serialisable and compares equal across runs.
     for name, value in values.items():
@@ -372,7 +370,11 @@ def _sentences(sentiment: np.ndarray, rng: np.random.Generator) -> list[str]:
         return rng.integers(0, len(options), n)
 
     opener, topic, neutral, adjective, closer = (
-        pick(_OPENERS), pick(_TOPICS), pick(_NEUTRAL), pick(_POSITIVE[1]), pick(_CLOSERS)
+        pick(_OPENERS),
+        pick(_TOPICS),
+        pick(_NEUTRAL),
+        pick(_POSITIVE[1]),
+        pick(_CLOSERS),
     )
     out = []
     for i in range(n):

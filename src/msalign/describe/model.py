@@ -30,7 +30,9 @@ def resolve_model(name_or_path: str) -> str:
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise MsalignError(f"describer model {name_or_path!r}: folder has no config.json (not a Hugging Face model folder)")
+            raise MsalignError(
+                f"describer model {name_or_path!r}: folder has no config.json (not a Hugging Face model folder)"
+            )
         return str(path.resolve())
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise MsalignError(f"describer model {name_or_path!r}: no such folder")
@@ -57,8 +59,13 @@ class ModelDescriber(Describer):
         self._pipe: Any = None
 
     def identity(self) -> dict[str, Any]:
-        return {"describer": self.name, "model": self.model, "frames": self.frames, "max_new_tokens": self.max_new_tokens,
-                "voice": self.voice.identity() if self.voice else None}
+        return {
+            "describer": self.name,
+            "model": self.model,
+            "frames": self.frames,
+            "max_new_tokens": self.max_new_tokens,
+            "voice": self.voice.identity() if self.voice else None,
+        }
 
     def _pipeline(self) -> Any:
         if self._pipe is None:
@@ -74,13 +81,17 @@ class ModelDescriber(Describer):
                 except Exception as error:  # unknown task in this transformers, or not that kind of model
                     errors.append(f"{task}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
             if self._pipe is None:
-                raise MsalignError(f"describer model {self.model!r}: cannot load as an image-to-text model ({'; '.join(errors)})")
+                raise MsalignError(
+                    f"describer model {self.model!r}: cannot load as an image-to-text model ({'; '.join(errors)})"
+                )
         return self._pipe
 
     def pictures(self, signals: ClipSignals) -> list[np.ndarray]:
         if not signals.media:
-            raise MsalignError(f"clip {signals.clip_id!r}: no media path recorded, so no picture to caption "
-                               "(a model describer needs feature directories made by msalign extract or msalign describe)")
+            raise MsalignError(
+                f"clip {signals.clip_id!r}: no media path recorded, so no picture to caption "
+                "(a model describer needs feature directories made by msalign extract or msalign describe)"
+            )
         path = Path(signals.media)
         if not path.is_file():
             raise MsalignError(f"clip {signals.clip_id!r}: media {path} no longer exists")

@@ -99,7 +99,9 @@ def clip_statistics(signals: ClipSignals) -> dict[str, float]:
     for key, group in BLENDSHAPE_GROUPS.items():
         cols = _columns(signals.face_names, group) if has_face else None
         stats[key] = float(face[:, cols].mean()) if cols else nan  # type: ignore[index]
-    yaw, pitch, roll = (_columns(signals.face_names, [n]) if has_face else None for n in ("head_yaw", "head_pitch", "head_roll"))
+    yaw, pitch, roll = (
+        _columns(signals.face_names, [n]) if has_face else None for n in ("head_yaw", "head_pitch", "head_roll")
+    )
     if has_face and yaw and pitch and roll:
         y, p, r = face[:, yaw[0]], face[:, pitch[0]], face[:, roll[0]]  # type: ignore[index]
         moving = not signals.is_image and len(face) >= 3
@@ -207,7 +209,9 @@ class RuleDescriber(Describer):
     def statistics(self, signals: ClipSignals) -> dict[str, float]:
         stats = clip_statistics(signals)
         if self.opaque is not None and signals.utterance_audio is not None:
-            z = (np.asarray(signals.utterance_audio, np.float64) - np.asarray(self.opaque["mean"])) / np.asarray(self.opaque["std"])
+            z = (np.asarray(signals.utterance_audio, np.float64) - np.asarray(self.opaque["mean"])) / np.asarray(
+                self.opaque["std"]
+            )
             for i, axis in enumerate(np.asarray(self.opaque["axes"])):
                 stats[f"acoustic_{i + 1}"] = float(z @ axis)
         return stats
@@ -225,7 +229,9 @@ class RuleDescriber(Describer):
         if not self.thresholds and not getattr(self, "_fitted", False):
             raise MsalignError("describe: the rule describer has no thresholds; fit it on the data first")
         stats = self.statistics(signals)
-        return " ".join(p for p in (self._face(signals, stats), self._head(signals, stats), self._voice(signals, stats)) if p)
+        return " ".join(
+            p for p in (self._face(signals, stats), self._head(signals, stats), self._voice(signals, stats)) if p
+        )
 
     def _named(self, words: dict[str, tuple[str, str]], stats: dict[str, float]) -> list[str]:
         said = []
@@ -276,8 +282,14 @@ class RuleDescriber(Describer):
     # -- storage ------------------------------------------------------------------------------
 
     def identity(self) -> dict[str, Any]:
-        return {"describer": self.name, "format": FORMAT, "percentiles": list(PERCENTILES),
-                "thresholds": self.thresholds, "fitted_on": self.fitted_on, "opaque": self.opaque}
+        return {
+            "describer": self.name,
+            "format": FORMAT,
+            "percentiles": list(PERCENTILES),
+            "thresholds": self.thresholds,
+            "fitted_on": self.fitted_on,
+            "opaque": self.opaque,
+        }
 
     def to_json(self) -> dict[str, Any]:
         return self.identity()
@@ -285,6 +297,11 @@ class RuleDescriber(Describer):
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RuleDescriber:
         if not isinstance(data, dict) or data.get("describer") != "rules" or "thresholds" not in data:
-            raise MsalignError("describe: not a rule describer's thresholds (expected 'describer': 'rules' and 'thresholds')")
-        return cls(thresholds={k: list(map(float, v)) for k, v in data["thresholds"].items()},
-                   fitted_on=dict(data.get("fitted_on", {})), opaque=data.get("opaque"))
+            raise MsalignError(
+                "describe: not a rule describer's thresholds (expected 'describer': 'rules' and 'thresholds')"
+            )
+        return cls(
+            thresholds={k: list(map(float, v)) for k, v in data["thresholds"].items()},
+            fitted_on=dict(data.get("fitted_on", {})),
+            opaque=data.get("opaque"),
+        )

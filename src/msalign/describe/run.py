@@ -20,8 +20,13 @@ from msalign.errors import MsalignError
 from msalign.limits import regular_file
 
 
-def make_describer(kind: str, signals: Sequence[ClipSignals], train: Sequence[bool], thresholds: str | Path | None = None,
-                   frames: int = 3) -> Describer:
+def make_describer(
+    kind: str,
+    signals: Sequence[ClipSignals],
+    train: Sequence[bool],
+    thresholds: str | Path | None = None,
+    frames: int = 3,
+) -> Describer:
     """``"rules"`` (fitted on ``signals`` unless ``thresholds`` names a descriptions.json / thresholds
     JSON to reuse) or an image-to-text model name / folder (with the rule voice part)."""
     if thresholds is not None:
@@ -45,8 +50,9 @@ def describe_clips(describer: Describer, signals: Sequence[ClipSignals]) -> dict
 
 def write_descriptions(path: str | Path, describer: Describer, descriptions: dict[str, str], source: str) -> Path:
     """descriptions.json for ``descriptions`` made by ``describer`` (the file itself: msalign.data.feature_dir)."""
-    return write_descriptions_file(path, Descriptions(describer=describer.identity(), descriptions=descriptions,
-                                                      source=source))
+    return write_descriptions_file(
+        path, Descriptions(describer=describer.identity(), descriptions=descriptions, source=source)
+    )
 
 
 def describer_from_identity(identity: dict[str, Any], where: str) -> Describer:
@@ -57,16 +63,26 @@ def describer_from_identity(identity: dict[str, Any], where: str) -> Describer:
     if kind == "model":
         voice = RuleDescriber.from_json(identity["voice"]) if identity.get("voice") else None
         try:
-            return ModelDescriber(str(identity.get("model")), frames=int(identity.get("frames", 3)),
-                                  max_new_tokens=int(identity.get("max_new_tokens", 30)), voice=voice)
+            return ModelDescriber(
+                str(identity.get("model")),
+                frames=int(identity.get("frames", 3)),
+                max_new_tokens=int(identity.get("max_new_tokens", 30)),
+                voice=voice,
+            )
         except MsalignError as error:
             raise MsalignError(f"{where}: descriptions were made by {error}") from None
     raise MsalignError(f"{where}: unknown describer {kind!r} (expected rules or model)")
 
 
-def describe_dataset(folder: str | Path, out: str | Path | None = None, describer: str = "rules",
-                     thresholds: str | Path | None = None, face_model: str | None = None, frames: int = 3,
-                     log=None) -> Path:
+def describe_dataset(
+    folder: str | Path,
+    out: str | Path | None = None,
+    describer: str = "rules",
+    thresholds: str | Path | None = None,
+    face_model: str | None = None,
+    frames: int = 3,
+    log=None,
+) -> Path:
     """Describe every clip of ``folder`` (feature directory, or image-text dataset with ``out``);
     returns the descriptions.json written."""
     folder = Path(folder)
@@ -74,13 +90,17 @@ def describe_dataset(folder: str | Path, out: str | Path | None = None, describe
         raise MsalignError(f"{folder}: no such directory")
     if sources.is_image_dataset(folder):
         if out is None:
-            raise MsalignError(f"{folder}: an image-text dataset; give --out FEATURE_DIR for the feature directory to write")
+            raise MsalignError(
+                f"{folder}: an image-text dataset; give --out FEATURE_DIR for the feature directory to write"
+            )
         rows, signals = sources.build_image_feature_dir(folder, out, face_model)
         target, kind = Path(out) / DESCRIPTIONS_FILE, "image-text dataset"
     else:
         if out is None:  # never into the dataset folder unless asked: --out DATASET writes there
-            raise MsalignError(f"{folder}: give --out: a .json file, or a folder for {DESCRIPTIONS_FILE} "
-                               f"(--out {folder} puts it where train --descriptions looks by default)")
+            raise MsalignError(
+                f"{folder}: give --out: a .json file, or a folder for {DESCRIPTIONS_FILE} "
+                f"(--out {folder} puts it where train --descriptions looks by default)"
+            )
         rows, signals = sources.feature_dir_signals(folder)
         target = Path(out)
         if target.is_dir() or target.suffix.lower() != ".json":  # a folder (made if need be)

@@ -72,7 +72,9 @@ def feature_dir_signals(folder: str | Path) -> tuple[list[LabelRow], list[ClipSi
             still = still or bool(record.get("still_images"))
             audio_spec = record.get("spec", {}).get("audio")
             if audio_spec:
-                frame_rate = audio_spec["sample_rate"] / int(round(audio_spec["hop_seconds"] * audio_spec["sample_rate"]))
+                frame_rate = audio_spec["sample_rate"] / int(
+                    round(audio_spec["hop_seconds"] * audio_spec["sample_rate"])
+                )
     transcripts: dict[str, Any] = {}
     if (folder / "transcripts.json").is_file():
         transcripts = json.loads((folder / "transcripts.json").read_text())
@@ -82,14 +84,22 @@ def feature_dir_signals(folder: str | Path) -> tuple[list[LabelRow], list[ClipSi
         if found is None:
             continue
         index = {k: i for i, k in enumerate(found.ids.tolist())}
-        lookup[m] = {"path": found.path, "kind": found.kind, "index": index, "x": found.features,
-                     "lengths": found.lengths,
-                     "present": found.present if found.present is not None else np.ones(len(found.ids), dtype=bool)}
+        lookup[m] = {
+            "path": found.path,
+            "kind": found.kind,
+            "index": index,
+            "x": found.features,
+            "lengths": found.lengths,
+            "present": found.present if found.present is not None else np.ones(len(found.ids), dtype=bool),
+        }
     signals = []
     for row in rows:
         cid = row.id
-        s = ClipSignals(clip_id=cid, face_note="no video" if "vision" not in lookup else "none detected",
-                        audio_note="none (no audio)")
+        s = ClipSignals(
+            clip_id=cid,
+            face_note="no video" if "vision" not in lookup else "none detected",
+            audio_note="none (no audio)",
+        )
         info = transcripts.get(cid, {})
         s.media = info.get("media") or media.get(cid)
         if info.get("words"):
@@ -182,7 +192,8 @@ def _find_image(folder: Path, image_id: str) -> Path:
 def is_image_dataset(folder: str | Path) -> bool:
     folder = Path(folder)
     return not (folder / "label.csv").exists() and any(
-        (folder / name).is_file() for name in ("labels.csv", "labels.tsv", "train.tsv"))
+        (folder / name).is_file() for name in ("labels.csv", "labels.tsv", "train.tsv")
+    )
 
 
 def read_image_dataset(folder: str | Path) -> list[ImageItem]:
@@ -233,8 +244,9 @@ def load_image(path: Path, max_width: int = 640) -> np.ndarray:
         raise MsalignError(f"{path}: not a readable image ({error})") from None
 
 
-def build_image_feature_dir(folder: str | Path, out: str | Path, face_model: str | None = None,
-                            max_width: int = 640) -> tuple[list[LabelRow], list[ClipSignals]]:
+def build_image_feature_dir(
+    folder: str | Path, out: str | Path, face_model: str | None = None, max_width: int = 640
+) -> tuple[list[LabelRow], list[ClipSignals]]:
     """Face analysis of every image -> a feature directory at ``out`` (see the module docstring)."""
     items = read_image_dataset(folder)
     out = Path(out)
@@ -249,10 +261,17 @@ def build_image_feature_dir(folder: str | Path, out: str | Path, face_model: str
     ids = [f"image_{it.image_id}" for it in items]
     # the feature-directory layout of data/feature_dir.py, plus presence flags (as msalign extract writes)
     save_modality(out, "vision", ids, features, np.ones(len(items), dtype=np.int64), extra={"present": present})
-    write_label_csv(out, [LabelRow(video_id="image", clip_id=it.image_id, text=it.text, label=it.label, mode=it.mode)
-                          for it in items])
-    record = {"source": "image-text dataset", "dataset": str(Path(folder).resolve()), "still_images": True,
-              "feature_names": {"vision": feature_names()}, "face_model": analyzer.identity,
-              "media": {cid: str(it.path.resolve()) for cid, it in zip(ids, items)}}
+    write_label_csv(
+        out,
+        [LabelRow(video_id="image", clip_id=it.image_id, text=it.text, label=it.label, mode=it.mode) for it in items],
+    )
+    record = {
+        "source": "image-text dataset",
+        "dataset": str(Path(folder).resolve()),
+        "still_images": True,
+        "feature_names": {"vision": feature_names()},
+        "face_model": analyzer.identity,
+        "media": {cid: str(it.path.resolve()) for cid, it in zip(ids, items)},
+    }
     atomic_write_text(out / FEATURES_RECORD, json.dumps(record, indent=1) + "\n")
     return feature_dir_signals(out)

@@ -102,8 +102,9 @@ def _with_modality(split: Split, modality: str, how: str, rng: np.random.Generat
     return Split(split.name, features, lengths, split.labels, split.ids, split.raw_text)
 
 
-def modality_contribution(model: torch.nn.Module, dataset: MultimodalDataset, split: str = "test",
-                          repeats: int = 5, seed: int = 0) -> dict[str, Any]:
+def modality_contribution(
+    model: torch.nn.Module, dataset: MultimodalDataset, split: str = "test", repeats: int = 5, seed: int = 0
+) -> dict[str, Any]:
     """Metrics of ``model`` on ``split``: ``{"full": {...}, "<m>/permute": {...}, "<m>/mean": {...}}``.
 
     Permutation metrics are averaged over ``repeats`` permutations. A model that fine-tunes its
@@ -115,8 +116,15 @@ def modality_contribution(model: torch.nn.Module, dataset: MultimodalDataset, sp
     rng = np.random.default_rng(seed)
 
     def score(candidate: Split) -> dict[str, float]:
-        swapped = MultimodalDataset(dataset.name, {**dataset.splits, split: candidate}, dataset.metric_set,
-                                    dataset.task, dataset.num_classes, dataset.source, dataset.feature_spec)
+        swapped = MultimodalDataset(
+            dataset.name,
+            {**dataset.splits, split: candidate},
+            dataset.metric_set,
+            dataset.task,
+            dataset.num_classes,
+            dataset.source,
+            dataset.feature_spec,
+        )
         loader = eval_loader(swapped, model.modalities, split)
         preds, labels = predict_split(model, loader, device)
         return metrics.compute(preds, labels, dataset.metric_set)
@@ -136,8 +144,12 @@ def modality_contribution(model: torch.nn.Module, dataset: MultimodalDataset, sp
 def format_contribution(results: dict[str, Any], keys: list[str]) -> str:
     """A Markdown table: one row per input condition."""
     names = {"full": "all modalities as recorded"}
-    rows = {names.get(name, name.replace("/permute", " permuted across clips").replace("/mean", " set to its train mean")):
-            values for name, values in results.items()}
+    rows = {
+        names.get(
+            name, name.replace("/permute", " permuted across clips").replace("/mean", " set to its train mean")
+        ): values
+        for name, values in results.items()
+    }
     return metrics.format_table(rows, keys)
 
 

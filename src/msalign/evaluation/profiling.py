@@ -30,8 +30,13 @@ class ModuleCost:
 
 def parse_shapes(text: str) -> dict[str, tuple[int, int]]:
     """``"text=39x768,audio=400x33"`` -> {"text": (39, 768), "audio": (400, 33)} (length x dim)."""
-    shapes = dict(parse_key_values(text, lambda item: f"--shapes item {item!r}: expected modality=LENGTHxDIM, "
-                                                      "e.g. audio=400x33", _length_by_dim))
+    shapes = dict(
+        parse_key_values(
+            text,
+            lambda item: f"--shapes item {item!r}: expected modality=LENGTHxDIM, e.g. audio=400x33",
+            _length_by_dim,
+        )
+    )
     if not shapes:
         raise MsalignError(f"--shapes {text!r}: no modality given")
     return shapes
@@ -53,8 +58,9 @@ def sample_inputs(shapes: dict[str, tuple[int, int]], device: torch.device | str
     return features, masks
 
 
-def profile_model(model: MSAModel, features: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
-                  depth: int = 2) -> list[ModuleCost]:
+def profile_model(
+    model: MSAModel, features: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], depth: int = 2
+) -> list[ModuleCost]:
     """Costs of the model and of its submodules down to ``depth`` levels, in module order."""
     if any(x.shape[0] != 1 for x in features.values()):
         raise MsalignError("profile_model: give one sample (batch of 1) so the counts are per sample")
@@ -100,11 +106,21 @@ def format_costs(costs: list[ModuleCost], fmt: str = "md") -> str:
     return "\n".join(lines)
 
 
-def write_costs_json(path: str | Path, model_name: str, shapes: dict[str, tuple[int, int]],
-                     costs: list[ModuleCost]) -> None:
+def write_costs_json(
+    path: str | Path, model_name: str, shapes: dict[str, tuple[int, int]], costs: list[ModuleCost]
+) -> None:
     """The table as JSON (``msalign profile --json``): the model, the input shapes, one entry per module."""
-    atomic_write_text(path, json.dumps({"model": model_name, "shapes": {m: list(shapes[m]) for m in shapes},
-                                        "modules": [asdict(c) for c in costs]}, indent=1))
+    atomic_write_text(
+        path,
+        json.dumps(
+            {
+                "model": model_name,
+                "shapes": {m: list(shapes[m]) for m in shapes},
+                "modules": [asdict(c) for c in costs],
+            },
+            indent=1,
+        ),
+    )
 
 
 __all__ = ["ModuleCost", "format_costs", "parse_shapes", "profile_model", "sample_inputs", "write_costs_json"]

@@ -54,8 +54,13 @@ def parse_entries(text: str) -> list[BenchmarkEntry]:
             name, bracket, rest = entry.partition("[")
             if bracket and not rest.endswith("]"):
                 raise MsalignError(f"--models entry {entry!r}: overrides go in one trailing [key=value,...]")
-            pairs = parse_key_values(rest[:-1], lambda item: f"--models entry {entry!r}: {item!r} is not key=value",
-                                     convert=None) if bracket else []
+            pairs = (
+                parse_key_values(
+                    rest[:-1], lambda item: f"--models entry {entry!r}: {item!r} is not key=value", convert=None
+                )
+                if bracket
+                else []
+            )
             _check_label(entry)
             entries.append(BenchmarkEntry(entry, name.strip(), tuple(f"{key}={raw}" for key, raw in pairs)))
     if depth:
@@ -71,8 +76,10 @@ def _check_label(entry: str) -> None:
     separators, no "." or "..", no control characters), so no entry can write outside --out."""
     separators = {"/", "\\", os.sep, *([os.altsep] if os.altsep else [])}
     if entry in (".", "..") or any(c in separators or not c.isprintable() for c in entry):
-        raise MsalignError(f"--models entry {short_repr(entry)}: may not contain path separators, control "
-                           "characters or be '.'/'..' (it names a folder inside --out)")
+        raise MsalignError(
+            f"--models entry {short_repr(entry)}: may not contain path separators, control "
+            "characters or be '.'/'..' (it names a folder inside --out)"
+        )
 
 
 def check_entries(runs: dict[str, RunSpec], dataset: MultimodalDataset) -> None:

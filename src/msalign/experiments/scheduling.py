@@ -101,17 +101,28 @@ class Backend:
         if self.ray_cpus is not None and self.ray_cpus < 1:
             raise MsalignError(f"--ray-cpus {self.ray_cpus}: must be at least 1")
         if self.kind == "local":
-            given = [name for name, value in (("--ray-address", self.ray_address), ("--ray-cpus", self.ray_cpus),
-                                              ("--gpus-per-trial", self.gpus_per_trial or None)) if value is not None]
+            given = [
+                name
+                for name, value in (
+                    ("--ray-address", self.ray_address),
+                    ("--ray-cpus", self.ray_cpus),
+                    ("--gpus-per-trial", self.gpus_per_trial or None),
+                )
+                if value is not None
+            ]
             if given:
                 raise MsalignError(f"{given[0]}: only with --backend ray")
         else:
             if self.jobs != 1:
-                raise MsalignError("--jobs: only with --backend local (Ray runs as many trials at once as "
-                                   "the cluster's CPUs / --cpus-per-trial allow)")
+                raise MsalignError(
+                    "--jobs: only with --backend local (Ray runs as many trials at once as "
+                    "the cluster's CPUs / --cpus-per-trial allow)"
+                )
             if self.ray_address is not None and self.ray_cpus is not None:
-                raise MsalignError("--ray-cpus: only for a local Ray instance, not with --ray-address "
-                                   "(a running cluster has its own CPUs)")
+                raise MsalignError(
+                    "--ray-cpus: only for a local Ray instance, not with --ray-address "
+                    "(a running cluster has its own CPUs)"
+                )
 
     @property
     def in_process(self) -> bool:
@@ -149,9 +160,11 @@ def run_trials(
             if c.devices * c.num_nodes > 1:
                 # Lightning's DDP launcher re-runs the command line in each device's process, which a
                 # pool or Ray worker does not have; a DDP run is one msalign train/benchmark command
-                raise MsalignError(f"trial {trial.name}: train.devices {c.devices} x train.num_nodes {c.num_nodes}: "
-                                   "trials on --jobs N or --backend ray use one device each; run a DDP job with "
-                                   "--backend local --jobs 1 (docs/scaling.md)")
+                raise MsalignError(
+                    f"trial {trial.name}: train.devices {c.devices} x train.num_nodes {c.num_nodes}: "
+                    "trials on --jobs N or --backend ray use one device each; run a DDP job with "
+                    "--backend local --jobs 1 (docs/scaling.md)"
+                )
     if backend.in_process:
         for trial in trials:
             outcome = _run_trial(trial, dataset, progress, lambda line, trial=trial: log(_prefixed(trial, line)))
@@ -179,8 +192,9 @@ def raise_for_failures(outcomes: Iterable[TrialOutcome]) -> None:
     if not failed:
         return
     names = ", ".join(o.trial.name for o in failed)
-    raise MsalignError(f"{len(failed)} trial{'s' if len(failed) > 1 else ''} failed ({names}); "
-                       f"first error: {failed[0].error}")
+    raise MsalignError(
+        f"{len(failed)} trial{'s' if len(failed) > 1 else ''} failed ({names}); first error: {failed[0].error}"
+    )
 
 
 def _prefixed(trial: Trial, line: str) -> str:
@@ -214,12 +228,18 @@ def _already_finished(trial: Trial, dataset: MultimodalDataset) -> TrialOutcome 
     if summary is None:
         return None
     # the line run_seed logs when it skips a finished seed
-    return TrialOutcome(trial, summary, log_lines=[f"[{trial.run.model_name} seed {trial.seed}] already finished in "
-                                                   f"{trial.run.seed_dir(trial.seed)}, skipped"])
+    return TrialOutcome(
+        trial,
+        summary,
+        log_lines=[
+            f"[{trial.run.model_name} seed {trial.seed}] already finished in {trial.run.seed_dir(trial.seed)}, skipped"
+        ],
+    )
 
 
-def _run_trial(trial: Trial, dataset: MultimodalDataset, progress: bool | None,
-               log: Callable[[str], None]) -> TrialOutcome:
+def _run_trial(
+    trial: Trial, dataset: MultimodalDataset, progress: bool | None, log: Callable[[str], None]
+) -> TrialOutcome:
     """run_seed for one trial; an Exception becomes the outcome's one-line error."""
     try:
         summary = training_run.run_seed(trial.run, trial.seed, dataset, progress, log)
@@ -254,8 +274,9 @@ def _run_trial_in_pool_worker(trial: Trial, threads: int) -> TrialOutcome:
 def _run_in_pool(trials: list[Trial], dataset, backend: Backend) -> Iterator[TrialOutcome]:
     workers = min(backend.jobs, len(trials))
     calls = [(trial, (trial, backend.threads_per_trial)) for trial in trials]
-    results = run_in_processes(_run_trial_in_pool_worker, calls, workers, initializer=_set_worker_dataset,
-                               initargs=(dataset,))
+    results = run_in_processes(
+        _run_trial_in_pool_worker, calls, workers, initializer=_set_worker_dataset, initargs=(dataset,)
+    )
     with closing(results):  # stopping early (or Ctrl-C) kills the running trials at once
         for trial, outcome, error in results:
             if isinstance(error, BrokenProcessPool):
@@ -285,8 +306,10 @@ def _check_cluster_answers(address: str | None, seconds: float = 10.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=seconds).close()
     except (OSError, ValueError):
-        raise MsalignError(f"--ray-address {address}: no Ray cluster answers there (start one with "
-                           "'ray start --head', or use --ray-address auto on a cluster node)") from None
+        raise MsalignError(
+            f"--ray-address {address}: no Ray cluster answers there (start one with "
+            "'ray start --head', or use --ray-address auto on a cluster node)"
+        ) from None
 
 
 @contextmanager
@@ -323,8 +346,9 @@ def _run_on_ray(trials: list[Trial], dataset, backend: Backend) -> Iterator[Tria
         try:
             dataset_ref = ray.put(dataset)
             for trial in trials:
-                task = remote_trial.options(num_cpus=backend.cpus_per_trial, num_gpus=backend.gpus_per_trial,
-                                            name=f"msalign {trial.name}")
+                task = remote_trial.options(
+                    num_cpus=backend.cpus_per_trial, num_gpus=backend.gpus_per_trial, name=f"msalign {trial.name}"
+                )
                 refs[task.remote(trial, dataset_ref, backend.threads_per_trial)] = trial
             while refs:
                 ready, _ = ray.wait(list(refs), num_returns=1)
@@ -350,5 +374,14 @@ def seed_trials(label: str, run: RunSpec) -> list[Trial]:
     return [Trial(label, run, seed) for seed in seeds]
 
 
-__all__ = ["BACKENDS", "Backend", "Trial", "TrialOutcome", "import_ray",
-           "raise_for_failures", "ray_session", "run_trials", "seed_trials"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Trial",
+    "TrialOutcome",
+    "import_ray",
+    "raise_for_failures",
+    "ray_session",
+    "run_trials",
+    "seed_trials",
+]

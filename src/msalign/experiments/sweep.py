@@ -48,8 +48,9 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
         raise MsalignError("--grid: no key given; expected e.g. --grid alpha=0.01,0.05 beta=0.01,0.05")
     grid: dict[str, list[Any]] = {}
     for item in items:  # one at a time: errors come in the order the items are given
-        [(key, raw)] = parse_key_values([item], lambda item: f"--grid {item!r}: expected key=value1,value2,...",
-                                        convert=None)
+        [(key, raw)] = parse_key_values(
+            [item], lambda item: f"--grid {item!r}: expected key=value1,value2,...", convert=None
+        )
         if key in grid:
             raise MsalignError(f"--grid {key}: key given twice")
         texts = [v.strip() for v in raw.split(",")]
@@ -62,7 +63,9 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     return grid
 
 
-def check_grid(model_name: str, model_config: Any, grid: dict[str, list[Any]], check_points: bool = True) -> dict[str, list[Any]]:
+def check_grid(
+    model_name: str, model_config: Any, grid: dict[str, list[Any]], check_points: bool = True
+) -> dict[str, list[Any]]:
     """Grid keys must be fields of the model's config and every value must have the field's type;
     with ``check_points``, every point must also pass the config's own checks on top of
     ``model_config`` (e.g. width divisible by heads).
@@ -76,8 +79,10 @@ def check_grid(model_name: str, model_config: Any, grid: dict[str, list[Any]], c
     for key, values in grid.items():
         name = key.removeprefix("model.")
         if name not in fields:
-            raise MsalignError(f"--grid {key}: not a config key of model {model_name}{suggest(key, sorted(fields))}; "
-                               f"'msalign models {model_name}' lists the keys")
+            raise MsalignError(
+                f"--grid {key}: not a config key of model {model_name}{suggest(key, sorted(fields))}; "
+                f"'msalign models {model_name}' lists the keys"
+            )
         try:
             checked[name] = [coerce(value, hints[name], f"model.{name}") for value in values]
         except MsalignError as error:
@@ -101,9 +106,12 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 def point_runs(spec: RunSpec, grid: dict[str, list[Any]]) -> dict[str, RunSpec]:
     """Point label -> the point's run: ``spec`` with the point's values in its model config, into
     ``spec.out_dir/<label>``; in grid order."""
-    return {point_label(params): spec.replace(model_config=dataclasses.replace(spec.model_config, **params),
-                                              out_dir=spec.out_dir / point_label(params))
-            for params in grid_points(grid)}
+    return {
+        point_label(params): spec.replace(
+            model_config=dataclasses.replace(spec.model_config, **params), out_dir=spec.out_dir / point_label(params)
+        )
+        for params in grid_points(grid)
+    }
 
 
 def run_sweep(
@@ -134,8 +142,10 @@ def run_sweep(
     dataset_name = dataset.source or dataset.name
     previous = sweep_owner(out_dir)
     if previous is not None and previous != (model_name, dataset_name):
-        raise MsalignError(f"{out_dir / SWEEP_FILE}: a sweep of model {previous[0]} on "
-                           f"{previous[1]}, not {model_name} on {dataset_name}; use another --out")
+        raise MsalignError(
+            f"{out_dir / SWEEP_FILE}: a sweep of model {previous[0]} on "
+            f"{previous[1]}, not {model_name} on {dataset_name}; use another --out"
+        )
     metric, mode = metrics.selection_metric(dataset.metric_set)
     base = config_to_dict(spec.model_config)
     summary = SweepSummary(
@@ -145,8 +155,13 @@ def run_sweep(
         grid=grid,
         seeds=seeds,
         config={"model": {k: v for k, v in base.items() if k not in grid}, "train": config_to_dict(spec.train_config)},
-        selection=Selection("valid", metric, mode, f"{'lowest' if mode == 'min' else 'highest'} validation {metric}, "
-                                                   "mean over seeds; test metrics are reported, never used to choose"),
+        selection=Selection(
+            "valid",
+            metric,
+            mode,
+            f"{'lowest' if mode == 'min' else 'highest'} validation {metric}, "
+            "mean over seeds; test metrics are reported, never used to choose",
+        ),
     )
     trials = [trial for label, run in runs.items() for trial in seed_trials(label, run)]
     finished: dict[str, dict[int, SeedSummary]] = {label: {} for label in runs}
@@ -168,19 +183,23 @@ def run_sweep(
         summary.complete = len(point_rows) == len(points)
         if is_rank_zero():  # a DDP run's other processes compute the same summary
             write_sweep(out_dir, summary, format_sweep(summary))
-        log(f"[sweep {len(point_rows)}/{len(points)}] {label}: valid {metric} "
-            f"{metrics.format_metric(metric, valid_mean[metric])}")
+        log(
+            f"[sweep {len(point_rows)}/{len(points)}] {label}: valid {metric} "
+            f"{metrics.format_metric(metric, valid_mean[metric])}"
+        )
     for outcome in outcomes:
         if outcome.failed and outcome.trial.label not in summary.failed:
-            summary.failed[outcome.trial.label] = PointFailure(params_of[outcome.trial.label],
-                                                               f"seed {outcome.trial.seed}: {outcome.error}")
+            summary.failed[outcome.trial.label] = PointFailure(
+                params_of[outcome.trial.label], f"seed {outcome.trial.seed}: {outcome.error}"
+            )
     if summary.failed and is_rank_zero():
         write_sweep(out_dir, summary, format_sweep(summary))
     try:
         raise_for_failures(outcomes)
     except MsalignError as error:
-        raise PartialResults(f"{error}; the finished points: {out_dir / SWEEP_TEXT_FILE}",
-                             format_sweep(summary)) from None
+        raise PartialResults(
+            f"{error}; the finished points: {out_dir / SWEEP_TEXT_FILE}", format_sweep(summary)
+        ) from None
     return summary
 
 
@@ -223,8 +242,11 @@ def format_sweep(summary: SweepSummary) -> str:
     if summary.best:
         b = summary.best
         params = ", ".join(f"{k}={format_value(v)}" for k, v in b.params.items())
-        lines += ["", f"Chosen on validation {metric} ({'lowest' if mode == 'min' else 'highest'}): **{params}** — "
-                      f"valid {metric} {fmt(metric, b.valid[metric])}, test {metric} {fmt(metric, b.test.get(metric))}."]
+        lines += [
+            "",
+            f"Chosen on validation {metric} ({'lowest' if mode == 'min' else 'highest'}): **{params}** — "
+            f"valid {metric} {fmt(metric, b.valid[metric])}, test {metric} {fmt(metric, b.test.get(metric))}.",
+        ]
     for failure in summary.failed.values():  # marked rows, then what went wrong
         cells = [format_value(failure.params[k]) for k in keys] + ["–"] * (len(valid_cols) + len(headline))
         lines.append("| " + " | ".join(cells + ["FAILED"]) + " |")
@@ -235,6 +257,15 @@ def format_sweep(summary: SweepSummary) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["SWEEP_FILE", "SWEEP_TEXT_FILE", "check_grid", "format_sweep", "grid_points", "parse_grid", "point_label",
-           "point_runs", "run_sweep",
-           "select_best"]
+__all__ = [
+    "SWEEP_FILE",
+    "SWEEP_TEXT_FILE",
+    "check_grid",
+    "format_sweep",
+    "grid_points",
+    "parse_grid",
+    "point_label",
+    "point_runs",
+    "run_sweep",
+    "select_best",
+]

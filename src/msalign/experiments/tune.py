@@ -142,7 +142,9 @@ class TuneResult:
 # --- dataset ------------------------------------------------------------------------------------
 def validation_view(dataset):
     """The dataset without its test split: what every search trial trains and is scored on."""
-    return dataclasses.replace(dataset, splits={name: split for name, split in dataset.splits.items() if name != "test"})
+    return dataclasses.replace(
+        dataset, splits={name: split for name, split in dataset.splits.items() if name != "test"}
+    )
 
 
 def dataset_key(dataset) -> str:
@@ -210,8 +212,9 @@ def _sampler(seed: int, number: int, batch: int):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed + number, n_startup_trials=STARTUP_TRIALS, multivariate=True,
-                                          constant_liar=batch > 1)
+        return optuna.samplers.TPESampler(
+            seed=seed + number, n_startup_trials=STARTUP_TRIALS, multivariate=True, constant_liar=batch > 1
+        )
 
 
 # --- the study ----------------------------------------------------------------------------------
@@ -243,8 +246,10 @@ def _open_study(out_dir: Path, direction: str, identity: dict[str, Any]):
         study.set_user_attr("identity", identity)
     elif previous != identity:
         where, before, now = _first_difference(previous, identity)
-        raise MsalignError(f"--out {out_dir}: holds a search with another {where} ({_short(before)} there, "
-                           f"{_short(now)} now); use another --out")
+        raise MsalignError(
+            f"--out {out_dir}: holds a search with another {where} ({_short(before)} there, "
+            f"{_short(now)} now); use another --out"
+        )
     return study
 
 
@@ -263,8 +268,9 @@ def _short(value: Any) -> str:
 
 
 def _without_keys(config: dict[str, dict[str, Any]], keys: list[str]) -> dict[str, dict[str, Any]]:
-    return {section: {k: v for k, v in values.items() if f"{section}.{k}" not in keys}
-            for section, values in config.items()}
+    return {
+        section: {k: v for k, v in values.items() if f"{section}.{k}" not in keys} for section, values in config.items()
+    }
 
 
 def _counted(trial) -> bool:
@@ -273,7 +279,8 @@ def _counted(trial) -> bool:
 
     state = trial.state
     return state == optuna.trial.TrialState.COMPLETE or (
-        state == optuna.trial.TrialState.FAIL and "error" in trial.user_attrs)
+        state == optuna.trial.TrialState.FAIL and "error" in trial.user_attrs
+    )
 
 
 def _requeue_interrupted(study) -> None:
@@ -293,9 +300,15 @@ def _record(trial) -> TrialRecord:
     error = attrs.get("error")
     if trial.state == optuna.trial.TrialState.FAIL and error is None:
         error = "interrupted (tried again)"
-    return TrialRecord(trial.number, state, dict(trial.params),
-                       trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None,
-                       attrs.get("valid"), attrs.get("run_dir"), error)
+    return TrialRecord(
+        trial.number,
+        state,
+        dict(trial.params),
+        trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None,
+        attrs.get("valid"),
+        attrs.get("run_dir"),
+        error,
+    )
 
 
 @dataclass
@@ -327,7 +340,10 @@ def search(
     out_dir.mkdir(parents=True, exist_ok=True)
     identity = {
         "model": model_name,
-        "dataset": {"name": dataset.name, "feature_spec": _digest(dataset.feature_spec.to_json())},  # not its path's spelling
+        "dataset": {
+            "name": dataset.name,
+            "feature_spec": _digest(dataset.feature_spec.to_json()),
+        },  # not its path's spelling
         # the starting configuration minus the searched keys (their values are the search's): a tuned
         # file written by --write-config leaves a re-run's identity unchanged
         "base_config": _without_keys(_config_dict(model_config, train_config), space.keys),
@@ -339,13 +355,26 @@ def search(
     study = _open_study(out_dir, "minimize" if mode == "min" else "maximize", identity)
     _requeue_interrupted(study)
     with ray_session(backend) if backend.kind == "ray" else nullcontext():  # one Ray connection for every batch
-        _run_study(study, model_name, view, model_config, train_config, space, settings, out_dir, backend, log,
-                   progress, on_batch)
+        _run_study(
+            study,
+            model_name,
+            view,
+            model_config,
+            train_config,
+            space,
+            settings,
+            out_dir,
+            backend,
+            log,
+            progress,
+            on_batch,
+        )
     return study
 
 
-def _run_study(study, model_name, view, model_config, train_config, space, settings, out_dir, backend, log, progress,
-               on_batch) -> None:
+def _run_study(
+    study, model_name, view, model_config, train_config, space, settings, out_dir, backend, log, progress, on_batch
+) -> None:
     """Asks, trains and tells trials in batches until the budget is used (see :func:`search`)."""
     from optuna.trial import TrialState  # heavy: only when a search runs
 
@@ -367,8 +396,9 @@ def _run_study(study, model_name, view, model_config, train_config, space, setti
                 continue
             run_dir = out_dir / SEARCH_DIR / _params_label(params)
             trial.set_user_attr("run_dir", str(run_dir.relative_to(out_dir)))
-            pending.append(_Pending(trial, params, RunSpec(model_name, trial_model, trial_train, settings.search_seeds,
-                                                           run_dir)))
+            pending.append(
+                _Pending(trial, params, RunSpec(model_name, trial_model, trial_train, settings.search_seeds, run_dir))
+            )
         jobs = [job for p in pending for job in seed_trials(f"trial {p.trial.number}", p.run)]
         done: dict[str, dict[int, Any]] = {f"trial {p.trial.number}": {} for p in pending}
         for outcome in run_trials(jobs, view, backend, log, progress):
@@ -389,9 +419,11 @@ def _run_study(study, model_name, view, model_config, train_config, space, setti
                 continue
             p.trial.set_user_attr("valid", valid)
             study.tell(p.trial, value)
-            log(f"[tune {sum(map(_counted, study.get_trials(deepcopy=False)))}/{settings.trials}] trial "
+            log(
+                f"[tune {sum(map(_counted, study.get_trials(deepcopy=False)))}/{settings.trials}] trial "
                 f"{p.trial.number}: valid {metric} {metrics.format_metric(metric, value)} "
-                + " ".join(f"{k}={_fmt(v)}" for k, v in p.params.items()))
+                + " ".join(f"{k}={_fmt(v)}" for k, v in p.params.items())
+            )
         if on_batch is not None:
             on_batch(study)
 
@@ -414,7 +446,11 @@ def _inputs(dataset) -> dict[str, Any]:
     """What the tuned configuration was chosen for (a config file holds no trace of its features)."""
     modalities = dataset.feature_spec.modalities or {}
     encoders = {m: facts.encoder for m, facts in modalities.items() if facts.encoder}
-    return {"describe": dataset.describe(), "encoders": encoders, "feature_spec": _digest(dataset.feature_spec.to_json())}
+    return {
+        "describe": dataset.describe(),
+        "encoders": encoders,
+        "feature_spec": _digest(dataset.feature_spec.to_json()),
+    }
 
 
 def _digest(value: Any) -> str:
@@ -426,7 +462,9 @@ def _config_dict(model_config: Any, train_config: Any) -> dict[str, dict[str, An
 
 
 # --- the tuned file -----------------------------------------------------------------------------
-def tuned_sections(model_name: str, model_config: Any, train_config: Any, searched: list[str]) -> dict[str, dict[str, Any]]:
+def tuned_sections(
+    model_name: str, model_config: Any, train_config: Any, searched: list[str]
+) -> dict[str, dict[str, Any]]:
     """The config file's sections: every searched key and every key that differs from the
     dataclass defaults (runtime keys such as devices excepted), so the file alone reproduces the
     configuration whatever other files say."""
@@ -434,9 +472,12 @@ def tuned_sections(model_name: str, model_config: Any, train_config: Any, search
     defaults = _config_dict(build_config(model_name), TrainConfig())
     sections: dict[str, dict[str, Any]] = {}
     for section in ("model", "train"):
-        values = {k: v for k, v in chosen[section].items()
-                  if f"{section}.{k}" in searched or (v != defaults[section][k]
-                                                      and not (section == "train" and k in RUNTIME_KEYS))}
+        values = {
+            k: v
+            for k, v in chosen[section].items()
+            if f"{section}.{k}" in searched
+            or (v != defaults[section][k] and not (section == "train" and k in RUNTIME_KEYS))
+        }
         if values:
             sections[section] = values
     return sections
@@ -456,12 +497,19 @@ def format_config_file(result: TuneResult, sections: dict[str, dict[str, Any]]) 
         f"{fmt(metric, best.value)}.",
     ]
     if final:
-        test = ", ".join(f"{k} {fmt(k, final['test'].get(k))}" for k in metrics.headline_keys(result.metric_set)
-                         if k in final["test"])
-        lines.append(f"# Over seeds {','.join(map(str, result.seeds))}: valid {metric} "
-                     f"{fmt(metric, final['valid'].get(metric))}; test {test} (reported, never used to choose).")
-    lines.append(f"# Search record: {result.dataset_key}.search.json (space, every trial's values and validation "
-                 f"score). {result.date}, git {result.git_revision or 'unknown'}.")
+        test = ", ".join(
+            f"{k} {fmt(k, final['test'].get(k))}"
+            for k in metrics.headline_keys(result.metric_set)
+            if k in final["test"]
+        )
+        lines.append(
+            f"# Over seeds {','.join(map(str, result.seeds))}: valid {metric} "
+            f"{fmt(metric, final['valid'].get(metric))}; test {test} (reported, never used to choose)."
+        )
+    lines.append(
+        f"# Search record: {result.dataset_key}.search.json (space, every trial's values and validation "
+        f"score). {result.date}, git {result.git_revision or 'unknown'}."
+    )
     return "\n".join(lines) + "\n" + yaml.safe_dump(sections, sort_keys=False, default_flow_style=False)
 
 
@@ -472,8 +520,13 @@ def git_revision() -> str | None:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=20)
         if head.returncode != 0:
             return None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                capture_output=True, text=True, timeout=20)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
@@ -508,8 +561,10 @@ def tune(
     tuned config file and its search record (see the module docstring). Returns the record."""
     backend = backend or Backend()
     if train_config.devices * train_config.num_nodes > 1:
-        raise MsalignError(f"train.devices {train_config.devices} x train.num_nodes {train_config.num_nodes}: "
-                           "msalign tune trains each trial on one device")
+        raise MsalignError(
+            f"train.devices {train_config.devices} x train.num_nodes {train_config.num_nodes}: "
+            "msalign tune trains each trial on one device"
+        )
     space = search_space_for(model_name, model_config, train_config, list(fixed))
     key = dataset_key(dataset)
     out_dir = Path(out_dir).absolute()
@@ -518,18 +573,42 @@ def tune(
     metric, mode = metrics.selection_metric(dataset.metric_set)
     record_path, config_path = out_dir / f"{key}.search.json", out_dir / f"{key}.yaml"
     result = TuneResult(
-        model=model_name, dataset=dataset.source or dataset.name, dataset_key=key, metric_set=dataset.metric_set,
+        model=model_name,
+        dataset=dataset.source or dataset.name,
+        dataset_key=key,
+        metric_set=dataset.metric_set,
         inputs=_inputs(dataset),
-        selection={"split": "valid", "metric": metric, "mode": mode,
-                   "rule": f"{'lowest' if mode == 'min' else 'highest'} validation {metric}, mean over the search "
-                           "seeds; the search never sees the test split"},
-        space=space.describe(), fixed=sorted(set(fixed) & set(get_space_keys(model_name))),
-        budget={"trials": settings.trials, "epochs": train_config.epochs, "patience": train_config.patience,
-                "search_seeds": list(settings.search_seeds)},
-        sampler={"name": "TPESampler", "seed": settings.sampler_seed, "reseeded": "seed + trial number",
-                 "n_startup_trials": STARTUP_TRIALS, "multivariate": True},
-        base_config=_config_dict(model_config, train_config), trials=[], best=None, config=None,
-        seeds=list(settings.seeds), final=None, date="", git_revision=git_revision(), versions=_versions(),
+        selection={
+            "split": "valid",
+            "metric": metric,
+            "mode": mode,
+            "rule": f"{'lowest' if mode == 'min' else 'highest'} validation {metric}, mean over the search "
+            "seeds; the search never sees the test split",
+        },
+        space=space.describe(),
+        fixed=sorted(set(fixed) & set(get_space_keys(model_name))),
+        budget={
+            "trials": settings.trials,
+            "epochs": train_config.epochs,
+            "patience": train_config.patience,
+            "search_seeds": list(settings.search_seeds),
+        },
+        sampler={
+            "name": "TPESampler",
+            "seed": settings.sampler_seed,
+            "reseeded": "seed + trial number",
+            "n_startup_trials": STARTUP_TRIALS,
+            "multivariate": True,
+        },
+        base_config=_config_dict(model_config, train_config),
+        trials=[],
+        best=None,
+        config=None,
+        seeds=list(settings.seeds),
+        final=None,
+        date="",
+        git_revision=git_revision(),
+        versions=_versions(),
         files={"config": config_path.name, "record": record_path.name, "study": STUDY_FILE, "final": FINAL_DIR},
     )
 
@@ -538,9 +617,20 @@ def tune(
         result.date = _now()
         atomic_write_text(record_path, result.to_json())
 
-    with _locked(out_dir), (ray_session(backend) if backend.kind == "ray" else nullcontext()):
-        study = search(model_name, dataset, model_config, train_config, space, settings, out_dir, backend, log,
-                       progress, on_batch=write_progress)
+    with _locked(out_dir), ray_session(backend) if backend.kind == "ray" else nullcontext():
+        study = search(
+            model_name,
+            dataset,
+            model_config,
+            train_config,
+            space,
+            settings,
+            out_dir,
+            backend,
+            log,
+            progress,
+            on_batch=write_progress,
+        )
         # the trials the study actually spent (more than asked when an earlier run had a larger budget)
         result.budget["trials"] = max(settings.trials, sum(map(_counted, study.get_trials(deepcopy=False))))
         write_progress(study)
@@ -553,16 +643,23 @@ def tune(
         params = {k: best.params[k] for k in space.keys}
         final_model, final_train = apply_params(model_config, train_config, params)
         result.config = _config_dict(final_model, final_train)
-        log(f"[tune] best trial {best.number}: valid {metric} {metrics.format_metric(metric, best.value)}; "
-            f"training it over seeds {','.join(map(str, settings.seeds))}")
+        log(
+            f"[tune] best trial {best.number}: valid {metric} {metrics.format_metric(metric, best.value)}; "
+            f"training it over seeds {','.join(map(str, settings.seeds))}"
+        )
         final = RunSpec(model_name, final_model, final_train, settings.seeds, out_dir / FINAL_DIR)
         outcomes = list(run_trials(seed_trials("final", final), dataset, backend, log, progress))
         raise_for_failures(outcomes)
         per_seed = {o.trial.seed: o.summary for o in outcomes if o.summary is not None}
         results = summarize_run(final, dataset, [per_seed[seed] for seed in settings.seeds])
         valid_mean, valid_std = metrics.summarize([r.valid for r in results.per_seed])
-        result.final = {"dir": FINAL_DIR, "valid": valid_mean, "valid_std": valid_std,
-                        "test": results.mean, "test_std": results.std}
+        result.final = {
+            "dir": FINAL_DIR,
+            "valid": valid_mean,
+            "valid_std": valid_std,
+            "test": results.mean,
+            "test_std": results.std,
+        }
         result.date = _now()
         text = format_config_file(result, tuned_sections(model_name, final_model, final_train, space.keys))
         atomic_write_text(config_path, text)
@@ -588,17 +685,40 @@ def format_result(result: TuneResult) -> str:
     """A short summary: the best trial, the chosen values and the final test metrics."""
     metric = result.selection["metric"]
     fmt = metrics.format_metric
-    lines = [f"Tuned {result.model} on {result.dataset_key}: {len(result.trials)} trials recorded "
-             f"(budget {result.budget['trials']}), selection on validation {metric}."]
+    lines = [
+        f"Tuned {result.model} on {result.dataset_key}: {len(result.trials)} trials recorded "
+        f"(budget {result.budget['trials']}), selection on validation {metric}."
+    ]
     if result.best is not None:
-        lines.append(f"Best trial {result.best.number}: valid {metric} {fmt(metric, result.best.value)}; "
-                     + ", ".join(f"{k}={_fmt(v)}" for k, v in result.best.params.items()))
+        lines.append(
+            f"Best trial {result.best.number}: valid {metric} {fmt(metric, result.best.value)}; "
+            + ", ".join(f"{k}={_fmt(v)}" for k, v in result.best.params.items())
+        )
     if result.final is not None:
         keys = metrics.headline_keys(result.metric_set)
-        lines += ["", f"Test metrics over seeds {result.seeds} (mean ± population std):", "",
-                  metrics.format_table({result.model: result.final["test"]}, keys, std={result.model: result.final["test_std"]})]
+        lines += [
+            "",
+            f"Test metrics over seeds {result.seeds} (mean ± population std):",
+            "",
+            metrics.format_table(
+                {result.model: result.final["test"]}, keys, std={result.model: result.final["test_std"]}
+            ),
+        ]
     return "\n".join(lines)
 
 
-__all__ = ["DEFAULT_SEEDS", "TrialRecord", "TuneResult", "TuneSettings", "dataset_key", "distributions", "fixed_keys",
-           "format_result", "search", "search_space_for", "tune", "tuned_sections", "validation_view"]
+__all__ = [
+    "DEFAULT_SEEDS",
+    "TrialRecord",
+    "TuneResult",
+    "TuneSettings",
+    "dataset_key",
+    "distributions",
+    "fixed_keys",
+    "format_result",
+    "search",
+    "search_space_for",
+    "tune",
+    "tuned_sections",
+    "validation_view",
+]

@@ -48,8 +48,10 @@ class Transcript:
             "text": self.text,
             "source": self.source,
             "language": self.language,
-            "words": [[w.text, round(w.start, 3), round(w.end, 3), None if w.probability is None else round(w.probability, 3)]
-                      for w in self.words],
+            "words": [
+                [w.text, round(w.start, 3), round(w.end, 3), None if w.probability is None else round(w.probability, 3)]
+                for w in self.words
+            ],
         }
 
     @classmethod
@@ -94,8 +96,9 @@ def _load_model(name: str, location: str, threads: int) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     faster_whisper = _require_faster_whisper()
     try:
-        return faster_whisper.WhisperModel(location, device="cpu", compute_type="int8", cpu_threads=threads,
-                                           local_files_only=True)
+        return faster_whisper.WhisperModel(
+            location, device="cpu", compute_type="int8", cpu_threads=threads, local_files_only=True
+        )
     except Exception as error:  # ctranslate2 / huggingface_hub raise many types
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise MsalignError(f"speech model {name!r}: cannot load ({first}; msalign never downloads models)") from None
@@ -106,8 +109,13 @@ class SpeechRecognizer:
 
     sample_rate = 16000
 
-    def __init__(self, model: str = DEFAULT_ASR_MODEL, language: str | None = "en", beam_size: int = 1,
-                 threads: int | None = None):
+    def __init__(
+        self,
+        model: str = DEFAULT_ASR_MODEL,
+        language: str | None = "en",
+        beam_size: int = 1,
+        threads: int | None = None,
+    ):
         if beam_size < 1:
             raise MsalignError(f"speech recognition: beam size must be >= 1, got {beam_size}")
         self.name = model
@@ -119,8 +127,12 @@ class SpeechRecognizer:
     def recognize(self, samples: np.ndarray) -> Transcript:
         model = _load_model(self.name, self.location, self.threads)
         segments, info = model.transcribe(
-            np.asarray(samples, dtype=np.float32), language=self.language, beam_size=self.beam_size,
-            word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
+            np.asarray(samples, dtype=np.float32),
+            language=self.language,
+            beam_size=self.beam_size,
+            word_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
         )
         words: list[Word] = []
         pieces: list[str] = []

@@ -28,7 +28,9 @@ class AudioFeatureConfig:
         if self.f0 not in ("pyin", "yin"):
             raise MsalignError(f"audio f0 method {self.f0!r}: choose pyin or yin")
         if self.hop_seconds <= 0 or self.window_seconds < self.hop_seconds:
-            raise MsalignError(f"audio hop {self.hop_seconds} s / window {self.window_seconds} s: need 0 < hop <= window")
+            raise MsalignError(
+                f"audio hop {self.hop_seconds} s / window {self.window_seconds} s: need 0 < hop <= window"
+            )
         if self.n_mfcc < 1:
             raise MsalignError(f"audio n_mfcc must be >= 1, got {self.n_mfcc}")
 
@@ -45,9 +47,12 @@ class AudioFeatureConfig:
         return self.sample_rate / self.hop_length
 
     def feature_names(self) -> list[str]:
-        return ([f"mfcc_{i}" for i in range(self.n_mfcc)] + ["log2_f0", "voicing"]
-                + [f"chroma_{n}" for n in ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")]
-                + ["log_rms"])
+        return (
+            [f"mfcc_{i}" for i in range(self.n_mfcc)]
+            + ["log2_f0", "voicing"]
+            + [f"chroma_{n}" for n in ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")]
+            + ["log_rms"]
+        )
 
     @property
     def dim(self) -> int:
@@ -81,8 +86,13 @@ def audio_features(samples: np.ndarray, config: AudioFeatureConfig = AudioFeatur
     rms = librosa.feature.rms(y=y, frame_length=n_fft, hop_length=hop)
     frames = min(mfcc.shape[1], len(log_f0), chroma.shape[1], rms.shape[1])
     stacked = np.concatenate(
-        [mfcc[:, :frames], log_f0[None, :frames], np.nan_to_num(voicing)[None, :frames], chroma[:, :frames],
-         np.log(rms[:, :frames] + 1e-5)],
+        [
+            mfcc[:, :frames],
+            log_f0[None, :frames],
+            np.nan_to_num(voicing)[None, :frames],
+            chroma[:, :frames],
+            np.log(rms[:, :frames] + 1e-5),
+        ],
         axis=0,
     ).T
     return np.ascontiguousarray(stacked, dtype=np.float32)

@@ -137,8 +137,24 @@ def load_audio(path: str | Path, sample_rate: int = 16000, info: MediaInfo | Non
         raise NoAudioTrackError(f"{info.path}: no audio track")
     tool = ffmpeg_tool("ffmpeg", for_file=info.path)
     done = subprocess.run(
-        [tool, "-nostdin", "-v", "error", "-i", media_arg(info.path), "-map", "0:a:0", "-vn", "-ac", "1",
-         "-ar", str(sample_rate), "-f", "f32le", "-"],
+        [
+            tool,
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            media_arg(info.path),
+            "-map",
+            "0:a:0",
+            "-vn",
+            "-ac",
+            "1",
+            "-ar",
+            str(sample_rate),
+            "-f",
+            "f32le",
+            "-",
+        ],
         capture_output=True,
     )
     samples = np.frombuffer(done.stdout, dtype="<f4").astype(np.float32)
@@ -168,8 +184,24 @@ def iter_frames(
     width -= width % 2
     frame_bytes = width * height * 3
     tool = ffmpeg_tool("ffmpeg", for_file=info.path)
-    command = [tool, "-nostdin", "-v", "error", "-i", media_arg(info.path), "-map", "0:v:0", "-an",
-               "-vf", f"fps={fps},scale={width}:{height}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    command = [
+        tool,
+        "-nostdin",
+        "-v",
+        "error",
+        "-i",
+        media_arg(info.path),
+        "-map",
+        "0:v:0",
+        "-an",
+        "-vf",
+        f"fps={fps},scale={width}:{height}",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     count = 0
     try:

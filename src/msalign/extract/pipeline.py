@@ -110,9 +110,17 @@ class ExtractOptions:
         return {
             "format": FORMAT_VERSION,
             "audio": {**self.audio.to_json(), "dim": self.audio.dim},
-            "vision": {"fps": self.fps, "max_width": self.max_width, "model": face_model_identity(self.face_model),
-                       "dim": VISION_DIM},
-            "asr": {"model": resolve_asr_model(self.asr_model)[1], "language": self.language, "beam_size": self.beam_size},
+            "vision": {
+                "fps": self.fps,
+                "max_width": self.max_width,
+                "model": face_model_identity(self.face_model),
+                "dim": VISION_DIM,
+            },
+            "asr": {
+                "model": resolve_asr_model(self.asr_model)[1],
+                "language": self.language,
+                "beam_size": self.beam_size,
+            },
             "text": {"encoder": self.text_encoder, "max_text_len": self.max_text_len},
         }
 
@@ -148,10 +156,18 @@ class ClipFeatures:
             "vision": self.vision if self.vision is not None else np.zeros((0, 0), np.float32),
             "face_mask": self.face_mask,
             "frame_times": self.frame_times,
-            "meta": np.array(json.dumps({
-                "transcript": self.transcript.to_json(), "missing": self.missing, "duration": self.duration,
-                "seconds": self.seconds, "has_audio": self.audio is not None, "has_video": self.vision is not None,
-            })),
+            "meta": np.array(
+                json.dumps(
+                    {
+                        "transcript": self.transcript.to_json(),
+                        "missing": self.missing,
+                        "duration": self.duration,
+                        "seconds": self.seconds,
+                        "has_audio": self.audio is not None,
+                        "has_video": self.vision is not None,
+                    }
+                )
+            ),
         }
         atomic_savez(path, **arrays)
 
@@ -188,8 +204,12 @@ def _apply_missing_policy(path: Path, gaps: dict[str, str], has_video: bool, pol
         raise error(f"{path}: {reason} (use --missing mask to keep such clips with the modality masked)")
 
 
-def extract_clip(path: str | Path, options: ExtractOptions = ExtractOptions(), transcript: Transcript | None = None,
-                 missing: str = "mask") -> ClipFeatures:
+def extract_clip(
+    path: str | Path,
+    options: ExtractOptions = ExtractOptions(),
+    transcript: Transcript | None = None,
+    missing: str = "mask",
+) -> ClipFeatures:
     """Audio, vision and transcript of one media file; see the module docstring for ``missing``."""
     if missing not in MISSING_POLICIES:
         raise MsalignError(f"--missing {missing!r}: choose from {', '.join(MISSING_POLICIES)}")
@@ -244,7 +264,9 @@ def extract_clip(path: str | Path, options: ExtractOptions = ExtractOptions(), t
         started = time.perf_counter()
         audio = audio_features(samples, options.audio)
         seconds["audio"] = time.perf_counter() - started
-    duration = samples.size / options.audio.sample_rate if samples is not None else float(len(frame_times) / options.fps)
+    duration = (
+        samples.size / options.audio.sample_rate if samples is not None else float(len(frame_times) / options.fps)
+    )
     _apply_missing_policy(path, gaps, info.has_video, missing)
     return ClipFeatures(audio, vision, face_mask, frame_times, transcript, gaps, duration, seconds)
 
@@ -280,8 +302,13 @@ def _file_job(path: Path, used: set[str]) -> Job:
     if not path.exists():
         job.media, job.problem = None, f"{path}: no such file"
     elif _media_kind(path) is None:
-        job.media, job.problem = None, (f"{path}: not a supported media file "
-                                        f"(video {', '.join(VIDEO_SUFFIXES)}; audio {', '.join(AUDIO_SUFFIXES)})")
+        job.media, job.problem = (
+            None,
+            (
+                f"{path}: not a supported media file "
+                f"(video {', '.join(VIDEO_SUFFIXES)}; audio {', '.join(AUDIO_SUFFIXES)})"
+            ),
+        )
     else:
         beside = transcript_beside(path)
         if beside is not None:
@@ -296,11 +323,25 @@ def _dataset_jobs(folder: Path) -> list[Job]:
         for key, value in (("video_id", vid), ("clip_id", clip)):
             # ids name media paths inside the dataset folder: one plain component each
             if not value or value in (".", "..") or "/" in value or "\\" in value or os.sep in value or "\0" in value:
-                raise MsalignError(f"{folder / LABEL_FILE}: {key} {short_repr(value)} of clip {short_repr(row.id)} "
-                                   "is empty, absolute or has a path separator or '..' (media must lie inside the folder)")
-        stems = [folder / "Raw" / vid / clip, folder / vid / clip, folder / f"{vid}_{clip}", folder / "Raw" / f"{vid}_{clip}"]
-        found = next((s.with_name(s.name + ext) for s in stems for ext in VIDEO_SUFFIXES + AUDIO_SUFFIXES
-                      if s.with_name(s.name + ext).is_file()), None)
+                raise MsalignError(
+                    f"{folder / LABEL_FILE}: {key} {short_repr(value)} of clip {short_repr(row.id)} "
+                    "is empty, absolute or has a path separator or '..' (media must lie inside the folder)"
+                )
+        stems = [
+            folder / "Raw" / vid / clip,
+            folder / vid / clip,
+            folder / f"{vid}_{clip}",
+            folder / "Raw" / f"{vid}_{clip}",
+        ]
+        found = next(
+            (
+                s.with_name(s.name + ext)
+                for s in stems
+                for ext in VIDEO_SUFFIXES + AUDIO_SUFFIXES
+                if s.with_name(s.name + ext).is_file()
+            ),
+            None,
+        )
         job = Job(row.id, vid, clip, found, row=row)
         if found is None:
             job.problem = f"{folder}: no media file for clip {row.id!r} (looked for Raw/{vid}/{clip}.mp4, {vid}/{clip}.*, {vid}_{clip}.*)"
@@ -359,8 +400,9 @@ def _cache_path(cache_dir: Path, job: Job) -> Path:
     return cache_dir / f"{safe}-{hashlib.sha256(job.id.encode()).hexdigest()[:8]}.npz"
 
 
-def _run_one(job: Job, options_json: dict[str, Any], threads: int | None, missing: str,
-             cache_dir: str | None, key: str | None) -> tuple[str, ClipFeatures | None, str | None]:
+def _run_one(
+    job: Job, options_json: dict[str, Any], threads: int | None, missing: str, cache_dir: str | None, key: str | None
+) -> tuple[str, ClipFeatures | None, str | None]:
     """Worker body: (clip id, features, error line). Never raises, so one clip cannot stop a batch."""
     try:
         assert job.media is not None
@@ -382,8 +424,15 @@ def _init_worker() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def run_jobs(jobs: list[Job], options: ExtractOptions, *, workers: int = 1, missing: str = "error",
-             cache_dir: str | Path | None = None, progress: bool | None = None) -> list[Outcome]:
+def run_jobs(
+    jobs: list[Job],
+    options: ExtractOptions,
+    *,
+    workers: int = 1,
+    missing: str = "error",
+    cache_dir: str | Path | None = None,
+    progress: bool | None = None,
+) -> list[Outcome]:
     """Extract every job (cached ones loaded), in parallel over ``workers`` processes; one outcome per job."""
     if missing not in MISSING_POLICIES:
         raise MsalignError(f"--missing {missing!r}: choose from {', '.join(MISSING_POLICIES)}")
@@ -411,13 +460,21 @@ def run_jobs(jobs: list[Job], options: ExtractOptions, *, workers: int = 1, miss
         todo.append(job)
 
     show = progress if progress is not None else sys.stderr.isatty()
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="extracting", unit="file", file=sys.stderr,
-               disable=not show)
+    bar = tqdm(
+        total=len(jobs),
+        initial=len(jobs) - len(todo),
+        desc="extracting",
+        unit="file",
+        file=sys.stderr,
+        disable=not show,
+    )
     workers = min(workers, max(1, len(todo)))
     if todo and progress is not False:  # extraction takes seconds per file: say so when it starts
         cached = f" ({len(jobs) - len(todo)} cached)" if len(todo) < len(jobs) else ""
-        print(f"extracting features of {len(todo)} files{cached} with {workers} worker{'s' * (workers > 1)} ...",
-              file=sys.stderr)
+        print(
+            f"extracting features of {len(todo)} files{cached} with {workers} worker{'s' * (workers > 1)} ...",
+            file=sys.stderr,
+        )
     threads = options.threads or max(1, (os.cpu_count() or 1) // workers)
     args = (options.to_json(), threads, missing, str(cache_dir) if cache_dir is not None else None)
 
@@ -456,8 +513,9 @@ def _pad(rows: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray, np.n
     return features, lengths, present
 
 
-def write_feature_dir(out: str | Path, outcomes: list[Outcome], options: ExtractOptions,
-                      cache_dir: str | Path | None = None) -> dict[str, float]:
+def write_feature_dir(
+    out: str | Path, outcomes: list[Outcome], options: ExtractOptions, cache_dir: str | Path | None = None
+) -> dict[str, float]:
     """Write the successful clips as a feature directory; returns seconds per writing stage."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -487,22 +545,38 @@ def write_feature_dir(out: str | Path, outcomes: list[Outcome], options: Extract
         for i, c in enumerate(clips):
             face_mask[i, : len(c.face_mask)] = c.face_mask
             frame_times[i, : len(c.frame_times)] = c.frame_times
-        save_modality(out, "vision", ids, features, lengths,
-                      extra={"present": present, "face_mask": face_mask, "frame_times": frame_times, "frame_counts": counts})
+        save_modality(
+            out,
+            "vision",
+            ids,
+            features,
+            lengths,
+            extra={"present": present, "face_mask": face_mask, "frame_times": frame_times, "frame_counts": counts},
+        )
     else:
         remove_modality(out, "vision")
 
     labels = []
     for o in done:  # plain files: no label yet, mode test (fill them in to train)
         row = o.job.row
-        labels.append(LabelRow(video_id=o.job.video_id, clip_id=o.job.clip_id,
-                               text=" ".join(o.clip.transcript.text.split()),  # type: ignore[union-attr]
-                               label=row.label if row else "", annotation=row.annotation if row else "",
-                               mode=row.mode if row else "test"))
+        labels.append(
+            LabelRow(
+                video_id=o.job.video_id,
+                clip_id=o.job.clip_id,
+                text=" ".join(o.clip.transcript.text.split()),  # type: ignore[union-attr]
+                label=row.label if row else "",
+                annotation=row.annotation if row else "",
+                mode=row.mode if row else "test",
+            )
+        )
     write_label_csv(out, labels)
     transcripts = {
-        o.job.id: {**o.clip.transcript.to_json(), "media": str(o.job.media), "duration": round(o.clip.duration, 3),  # type: ignore[union-attr]
-                   "missing": o.clip.missing}  # type: ignore[union-attr]
+        o.job.id: {
+            **o.clip.transcript.to_json(),
+            "media": str(o.job.media),
+            "duration": round(o.clip.duration, 3),  # type: ignore[union-attr]
+            "missing": o.clip.missing,
+        }  # type: ignore[union-attr]
         for o in done
     }
     atomic_write_text(out / "transcripts.json", json.dumps(transcripts, indent=1) + "\n")
@@ -521,9 +595,17 @@ def write_record(out: Path, options: ExtractOptions, dataset_mode: bool, summary
     atomic_write_text(out / "extract.json", json.dumps(record, indent=1) + "\n")
 
 
-def extract(inputs: Sequence[str | Path], out: str | Path, options: ExtractOptions = ExtractOptions(), *,
-            workers: int = 1, missing: str = "error", cache: bool = True, text_cache_dir: str | Path | None = None,
-            progress: bool | None = None) -> dict[str, Any]:
+def extract(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    options: ExtractOptions = ExtractOptions(),
+    *,
+    workers: int = 1,
+    missing: str = "error",
+    cache: bool = True,
+    text_cache_dir: str | Path | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
     """Extract ``inputs`` into the feature directory ``out``; returns the run's summary (also in extract.json)."""
     started = time.perf_counter()
     jobs, dataset_mode = collect_jobs(inputs)
@@ -554,8 +636,10 @@ def extract(inputs: Sequence[str | Path], out: str | Path, options: ExtractOptio
 
 def format_summary(summary: dict[str, Any], out: str | Path) -> str:
     """A few readable lines: counts, where, what failed and what is missing."""
-    lines = [f"extracted {summary['extracted']} of {summary['clips']} clips ({summary['from_cache']} from cache) "
-             f"in {summary['seconds']:.1f} s" + (f" -> {out}" if summary["extracted"] else "")]
+    lines = [
+        f"extracted {summary['extracted']} of {summary['clips']} clips ({summary['from_cache']} from cache) "
+        f"in {summary['seconds']:.1f} s" + (f" -> {out}" if summary["extracted"] else "")
+    ]
     for clip_id, gaps in summary["missing"].items():
         lines.append(f"  masked  {clip_id}: " + "; ".join(f"{m}: {why}" for m, why in gaps.items()))
     for failure in summary["failed"]:

@@ -108,19 +108,26 @@ def resolve_describer(checkpoint: Path, info: dict[str, Any]):
     if path is None or not path.is_file():
         raise MsalignError(
             f"checkpoint {checkpoint}: trained with descriptions, but it does not record its describer and "
-            f"{path or 'its training folder'} is gone; retrain it to record the describer's thresholds")
+            f"{path or 'its training folder'} is gone; retrain it to record the describer's thresholds"
+        )
     raw = path.read_bytes()
     if recorded is not None and recorded.sha256 and descriptions_digest(raw) != recorded.sha256:
-        raise MsalignError(f"checkpoint {checkpoint}: {path} changed since training (sha256 differs); "
-                           "retrain it to record the describer's thresholds")
+        raise MsalignError(
+            f"checkpoint {checkpoint}: {path} changed since training (sha256 differs); "
+            "retrain it to record the describer's thresholds"
+        )
     return describer_from_identity(dict(read_descriptions_file(path).describer), str(path))
 
 
 def clip_signals(clip, options, media_path: str | Path):
     """What a describer reads off one extracted clip, as :func:`msalign.describe.sources.feature_dir_signals`
     reads it off a feature directory written by msalign extract."""
-    signals = ClipSignals(clip_id=str(media_path), face_note="no video" if clip.vision is None else "none detected",
-                          audio_note="none (no audio track)", media=str(media_path))
+    signals = ClipSignals(
+        clip_id=str(media_path),
+        face_note="no video" if clip.vision is None else "none detected",
+        audio_note="none (no audio track)",
+        media=str(media_path),
+    )
     if clip.transcript.words:
         signals.words = [(float(w.start), float(w.end)) for w in clip.transcript.words]
     if clip.vision is not None and len(clip.vision) > 0:
@@ -146,8 +153,13 @@ def _differences(trained: Any, local: Any, prefix: str = "") -> list[tuple[str, 
     return [] if trained == local else [(prefix.rstrip("."), trained, local)]
 
 
-def resolve_options(checkpoint: Path, info: dict[str, Any], given: str | Path | None, threads: int | None,
-                    warn=lambda line: print(line, file=sys.stderr)):
+def resolve_options(
+    checkpoint: Path,
+    info: dict[str, Any],
+    given: str | Path | None,
+    threads: int | None,
+    warn=lambda line: print(line, file=sys.stderr),
+):
     """The ExtractOptions that reproduce the checkpoint's training features; refuses what cannot be reproduced."""
     spec = checkpoint_feature_spec(info)
     if spec.format != "feature_dir":
@@ -159,10 +171,15 @@ def resolve_options(checkpoint: Path, info: dict[str, Any], given: str | Path | 
     record, where = find_extraction_record(checkpoint, info, given)
     text_options = spec.load_options
     if record is None:
-        options = ExtractOptions(text_encoder=_or(text_options.text_encoder, "minilm"),
-                                 max_text_len=int(_or(text_options.max_text_len, 50)), threads=threads)
-        warn(f"msalign: warning: checkpoint {checkpoint}: {where}; assuming msalign extract's default settings "
-             "(pass --extract-spec TRAINING_DIR/extract.json to check them)")
+        options = ExtractOptions(
+            text_encoder=_or(text_options.text_encoder, "minilm"),
+            max_text_len=int(_or(text_options.max_text_len, 50)),
+            threads=threads,
+        )
+        warn(
+            f"msalign: warning: checkpoint {checkpoint}: {where}; assuming msalign extract's default settings "
+            "(pass --extract-spec TRAINING_DIR/extract.json to check them)"
+        )
         return options
     try:
         options = ExtractOptions.from_json(record["options"], threads)
@@ -214,18 +231,24 @@ def sentiment_label(score: float, metric_set: str, band: float | None) -> str:
     return "neutral" if abs(score) < band else "positive" if score > 0 else "negative"
 
 
-def predict_clips(model, info: dict[str, Any], clips: list, encoder, band: float | None = None,
-                  descriptions: list[str] | None = None) -> list[dict[str, Any]]:
+def predict_clips(
+    model, info: dict[str, Any], clips: list, encoder, band: float | None = None, descriptions: list[str] | None = None
+) -> list[dict[str, Any]]:
     """One result dict per extracted clip (score, label, modalities_used, missing, transcript[, description])."""
     spec = checkpoint_feature_spec(info)
     stats = _or(spec.load_options.standardize, False)
     # the training split's statistics, as arrays once (not per clip)
-    norms = {m: (np.asarray(s["mean"], dtype=np.float32), np.asarray(s["std"], dtype=np.float32))
-             for m, s in stats.items()} if isinstance(stats, dict) else {}
+    norms = (
+        {m: (np.asarray(s["mean"], dtype=np.float32), np.asarray(s["std"], dtype=np.float32)) for m, s in stats.items()}
+        if isinstance(stats, dict)
+        else {}
+    )
     if descriptions is None:
         transcripts = [clip.transcript.text for clip in clips]
     else:  # as the loader: label.csv's text (whitespace-normalised by extract) "[SEP]" the description
-        transcripts = [with_description(" ".join(clip.transcript.text.split()), d) for clip, d in zip(clips, descriptions)]
+        transcripts = [
+            with_description(" ".join(clip.transcript.text.split()), d) for clip, d in zip(clips, descriptions)
+        ]
     texts, text_lengths = encoder.encode(transcripts)
     per_clip = []
     for i, clip in enumerate(clips):
@@ -287,8 +310,9 @@ def _group_standardize(per_clip: list[dict[str, Any]], info: dict[str, Any]) -> 
         padded = np.zeros((len(rows), int(lengths.max()), rows[0].shape[1]), dtype=np.float32)
         for i, x in enumerate(rows):
             padded[i, : len(x)] = x
-        standardize_groups(padded, lengths, ["predict"] * len(rows), prior,
-                           float(_or(options.group_strength, DEFAULT_STRENGTH)))
+        standardize_groups(
+            padded, lengths, ["predict"] * len(rows), prior, float(_or(options.group_strength, DEFAULT_STRENGTH))
+        )
         for clip, x, n in zip(per_clip, padded, lengths):
             clip[modality] = x[:n]
 
@@ -311,10 +335,18 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def predict(checkpoint: str | Path, inputs: list[str], *, extract_spec: str | Path | None = None,
-            missing: str | None = None, workers: int = 1, cache_dir: str | Path | None = None,
-            neutral_band: float | None = None, progress: bool | None = None,
-            warn=lambda line: print(line, file=sys.stderr)) -> list[dict[str, Any]]:
+def predict(
+    checkpoint: str | Path,
+    inputs: list[str],
+    *,
+    extract_spec: str | Path | None = None,
+    missing: str | None = None,
+    workers: int = 1,
+    cache_dir: str | Path | None = None,
+    neutral_band: float | None = None,
+    progress: bool | None = None,
+    warn=lambda line: print(line, file=sys.stderr),
+) -> list[dict[str, Any]]:
     """One result per input, in input order; an input that fails has ``error`` instead of a score."""
     checkpoint = Path(checkpoint)
     model, info = load_checkpoint(checkpoint)
@@ -323,8 +355,11 @@ def predict(checkpoint: str | Path, inputs: list[str], *, extract_spec: str | Pa
     spec = checkpoint_feature_spec(info)
     loaded = spec.load_options  # the loader's text options decide the text features
     extra = DESCRIPTION_TOKENS if describer is not None else 0  # the loader's room for the description
-    encoder = TextEncoder(_or(loaded.text_encoder, options.text_encoder),
-                          int(_or(loaded.max_text_len, options.max_text_len)) + extra, cache_dir=cache_dir)
+    encoder = TextEncoder(
+        _or(loaded.text_encoder, options.text_encoder),
+        int(_or(loaded.max_text_len, options.max_text_len)) + extra,
+        cache_dir=cache_dir,
+    )
     expected = expected_modalities(options, encoder)
     if describer is not None:  # which descriptions.json trained it is a record, not something made here
         expected["text"] = replace(expected["text"], descriptions=spec.modality("text").descriptions)
@@ -335,8 +370,10 @@ def predict(checkpoint: str | Path, inputs: list[str], *, extract_spec: str | Pa
         for outcome in outcomes:
             if outcome.clip is not None and all(m in outcome.clip.missing for m in model.modalities):
                 reasons = "; ".join(f"{m}: {outcome.clip.missing[m]}" for m in model.modalities)
-                outcome.clip, outcome.error = None, (f"no modality the model reads could be extracted ({reasons}); "
-                                                     "--missing mask scores it anyway")
+                outcome.clip, outcome.error = (
+                    None,
+                    (f"no modality the model reads could be extracted ({reasons}); --missing mask scores it anyway"),
+                )
     notes: list[str] | None = None
     if describer is not None:
         notes = []
@@ -344,7 +381,9 @@ def predict(checkpoint: str | Path, inputs: list[str], *, extract_spec: str | Pa
             if outcome.clip is None:
                 continue
             try:
-                notes.append(describer.describe(clip_signals(outcome.clip, options, outcome.job.media or outcome.job.id)))
+                notes.append(
+                    describer.describe(clip_signals(outcome.clip, options, outcome.job.media or outcome.job.id))
+                )
             except MsalignError as error:  # e.g. a model describer cannot read this input's frames
                 outcome.clip, outcome.error = None, f"describing it: {error}"
     done = [o for o in outcomes if o.clip is not None]

@@ -34,8 +34,9 @@ __all__ = [
 ]
 
 
-def nt_xent_from_similarity(similarity: Tensor, positive: Tensor, temperature: float = 0.5,
-                            valid: Tensor | None = None) -> Tensor:
+def nt_xent_from_similarity(
+    similarity: Tensor, positive: Tensor, temperature: float = 0.5, valid: Tensor | None = None
+) -> Tensor:
     """Per-anchor NT-Xent of eq. 5 from precomputed similarities.
 
     ``similarity``: (B, K) sim(a_i, k) for each anchor i and candidate k; ``positive``: (B, K) bool,
@@ -44,8 +45,10 @@ def nt_xent_from_similarity(similarity: Tensor, positive: Tensor, temperature: f
     an anchor with no valid positive gets 0.
     """
     if similarity.shape != positive.shape or similarity.dim() != 2:
-        raise MsalignError(f"nt_xent: similarity {tuple(similarity.shape)} and positive mask "
-                           f"{tuple(positive.shape)} must both be (B, K)")
+        raise MsalignError(
+            f"nt_xent: similarity {tuple(similarity.shape)} and positive mask "
+            f"{tuple(positive.shape)} must both be (B, K)"
+        )
     if temperature <= 0:
         raise MsalignError(f"nt_xent: temperature must be positive, got {temperature}")
     if valid is None:
@@ -58,15 +61,27 @@ def nt_xent_from_similarity(similarity: Tensor, positive: Tensor, temperature: f
     return -(log_prob.masked_fill(~positive, 0.0)).sum(dim=1)
 
 
-def nt_xent(anchors: Tensor, candidates: Tensor, positive: Tensor, temperature: float = 0.5,
-            valid: Tensor | None = None, eps: float = 1e-8) -> Tensor:
+def nt_xent(
+    anchors: Tensor,
+    candidates: Tensor,
+    positive: Tensor,
+    temperature: float = 0.5,
+    valid: Tensor | None = None,
+    eps: float = 1e-8,
+) -> Tensor:
     """Eq. 5 with cosine similarity: ``anchors`` (B, D), ``candidates`` (B, K, D); returns (B,)."""
-    if anchors.dim() != 2 or candidates.dim() != 3 or candidates.shape[0] != anchors.shape[0] \
-            or candidates.shape[2] != anchors.shape[1]:
-        raise MsalignError(f"nt_xent: anchors {tuple(anchors.shape)} must be (B, D) and candidates "
-                           f"{tuple(candidates.shape)} (B, K, D)")
-    similarity = torch.einsum("bd,bkd->bk", F.normalize(anchors, dim=-1, eps=eps),
-                              F.normalize(candidates, dim=-1, eps=eps))
+    if (
+        anchors.dim() != 2
+        or candidates.dim() != 3
+        or candidates.shape[0] != anchors.shape[0]
+        or candidates.shape[2] != anchors.shape[1]
+    ):
+        raise MsalignError(
+            f"nt_xent: anchors {tuple(anchors.shape)} must be (B, D) and candidates {tuple(candidates.shape)} (B, K, D)"
+        )
+    similarity = torch.einsum(
+        "bd,bkd->bk", F.normalize(anchors, dim=-1, eps=eps), F.normalize(candidates, dim=-1, eps=eps)
+    )
     return nt_xent_from_similarity(similarity, positive, temperature, valid)
 
 
@@ -78,15 +93,17 @@ def semantic_alignment_loss(text: Tensor, other: Tensor, temperature: float = 0.
     returns the mean over anchors (eq. 11). A batch of one has no negative: the loss is 0.
     """
     if text.shape != other.shape or text.dim() != 2:
-        raise MsalignError(f"semantic_alignment_loss: text {tuple(text.shape)} and other {tuple(other.shape)} "
-                           "must both be (B, D)")
+        raise MsalignError(
+            f"semantic_alignment_loss: text {tuple(text.shape)} and other {tuple(other.shape)} must both be (B, D)"
+        )
     similarity = F.normalize(text, dim=-1, eps=eps) @ F.normalize(other, dim=-1, eps=eps).T
     positive = torch.eye(len(text), dtype=torch.bool, device=text.device)
     return nt_xent_from_similarity(similarity, positive, temperature).mean()
 
 
-def supervised_contrastive_loss(anchors: Tensor, candidates: Tensor, positive: Tensor, valid: Tensor,
-                                temperature: float = 0.5) -> Tensor:
+def supervised_contrastive_loss(
+    anchors: Tensor, candidates: Tensor, positive: Tensor, valid: Tensor, temperature: float = 0.5
+) -> Tensor:
     """Supervised contrastive learning with mined samples (eq. 5 and 11, Sec. III-D).
 
     ``anchors`` (B, D); ``candidates`` (B, K, D) the same representation of the mined samples
@@ -132,8 +149,9 @@ def _ranked(scores: Tensor, allowed: Tensor, pool: int) -> tuple[Tensor, Tensor]
     return index, valid
 
 
-def mine_candidates(embeddings: Tensor, classes: Tensor, pool: int = 10, chunk: int = 2048,
-                    eps: float = 1e-8) -> CandidatePools:
+def mine_candidates(
+    embeddings: Tensor, classes: Tensor, pool: int = 10, chunk: int = 2048, eps: float = 1e-8
+) -> CandidatePools:
     """The candidate pools of the hard-negative sampler (Sec. III-D), from cosine similarities
     over the whole training set.
 
@@ -144,8 +162,10 @@ def mine_candidates(embeddings: Tensor, classes: Tensor, pool: int = 10, chunk: 
     indices, so its "neighbours" were always the first / last rows; here indices are returned.)
     """
     if embeddings.dim() != 2 or classes.shape != embeddings.shape[:1]:
-        raise MsalignError(f"mine_candidates: embeddings {tuple(embeddings.shape)} must be (N, D) and classes "
-                           f"{tuple(classes.shape)} (N,)")
+        raise MsalignError(
+            f"mine_candidates: embeddings {tuple(embeddings.shape)} must be (N, D) and classes "
+            f"{tuple(classes.shape)} (N,)"
+        )
     if pool < 1:
         raise MsalignError(f"mine_candidates: pool must be >= 1, got {pool}")
     normed = F.normalize(embeddings.float(), dim=-1, eps=eps)
@@ -157,8 +177,11 @@ def mine_candidates(embeddings: Tensor, classes: Tensor, pool: int = 10, chunk: 
         similarity = normed[rows] @ normed.T  # (chunk, N)
         same = classes[rows, None] == classes[None, :]
         not_self = rows[:, None] != torch.arange(count, device=normed.device)[None, :]
-        for key, scores, allowed in (("p", similarity, same & not_self), ("h", similarity, ~same),
-                                     ("e", -similarity, ~same)):
+        for key, scores, allowed in (
+            ("p", similarity, same & not_self),
+            ("h", similarity, ~same),
+            ("e", -similarity, ~same),
+        ):
             index, valid = _ranked(scores, allowed, pool)
             parts[key].append(index)
             parts[key + "v"].append(valid)
@@ -166,8 +189,9 @@ def mine_candidates(embeddings: Tensor, classes: Tensor, pool: int = 10, chunk: 
     return CandidatePools(joined["p"], joined["pv"], joined["h"], joined["hv"], joined["e"], joined["ev"])
 
 
-def draw_candidates(index: Tensor, valid: Tensor, count: int, generator: torch.Generator | None = None
-                    ) -> tuple[Tensor, Tensor]:
+def draw_candidates(
+    index: Tensor, valid: Tensor, count: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Pick ``count`` entries per row uniformly at random among the valid ones of a pool.
 
     ``index``, ``valid``: (B, pool). Returns (B, count) indices and validity (a row with fewer

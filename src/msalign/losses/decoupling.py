@@ -19,13 +19,16 @@ Masks = Tensor | Sequence[Tensor | None] | Mapping[str, Tensor] | None
 
 def _one(unique: Tensor, common: Tensor, mask: Tensor | None, eps: float) -> Tensor:
     if unique.shape != common.shape or unique.dim() < 2:
-        raise MsalignError(f"decoupling_loss: unique {tuple(unique.shape)} and common {tuple(common.shape)} "
-                           "must have one shape (B, [L,] D)")
+        raise MsalignError(
+            f"decoupling_loss: unique {tuple(unique.shape)} and common {tuple(common.shape)} "
+            "must have one shape (B, [L,] D)"
+        )
     if mask is None:
         mask = torch.ones(unique.shape[:-1], dtype=torch.bool, device=unique.device)
     if mask.shape != unique.shape[:-1]:
-        raise MsalignError(f"decoupling_loss: mask shape {tuple(mask.shape)} != feature shape "
-                           f"{tuple(unique.shape[:-1])}")
+        raise MsalignError(
+            f"decoupling_loss: mask shape {tuple(mask.shape)} != feature shape {tuple(unique.shape[:-1])}"
+        )
     mask = mask.to(torch.bool)
     # masked_fill first: padded values (even NaN/inf) reach neither the value nor the gradient
     keep = mask.unsqueeze(-1)
@@ -60,8 +63,9 @@ def decoupling_loss(unique: Features, common: Features, mask: Masks = None, eps:
         keys = list(unique)
         pairs = [(unique[k], common[k]) for k in keys]
         # dict features take a dict of masks (a list here fails at indexing, as it always has)
-        masks = [mask if mask is None or isinstance(mask, Tensor) else cast(Mapping[str, Tensor], mask)[k]
-                 for k in keys]
+        masks = [
+            mask if mask is None or isinstance(mask, Tensor) else cast(Mapping[str, Tensor], mask)[k] for k in keys
+        ]
     elif isinstance(unique, Sequence) and isinstance(common, Sequence):
         if len(unique) != len(common):
             raise MsalignError(f"decoupling_loss: {len(unique)} unique vs {len(common)} common tensors")

@@ -76,8 +76,10 @@ def _is_diag(mean: Tensor, cov: Tensor, name: str) -> bool:
         return True
     if cov.dim() == mean.dim() + 1 and cov.shape[-2:] == (mean.shape[-1], mean.shape[-1]):
         return False
-    raise MsalignError(f"bures_wasserstein: {name} shape {tuple(cov.shape)} is neither (..., D) variances "
-                       f"nor (..., D, D) for mean shape {tuple(mean.shape)}")
+    raise MsalignError(
+        f"bures_wasserstein: {name} shape {tuple(cov.shape)} is neither (..., D) variances "
+        f"nor (..., D, D) for mean shape {tuple(mean.shape)}"
+    )
 
 
 def bures_wasserstein(mean1: Tensor, cov1: Tensor, mean2: Tensor, cov2: Tensor) -> Tensor:
@@ -129,8 +131,9 @@ def pairwise_prototype_cost(
             official code does, which keeps the scale independent of the feature width).
     """
     if means_i.dim() != 2 or means_j.dim() != 2:
-        raise MsalignError(f"pairwise_prototype_cost needs (K, D) means, got {tuple(means_i.shape)} "
-                           f"and {tuple(means_j.shape)}")
+        raise MsalignError(
+            f"pairwise_prototype_cost needs (K, D) means, got {tuple(means_i.shape)} and {tuple(means_j.shape)}"
+        )
     cost = bures_wasserstein(means_i[:, None], covs_i[:, None], means_j[None], covs_j[None])
     if reduction == "mean":
         return cost / means_i.shape[-1]

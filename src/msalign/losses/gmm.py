@@ -32,8 +32,10 @@ class GMM(NamedTuple):
 def _covariance_kind(covs: Tensor, covariance: Covariance | None) -> Covariance:
     kind: Covariance = "diag" if covs.dim() == 2 else "full"
     if covs.dim() not in (2, 3) or (covariance is not None and covariance != kind):
-        raise MsalignError(f"covs of shape {tuple(covs.shape)} do not fit covariance={covariance!r} "
-                           "(diag: (K, D) variances, full: (K, D, D))")
+        raise MsalignError(
+            f"covs of shape {tuple(covs.shape)} do not fit covariance={covariance!r} "
+            "(diag: (K, D) variances, full: (K, D, D))"
+        )
     return kind
 
 
@@ -161,8 +163,9 @@ def fit_gmm(
     if x.dim() != 2 or x.shape[0] < 1:
         raise MsalignError(f"fit_gmm needs (N, D) features with N >= 1, got shape {tuple(x.shape)}")
     if num_components < 1 or num_steps < 0:
-        raise MsalignError(f"fit_gmm: need num_components >= 1 and num_steps >= 0, "
-                           f"got {num_components} and {num_steps}")
+        raise MsalignError(
+            f"fit_gmm: need num_components >= 1 and num_steps >= 0, got {num_components} and {num_steps}"
+        )
     if covariance not in ("diag", "full"):
         raise MsalignError(f"fit_gmm: covariance must be 'diag' or 'full', got {covariance!r}")
     num, dim = x.shape

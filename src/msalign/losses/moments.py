@@ -31,9 +31,7 @@ def mean_cov_skew(x: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor, Tensor]
     return mean, cov, skew
 
 
-def moment_matching(
-    features: Sequence[Tensor], eps: float = 1e-6, reduction: Literal["sum", "mean"] = "sum"
-) -> Tensor:
+def moment_matching(features: Sequence[Tensor], eps: float = 1e-6, reduction: Literal["sum", "mean"] = "sum") -> Tensor:
     """L_sem (DecAlign eq. 10): ``1 / (M (M - 1)) * sum_{i<j} (||mu_i - mu_j||^2
     + ||Sigma_i - Sigma_j||_F^2 + ||Gamma_i - Gamma_j||^2)``.
 
@@ -58,8 +56,6 @@ def moment_matching(
         return sq.mean() if reduction == "mean" else sq.sum()
 
     total = sum(
-        sum(dist(a, b) for a, b in zip(stats[i], stats[j], strict=True))
-        for i in range(num)
-        for j in range(i + 1, num)
+        sum(dist(a, b) for a, b in zip(stats[i], stats[j], strict=True)) for i in range(num) for j in range(i + 1, num)
     )
     return total / (num * (num - 1))  # type: ignore[return-value]

@@ -165,8 +165,10 @@ def multimarginal_sinkhorn(
     """
     num = cost.dim()
     if num < 2 or len(marginals) != num:
-        raise MsalignError(f"multimarginal_sinkhorn needs an M-way cost (M >= 2) and M marginals; "
-                           f"got cost shape {tuple(cost.shape)} and {len(marginals)} marginals")
+        raise MsalignError(
+            f"multimarginal_sinkhorn needs an M-way cost (M >= 2) and M marginals; "
+            f"got cost shape {tuple(cost.shape)} and {len(marginals)} marginals"
+        )
     if epsilon <= 0:
         raise MsalignError(f"multimarginal_sinkhorn: epsilon must be > 0, got {epsilon}")
     if check_every < 1:
@@ -180,8 +182,10 @@ def multimarginal_sinkhorn(
     nus = [torch.as_tensor(nu, device=cost.device).to(torch.float64).reshape(-1) for nu in marginals]
     for axis, nu in enumerate(nus):
         if nu.numel() != cost.shape[axis]:
-            raise MsalignError(f"multimarginal_sinkhorn: marginal {axis} has {nu.numel()} entries, "
-                               f"cost axis {axis} has {cost.shape[axis]}")
+            raise MsalignError(
+                f"multimarginal_sinkhorn: marginal {axis} has {nu.numel()} entries, "
+                f"cost axis {axis} has {cost.shape[axis]}"
+            )
     log_nus = [nu.clamp_min(torch.finfo(cost.dtype).tiny).log() for nu in nus]
     potentials = [cost.new_zeros(k) for k in cost.shape]
 
@@ -261,8 +265,9 @@ def joint_cost(pairwise: Mapping[tuple[int, int], Tensor], num_modalities: int) 
         seen.add((i, j))
         for axis, size in ((i, matrix.shape[0]), (j, matrix.shape[1])):
             if sizes.setdefault(axis, size) != size:
-                raise MsalignError(f"joint_cost: modality {axis} has {sizes[axis]} prototypes in one pair "
-                                   f"and {size} in another")
+                raise MsalignError(
+                    f"joint_cost: modality {axis} has {sizes[axis]} prototypes in one pair and {size} in another"
+                )
         terms.append((i, j, matrix))
     missing = sorted(set(range(num_modalities)) - sizes.keys())
     if missing:

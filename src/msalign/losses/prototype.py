@@ -63,19 +63,23 @@ def prototype_calibration(
         raise MsalignError("prototype_calibration needs (N, D) features, (N, K_i) posteriors, (K_j, D) means")
     num_i = responsibilities_i.shape[1]
     if responsibilities_i.shape[0] != features_i.shape[0] or means_j.shape[1] != features_i.shape[1]:
-        raise MsalignError(f"prototype_calibration: shapes do not match: features {tuple(features_i.shape)}, "
-                           f"posteriors {tuple(responsibilities_i.shape)}, means {tuple(means_j.shape)}")
+        raise MsalignError(
+            f"prototype_calibration: shapes do not match: features {tuple(features_i.shape)}, "
+            f"posteriors {tuple(responsibilities_i.shape)}, means {tuple(means_j.shape)}"
+        )
     if mode not in ("plan", "expected", "index"):
         raise MsalignError(f"prototype_calibration: mode must be 'plan', 'expected' or 'index', got {mode!r}")
     if coupling_ij is None or mode == "index":
         if means_j.shape[0] != num_i:
-            raise MsalignError(f"prototype_calibration: the index reading needs K_i == K_j, "
-                               f"got {num_i} and {means_j.shape[0]}")
+            raise MsalignError(
+                f"prototype_calibration: the index reading needs K_i == K_j, got {num_i} and {means_j.shape[0]}"
+            )
         targets = means_j
     else:
         if coupling_ij.shape != (num_i, means_j.shape[0]):
-            raise MsalignError(f"prototype_calibration: coupling shape {tuple(coupling_ij.shape)} != "
-                               f"({num_i}, {means_j.shape[0]})")
+            raise MsalignError(
+                f"prototype_calibration: coupling shape {tuple(coupling_ij.shape)} != ({num_i}, {means_j.shape[0]})"
+            )
         conditional = coupling_ij / coupling_ij.sum(-1, keepdim=True).clamp_min(torch.finfo(coupling_ij.dtype).tiny)
         if mode == "expected":
             dist = (features_i[:, None] - means_j[None]).square().sum(-1)  # (N, K_j)

@@ -84,8 +84,9 @@ class MSAModel(nn.Module):
         when :attr:`mining` is not None."""
         raise NotImplementedError(f"model {self.name} asks for mining but defines no mining_embedding")
 
-    def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor],
-                contrast: ContrastBatch | None = None) -> ModelOutput:  # pragma: no cover
+    def forward(
+        self, features: dict[str, Tensor], masks: dict[str, Tensor], contrast: ContrastBatch | None = None
+    ) -> ModelOutput:  # pragma: no cover
         """Prediction and weighted auxiliary losses. ``contrast``: the mined samples of a training batch,
         passed only when :attr:`mining` is not None (a model without mining may leave the argument out)."""
         raise NotImplementedError

@@ -83,8 +83,9 @@ def describe_fields(config: Any, section: str) -> list[tuple[str, str, str, str]
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         default = ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
-        rows.append((f"{section}.{f.name}" if section == "train" else f.name, type_name(hints[f.name]),
-                     default, docs[f.name]))
+        rows.append(
+            (f"{section}.{f.name}" if section == "train" else f.name, type_name(hints[f.name]), default, docs[f.name])
+        )
     return rows
 
 

@@ -87,8 +87,10 @@ class DashFusionConfig:
         if self.fusion not in FUSIONS:
             raise MsalignError(f"dashfusion: fusion {self.fusion!r} is not one of {', '.join(FUSIONS)}")
         if self.bottleneck_source not in BOTTLENECK_SOURCES:
-            raise MsalignError(f"dashfusion: bottleneck_source {self.bottleneck_source!r} is not one of "
-                               f"{', '.join(BOTTLENECK_SOURCES)}")
+            raise MsalignError(
+                f"dashfusion: bottleneck_source {self.bottleneck_source!r} is not one of "
+                f"{', '.join(BOTTLENECK_SOURCES)}"
+            )
         if self.summary not in ("first", "mean"):
             raise MsalignError(f"dashfusion: summary {self.summary!r} is not 'first' or 'mean'")
         if self.width % self.heads:
@@ -111,8 +113,17 @@ class TextProjection(nn.Module):
 class ClsTransformerEncoder(nn.Module):
     """Audio / vision encoder: Linear, a learned CLS token in front, learned positions, post-LN layers."""
 
-    def __init__(self, modality: str, in_dim: int, width: int, heads: int, ff_width: int, layers: int,
-                 max_length: int, dropout: float):
+    def __init__(
+        self,
+        modality: str,
+        in_dim: int,
+        width: int,
+        heads: int,
+        ff_width: int,
+        layers: int,
+        max_length: int,
+        dropout: float,
+    ):
         super().__init__()
         self.modality = modality
         self.project = nn.Linear(in_dim, width)
@@ -123,8 +134,10 @@ class ClsTransformerEncoder(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         if x.shape[1] + 1 > self.positions.shape[1]:
-            raise MsalignError(f"dashfusion: {self.modality} sequence of length {x.shape[1]} exceeds max_length "
-                               f"{self.positions.shape[1] - 1} (raise it with --set max_length=N)")
+            raise MsalignError(
+                f"dashfusion: {self.modality} sequence of length {x.shape[1]} exceeds max_length "
+                f"{self.positions.shape[1] - 1} (raise it with --set max_length=N)"
+            )
         hidden = torch.cat([repeat(self.cls, "1 1 d -> b 1 d", b=len(x)), self.project(x)], dim=1)
         hidden = self.dropout(hidden + self.positions[:, : hidden.shape[1]])
         mask = torch.cat([mask.new_ones(len(mask), 1), mask], dim=1)
@@ -168,8 +181,9 @@ class ConcatFusion(Fusion):
         self.modalities = modalities
 
     def forward(self, encoded: Encoded) -> Sequences:
-        return [(encoded.aligned, encoded.aligned_mask)] + [(encoded.sequences[m], encoded.masks[m])
-                                                            for m in self.modalities]
+        return [(encoded.aligned, encoded.aligned_mask)] + [
+            (encoded.sequences[m], encoded.masks[m]) for m in self.modalities
+        ]
 
 
 class ConcatSelfAttentionFusion(Fusion):
@@ -201,8 +215,9 @@ class MultiCrossAttention(nn.Module):
         super().__init__()
         self.attend = nn.ModuleDict({m: Attention(width, heads) for m in modalities})
         self.norm_attention = nn.LayerNorm(width)
-        self.feed_forward = nn.Sequential(nn.Linear(width, ff_width), nn.ReLU(), Dropout(dropout),
-                                          nn.Linear(ff_width, width))
+        self.feed_forward = nn.Sequential(
+            nn.Linear(width, ff_width), nn.ReLU(), Dropout(dropout), nn.Linear(ff_width, width)
+        )
         self.norm_ff = nn.LayerNorm(width)
         self.dropout = Dropout(dropout)
 
@@ -221,8 +236,9 @@ class CrossAttentionFusion(Fusion):
     def __init__(self, modalities: tuple[str, ...], width: int, heads: int, ff_width: int, layers: int, dropout: float):
         super().__init__()
         self.modalities = modalities
-        self.layers = nn.ModuleList(MultiCrossAttention(modalities, width, heads, ff_width, dropout)
-                                    for _ in range(layers))
+        self.layers = nn.ModuleList(
+            MultiCrossAttention(modalities, width, heads, ff_width, dropout) for _ in range(layers)
+        )
 
     def forward(self, encoded: Encoded) -> Sequences:
         fused = encoded.aligned
@@ -241,15 +257,26 @@ class BottleneckFusion(Fusion):
     ``learned_start`` (Table IV's "w/o dual-stream alignment": randomly initialised tokens).
     """
 
-    def __init__(self, modalities: tuple[str, ...], width: int, heads: int, ff_width: int, layers: int,
-                 tokens: int, hierarchical: bool, learned_start: bool, dropout: float):
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        width: int,
+        heads: int,
+        ff_width: int,
+        layers: int,
+        tokens: int,
+        hierarchical: bool,
+        learned_start: bool,
+        dropout: float,
+    ):
         super().__init__()
         self.modalities = modalities
         self.sizes = [max(1, tokens // 2**level) if hierarchical else tokens for level in range(layers)]
         self.start_tokens = nn.Parameter(torch.randn(1, tokens, width) * 0.02) if learned_start else None
         self.select = nn.ModuleList(PostNormBlock(width, heads, ff_width, dropout) for _ in range(layers))
-        self.gather = nn.ModuleList(MultiCrossAttention(modalities, width, heads, ff_width, dropout)
-                                    for _ in range(layers))
+        self.gather = nn.ModuleList(
+            MultiCrossAttention(modalities, width, heads, ff_width, dropout) for _ in range(layers)
+        )
         self.scatter = nn.ModuleList(
             nn.ModuleDict({m: PostNormBlock(width, heads, ff_width, dropout) for m in modalities})
             for _ in range(layers)
@@ -275,16 +302,18 @@ class BottleneckFusion(Fusion):
 class DashFusion(MSAModel):
     name = "dashfusion"
     Config = DashFusionConfig
-    search_space = TRAIN_SPACE + SearchSpace((
-        CategoricalParam("model.width", (64, 128)),  # both divisible by the 8 heads
-        CategoricalParam("model.encoder_layers", (1, 2)),
-        CategoricalParam("model.fusion_layers", (1, 2, 3)),
-        CategoricalParam("model.bottleneck_tokens", (4, 8, 16)),
-        FloatParam("model.contrastive_weight", 0.02, 0.5, log=True),
-        FloatParam("model.temperature", 0.1, 1.0, log=True),
-        CategoricalParam("model.summary", ("first", "mean")),
-        FloatParam("model.dropout", 0.0, 0.4),
-    ))
+    search_space = TRAIN_SPACE + SearchSpace(
+        (
+            CategoricalParam("model.width", (64, 128)),  # both divisible by the 8 heads
+            CategoricalParam("model.encoder_layers", (1, 2)),
+            CategoricalParam("model.fusion_layers", (1, 2, 3)),
+            CategoricalParam("model.bottleneck_tokens", (4, 8, 16)),
+            FloatParam("model.contrastive_weight", 0.02, 0.5, log=True),
+            FloatParam("model.temperature", 0.1, 1.0, log=True),
+            CategoricalParam("model.summary", ("first", "mean")),
+            FloatParam("model.dropout", 0.0, 0.4),
+        )
+    )
     required_modalities = ("text",)
     min_modalities = 2
 
@@ -294,8 +323,9 @@ class DashFusion(MSAModel):
         self.nonverbal = tuple(m for m in self.modalities if m != "text")
         self.encoders = nn.ModuleDict({"text": TextProjection(dims["text"], c.width)})
         for m in self.nonverbal:
-            self.encoders[m] = ClsTransformerEncoder(m, dims[m], c.width, c.heads, c.ff_width, c.encoder_layers,
-                                                     c.max_length, c.dropout)
+            self.encoders[m] = ClsTransformerEncoder(
+                m, dims[m], c.width, c.heads, c.ff_width, c.encoder_layers, c.max_length, c.dropout
+            )
         self.temporal = nn.ModuleDict({m: Attention(c.width, c.heads) for m in self.nonverbal}) if c.temporal else None
         self.temporal_dropout = Dropout(c.dropout)
         self.fusion = self._build_fusion(c)
@@ -314,8 +344,9 @@ class DashFusion(MSAModel):
             return ConcatSelfAttentionFusion(*args, c.dropout)
         if c.fusion == "ca":
             return CrossAttentionFusion(*args, c.dropout)
-        return BottleneckFusion(*args, c.bottleneck_tokens, c.fusion == "hbf", c.bottleneck_source == "learned",
-                                c.dropout)
+        return BottleneckFusion(
+            *args, c.bottleneck_tokens, c.fusion == "hbf", c.bottleneck_source == "learned", c.dropout
+        )
 
     @property
     def mining(self) -> MiningSpec | None:
@@ -343,8 +374,9 @@ class DashFusion(MSAModel):
         """The features the sampler compares (cosine): the pooled aligned H, which carries every modality."""
         return self.encode(features, masks).pooled()["aligned"]
 
-    def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor],
-                contrast: ContrastBatch | None = None) -> ModelOutput:
+    def forward(
+        self, features: dict[str, Tensor], masks: dict[str, Tensor], contrast: ContrastBatch | None = None
+    ) -> ModelOutput:
         encoded = self.encode(features, masks)
         fused = self.fusion(encoded)
         if self.config.summary == "first":
@@ -368,8 +400,9 @@ class DashFusion(MSAModel):
                 anchors = len(prediction)
                 for kind, anchor in pooled.items():
                     candidates = mined[kind].reshape(anchors, -1, anchor.shape[-1])
-                    scl = supervised_contrastive_loss(anchor, candidates, contrast.positive, contrast.valid,
-                                                      c.temperature)
+                    scl = supervised_contrastive_loss(
+                        anchor, candidates, contrast.positive, contrast.valid, c.temperature
+                    )
                     diagnostics[f"scl_{kind}"] = scl.detach()
                     terms.append(scl)
             if terms:

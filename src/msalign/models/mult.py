@@ -52,25 +52,28 @@ class MulT(MSAModel):
     name = "mult"
     Config = MulTConfig
     min_modalities = 2
-    search_space = TRAIN_SPACE + SearchSpace((
-        CategoricalParam("model.width", (32, 40, 64)),  # all divisible by the 8 heads
-        CategoricalParam("model.layers", (2, 3, 4, 5)),
-        CategoricalParam("model.self_layers", (1, 2, 3)),
-        CategoricalParam("model.kernel_size", (1, 3)),
-        FloatParam("model.dropout", 0.0, 0.4),
-        FloatParam("model.attn_dropout", 0.0, 0.3),
-        FloatParam("model.embed_dropout", 0.0, 0.4),
-        FloatParam("model.head_dropout", 0.0, 0.5),
-        FloatParam("train.text_dropout", 0.0, 0.3),  # MulT's dropout on the text features
-    ))
+    search_space = TRAIN_SPACE + SearchSpace(
+        (
+            CategoricalParam("model.width", (32, 40, 64)),  # all divisible by the 8 heads
+            CategoricalParam("model.layers", (2, 3, 4, 5)),
+            CategoricalParam("model.self_layers", (1, 2, 3)),
+            CategoricalParam("model.kernel_size", (1, 3)),
+            FloatParam("model.dropout", 0.0, 0.4),
+            FloatParam("model.attn_dropout", 0.0, 0.3),
+            FloatParam("model.embed_dropout", 0.0, 0.4),
+            FloatParam("model.head_dropout", 0.0, 0.5),
+            FloatParam("train.text_dropout", 0.0, 0.3),  # MulT's dropout on the text features
+        )
+    )
 
     def __init__(self, config: MulTConfig, dims: dict[str, int], output_dim: int):
         super().__init__(config, dims, output_dim)
         c = config
         self.project = nn.ModuleDict({m: TemporalProjection(dims[m], c.width, c.kernel_size) for m in self.modalities})
         self.embed_dropout = Dropout(c.embed_dropout)
-        self.transformer = MultimodalTransformer(self.modalities, c.width, c.heads, c.layers, c.self_layers,
-                                                 c.dropout, c.attn_dropout)
+        self.transformer = MultimodalTransformer(
+            self.modalities, c.width, c.heads, c.layers, c.self_layers, c.dropout, c.attn_dropout
+        )
         total = self.transformer.output_width * len(self.modalities)
         self.head_in = nn.Sequential(
             nn.Linear(total, total), nn.GELU(), Dropout(c.head_dropout), nn.Linear(total, total)

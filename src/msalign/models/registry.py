@@ -43,8 +43,10 @@ def build_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
     known = {f.name for f in dataclasses.fields(cls.Config)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise MsalignError(f"model {name}: unknown config key {unknown[0]!r}{suggest(unknown[0], sorted(known))}; "
-                           f"'msalign models {name}' lists the keys")
+        raise MsalignError(
+            f"model {name}: unknown config key {unknown[0]!r}{suggest(unknown[0], sorted(known))}; "
+            f"'msalign models {name}' lists the keys"
+        )
     return cls.Config(**overrides)
 
 

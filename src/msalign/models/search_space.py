@@ -115,8 +115,11 @@ class SearchSpace:
 
     def active(self, model_config: Any, train_config: Any) -> SearchSpace:
         """The parameters searched from this starting configuration (``requires`` keys that are true)."""
-        return SearchSpace(tuple(p for p in self.params
-                                 if p.requires is None or bool(read_key(p.requires, model_config, train_config))))
+        return SearchSpace(
+            tuple(
+                p for p in self.params if p.requires is None or bool(read_key(p.requires, model_config, train_config))
+            )
+        )
 
     def without(self, keys: list[str] | set[str]) -> SearchSpace:
         """The space minus ``keys`` (keys the user fixed with ``--set``)."""
@@ -152,13 +155,15 @@ def apply_params(
 
 
 # the training keys every model searches (a model may add its own training keys after these)
-TRAIN_SPACE = SearchSpace((
-    FloatParam("train.lr", 5e-5, 3e-3, log=True),
-    FloatParam("train.weight_decay", 1e-6, 1e-2, log=True),
-    CategoricalParam("train.batch_size", (16, 32, 64)),
-    CategoricalParam("train.loss", ("mse", "l1")),  # l1 optimises MAE, the regression selection metric
-    FloatParam("train.text_lr", 1e-5, 2e-4, log=True, requires="train.finetune_text"),
-))
+TRAIN_SPACE = SearchSpace(
+    (
+        FloatParam("train.lr", 5e-5, 3e-3, log=True),
+        FloatParam("train.weight_decay", 1e-6, 1e-2, log=True),
+        CategoricalParam("train.batch_size", (16, 32, 64)),
+        CategoricalParam("train.loss", ("mse", "l1")),  # l1 optimises MAE, the regression selection metric
+        FloatParam("train.text_lr", 1e-5, 2e-4, log=True, requires="train.finetune_text"),
+    )
+)
 
 
 __all__ = [

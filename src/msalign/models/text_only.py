@@ -37,13 +37,15 @@ class TextOnly(MSAModel):
     Config = TextOnlyConfig
     supported_modalities = ("text",)
     required_modalities = ("text",)
-    search_space = TRAIN_SPACE + SearchSpace((
-        CategoricalParam("model.width", (32, 64, 128)),
-        CategoricalParam("model.layers", (1, 2, 3)),
-        FloatParam("model.dropout", 0.0, 0.4),
-        CategoricalParam("model.head_hidden", (32, 64, 128)),
-        CategoricalParam("model.kernel_size", (1, 3)),
-    ))
+    search_space = TRAIN_SPACE + SearchSpace(
+        (
+            CategoricalParam("model.width", (32, 64, 128)),
+            CategoricalParam("model.layers", (1, 2, 3)),
+            FloatParam("model.dropout", 0.0, 0.4),
+            CategoricalParam("model.head_hidden", (32, 64, 128)),
+            CategoricalParam("model.kernel_size", (1, 3)),
+        )
+    )
 
     def __init__(self, config: TextOnlyConfig, dims: dict[str, int], output_dim: int):
         super().__init__(config, dims, output_dim)

@@ -35,8 +35,9 @@ from msalign.errors import MsalignError
 from msalign.models.base import MSAModel
 
 
-def register_standardisation(module: nn.Module, standardize: dict[str, Any] | None, width: int, encoder: str,
-                             what: str) -> None:
+def register_standardisation(
+    module: nn.Module, standardize: dict[str, Any] | None, width: int, encoder: str, what: str
+) -> None:
     """The train-split standardisation of the frozen text features as ``module.mean`` / ``module.std``
     buffers, so a tuned encoder's first output equals the frozen features. persistent=False: they
     are rebuilt from the checkpoint's metadata, not stored twice."""
@@ -44,8 +45,10 @@ def register_standardisation(module: nn.Module, standardize: dict[str, Any] | No
     if standardize:
         mean, std = torch.tensor(standardize["mean"]), torch.tensor(standardize["std"])
         if mean.shape != (width,) or std.shape != (width,):
-            raise MsalignError(f"{what}: standardisation statistics of width {tuple(mean.shape)} do not "
-                               f"fit encoder {encoder!r} of width {width}")
+            raise MsalignError(
+                f"{what}: standardisation statistics of width {tuple(mean.shape)} do not "
+                f"fit encoder {encoder!r} of width {width}"
+            )
     module.register_buffer("mean", mean, persistent=False)
     module.register_buffer("std", std, persistent=False)
 
@@ -56,8 +59,9 @@ class TunedTextEncoder(nn.Module):
     mean: Tensor  # buffers set by register_standardisation
     std: Tensor
 
-    def __init__(self, encoder: str, max_length: int, standardize: dict[str, Any] | None = None,
-                 cache_dir: str | None = None):
+    def __init__(
+        self, encoder: str, max_length: int, standardize: dict[str, Any] | None = None, cache_dir: str | None = None
+    ):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer  # heavy: loaded only when text is fine-tuned
 
@@ -71,14 +75,18 @@ class TunedTextEncoder(nn.Module):
         register_standardisation(self, standardize, self.transformer.config.hidden_size, encoder, "text fine-tuning")
 
     def metadata(self) -> dict[str, Any]:
-        return {"encoder": self.encoder_name, "max_length": self.max_length,
-                "standardize": {"mean": self.mean.tolist(), "std": self.std.tolist()}}
+        return {
+            "encoder": self.encoder_name,
+            "max_length": self.max_length,
+            "standardize": {"mean": self.mean.tolist(), "std": self.std.tolist()},
+        }
 
     def forward(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         """(features (B, L, D) zero at padding, mask (B, L)), L <= max_length, [CLS]/[SEP] included."""
         device = self.mean.device
-        tokens = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                                return_tensors="pt")
+        tokens = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         tokens = {k: v.to(device) for k, v in tokens.items()}
         hidden = self.transformer(**tokens).last_hidden_state
         mask = tokens["attention_mask"].bool()
@@ -112,8 +120,16 @@ class TopLayersTextEncoder(nn.Module):
     mean: Tensor  # buffers set by register_standardisation
     std: Tensor
 
-    def __init__(self, encoder: str, max_length: int, layers: int, standardize: dict[str, Any] | None = None,
-                 cache_dir: str | None = None, identity: str | None = None, disk_cache: bool = True):
+    def __init__(
+        self,
+        encoder: str,
+        max_length: int,
+        layers: int,
+        standardize: dict[str, Any] | None = None,
+        cache_dir: str | None = None,
+        identity: str | None = None,
+        disk_cache: bool = True,
+    ):
         super().__init__()
         from transformers import AutoModel  # heavy: loaded only when text is fine-tuned
 
@@ -121,18 +137,21 @@ class TopLayersTextEncoder(nn.Module):
         probe = TextEncoder(encoder, max_length, cache_dir=cache_dir, cache=False)
         total = probe.num_layers
         if total is None or not 1 <= int(layers) <= total:
-            raise MsalignError(f"train.finetune_layers={layers}: text encoder {encoder!r} has {total} layers; "
-                               f"choose 1..{total}")
+            raise MsalignError(
+                f"train.finetune_layers={layers}: text encoder {encoder!r} has {total} layers; choose 1..{total}"
+            )
         if identity is not None and probe.identity != identity:
-            raise MsalignError(f"text encoder {encoder!r}: the local encoder is {probe.identity!r}, the checkpoint's "
-                               f"tuned layers sit on {identity!r}")
+            raise MsalignError(
+                f"text encoder {encoder!r}: the local encoder is {probe.identity!r}, the checkpoint's "
+                f"tuned layers sit on {identity!r}"
+            )
         self.encoder_name, self.max_length, self.layers, self.label = encoder, int(max_length), int(layers), probe.label
         self.identity = probe.identity
         # the frozen lower part; a plain attribute, so it is neither trained nor saved
         self.lower = TextEncoder(encoder, max_length, cache_dir=cache_dir, cache=disk_cache, layers=total - self.layers)
         top = AutoModel.from_pretrained(probe.path, local_files_only=True).float()
         top.embeddings = _PassThrough()
-        top.encoder.layer = nn.ModuleList(encoder_layers(top, encoder)[total - self.layers:])
+        top.encoder.layer = nn.ModuleList(encoder_layers(top, encoder)[total - self.layers :])
         top.pooler = None  # our models read the token sequence; the pooler would only cost time
         for name, p in top.named_parameters():
             p.requires_grad_(name.startswith("encoder.layer."))
@@ -141,8 +160,13 @@ class TopLayersTextEncoder(nn.Module):
         self._states: dict[str, Tensor] = {}  # text_key -> (length, D) hidden state after the lower layers
 
     def metadata(self) -> dict[str, Any]:
-        return {"encoder": self.encoder_name, "max_length": self.max_length, "finetune_layers": self.layers,
-                "identity": self.identity, "standardize": {"mean": self.mean.tolist(), "std": self.std.tolist()}}
+        return {
+            "encoder": self.encoder_name,
+            "max_length": self.max_length,
+            "finetune_layers": self.layers,
+            "identity": self.identity,
+            "standardize": {"mean": self.mean.tolist(), "std": self.std.tolist()},
+        }
 
     def prefill(self, texts: list[str]) -> None:
         """Run the frozen lower layers once over ``texts`` (batched by length, disk-cached)."""
@@ -172,13 +196,20 @@ def check_text_tuning(train_config: Any) -> None:
     if k < 0:
         raise MsalignError(f"train.finetune_layers={k}: must be 0 (off) or the number of top layers to tune")
     if k and train_config.finetune_text:
-        raise MsalignError("train.finetune_layers and train.finetune_text: set one (finetune_text tunes the whole "
-                           "encoder end to end, finetune_layers=k only its top k layers)")
+        raise MsalignError(
+            "train.finetune_layers and train.finetune_text: set one (finetune_text tunes the whole "
+            "encoder end to end, finetune_layers=k only its top k layers)"
+        )
 
 
-def attach_text_encoder(model: nn.Module, dataset_spec: FeatureSpec, source: str,
-                        cache_dir: str | None = None, finetune_layers: int = 0,
-                        texts: list[str] | None = None) -> nn.Module:
+def attach_text_encoder(
+    model: nn.Module,
+    dataset_spec: FeatureSpec,
+    source: str,
+    cache_dir: str | None = None,
+    finetune_layers: int = 0,
+    texts: list[str] | None = None,
+) -> nn.Module:
     """Attach a trainable copy of the dataset's text encoder to ``model`` (as ``model.text_encoder``):
     the whole encoder, or with ``finetune_layers=k`` its top k layers over cached lower states
     (``texts``: the transcripts to run the lower layers on now, e.g. every split's)."""
@@ -193,14 +224,22 @@ def attach_text_encoder(model: nn.Module, dataset_spec: FeatureSpec, source: str
             "fine-tuning needs a feature directory whose text is encoded from label.csv transcripts"
         )
     if "text" in (options.group_standardize or {}):
-        raise MsalignError(f"{key}: dataset {source} group-standardises its text features, which a tuned encoder "
-                           "would not reproduce; group-standardise only the other modalities")
+        raise MsalignError(
+            f"{key}: dataset {source} group-standardises its text features, which a tuned encoder "
+            "would not reproduce; group-standardise only the other modalities"
+        )
     standardize = options.standardize or {}
     stats = standardize.get("text") if isinstance(standardize, dict) else None
     encoder: nn.Module
     if finetune_layers:
-        encoder = TopLayersTextEncoder(options.text_encoder, _or(options.max_text_len, 50), finetune_layers,
-                                       stats, cache_dir, identity=text.encoder)
+        encoder = TopLayersTextEncoder(
+            options.text_encoder,
+            _or(options.max_text_len, 50),
+            finetune_layers,
+            stats,
+            cache_dir,
+            identity=text.encoder,
+        )
         if texts:
             encoder.prefill(texts)
     else:
@@ -217,8 +256,13 @@ def _or(value: Any, default: Any) -> Any:
 def rebuild_text_encoder(model: nn.Module, meta: dict[str, Any]) -> None:
     """Re-attach a checkpoint's fine-tuned encoder (its weights come with the checkpoint's state)."""
     if meta.get("finetune_layers"):
-        model.text_encoder = TopLayersTextEncoder(meta["encoder"], meta["max_length"], meta["finetune_layers"],
-                                                  meta.get("standardize"), identity=meta.get("identity"))
+        model.text_encoder = TopLayersTextEncoder(
+            meta["encoder"],
+            meta["max_length"],
+            meta["finetune_layers"],
+            meta.get("standardize"),
+            identity=meta.get("identity"),
+        )
     else:
         model.text_encoder = TunedTextEncoder(meta["encoder"], meta["max_length"], meta.get("standardize"))
 

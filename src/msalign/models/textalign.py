@@ -101,14 +101,16 @@ def straight_through_top_k(scores: Tensor, mask: Tensor, k: int, temperature: fl
 class TextAlign(MSAModel):
     name = "textalign"
     Config = TextAlignConfig
-    search_space = TRAIN_SPACE + SearchSpace((
-        CategoricalParam("model.width", (64, 128, 256)),  # all divisible by the 4 heads
-        CategoricalParam("model.layers", (0, 1, 2)),
-        FloatParam("model.dropout", 0.0, 0.4),
-        CategoricalParam("model.head_hidden", (64, 128, 256)),
-        CategoricalParam("model.top_k", (8, 16, 32)),
-        FloatParam("model.uniformity_weight", 0.01, 0.5, log=True),
-    ))
+    search_space = TRAIN_SPACE + SearchSpace(
+        (
+            CategoricalParam("model.width", (64, 128, 256)),  # all divisible by the 4 heads
+            CategoricalParam("model.layers", (0, 1, 2)),
+            FloatParam("model.dropout", 0.0, 0.4),
+            CategoricalParam("model.head_hidden", (64, 128, 256)),
+            CategoricalParam("model.top_k", (8, 16, 32)),
+            FloatParam("model.uniformity_weight", 0.01, 0.5, log=True),
+        )
+    )
     supported_modalities = ("text",)
     required_modalities = ("text",)
 

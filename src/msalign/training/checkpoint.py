@@ -116,12 +116,19 @@ def check_meta(info: dict[str, Any], path: str | Path) -> None:
         if not isinstance(tuning.get("encoder"), str) or not tuning["encoder"]:
             raise _meta_error(path, "text_tuning.encoder", tuning.get("encoder"), "expected an encoder name or folder")
         if not _positive_int(tuning.get("max_length"), 1 << 16):
-            raise _meta_error(path, "text_tuning.max_length", tuning.get("max_length"), "expected an integer from 1 to 65536")
+            raise _meta_error(
+                path, "text_tuning.max_length", tuning.get("max_length"), "expected an integer from 1 to 65536"
+            )
         stats = tuning.get("standardize")
         if stats is not None and not (
-            isinstance(stats, dict) and all(isinstance(stats.get(k), list) and len(stats[k]) <= MAX_DIM
-                                            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in stats[k])
-                                            for k in ("mean", "std"))):
+            isinstance(stats, dict)
+            and all(
+                isinstance(stats.get(k), list)
+                and len(stats[k]) <= MAX_DIM
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in stats[k])
+                for k in ("mean", "std")
+            )
+        ):
             raise _meta_error(path, "text_tuning.standardize", stats, "expected lists 'mean' and 'std' of numbers")
     if info.get("task", "regression") not in ("regression", "classification"):
         raise _meta_error(path, "task", info.get("task"), "expected regression or classification")
@@ -133,8 +140,9 @@ def check_meta(info: dict[str, Any], path: str | Path) -> None:
 def checkpoint_feature_spec(info: dict[str, Any], path: str | Path = "") -> FeatureSpec:
     """The feature spec a checkpoint's metadata records (the empty spec when it records none); a wrong
     nested object is one line naming the file and key, e.g. ``feature_spec.options``."""
-    return FeatureSpec.from_json(info.get("feature_spec"),
-                                 error=lambda key, value, want: _meta_error(path, key, value, want))
+    return FeatureSpec.from_json(
+        info.get("feature_spec"), error=lambda key, value, want: _meta_error(path, key, value, want)
+    )
 
 
 def _model_config(info: dict[str, Any], path: str | Path) -> Any:
@@ -161,8 +169,10 @@ def _check_model_size(info: dict[str, Any], config: Any, path: str | Path) -> No
     check_alloc(nbytes, f"checkpoint {path}: metadata (model_config, dims)")
     size = Path(path).stat().st_size
     if nbytes > 4 * size + (1 << 20):  # far more than the file: a near miss is load_state_dict's to name
-        raise MsalignError(f"checkpoint {path}: metadata describes a model of {nbytes:,} bytes of weights, "
-                           f"the file holds {size:,} bytes (tampered metadata or another model's file)")
+        raise MsalignError(
+            f"checkpoint {path}: metadata describes a model of {nbytes:,} bytes of weights, "
+            f"the file holds {size:,} bytes (tampered metadata or another model's file)"
+        )
 
 
 def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[MSAModel, dict[str, Any]]:
@@ -207,7 +217,8 @@ def check_feature_spec(info: dict[str, Any], dataset_spec: FeatureSpec, dims: di
     # where the data came from and how much of it do not change the features; the describer is
     # pinned by the descriptions file's sha256 in modalities.text.descriptions
     differs = checkpoint_feature_spec(info, path).difference(
-        dataset_spec, ignore=("source", "n_train", "n_valid", "n_test", "describer"))
+        dataset_spec, ignore=("source", "n_train", "n_valid", "n_test", "describer")
+    )
     if differs is not None:
         key, trained, data = differs
         raise MsalignError(f"checkpoint {path}: trained on feature spec {key}={trained!r}, the data has {key}={data!r}")

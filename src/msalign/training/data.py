@@ -60,15 +60,20 @@ def default_device() -> torch.device:
 
 def batch_to_device(batch: dict, device: torch.device | str) -> dict:
     """The batch with its feature and mask tensors on ``device`` (labels, index and texts stay)."""
-    return {**batch, "features": {m: x.to(device) for m, x in batch["features"].items()},
-            "masks": {m: x.to(device) for m, x in batch["masks"].items()}}
+    return {
+        **batch,
+        "features": {m: x.to(device) for m, x in batch["features"].items()},
+        "masks": {m: x.to(device) for m, x in batch["masks"].items()},
+    }
 
 
 class MSADataModule(L.LightningDataModule):
     """Loaders over a dataset's splits for the Trainer: training rows shuffled by ``seed``, validation
     and test rows in split order."""
 
-    def __init__(self, dataset: MultimodalDataset, modalities: tuple[str, ...], batch_size: int, seed: int, num_workers: int = 0):
+    def __init__(
+        self, dataset: MultimodalDataset, modalities: tuple[str, ...], batch_size: int, seed: int, num_workers: int = 0
+    ):
         super().__init__()
         self.dataset = dataset
         self.modalities = modalities
@@ -113,8 +118,9 @@ class MSADataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
 
-def eval_loader(dataset: MultimodalDataset, modalities: tuple[str, ...], split: str,
-                batch_size: int = EVAL_BATCH_SIZE) -> DataLoader:
+def eval_loader(
+    dataset: MultimodalDataset, modalities: tuple[str, ...], split: str, batch_size: int = EVAL_BATCH_SIZE
+) -> DataLoader:
     """The rows of ``split`` in split order, unshuffled, in batches of ``batch_size``: for scoring a
     model outside a Trainer (:func:`msalign.training.module.predict_split`)."""
     return MSADataModule(dataset, modalities, batch_size, seed=0)._loader(split, shuffle=False)

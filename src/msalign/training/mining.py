@@ -33,8 +33,9 @@ from msalign.training.data import batch_to_device, collate_rows
 class HardNegativeSampler:
     """Candidate pools over ``split`` (refreshed by :meth:`refresh`) and per-batch draws (:meth:`draw`)."""
 
-    def __init__(self, spec: MiningSpec, split: Split, modalities: tuple[str, ...], task: str, seed: int,
-                 batch_size: int = 256):
+    def __init__(
+        self, spec: MiningSpec, split: Split, modalities: tuple[str, ...], task: str, seed: int, batch_size: int = 256
+    ):
         self.spec = spec
         self.split = split
         self.modalities = modalities

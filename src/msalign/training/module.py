@@ -52,8 +52,9 @@ class MSALightningModule(L.LightningModule):
         if spec is not None and datamodule is not None:
             dataset = datamodule.dataset
             # torch's seed is the run's seed here (seed_everything), so the draws are reproducible
-            self.sampler = HardNegativeSampler(spec, dataset.split("train"), self.model.modalities, dataset.task,
-                                               torch.initial_seed())
+            self.sampler = HardNegativeSampler(
+                spec, dataset.split("train"), self.model.modalities, dataset.task, torch.initial_seed()
+            )
             if self._resumed is not None and self._resumed.get("sampler") is not None:
                 self.sampler.load_state_dict(self._resumed["sampler"])
 
@@ -66,7 +67,11 @@ class MSALightningModule(L.LightningModule):
             "history": self.history,
             "rng": {
                 "torch": torch.get_rng_state(),
-                "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *map(float, numpy_state[2:])],
+                "numpy": [
+                    numpy_state[0],
+                    torch.from_numpy(numpy_state[1].astype(np.int64)),
+                    *map(float, numpy_state[2:]),
+                ],
                 "python": random.getstate(),
             },
             "sampler": self.sampler.state_dict() if self.sampler is not None else None,
@@ -114,8 +119,9 @@ class MSALightningModule(L.LightningModule):
 
     def _collect(self, stage: str, batch: dict) -> None:
         output = self(batch)
-        self._outputs[stage].append((batch["index"].to(self.device), output.prediction.detach().float(),
-                                     batch["labels"].detach()))
+        self._outputs[stage].append(
+            (batch["index"].to(self.device), output.prediction.detach().float(), batch["labels"].detach())
+        )
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._collect("valid", batch)
@@ -134,7 +140,9 @@ class MSALightningModule(L.LightningModule):
         self._outputs[stage] = []
         if not outputs and self.trainer.world_size == 1:
             return None
-        index = torch.cat([i for i, _, _ in outputs]) if outputs else torch.zeros(0, dtype=torch.long, device=self.device)
+        index = (
+            torch.cat([i for i, _, _ in outputs]) if outputs else torch.zeros(0, dtype=torch.long, device=self.device)
+        )
         preds = torch.cat([p for _, p, _ in outputs]) if outputs else torch.zeros(0, device=self.device)
         labels = torch.cat([t for _, _, t in outputs]) if outputs else torch.zeros(0, device=self.device)
         if self.trainer.world_size > 1:
@@ -194,7 +202,9 @@ class MSALightningModule(L.LightningModule):
         if c.scheduler != "plateau":
             raise MsalignError(f"train.scheduler: unknown scheduler {c.scheduler!r}; use plateau or none")
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=self.monitor_mode, factor=c.plateau_factor,
+            optimizer,
+            mode=self.monitor_mode,
+            factor=c.plateau_factor,
             patience=max(1, c.patience // 3) if c.plateau_patience is None else c.plateau_patience,
         )
         return {

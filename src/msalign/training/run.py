@@ -119,7 +119,7 @@ def relocate(checkpoint: dict, dirpath: Path) -> dict:
 
         def moved(value: Any) -> Any:
             if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
-                return new + value[len(old):]
+                return new + value[len(old) :]
             return value
 
         state["dirpath"] = new
@@ -139,12 +139,20 @@ def _trainer(train_config: TrainConfig, **options: Any) -> L.Trainer:
         if getattr(c, key) < 1:
             raise MsalignError(f"train.{key} {getattr(c, key)}: must be at least 1")
     try:
-        return L.Trainer(accelerator=c.accelerator, devices=c.devices, strategy=c.strategy, num_nodes=c.num_nodes,
-                         precision=c.precision, **options)
+        return L.Trainer(
+            accelerator=c.accelerator,
+            devices=c.devices,
+            strategy=c.strategy,
+            num_nodes=c.num_nodes,
+            precision=c.precision,
+            **options,
+        )
     except (MisconfigurationException, ValueError, RuntimeError) as error:
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise MsalignError(f"train.accelerator {c.accelerator!r}, train.devices {c.devices}, train.strategy "
-                           f"{c.strategy!r}, train.precision {c.precision!r}: {detail}") from None
+        raise MsalignError(
+            f"train.accelerator {c.accelerator!r}, train.devices {c.devices}, train.strategy "
+            f"{c.strategy!r}, train.precision {c.precision!r}: {detail}"
+        ) from None
 
 
 def check_logger(kind: str) -> None:
@@ -152,8 +160,10 @@ def check_logger(kind: str) -> None:
     if kind not in ("none", "csv", "tensorboard"):
         raise MsalignError(f"train.logger {kind!r}: expected none, csv or tensorboard")
     if kind == "tensorboard" and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
-        raise MsalignError("--logger tensorboard: the tensorboard package is not installed (pip install tensorboard); "
-                           "--logger csv needs nothing")
+        raise MsalignError(
+            "--logger tensorboard: the tensorboard package is not installed (pip install tensorboard); "
+            "--logger csv needs nothing"
+        )
 
 
 def make_logger(kind: str, seed_dir: Path):
@@ -194,14 +204,26 @@ def train_seed(spec: RunSpec, seed: int, dataset: MultimodalDataset, progress: b
         check_text_tuning(train_config)
         # every split's transcripts: the frozen lower layers run once, before the first step
         texts = [t for s in ("train", "valid", "test") for t in (dataset.split(s).raw_text or [])]
-        attach_text_encoder(model, dataset.feature_spec, dataset.source or dataset.name,
-                            finetune_layers=train_config.finetune_layers, texts=texts)
+        attach_text_encoder(
+            model,
+            dataset.feature_spec,
+            dataset.source or dataset.name,
+            finetune_layers=train_config.finetune_layers,
+            texts=texts,
+        )
     modalities = model.modalities
     module = MSALightningModule(model, train_config, dataset.metric_set)
     monitor = f"valid/{module.monitor_key}"
     data = MSADataModule(dataset, modalities, train_config.batch_size, seed, train_config.num_workers)
-    best = ModelCheckpoint(dirpath=seed_dir / "lightning", filename="best", monitor=monitor,
-                           mode=module.monitor_mode, save_top_k=1, save_last=True, enable_version_counter=False)
+    best = ModelCheckpoint(
+        dirpath=seed_dir / "lightning",
+        filename="best",
+        monitor=monitor,
+        mode=module.monitor_mode,
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+    )
     callbacks = [best, EarlyStopping(monitor=monitor, mode=module.monitor_mode, patience=train_config.patience)]
     if progress is None:
         progress = sys.stderr.isatty()
@@ -249,8 +271,16 @@ def train_seed(spec: RunSpec, seed: int, dataset: MultimodalDataset, progress: b
         scores[split] = module.last_metrics[split]
         predictions[split] = SplitPredictions(preds, labels, dataset.split(split).ids)
     checkpoint = seed_dir / CHECKPOINT_FILE
-    result = SeedResult(seed, best_epoch, scores["valid"], scores.get("test", {}), trainer.current_epoch, seconds,
-                        str(checkpoint.relative_to(out_dir)), module.history)
+    result = SeedResult(
+        seed,
+        best_epoch,
+        scores["valid"],
+        scores.get("test", {}),
+        trainer.current_epoch,
+        seconds,
+        str(checkpoint.relative_to(out_dir)),
+        module.history,
+    )
     if not is_rank_zero():  # one writer: under DDP every rank holds the same weights and scores
         return result
     write_predictions(seed_dir / PREDICTIONS_FILE, predictions)
@@ -287,8 +317,9 @@ def _best_epoch(rows: list[dict[str, float]], monitor: str, mode: str) -> int:
     return int(pick(scored, key=lambda r: r[monitor])["epoch"])
 
 
-def run_seed(spec: RunSpec, seed: int, dataset: MultimodalDataset, progress: bool | None = None,
-             log: Log = print) -> SeedSummary:
+def run_seed(
+    spec: RunSpec, seed: int, dataset: MultimodalDataset, progress: bool | None = None, log: Log = print
+) -> SeedSummary:
     """One seed of ``spec`` into ``spec.out_dir/seed_N`` (skipped when already finished;
     ``spec.resume`` continues from its last Lightning checkpoint); returns the seed's summary.
     Writes only inside ``seed_N/``, so seeds and runs can go in parallel
@@ -306,17 +337,21 @@ def run_seed(spec: RunSpec, seed: int, dataset: MultimodalDataset, progress: boo
     if resuming:
         # run.json says which run the Lightning checkpoints in lightning/ belong to
         if read_run_identity(folder) != identity:
-            raise MsalignError(f"--resume: {last} is from another run (model, config or data differ from "
-                               f"{folder / 'run.json'}); drop --resume to start over")
+            raise MsalignError(
+                f"--resume: {last} is from another run (model, config or data differ from "
+                f"{folder / 'run.json'}); drop --resume to start over"
+            )
         log(f"[{spec.model_name} seed {seed}] resuming from {last}")
     elif is_rank_zero():
         write_run_identity(folder, identity)
     result = train_seed(spec.replace(resume=resuming), seed, dataset, progress)
     headline = metrics.headline_keys(dataset.metric_set)
     shown, split = (result.test, "") if result.test else (result.valid, "valid: ")  # no test split: validation
-    log(f"[{spec.model_name} seed {seed}] best epoch {result.best_epoch}, {split}"
+    log(
+        f"[{spec.model_name} seed {seed}] best epoch {result.best_epoch}, {split}"
         + ", ".join(f"{k} {shown[k]:.4f}" for k in headline if k in shown)
-        + f" ({result.seconds:.1f}s)")
+        + f" ({result.seconds:.1f}s)"
+    )
     if is_rank_zero():
         write_seed_record(folder, SeedRecord(identity, result.summary(), result.seconds))
     return result.summary()
@@ -366,5 +401,13 @@ def train(spec: RunSpec, dataset: MultimodalDataset, progress: bool | None = Non
     return summarize_run(spec, dataset, per_seed)
 
 
-__all__ = ["SeedResult", "check_logger", "is_rank_zero", "make_logger", "run_seed", "summarize_run", "train",
-           "train_seed"]
+__all__ = [
+    "SeedResult",
+    "check_logger",
+    "is_rank_zero",
+    "make_logger",
+    "run_seed",
+    "summarize_run",
+    "train",
+    "train_seed",
+]

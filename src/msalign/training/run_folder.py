@@ -116,13 +116,25 @@ class SeedSummary:
     checkpoint: str = ""  # model.safetensors, relative to the run folder
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "best_epoch": self.best_epoch, "valid": self.valid, "test": self.test,
-                "epochs_run": self.epochs_run, "checkpoint": self.checkpoint}
+        return {
+            "seed": self.seed,
+            "best_epoch": self.best_epoch,
+            "valid": self.valid,
+            "test": self.test,
+            "epochs_run": self.epochs_run,
+            "checkpoint": self.checkpoint,
+        }
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> SeedSummary:
-        return cls(int(value["seed"]), value.get("best_epoch"), value.get("valid", {}), value.get("test", {}),
-                   value.get("epochs_run", 0), value.get("checkpoint", ""))
+        return cls(
+            int(value["seed"]),
+            value.get("best_epoch"),
+            value.get("valid", {}),
+            value.get("test", {}),
+            value.get("epochs_run", 0),
+            value.get("checkpoint", ""),
+        )
 
 
 @dataclass(frozen=True)
@@ -134,8 +146,10 @@ class SeedRecord:
     seconds: float
 
     def to_json(self) -> str:
-        return json.dumps({"identity": self.identity.to_dict(), "result": self.result.to_dict(),
-                           "seconds": round(self.seconds, 2)}, indent=1)
+        return json.dumps(
+            {"identity": self.identity.to_dict(), "result": self.result.to_dict(), "seconds": round(self.seconds, 2)},
+            indent=1,
+        )
 
 
 def write_seed_record(seed_folder: Path, record: SeedRecord) -> None:
@@ -200,8 +214,11 @@ def read_predictions(path: str | Path) -> dict[str, SplitPredictions]:
     try:
         with np.load(path, allow_pickle=False) as data:
             splits = {key.removesuffix("_predictions") for key in data.files if key.endswith("_predictions")}
-            out = {s: SplitPredictions(data[f"{s}_predictions"], data[f"{s}_labels"])
-                   for s in sorted(splits) if f"{s}_labels" in data.files}
+            out = {
+                s: SplitPredictions(data[f"{s}_predictions"], data[f"{s}_labels"])
+                for s in sorted(splits)
+                if f"{s}_labels" in data.files
+            }
     except (OSError, ValueError) as error:
         raise MsalignError(f"{path}: not a readable predictions file ({str(error).splitlines()[0]})") from None
     if not out:
@@ -224,9 +241,16 @@ class RunResults:
     std: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "dataset": self.dataset, "metric_set": self.metric_set, "config": self.config,
-                "seeds": list(self.seeds), "per_seed": [s.to_dict() for s in self.per_seed], "mean": self.mean,
-                "std": self.std}
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "metric_set": self.metric_set,
+            "config": self.config,
+            "seeds": list(self.seeds),
+            "per_seed": [s.to_dict() for s in self.per_seed],
+            "mean": self.mean,
+            "std": self.std,
+        }
 
 
 def write_results(out_dir: Path, results: RunResults) -> None:
@@ -240,9 +264,16 @@ def read_results(out_dir: Path) -> RunResults:
     if "per_seed" not in value or "model" not in value:
         raise MsalignError(f"{path}: lacks 'model' or 'per_seed' (not written by msalign train?)")
     per_seed = [SeedSummary.from_dict(r) for r in value["per_seed"]]
-    return RunResults(value["model"], value.get("dataset", ""), value.get("metric_set", "mosi"),
-                      value.get("config") or {}, value.get("seeds", [s.seed for s in per_seed]), per_seed,
-                      value.get("mean", {}), value.get("std", {}))
+    return RunResults(
+        value["model"],
+        value.get("dataset", ""),
+        value.get("metric_set", "mosi"),
+        value.get("config") or {},
+        value.get("seeds", [s.seed for s in per_seed]),
+        per_seed,
+        value.get("mean", {}),
+        value.get("std", {}),
+    )
 
 
 def recorded_model(out_dir: Path) -> str | None:
@@ -342,8 +373,15 @@ class SweepPoint:
     test_std: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "params": self.params, "dir": self.dir, "valid": self.valid,
-                "valid_std": self.valid_std, "test": self.test, "test_std": self.test_std}
+        return {
+            "label": self.label,
+            "params": self.params,
+            "dir": self.dir,
+            "valid": self.valid,
+            "valid_std": self.valid_std,
+            "test": self.test,
+            "test_std": self.test_std,
+        }
 
 
 @dataclass(frozen=True)
@@ -386,10 +424,18 @@ class SweepSummary:
     failed: dict[str, PointFailure] = field(default_factory=dict)  # written only when a point failed
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"model": self.model, "dataset": self.dataset, "metric_set": self.metric_set, "grid": self.grid,
-               "seeds": list(self.seeds), "config": self.config, "selection": self.selection.to_dict(),
-               "points": [p.to_dict() for p in self.points], "best": self.best.to_dict() if self.best else None,
-               "complete": self.complete}
+        out = {
+            "model": self.model,
+            "dataset": self.dataset,
+            "metric_set": self.metric_set,
+            "grid": self.grid,
+            "seeds": list(self.seeds),
+            "config": self.config,
+            "selection": self.selection.to_dict(),
+            "points": [p.to_dict() for p in self.points],
+            "best": self.best.to_dict() if self.best else None,
+            "complete": self.complete,
+        }
         if self.failed:
             out["failed"] = {label: {"params": f.params, "error": f.error} for label, f in self.failed.items()}
         return out
@@ -411,12 +457,30 @@ def read_sweep(out_dir: Path) -> SweepSummary:
     selection = value["selection"]
     best = value.get("best")
     return SweepSummary(
-        value["model"], value.get("dataset", "?"), value["metric_set"], value["grid"], value["seeds"],
+        value["model"],
+        value.get("dataset", "?"),
+        value["metric_set"],
+        value["grid"],
+        value["seeds"],
         value.get("config") or {},
-        Selection(selection.get("split", "valid"), selection["metric"], selection.get("mode", "min"),
-                  selection.get("rule", "")),
-        [SweepPoint(p["label"], p["params"], p.get("dir", p["label"]), p["valid"], p.get("valid_std", {}), p["test"],
-                    p.get("test_std", {})) for p in value["points"]],
+        Selection(
+            selection.get("split", "valid"),
+            selection["metric"],
+            selection.get("mode", "min"),
+            selection.get("rule", ""),
+        ),
+        [
+            SweepPoint(
+                p["label"],
+                p["params"],
+                p.get("dir", p["label"]),
+                p["valid"],
+                p.get("valid_std", {}),
+                p["test"],
+                p.get("test_std", {}),
+            )
+            for p in value["points"]
+        ],
         BestPoint(best["label"], best["params"], best["valid"], best["test"]) if best else None,
         bool(value.get("complete", True)),
         {label: PointFailure(f["params"], f["error"]) for label, f in (value.get("failed") or {}).items()},
@@ -461,8 +525,9 @@ def run_kind(run_dir: str | Path) -> str:
     for name, kind in ((SWEEP_FILE, "sweep"), (TABLE_FILE, "benchmark"), (RESULTS_FILE, "train")):
         if (path / name).is_file():
             return kind
-    raise MsalignError(f"RUN_DIR {path}: not a train, benchmark or sweep directory "
-                       "(no results.json, table.json or sweep.json)")
+    raise MsalignError(
+        f"RUN_DIR {path}: not a train, benchmark or sweep directory (no results.json, table.json or sweep.json)"
+    )
 
 
 def recorded_dataset(run_dir: Path) -> tuple[str | None, str | None]:
@@ -556,20 +621,26 @@ def clear_run(out_dir: str | Path) -> list[str]:
     return removed
 
 
-def check_out_dirs(runs: dict[str, tuple[Path, RunIdentity]], overwrite: bool, log: Log = print,
-                   derived_root: Path | None = None) -> None:
+def check_out_dirs(
+    runs: dict[str, tuple[Path, RunIdentity]], overwrite: bool, log: Log = print, derived_root: Path | None = None
+) -> None:
     """``runs``: label -> (run folder, identity). Refuses (one line) when a folder holds another run
     and ``overwrite`` is False; with ``overwrite`` clears each such folder (and ``derived_root``'s
     derived files, e.g. a benchmark's table and report) before any training starts."""
-    conflicts = {label: (folder, why) for label, (folder, identity) in runs.items()
-                 if (why := run_conflict(folder, identity)) is not None}
+    conflicts = {
+        label: (folder, why)
+        for label, (folder, identity) in runs.items()
+        if (why := run_conflict(folder, identity)) is not None
+    }
     if not conflicts:
         return
     label, (folder, why) = next(iter(conflicts.items()))
     if not overwrite:
         more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
-        raise MsalignError(f"--out {folder}: holds another run ({why}){more}; pass --overwrite to replace it "
-                           "(its seeds, results.json and report/ are removed) or choose another --out")
+        raise MsalignError(
+            f"--out {folder}: holds another run ({why}){more}; pass --overwrite to replace it "
+            "(its seeds, results.json and report/ are removed) or choose another --out"
+        )
     for label, (folder, why) in conflicts.items():
         removed = clear_run(folder)
         log(f"--overwrite: {folder} held another run ({why}); removed {', '.join(removed)}")
@@ -582,18 +653,64 @@ def check_out_dirs(runs: dict[str, tuple[Path, RunIdentity]], overwrite: bool, l
             log(f"--overwrite: removed the stale {', '.join(removed)} in {derived_root}")
 
 
-def check_planned_runs(runs: Mapping[str, RunSpec], dataset: MultimodalDataset, overwrite: bool, log: Log = print,
-                       derived_root: Path | None = None) -> None:
+def check_planned_runs(
+    runs: Mapping[str, RunSpec],
+    dataset: MultimodalDataset,
+    overwrite: bool,
+    log: Log = print,
+    derived_root: Path | None = None,
+) -> None:
     """:func:`check_out_dirs` for runs not yet started: each run's folder and identity on ``dataset``."""
-    check_out_dirs({label: (spec.out_dir, run_identity(spec, dataset)) for label, spec in runs.items()}, overwrite,
-                   log, derived_root)
+    check_out_dirs(
+        {label: (spec.out_dir, run_identity(spec, dataset)) for label, spec in runs.items()},
+        overwrite,
+        log,
+        derived_root,
+    )
 
 
-__all__ = ["BenchmarkTable", "BestPoint", "EntryFailure", "EntrySummary", "History", "PointFailure", "RunIdentity",
-           "RunResults", "SeedRecord", "SeedSummary", "Selection", "SplitPredictions", "SweepPoint",
-           "SweepSummary", "check_out_dirs", "check_planned_runs", "clear_run", "finished_seed", "first_difference",
-           "format_value", "point_label", "read_history", "read_json_object", "read_predictions",
-           "read_results", "read_run_identity", "read_sweep", "read_table", "recorded_dataset",
-           "recorded_model", "run_conflict", "run_identity", "run_kind", "seed_dir", "seed_dirs",
-           "sweep_owner", "write_history", "write_predictions", "write_results", "write_run_identity",
-           "write_seed_record", "write_sweep", "write_table"]
+__all__ = [
+    "BenchmarkTable",
+    "BestPoint",
+    "EntryFailure",
+    "EntrySummary",
+    "History",
+    "PointFailure",
+    "RunIdentity",
+    "RunResults",
+    "SeedRecord",
+    "SeedSummary",
+    "Selection",
+    "SplitPredictions",
+    "SweepPoint",
+    "SweepSummary",
+    "check_out_dirs",
+    "check_planned_runs",
+    "clear_run",
+    "finished_seed",
+    "first_difference",
+    "format_value",
+    "point_label",
+    "read_history",
+    "read_json_object",
+    "read_predictions",
+    "read_results",
+    "read_run_identity",
+    "read_sweep",
+    "read_table",
+    "recorded_dataset",
+    "recorded_model",
+    "run_conflict",
+    "run_identity",
+    "run_kind",
+    "seed_dir",
+    "seed_dirs",
+    "sweep_owner",
+    "write_history",
+    "write_predictions",
+    "write_results",
+    "write_run_identity",
+    "write_seed_record",
+    "write_sweep",
+    "write_table",
+]

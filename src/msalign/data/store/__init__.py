@@ -77,5 +77,15 @@ from msalign.data.store.manifest import FORMAT, MANIFEST, VERSION, is_store, rea
 from msalign.data.store.reader import load_store, store_sizes
 from msalign.data.store.writer import StoreWriter, write_store
 
-__all__ = ["FORMAT", "MANIFEST", "VERSION", "DiskArray", "StoreWriter", "is_store", "load_store",
-           "read_manifest", "store_sizes", "write_store"]
+__all__ = [
+    "FORMAT",
+    "MANIFEST",
+    "VERSION",
+    "DiskArray",
+    "StoreWriter",
+    "is_store",
+    "load_store",
+    "read_manifest",
+    "store_sizes",
+    "write_store",
+]

@@ -24,8 +24,9 @@ class StoreConversion:
     write_seconds: float
 
 
-def convert_to_store(options: DatasetOptions, out: str | Path, force: bool = False,
-                     log: Callable[[str], None] = print) -> StoreConversion:
+def convert_to_store(
+    options: DatasetOptions, out: str | Path, force: bool = False, log: Callable[[str], None] = print
+) -> StoreConversion:
     """Loads ``options.dataset`` and writes it as a feature store in ``out`` (``force``: into a non-empty
     folder that is not a store); ``out`` is checked before the (possibly long) load."""
     out = Path(out)

@@ -42,8 +42,10 @@ class DiskArray:
         where = where or str(path)
         shape, dtype, fortran, offset, size = read_npy_header(path, where)
         if dtype != FEATURE_DTYPE or fortran or len(shape) != 3:
-            raise MsalignError(f"{where}: expected C-order float32 (N, L, D), got {dtype} shape {shape}"
-                               + (" in Fortran order" if fortran else ""))
+            raise MsalignError(
+                f"{where}: expected C-order float32 (N, L, D), got {dtype} shape {shape}"
+                + (" in Fortran order" if fortran else "")
+            )
         check_size(where, shape, dtype, offset, size)
         return cls(path, shape, offset, dtype)
 
@@ -102,8 +104,10 @@ class DiskArray:
             size = os.fstat(fd).st_size
             if size != self.offset + self.nbytes:
                 os.close(fd)
-                raise MsalignError(f"{self.path}: changed on disk: {size} bytes, expected "
-                                   f"{self.offset + self.nbytes} for shape {self.shape}")
+                raise MsalignError(
+                    f"{self.path}: changed on disk: {size} bytes, expected "
+                    f"{self.offset + self.nbytes} for shape {self.shape}"
+                )
             self._fd, self._pid = fd, os.getpid()
         return self._fd
 
@@ -138,7 +142,9 @@ class DiskArray:
         if start == 0 and stop == length:  # whole rows: one read per run of consecutive rows
             breaks = np.flatnonzero(np.diff(rows) != 1) + 1
             for first, last in zip(np.r_[0, breaks].tolist(), np.r_[breaks, len(rows)].tolist()):
-                self._read_into(buffer[first * row_bytes : last * row_bytes], self.offset + int(rows[first]) * row_bytes)
+                self._read_into(
+                    buffer[first * row_bytes : last * row_bytes], self.offset + int(rows[first]) * row_bytes
+                )
         else:
             span = frames * frame_bytes
             base = self.offset + start * frame_bytes

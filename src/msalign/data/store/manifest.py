@@ -35,17 +35,28 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         raise MsalignError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
     if manifest.get("format") != FORMAT:
         raise MsalignError(f"{path}: key 'format': expected {FORMAT!r}, got {short_repr(manifest.get('format'))}")
-    for key, kind in (("version", int), ("name", str), ("metric_set", str), ("task", str), ("feature_spec", dict),
-                      ("modalities", dict), ("splits", dict)):
+    for key, kind in (
+        ("version", int),
+        ("name", str),
+        ("metric_set", str),
+        ("task", str),
+        ("feature_spec", dict),
+        ("modalities", dict),
+        ("splits", dict),
+    ):
         if key not in manifest:
             raise MsalignError(f"{path}: key {key!r}: missing (has {sorted(manifest)})")
         if not isinstance(manifest[key], kind) or isinstance(manifest[key], bool):
             raise MsalignError(f"{path}: key {key!r}: expected {kind.__name__}, got {type(manifest[key]).__name__}")
     if manifest["version"] > VERSION:
-        raise MsalignError(f"{path}: key 'version': store format {manifest['version']} is newer than this msalign "
-                           f"reads ({VERSION}); upgrade msalign")
+        raise MsalignError(
+            f"{path}: key 'version': store format {manifest['version']} is newer than this msalign "
+            f"reads ({VERSION}); upgrade msalign"
+        )
     if manifest["metric_set"] not in ("mosi", "mosei", "sims", "iemocap"):
-        raise MsalignError(f"{path}: key 'metric_set': {short_repr(manifest['metric_set'])} is not mosi/mosei/sims/iemocap")
+        raise MsalignError(
+            f"{path}: key 'metric_set': {short_repr(manifest['metric_set'])} is not mosi/mosei/sims/iemocap"
+        )
     if manifest["task"] not in ("regression", "classification"):
         raise MsalignError(f"{path}: key 'task': {short_repr(manifest['task'])} is not regression/classification")
     if manifest["task"] == "classification" and not isinstance(manifest.get("num_classes"), int):
@@ -54,12 +65,18 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     if not mods or any(m not in MODALITIES for m in mods):
         raise MsalignError(f"{path}: key 'modalities': expected some of {list(MODALITIES)}, got {sorted(mods)}")
     for m, facts in mods.items():
-        if not (isinstance(facts, dict) and all(isinstance(facts.get(k), int) and facts[k] >= 1 for k in ("dim", "max_len"))):
-            raise MsalignError(f"{path}: key 'modalities.{m}': expected positive integers 'dim' and 'max_len', got {short_repr(facts)}")
+        if not (
+            isinstance(facts, dict) and all(isinstance(facts.get(k), int) and facts[k] >= 1 for k in ("dim", "max_len"))
+        ):
+            raise MsalignError(
+                f"{path}: key 'modalities.{m}': expected positive integers 'dim' and 'max_len', got {short_repr(facts)}"
+            )
     for name in SPLITS:
         facts = manifest["splits"].get(name)
         if not isinstance(facts, dict) or not isinstance(facts.get("rows"), int) or facts["rows"] < 0:
-            raise MsalignError(f"{path}: key 'splits.{name}': expected {{'rows': N, 'raw_text': bool}}, got {short_repr(facts)}")
+            raise MsalignError(
+                f"{path}: key 'splits.{name}': expected {{'rows': N, 'raw_text': bool}}, got {short_repr(facts)}"
+            )
     return manifest
 
 

@@ -48,7 +48,9 @@ def check_size(where: str, shape: tuple[int, ...], dtype: np.dtype, offset: int,
     if size < expected:
         raise MsalignError(f"{where}: truncated: {size - offset} of {expected - offset} data bytes (shape {shape})")
     if size > expected:
-        raise MsalignError(f"{where}: {size - expected} bytes after the data of shape {shape} (not a .npy written whole)")
+        raise MsalignError(
+            f"{where}: {size - expected} bytes after the data of shape {shape} (not a .npy written whole)"
+        )
 
 
 def npy_header(shape: tuple[int, ...], reserve: int | None = None) -> bytes:

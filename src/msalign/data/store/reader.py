@@ -32,8 +32,12 @@ def _load_small(path: Path, where: str, shape: tuple[int, ...], kind: str) -> np
         raise MsalignError(f"{where}: not a readable .npy file ({detail})") from None
     if x.shape != shape:
         raise MsalignError(f"{where}: expected shape {shape}, got shape {x.shape}")
-    ok = {"int": np.issubdtype(x.dtype, np.integer), "float": np.issubdtype(x.dtype, np.floating),
-          "number": np.issubdtype(x.dtype, np.number), "str": x.dtype.kind == "U"}[kind]
+    ok = {
+        "int": np.issubdtype(x.dtype, np.integer),
+        "float": np.issubdtype(x.dtype, np.floating),
+        "number": np.issubdtype(x.dtype, np.number),
+        "str": x.dtype.kind == "U",
+    }[kind]
     if not ok:
         raise MsalignError(f"{where}: expected {kind} values, got dtype {x.dtype} (shape {x.shape})")
     return x
@@ -74,8 +78,10 @@ def load_store(
         if metric_set not in ("mosi", "mosei", "sims", "iemocap"):
             raise MsalignError(f"{folder}: metric set {metric_set!r} is not mosi/mosei/sims/iemocap")
         if ("classification" if metric_set == "iemocap" else "regression") != task:
-            raise MsalignError(f"{folder}: metric set {metric_set!r} does not fit the store's {task} labels "
-                               f"(recorded metric set {manifest['metric_set']!r})")
+            raise MsalignError(
+                f"{folder}: metric set {metric_set!r} does not fit the store's {task} labels "
+                f"(recorded metric set {manifest['metric_set']!r})"
+            )
     classes = manifest.get("num_classes") if task == "classification" else None
     if task == "classification" and num_classes is not None:
         classes = int(num_classes)
@@ -96,21 +102,35 @@ def load_store(
                 raise MsalignError(f"{where}: shape {x.shape}, but {manifest_path} says {expected}")
             features[m] = x
             key = f"{m}_lengths"
-            lengths[m] = _load_small(directory / f"{key}.npy", f"{directory / key}.npy: split {name!r}, key {key!r}",
-                                     (n,), "int").astype(np.int64, copy=False)
+            lengths[m] = _load_small(
+                directory / f"{key}.npy", f"{directory / key}.npy: split {name!r}, key {key!r}", (n,), "int"
+            ).astype(np.int64, copy=False)
         labels_where = f"{directory / 'labels.npy'}: split {name!r}, key 'labels'"
-        labels = _load_small(directory / "labels.npy", labels_where, (n,), "int" if task == "classification" else "number")
+        labels = _load_small(
+            directory / "labels.npy", labels_where, (n,), "int" if task == "classification" else "number"
+        )
         labels = labels.astype(np.int64 if task == "classification" else np.float32, copy=False)
-        ids = _load_small(directory / "ids.npy", f"{directory / 'ids.npy'}: split {name!r}, key 'id'", (n,), "str").tolist()
+        ids = _load_small(
+            directory / "ids.npy", f"{directory / 'ids.npy'}: split {name!r}, key 'id'", (n,), "str"
+        ).tolist()
         raw_text = None
         if manifest["splits"][name].get("raw_text"):
-            raw_text = _load_small(directory / "raw_text.npy", f"{directory / 'raw_text.npy'}: split {name!r}, key 'raw_text'",
-                                   (n,), "str").tolist()
-        splits[name] = Split(name=name, features=features, lengths=lengths, labels=labels, ids=ids,  # type: ignore[arg-type]
-                             raw_text=raw_text)
+            raw_text = _load_small(
+                directory / "raw_text.npy", f"{directory / 'raw_text.npy'}: split {name!r}, key 'raw_text'", (n,), "str"
+            ).tolist()
+        splits[name] = Split(
+            name=name,
+            features=features,
+            lengths=lengths,
+            labels=labels,
+            ids=ids,  # type: ignore[arg-type]
+            raw_text=raw_text,
+        )
     # the source's spec, unchanged; a subset load trims it as the source's loader would (module docstring)
-    spec = FeatureSpec.from_json(manifest["feature_spec"], error=lambda key, value, want: MsalignError(
-        f"{manifest_path}: key {key!r}: {short_repr(value)} ({want})"))
+    spec = FeatureSpec.from_json(
+        manifest["feature_spec"],
+        error=lambda key, value, want: MsalignError(f"{manifest_path}: key {key!r}: {short_repr(value)} ({want})"),
+    )
     validated = manifest.get("validated")
     scan = verify or not (isinstance(validated, dict) and validated.get("contents") is True)
     ds = MultimodalDataset(
@@ -130,6 +150,10 @@ def store_sizes(folder: str | Path) -> dict[str, dict[str, Any]]:
     """Per split: rows and bytes on disk (all its files)."""
     folder = Path(folder)
     manifest = read_manifest(folder)
-    return {name: {"rows": manifest["splits"][name]["rows"],
-                   "bytes": sum(p.stat().st_size for p in (folder / name).iterdir() if p.is_file())}
-            for name in SPLITS}
+    return {
+        name: {
+            "rows": manifest["splits"][name]["rows"],
+            "bytes": sum(p.stat().st_size for p in (folder / name).iterdir() if p.is_file()),
+        }
+        for name in SPLITS
+    }

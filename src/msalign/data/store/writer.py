@@ -66,15 +66,21 @@ class _SplitWriter:
             f.seek(0)
             f.write(npy_header((self.rows, L, D), self.headers[m]))
             f.close()
-            np.save(self.directory / f"{m}_lengths.npy", np.concatenate(self.lengths[m]).astype(np.int64)
-                    if self.lengths[m] else np.zeros(0, dtype=np.int64))
+            np.save(
+                self.directory / f"{m}_lengths.npy",
+                np.concatenate(self.lengths[m]).astype(np.int64) if self.lengths[m] else np.zeros(0, dtype=np.int64),
+            )
         dtype = np.int64 if task == "classification" else np.float32
-        np.save(self.directory / "labels.npy", np.concatenate(self.labels).astype(dtype) if self.labels
-                else np.zeros(0, dtype=dtype))
+        np.save(
+            self.directory / "labels.npy",
+            np.concatenate(self.labels).astype(dtype) if self.labels else np.zeros(0, dtype=dtype),
+        )
         np.save(self.directory / "ids.npy", np.asarray(self.ids, dtype=str) if self.ids else np.zeros(0, dtype="<U1"))
         if self.raw_text is not None:
-            np.save(self.directory / "raw_text.npy", np.asarray(self.raw_text, dtype=str) if self.raw_text
-                    else np.zeros(0, dtype="<U1"))
+            np.save(
+                self.directory / "raw_text.npy",
+                np.asarray(self.raw_text, dtype=str) if self.raw_text else np.zeros(0, dtype="<U1"),
+            )
         return {"rows": self.rows, "raw_text": self.raw_text is not None}
 
     def close(self) -> None:
@@ -108,7 +114,9 @@ class StoreWriter:
         self.folder = Path(folder)
         unknown = [m for m in modalities if m not in MODALITIES]
         if unknown or not modalities:
-            raise MsalignError(f"{self.folder}: modalities must be some of {list(MODALITIES)}, got {sorted(modalities)}")
+            raise MsalignError(
+                f"{self.folder}: modalities must be some of {list(MODALITIES)}, got {sorted(modalities)}"
+            )
         self.modalities = {m: (int(modalities[m][0]), int(modalities[m][1])) for m in MODALITIES if m in modalities}
         for m, (L, D) in self.modalities.items():
             if L < 1 or D < 1:
@@ -118,13 +126,20 @@ class StoreWriter:
         self.task: Task = task or ("classification" if metric_set == "iemocap" else "regression")
         if self.task == "classification" and not num_classes:
             raise MsalignError(f"{self.folder}: a classification store needs num_classes")
-        self.meta = {"name": name, "metric_set": metric_set, "task": self.task,
-                     "num_classes": int(num_classes) if self.task == "classification" else None,
-                     "feature_spec": _spec_json(feature_spec), "source": source}
+        self.meta = {
+            "name": name,
+            "metric_set": metric_set,
+            "task": self.task,
+            "num_classes": int(num_classes) if self.task == "classification" else None,
+            "feature_spec": _spec_json(feature_spec),
+            "source": source,
+        }
         check_destination(self.folder, force)
         self.force = force
         self.folder.parent.mkdir(parents=True, exist_ok=True)
-        self.temporary = Path(tempfile.mkdtemp(dir=self.folder.parent, prefix=f".{self.folder.name}.", suffix=".partial"))
+        self.temporary = Path(
+            tempfile.mkdtemp(dir=self.folder.parent, prefix=f".{self.folder.name}.", suffix=".partial")
+        )
         umask = os.umask(0o22)
         os.umask(umask)
         os.chmod(self.temporary, 0o777 & ~umask)  # mkdtemp's 0700 would outlive the rename
@@ -160,8 +175,10 @@ class StoreWriter:
         if split not in SPLITS:
             raise MsalignError(f"{self.folder}: unknown split {split!r} (choose from {list(SPLITS)})")
         if set(features) != set(self.modalities) or set(lengths) != set(self.modalities):
-            raise MsalignError(f"{self.folder}: split {split!r}: a chunk needs features and lengths of exactly "
-                               f"{list(self.modalities)}, got {sorted(features)} and {sorted(lengths)}")
+            raise MsalignError(
+                f"{self.folder}: split {split!r}: a chunk needs features and lengths of exactly "
+                f"{list(self.modalities)}, got {sorted(features)} and {sorted(lengths)}"
+            )
         writer = self.splits.get(split)
         if writer is None:
             writer = self.splits[split] = _SplitWriter(self.temporary / split, split, self.modalities)
@@ -195,9 +212,12 @@ class StoreWriter:
                 x = full
             key = f"{m}_lengths"
             length = np.asarray(lengths[m])
-            if length.shape != (n,) or not (np.issubdtype(length.dtype, np.integer) or
-                                           (length.size and np.all(length == np.round(length)))):
-                raise MsalignError(f"{self._where(split, key)}: expected {n} integer lengths, got {length.dtype} shape {length.shape}")
+            if length.shape != (n,) or not (
+                np.issubdtype(length.dtype, np.integer) or (length.size and np.all(length == np.round(length)))
+            ):
+                raise MsalignError(
+                    f"{self._where(split, key)}: expected {n} integer lengths, got {length.dtype} shape {length.shape}"
+                )
             length = length.astype(np.int64)
             r = first_length_outside(length, L)
             if r is not None:
@@ -208,22 +228,27 @@ class StoreWriter:
                 raise MsalignError(f"{where}: {kind} at row {first + r} (chunk shape {x.shape})")
             r = first_padding_not_zero(x, length)
             if r is not None:
-                raise MsalignError(f"{where}: non-zero features beyond length {length[r]} at row {first + r} "
-                                   "(zero the padding, e.g. msalign.data.validate.zero_padding)")
+                raise MsalignError(
+                    f"{where}: non-zero features beyond length {length[r]} at row {first + r} "
+                    "(zero the padding, e.g. msalign.data.validate.zero_padding)"
+                )
             any_data |= rows_with_data(x)
             chunk[m] = x
             writer.lengths[m].append(length)
         empty = np.flatnonzero(~any_data)
         if empty.size:
             r = int(empty[0])
-            raise MsalignError(f"{self._where(split, '/'.join(self.modalities))}: row {first + r} (id {ids[r]!r}) is all "
-                               "padding in every modality")
+            raise MsalignError(
+                f"{self._where(split, '/'.join(self.modalities))}: row {first + r} (id {ids[r]!r}) is all "
+                "padding in every modality"
+            )
         seen_here: set[str] = set()
         for i, clip in enumerate(ids):
             if clip in self.owner or clip in seen_here:
                 other = self.owner.get(clip, split)
-                raise MsalignError(f"{self._where(split, 'id')}: duplicate id {clip!r} at row {first + i} "
-                                   f"(already in split {other!r})")
+                raise MsalignError(
+                    f"{self._where(split, 'id')}: duplicate id {clip!r} at row {first + i} (already in split {other!r})"
+                )
             seen_here.add(clip)
         for m, x in chunk.items():
             x.tofile(writer.files[m])
@@ -271,7 +296,9 @@ class StoreWriter:
         try:
             for name in SPLITS:
                 if name not in self.splits or self.splits[name].rows == 0:
-                    raise MsalignError(f"{self.folder}: split {name!r}: no rows written (a store needs train, valid and test)")
+                    raise MsalignError(
+                        f"{self.folder}: split {name!r}: no rows written (a store needs train, valid and test)"
+                    )
             split_facts = {name: self.splits[name].finish(self.task) for name in SPLITS}
             manifest = {
                 "format": FORMAT,
@@ -306,12 +333,15 @@ def check_destination(folder: Path, force: bool) -> None:
     if not folder.is_dir() or not any(folder.iterdir()) or is_store(folder):
         return
     if not force:
-        raise MsalignError(f"{folder}: not empty and not a feature store; choose another folder or pass --force "
-                           "(the store's files are added beside the existing ones, none of which is touched)")
+        raise MsalignError(
+            f"{folder}: not empty and not a feature store; choose another folder or pass --force "
+            "(the store's files are added beside the existing ones, none of which is touched)"
+        )
     taken = [n for n in _store_entries() if (folder / n).exists()]
     if taken:
-        raise MsalignError(f"{folder}: not a feature store but has {taken}, which a store would replace; "
-                           "choose another folder")
+        raise MsalignError(
+            f"{folder}: not a feature store but has {taken}, which a store would replace; choose another folder"
+        )
 
 
 def _install(temporary: Path, folder: Path, force: bool) -> None:
@@ -336,15 +366,26 @@ def _install(temporary: Path, folder: Path, force: bool) -> None:
     shutil.rmtree(temporary, ignore_errors=True)
 
 
-def write_store(dataset: MultimodalDataset, folder: str | Path, *, force: bool = False,
-                chunk_rows: int | None = None, source: str | None = None) -> Path:
+def write_store(
+    dataset: MultimodalDataset,
+    folder: str | Path,
+    *,
+    force: bool = False,
+    chunk_rows: int | None = None,
+    source: str | None = None,
+) -> Path:
     """Convert ``dataset`` (in memory, or itself a store) into a store at ``folder``, split by split
     in chunks of about 64 MB (``chunk_rows`` to choose); returns the folder."""
     dims, lens = dataset.dims, dataset.max_lengths
     writer = StoreWriter(
-        folder, modalities={m: (lens[m], dims[m]) for m in dataset.modalities}, name=dataset.name,
-        metric_set=dataset.metric_set, task=dataset.task, num_classes=dataset.num_classes,
-        feature_spec=dataset.feature_spec, source=source if source is not None else (dataset.source or dataset.name),
+        folder,
+        modalities={m: (lens[m], dims[m]) for m in dataset.modalities},
+        name=dataset.name,
+        metric_set=dataset.metric_set,
+        task=dataset.task,
+        num_classes=dataset.num_classes,
+        feature_spec=dataset.feature_spec,
+        source=source if source is not None else (dataset.source or dataset.name),
         force=force,
     )
     with writer:

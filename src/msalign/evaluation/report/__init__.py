@@ -34,15 +34,27 @@ from msalign.evaluation.report.builders import build_report
 from msalign.evaluation.report.document import FIGURE_SIZES, FigureFile, Report
 from msalign.evaluation.report.runs import predict_checkpoint, report_dataset
 from msalign.evaluation.report.statistics import (
-                                                  confusion_counts,
-                                                  modality_gap,
-                                                  pca_2d,
-                                                  per_class_accuracy,
-                                                  sentiment_classes,
-                                                  typical_rows,
+    confusion_counts,
+    modality_gap,
+    pca_2d,
+    per_class_accuracy,
+    sentiment_classes,
+    typical_rows,
 )
 from msalign.training.run_folder import run_kind
 
-__all__ = ["FIGURE_SIZES", "FigureFile", "Report", "build_report", "confusion_counts", "modality_gap", "pca_2d",
-           "per_class_accuracy", "predict_checkpoint", "report_dataset", "run_kind", "sentiment_classes",
-           "typical_rows"]
+__all__ = [
+    "FIGURE_SIZES",
+    "FigureFile",
+    "Report",
+    "build_report",
+    "confusion_counts",
+    "modality_gap",
+    "pca_2d",
+    "per_class_accuracy",
+    "predict_checkpoint",
+    "report_dataset",
+    "run_kind",
+    "sentiment_classes",
+    "typical_rows",
+]

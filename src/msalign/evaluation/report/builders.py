@@ -52,29 +52,38 @@ def train_table(report: Report, run: TrainRun) -> None:
     keys = metrics.headline_keys(run.metric_set)
     metric, _, _ = selection_label(run.metric_set)
     header = ["seed", "best epoch (0 = first)", f"valid {metric}"] + [f"test {k}" for k in keys]
-    rows = [[str(r.seed), "–" if r.best_epoch is None else str(r.best_epoch),
-             format_metric(metric, r.valid.get(metric))] + [format_metric(k, r.test.get(k)) for k in keys]
-            for r in run.results.per_seed]
+    rows = [
+        [str(r.seed), "–" if r.best_epoch is None else str(r.best_epoch), format_metric(metric, r.valid.get(metric))]
+        + [format_metric(k, r.test.get(k)) for k in keys]
+        for r in run.results.per_seed
+    ]
     if len(rows) > 1:
-        rows.append(["mean ± std", "", format_metric(metric, valid_mean(run, metric))]
-                    + [format_metric(k, run.results.mean.get(k), run.results.std.get(k)) for k in keys])
+        rows.append(
+            ["mean ± std", "", format_metric(metric, valid_mean(run, metric))]
+            + [format_metric(k, run.results.mean.get(k), run.results.std.get(k)) for k in keys]
+        )
     report.table(header, rows)
 
 
 # --- parts every report kind shares ----------------------------------------------------------------
 def _describe_run(run: TrainRun) -> str:
     seeds = ", ".join(map(str, run.seeds))
-    return (f"Model `{run.model}` on `{run.results.dataset or '?'}`, seeds {seeds}. Model selection (early stopping, "
-            "best epoch) used the validation split only; the test split was scored once with the best-on-validation "
-            "weights. Accuracies and F1 in %, MAE and Corr raw.")
+    return (
+        f"Model `{run.model}` on `{run.results.dataset or '?'}`, seeds {seeds}. Model selection (early stopping, "
+        "best epoch) used the validation split only; the test split was scored once with the best-on-validation "
+        "weights. Accuracies and F1 in %, MAE and Corr raw."
+    )
 
 
-def _add_run_figures(report: Report, run: TrainRun, folder: Path, dataset: MultimodalDataset | None,
-                     gap: bool = True) -> None:
+def _add_run_figures(
+    report: Report, run: TrainRun, folder: Path, dataset: MultimodalDataset | None, gap: bool = True
+) -> None:
     """Confusion matrix, training curves and (decalign) the modality gap of one train run."""
     if run.seeds_without_predictions:
-        report.note(f"{run.label}: no predictions.npz for seed(s) {', '.join(map(str, run.seeds_without_predictions))} "
-                    "(trained before predictions were saved); pass --dataset to recompute them from the checkpoints.")
+        report.note(
+            f"{run.label}: no predictions.npz for seed(s) {', '.join(map(str, run.seeds_without_predictions))} "
+            "(trained before predictions were saved); pass --dataset to recompute them from the checkpoints."
+        )
     confusion = plot_confusion(run, folder)
     if confusion is not None:
         report.figure(confusion)
@@ -92,8 +101,10 @@ def _add_gap(report: Report, run: TrainRun, folder: Path, dataset: MultimodalDat
         report.note(f"modality gap: needs a decalign run ({run.label} is {run.model}).")
         return
     if dataset is None:
-        report.note("modality gap: skipped; pass --dataset SPEC (the run's dataset) to recompute the before/after "
-                    "alignment features from the decalign checkpoint.")
+        report.note(
+            "modality gap: skipped; pass --dataset SPEC (the run's dataset) to recompute the before/after "
+            "alignment features from the decalign checkpoint."
+        )
         return
     seed = next((s for s in run.seeds if run.checkpoint(s).is_file()), None)
     if seed is None:
@@ -104,10 +115,14 @@ def _add_gap(report: Report, run: TrainRun, folder: Path, dataset: MultimodalDat
     for pair in combinations(model.modalities, 2):
         figure, gaps = plot_gap(run, seed, representations, pair, folder)
         report.figure(figure)
-        rows.append([f"{pair[0]} – {pair[1]}"] + [f"{gaps[s]['centroid_distance']:.3f} ({gaps[s]['ratio']:.2f}×)"
-                                                    for s in ("before", "after")])
-    report.paragraph("Distance between the modalities' test-clip centroids, in feature units (and as a multiple of "
-                     "the mean distance of a clip to its own modality's centroid):")
+        rows.append(
+            [f"{pair[0]} – {pair[1]}"]
+            + [f"{gaps[s]['centroid_distance']:.3f} ({gaps[s]['ratio']:.2f}×)" for s in ("before", "after")]
+        )
+    report.paragraph(
+        "Distance between the modalities' test-clip centroids, in feature units (and as a multiple of "
+        "the mean distance of a clip to its own modality's centroid):"
+    )
     report.table(["modalities", "before alignment", "after alignment"], rows)
 
 
@@ -149,18 +164,28 @@ def build_benchmark_report(run_dir: Path, folder: Path, dataset: MultimodalDatas
     report = Report(f"Report: benchmark {run_dir}")
     seeds = finished[entries[0]].seeds or runs[0].seeds
     several = len(seeds) > 1  # "± std" only over more than one seed
-    report.paragraph(f"{len(entries)} models / variants on `{table.dataset or '?'}`, seeds "
-                     f"{', '.join(map(str, seeds))}. Test metrics: "
-                     f"{'mean ± population std over seeds' if several else 'one seed'}; model selection used the "
-                     f"validation split only (valid {metric}: mean over seeds). Accuracies and F1 in %, MAE and "
-                     "Corr raw.")
+    report.paragraph(
+        f"{len(entries)} models / variants on `{table.dataset or '?'}`, seeds "
+        f"{', '.join(map(str, seeds))}. Test metrics: "
+        f"{'mean ± population std over seeds' if several else 'one seed'}; model selection used the "
+        f"validation split only (valid {metric}: mean over seeds). Accuracies and F1 in %, MAE and "
+        "Corr raw."
+    )
     report.heading("Metrics")
     for label, error in failed.items():
         report.note(f"{label}: failed ({error}); not in this report")
-    report.table(["model"] + [f"test {k}" for k in keys] + [f"valid {metric}"],
-                 [[label] + [format_metric(k, finished[label].mean.get(k),
-                                           finished[label].std.get(k) if several else None) for k in keys]
-                  + [format_metric(metric, valid_mean(run, metric))] for label, run in zip(entries, runs, strict=True)])
+    report.table(
+        ["model"] + [f"test {k}" for k in keys] + [f"valid {metric}"],
+        [
+            [label]
+            + [
+                format_metric(k, finished[label].mean.get(k), finished[label].std.get(k) if several else None)
+                for k in keys
+            ]
+            + [format_metric(metric, valid_mean(run, metric))]
+            for label, run in zip(entries, runs, strict=True)
+        ],
+    )
     report.heading("Per-class accuracy")
     per_class = plot_per_class(runs, folder)
     if per_class is not None:
@@ -189,21 +214,30 @@ def build_sweep_report(run_dir: Path, folder: Path, dataset: MultimodalDataset |
     metric = summary.selection.metric
     headline = metrics.headline_keys(summary.metric_set)
     report = Report(f"Report: {summary.model} sweep {run_dir}")
-    report.paragraph(f"Grid over {', '.join(keys)} on `{summary.dataset}`, seeds "
-                     f"{', '.join(map(str, summary.seeds))}; {len(summary.points)} points finished. "
-                     f"Selection: {summary.selection.rule}.")
+    report.paragraph(
+        f"Grid over {', '.join(keys)} on `{summary.dataset}`, seeds "
+        f"{', '.join(map(str, summary.seeds))}; {len(summary.points)} points finished. "
+        f"Selection: {summary.selection.rule}."
+    )
     report.heading("Metrics (mean over seeds)")
     best = summary.best
-    report.table(keys + [f"valid {metric}"] + [f"test {k}" for k in headline] + ["chosen"],
-                 [[format_value(p.params[k]) for k in keys] + [format_metric(metric, p.valid.get(metric))]
-                  + [format_metric(k, p.test.get(k)) for k in headline]
-                  + ["← best on valid" if best is not None and p.label == best.label else ""]
-                  for p in summary.points])
+    report.table(
+        keys + [f"valid {metric}"] + [f"test {k}" for k in headline] + ["chosen"],
+        [
+            [format_value(p.params[k]) for k in keys]
+            + [format_metric(metric, p.valid.get(metric))]
+            + [format_metric(k, p.test.get(k)) for k in headline]
+            + ["← best on valid" if best is not None and p.label == best.label else ""]
+            for p in summary.points
+        ],
+    )
     if best is not None:
         params = ", ".join(f"{k}={format_value(v)}" for k, v in best.params.items())
-        report.paragraph(f"Chosen on validation {metric}: **{params}** (valid {metric} "
-                         f"{format_metric(metric, best.valid[metric])}, test {metric} "
-                         f"{format_metric(metric, best.test.get(metric))}).")
+        report.paragraph(
+            f"Chosen on validation {metric}: **{params}** (valid {metric} "
+            f"{format_metric(metric, best.valid[metric])}, test {metric} "
+            f"{format_metric(metric, best.test.get(metric))})."
+        )
     report.heading("Sensitivity")
     figure = plot_sweep(summary, folder)
     if figure is not None:
@@ -220,8 +254,9 @@ def build_sweep_report(run_dir: Path, folder: Path, dataset: MultimodalDataset |
     return report
 
 
-def build_report(run_dir: str | Path, dataset: MultimodalDataset | None = None, out: str | Path | None = None,
-                 fmt: str | None = None) -> tuple[Path, Report]:
+def build_report(
+    run_dir: str | Path, dataset: MultimodalDataset | None = None, out: str | Path | None = None, fmt: str | None = None
+) -> tuple[Path, Report]:
     """Writes the report of ``run_dir`` (see the package docstring); returns its path and content."""
     run_dir = Path(run_dir)
     kind = run_kind(run_dir)
@@ -240,5 +275,11 @@ def build_report(run_dir: str | Path, dataset: MultimodalDataset | None = None, 
     return target, report
 
 
-__all__ = ["build_benchmark_report", "build_report", "build_sweep_report", "build_train_report", "train_table",
-           "valid_mean"]
+__all__ = [
+    "build_benchmark_report",
+    "build_report",
+    "build_sweep_report",
+    "build_train_report",
+    "train_table",
+    "valid_mean",
+]

@@ -34,7 +34,9 @@ class FigureFile:
 @dataclass
 class Report:
     title: str
-    blocks: list[tuple] = field(default_factory=list)  # ("h", level, text) | ("p", text) | ("table", header, rows) | ("figure", FigureFile)
+    blocks: list[tuple] = field(
+        default_factory=list
+    )  # ("h", level, text) | ("p", text) | ("table", header, rows) | ("figure", FigureFile)
     figures: list[FigureFile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # figures that were skipped, and why
 
@@ -54,7 +56,6 @@ class Report:
     def note(self, text: str) -> None:
         self.notes.append(text)
         self.blocks.append(("p", f"Note: {text}"))
-
 
 
 __all__ = ["DPI", "FIGURE_SIZES", "FigureFile", "Report"]

@@ -84,20 +84,33 @@ def plot_confusion(run: TrainRun, folder: Path) -> FigureFile | None:
         for i in range(len(names)):
             for j in range(len(names)):
                 if totals[i]:
-                    ax.text(j, i, f"{shares[i, j]:.0f}", ha="center", va="center", fontsize=11,
-                            color="white" if shares[i, j] > 55 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{shares[i, j]:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=11,
+                        color="white" if shares[i, j] > 55 else "black",
+                    )
         ax.set_xticks(range(len(names)), names)
         ax.set_yticks(range(len(names)), [f"{n}  (n={t // max(seeds, 1)})" for n, t in zip(names, totals, strict=True)])
         ax.set_xlabel(f"Predicted {class_axis_label(run.metric_set)}")
         ax.set_ylabel(f"True {class_axis_label(run.metric_set)}")
         k = len(names)
-        ax.set_title(f"{run.label}: {k}-class confusion, test split\n"
-                     f"Acc-{k} {accuracy:.1f}%, {seeds} seed{'s' if seeds != 1 else ''} pooled; cells: % of the true class")
+        ax.set_title(
+            f"{run.label}: {k}-class confusion, test split\n"
+            f"Acc-{k} {accuracy:.1f}%, {seeds} seed{'s' if seeds != 1 else ''} pooled; cells: % of the true class"
+        )
         figure.colorbar(image, ax=ax, shrink=0.85).set_label("Share of the true class (%)")
         name = f"confusion_{slug(run.label)}.png"
         _save(figure, folder, name)
-    return FigureFile(name, "confusion", f"Confusion matrix of {run.label}'s test predictions ({k} classes; rows sum to 100%; "
-                                         f"n = clips per seed). Acc-{k} = {accuracy:.2f}%.")
+    return FigureFile(
+        name,
+        "confusion",
+        f"Confusion matrix of {run.label}'s test predictions ({k} classes; rows sum to 100%; "
+        f"n = clips per seed). Acc-{k} = {accuracy:.2f}%.",
+    )
 
 
 def plot_per_class(runs: list[TrainRun], folder: Path) -> FigureFile | None:
@@ -121,8 +134,15 @@ def plot_per_class(runs: list[TrainRun], folder: Path) -> FigureFile | None:
         ax = figure.add_subplot()
         positions = np.arange(len(names))
         for i, (run, accuracy, _) in enumerate(rows):
-            bars = ax.bar(positions - 0.42 + width * (i + 0.5), np.nan_to_num(accuracy, nan=0.0), width,
-                          label=run.label, color=colours(i % colours.N), edgecolor="white", linewidth=0.4)
+            bars = ax.bar(
+                positions - 0.42 + width * (i + 0.5),
+                np.nan_to_num(accuracy, nan=0.0),
+                width,
+                label=run.label,
+                color=colours(i % colours.N),
+                edgecolor="white",
+                linewidth=0.4,
+            )
             if count <= 3:  # few bars per class: print the values on them
                 ax.bar_label(bars, labels=["" if np.isnan(a) else f"{a:.0f}" for a in accuracy], padding=2, fontsize=10)
         support = rows[0][2]
@@ -135,22 +155,34 @@ def plot_per_class(runs: list[TrainRun], folder: Path) -> FigureFile | None:
         ax.set_title("Per-class test accuracy (share of each true class predicted exactly; seeds pooled)")
         figure.legend(loc="outside lower center", ncol=min(count, 3 if count > 4 else count), frameon=False)
         _save(figure, folder, "per_class_accuracy.png")
-    return FigureFile("per_class_accuracy.png", "per_class",
-                      "Per-class test accuracy of each model / variant (recall of each true class, seeds pooled; a model "
-                      "that never predicts a class correctly has no bar there).")
+    return FigureFile(
+        "per_class_accuracy.png",
+        "per_class",
+        "Per-class test accuracy of each model / variant (recall of each true class, seeds pooled; a model "
+        "that never predicts a class correctly has no bar there).",
+    )
 
 
-def plot_gap(run: TrainRun, seed: int, representations: dict[str, dict[str, np.ndarray]], pair: tuple[str, str],
-             folder: Path, split: str = "test") -> tuple[FigureFile, dict[str, dict[str, float]]]:
+def plot_gap(
+    run: TrainRun,
+    seed: int,
+    representations: dict[str, dict[str, np.ndarray]],
+    pair: tuple[str, str],
+    folder: Path,
+    split: str = "test",
+) -> tuple[FigureFile, dict[str, dict[str, float]]]:
     """PCA of two modalities' features before and after alignment, and their gaps."""
     a, b = pair
     gaps = {}
     with _style():
         figure = _new_figure("gap")
         axes = figure.subplots(1, 2)
-        for ax, stage, heading in zip(axes, ("before", "after"),
-                                      ("Before alignment (each modality's projection)",
-                                       "After alignment (shared common encoder)"), strict=True):
+        for ax, stage, heading in zip(
+            axes,
+            ("before", "after"),
+            ("Before alignment (each modality's projection)", "After alignment (shared common encoder)"),
+            strict=True,
+        ):
             first, second = representations[stage][a], representations[stage][b]
             both = np.concatenate([first, second])
             n = len(first)
@@ -162,11 +194,22 @@ def plot_gap(run: TrainRun, seed: int, representations: dict[str, dict[str, np.n
             # the more spread-out modality first, so it does not bury the tighter one
             layers.sort(key=lambda layer: -float(np.linalg.norm(layer[1] - layer[1].mean(axis=0), axis=1).mean()))
             for modality, xy, colour, marker in layers:
-                ax.scatter(xy[:, 0], xy[:, 1], s=14, alpha=0.4, color=colour, marker=marker, label=modality, linewidths=0)
+                ax.scatter(
+                    xy[:, 0], xy[:, 1], s=14, alpha=0.4, color=colour, marker=marker, label=modality, linewidths=0
+                )
             for modality, xy, colour, _ in layers:
                 centre = xy.mean(axis=0)
-                ax.scatter([centre[0]], [centre[1]], s=260, marker="X", color=colour, edgecolor="black", linewidth=1.2,
-                           label=f"{modality} centroid", zorder=5)
+                ax.scatter(
+                    [centre[0]],
+                    [centre[1]],
+                    s=260,
+                    marker="X",
+                    color=colour,
+                    edgecolor="black",
+                    linewidth=1.2,
+                    label=f"{modality} centroid",
+                    zorder=5,
+                )
             view = points[typical]
             low, high = view.min(axis=0), view.max(axis=0)
             pad = 0.06 * np.maximum(high - low, 1e-6)
@@ -174,27 +217,46 @@ def plot_gap(run: TrainRun, seed: int, representations: dict[str, dict[str, np.n
             ax.set_ylim(low[1] - pad[1], high[1] + pad[1])
             outside = int(np.sum(np.any((points < low - pad) | (points > high + pad), axis=1)))
             hidden = f"\n({outside} extreme clip{'s' if outside != 1 else ''} beyond the axes)" if outside else ""
-            ax.set_title(f"{heading}\ncentroid distance {gap['centroid_distance']:.2f} "
-                         f"= {gap['ratio']:.2f}× within-modality spread{hidden}", fontsize=12)
+            ax.set_title(
+                f"{heading}\ncentroid distance {gap['centroid_distance']:.2f} "
+                f"= {gap['ratio']:.2f}× within-modality spread{hidden}",
+                fontsize=12,
+            )
             ax.set_xlabel(f"PC 1 (feature units; {100 * variance[0]:.0f}% of variance)")
             ax.set_ylabel(f"PC 2 (feature units; {100 * variance[1]:.0f}% of variance)")
             ax.grid(alpha=0.3)
         from matplotlib.lines import Line2D  # heavy, only for figures
 
-        handles = [Line2D([], [], linestyle="none", marker=marker, markersize=size, color=colour, markeredgecolor=edge,
-                          label=label)
-                   for modality, colour, marker in ((a, "tab:blue", "o"), (b, "tab:orange", "^"))
-                   for marker, size, edge, label in ((marker, 7, colour, f"{modality} clip"),
-                                                     ("X", 12, "black", f"{modality} centroid"))]
+        handles = [
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker=marker,
+                markersize=size,
+                color=colour,
+                markeredgecolor=edge,
+                label=label,
+            )
+            for modality, colour, marker in ((a, "tab:blue", "o"), (b, "tab:orange", "^"))
+            for marker, size, edge, label in (
+                (marker, 7, colour, f"{modality} clip"),
+                ("X", 12, "black", f"{modality} centroid"),
+            )
+        ]
         figure.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
-        figure.suptitle(f"Modality gap, {a} vs {b}: {run.label} seed {seed}, {split} split (n={len(representations['before'][a])} clips)")
+        figure.suptitle(
+            f"Modality gap, {a} vs {b}: {run.label} seed {seed}, {split} split (n={len(representations['before'][a])} clips)"
+        )
         name = f"gap_{slug(run.label)}_{a}_{b}.png"
         _save(figure, folder, name)
-    caption = (f"Modality gap between {a} and {b} ({split} clips, utterance means), PCA of both modalities together, "
-               f"before alignment (centroid distance {gaps['before']['centroid_distance']:.2f}, "
-               f"{gaps['before']['ratio']:.2f}× spread) and after it ({gaps['after']['centroid_distance']:.2f}, "
-               f"{gaps['after']['ratio']:.2f}× spread). Distances use every clip in the d-dimensional feature space; "
-               "the PCA and the zoom leave out each modality's 1% most extreme clips.")
+    caption = (
+        f"Modality gap between {a} and {b} ({split} clips, utterance means), PCA of both modalities together, "
+        f"before alignment (centroid distance {gaps['before']['centroid_distance']:.2f}, "
+        f"{gaps['before']['ratio']:.2f}× spread) and after it ({gaps['after']['centroid_distance']:.2f}, "
+        f"{gaps['after']['ratio']:.2f}× spread). Distances use every clip in the d-dimensional feature space; "
+        "the PCA and the zoom leave out each modality's 1% most extreme clips."
+    )
     return FigureFile(name, "gap", caption), gaps
 
 
@@ -223,18 +285,35 @@ def plot_curves(runs: list[TrainRun], folder: Path, name: str, title: str) -> Fi
         if single:
             best = {r.seed: r.best_epoch for r in run.results.per_seed}
             for seed, rows in histories.items():
-                series.append((f"seed {seed}", [r["epoch"] for r in rows], [r.get("train/loss", np.nan) for r in rows],
-                               [r.get("train/task", np.nan) for r in rows],
-                               [metric_value(metric, r.get(f"valid/{metric}", np.nan)) for r in rows], best.get(seed)))
+                series.append(
+                    (
+                        f"seed {seed}",
+                        [r["epoch"] for r in rows],
+                        [r.get("train/loss", np.nan) for r in rows],
+                        [r.get("train/task", np.nan) for r in rows],
+                        [metric_value(metric, r.get(f"valid/{metric}", np.nan)) for r in rows],
+                        best.get(seed),
+                    )
+                )
         else:
             length = max(len(rows) for rows in histories.values())
 
             def mean_at(key: str, epoch: int, rows_by_seed=histories) -> float:
-                values = [rows[epoch][key] for rows in rows_by_seed.values() if epoch < len(rows) and key in rows[epoch]]
+                values = [
+                    rows[epoch][key] for rows in rows_by_seed.values() if epoch < len(rows) and key in rows[epoch]
+                ]
                 return float(np.mean(values)) if values else np.nan
 
-            series.append((run.label, list(range(length)), [mean_at("train/loss", e) for e in range(length)], None,
-                           [metric_value(metric, mean_at(f"valid/{metric}", e)) for e in range(length)], None))
+            series.append(
+                (
+                    run.label,
+                    list(range(length)),
+                    [mean_at("train/loss", e) for e in range(length)],
+                    None,
+                    [metric_value(metric, mean_at(f"valid/{metric}", e)) for e in range(length)],
+                    None,
+                )
+            )
     if not series:
         return None
     with _style():
@@ -257,7 +336,9 @@ def plot_curves(runs: list[TrainRun], folder: Path, name: str, title: str) -> Fi
         loss_ax.set_title("Training loss (total = task + weighted alignment losses)")
         valid_ax.set_xlabel("Epoch (0 = first, as best_epoch in results.json)")
         valid_ax.set_ylabel(f"Validation {metric} ({unit})")
-        valid_ax.set_title(f"Validation {metric}" + (" (★ = best epoch, whose weights are kept)" if single else ", mean over seeds"))
+        valid_ax.set_title(
+            f"Validation {metric}" + (" (★ = best epoch, whose weights are kept)" if single else ", mean over seeds")
+        )
         from matplotlib.ticker import MaxNLocator  # heavy, only for figures
 
         for ax in (loss_ax, valid_ax):
@@ -283,8 +364,9 @@ def plot_sweep(summary: SweepSummary, folder: Path) -> FigureFile | None:
         axes = figure.subplots(1, 2)
         if len(keys) == 2:
             rows, columns = summary.grid[keys[0]], summary.grid[keys[1]]
-            for ax, split, heading in zip(axes, ("valid", "test"),
-                                          ("Validation (used to choose)", "Test (reported only)"), strict=True):
+            for ax, split, heading in zip(
+                axes, ("valid", "test"), ("Validation (used to choose)", "Test (reported only)"), strict=True
+            ):
                 values = np.full((len(rows), len(columns)), np.nan)
                 for i, r in enumerate(rows):
                     for j, c in enumerate(columns):
@@ -298,7 +380,13 @@ def plot_sweep(summary: SweepSummary, folder: Path) -> FigureFile | None:
                 middle = float(np.mean([finite.min(), finite.max()])) if finite.size else 0.0
                 for i in range(len(rows)):
                     for j in range(len(columns)):
-                        text = "not run" if np.isnan(values[i, j]) else f"{values[i, j]:.3f}" if metric == "MAE" else f"{values[i, j]:.1f}"
+                        text = (
+                            "not run"
+                            if np.isnan(values[i, j])
+                            else f"{values[i, j]:.3f}"
+                            if metric == "MAE"
+                            else f"{values[i, j]:.1f}"
+                        )
                         dark = (values[i, j] < middle) == (mode == "max") if np.isfinite(values[i, j]) else False
                         ax.text(j, i, text, ha="center", va="center", fontsize=12, color="white" if dark else "black")
                         if point_label({keys[0]: rows[i], keys[1]: columns[j]}) == best:
@@ -313,10 +401,15 @@ def plot_sweep(summary: SweepSummary, folder: Path) -> FigureFile | None:
             values = summary.grid[keys[0]]
             numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
             xs = values if numeric else list(range(len(values)))
-            for ax, split, heading in zip(axes, ("valid", "test"),
-                                          ("Validation (used to choose)", "Test (reported only)"), strict=True):
-                ys = [metric_value(metric, _split_scores(done[point_label({keys[0]: v})], split)[metric])
-                      if point_label({keys[0]: v}) in done else np.nan for v in values]
+            for ax, split, heading in zip(
+                axes, ("valid", "test"), ("Validation (used to choose)", "Test (reported only)"), strict=True
+            ):
+                ys = [
+                    metric_value(metric, _split_scores(done[point_label({keys[0]: v})], split)[metric])
+                    if point_label({keys[0]: v}) in done
+                    else np.nan
+                    for v in values
+                ]
                 ax.plot(xs, ys, marker="o")
                 for x, y, v in zip(xs, ys, values, strict=True):
                     if point_label({keys[0]: v}) == best:
@@ -331,11 +424,17 @@ def plot_sweep(summary: SweepSummary, folder: Path) -> FigureFile | None:
                     ax.legend()
         seeds = ", ".join(map(str, summary.seeds))
         marker = "red box" if len(keys) == 2 else "red star"
-        figure.suptitle(f"Sensitivity of {summary.model} on {Path(summary.dataset).name} (seeds {seeds}); "
-                        f"{marker} = chosen on validation {metric}")
+        figure.suptitle(
+            f"Sensitivity of {summary.model} on {Path(summary.dataset).name} (seeds {seeds}); "
+            f"{marker} = chosen on validation {metric}"
+        )
         _save(figure, folder, name)
-    return FigureFile(name, "sweep", f"Validation and test {metric} over the {' x '.join(keys)} grid (mean over seeds); "
-                                     f"the point chosen on validation is marked.")
+    return FigureFile(
+        name,
+        "sweep",
+        f"Validation and test {metric} over the {' x '.join(keys)} grid (mean over seeds); "
+        f"the point chosen on validation is marked.",
+    )
 
 
 def _grid_axis_label(key: str) -> str:
@@ -348,10 +447,19 @@ def _rectangle(column: int, row: int):
     return Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=3)
 
 
-
 def _split_scores(point: SweepPoint, split: str) -> dict[str, float]:
     return point.valid if split == "valid" else point.test
 
 
-__all__ = ["STYLE", "class_axis_label", "metric_value", "plot_confusion", "plot_curves", "plot_gap", "plot_per_class",
-           "plot_sweep", "selection_label", "slug"]
+__all__ = [
+    "STYLE",
+    "class_axis_label",
+    "metric_value",
+    "plot_confusion",
+    "plot_curves",
+    "plot_gap",
+    "plot_per_class",
+    "plot_sweep",
+    "selection_label",
+    "slug",
+]

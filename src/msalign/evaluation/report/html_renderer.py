@@ -37,18 +37,22 @@ def render_html(report: Report) -> str:
             parts.append(f"<p>{_inline_html(block[1])}</p>")
         elif block[0] == "table":
             header, rows = block[1], block[2]
-            parts.append('<div class="table"><table><thead><tr>' + "".join(f"<th>{_inline_html(h)}</th>" for h in header)
-                         + "</tr></thead><tbody>")
+            parts.append(
+                '<div class="table"><table><thead><tr>'
+                + "".join(f"<th>{_inline_html(h)}</th>" for h in header)
+                + "</tr></thead><tbody>"
+            )
             parts += ["<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>" for row in rows]
             parts.append("</tbody></table></div>")
         elif block[0] == "figure":
             figure = block[1]
             width, height = figure.size_px
-            parts.append(f'<figure><img src="{html.escape(figure.file)}" width="{width}" height="{height}" '
-                         f'alt="{html.escape(figure.caption)}"><figcaption>{_inline_html(figure.caption)}</figcaption></figure>')
+            parts.append(
+                f'<figure><img src="{html.escape(figure.file)}" width="{width}" height="{height}" '
+                f'alt="{html.escape(figure.caption)}"><figcaption>{_inline_html(figure.caption)}</figcaption></figure>'
+            )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
-
 
 
 __all__ = ["render_html"]

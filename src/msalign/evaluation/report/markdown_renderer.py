@@ -25,5 +25,4 @@ def render_markdown(report: Report) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-
 __all__ = ["render_markdown"]

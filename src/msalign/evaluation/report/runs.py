@@ -87,8 +87,9 @@ def load_train_run(path: Path, label: str, dataset: MultimodalDataset | None = N
             run.histories[seed] = history.rows
         stored = folder / PREDICTIONS_FILE
         if stored.is_file():
-            run.predictions[seed] = {split: (rows.predictions, rows.labels)
-                                     for split, rows in read_predictions(stored).items()}
+            run.predictions[seed] = {
+                split: (rows.predictions, rows.labels) for split, rows in read_predictions(stored).items()
+            }
         elif dataset is not None and run.checkpoint(seed).is_file():
             run.predictions[seed] = predict_checkpoint(run.checkpoint(seed), dataset)
         else:
@@ -107,17 +108,21 @@ def predict_checkpoint(path: Path, dataset: MultimodalDataset) -> SplitArrays:
     model, _ = _check_checkpoint(path, dataset)
     device = default_device()
     model.to(device)
-    return {split: predict_split(model, eval_loader(dataset, model.modalities, split), device)
-            for split in ("valid", "test")}
+    return {
+        split: predict_split(model, eval_loader(dataset, model.modalities, split), device)
+        for split in ("valid", "test")
+    }
 
 
-def compute_representations(checkpoint: Path, dataset: MultimodalDataset,
-                            split: str = "test") -> tuple[dict[str, dict[str, np.ndarray]], MSAModel]:
+def compute_representations(
+    checkpoint: Path, dataset: MultimodalDataset, split: str = "test"
+) -> tuple[dict[str, dict[str, np.ndarray]], MSAModel]:
     """``DecAlign.representations`` over a split, in eval mode: {"before"|"after": {modality: (N, d)}}."""
     model, info = _check_checkpoint(checkpoint, dataset)
     if not hasattr(model, "representations"):  # only DecAlign has before/after-alignment features
-        raise MsalignError(f"checkpoint {checkpoint}: model {info['model']} has no before/after-alignment "
-                           "representations")
+        raise MsalignError(
+            f"checkpoint {checkpoint}: model {info['model']} has no before/after-alignment representations"
+        )
     model.eval()
     parts: dict[str, dict[str, list[np.ndarray]]] = {"before": {}, "after": {}}
     with torch.no_grad():
@@ -142,8 +147,11 @@ def run_variant(results: RunResults) -> str:
         base, _ = resolve_config(model, build_config(model), keys)
     except MsalignError:
         return ""
-    changed = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in config.items()
-               if k in base.__dataclass_fields__ and _listed(getattr(base, k)) != _listed(v)]
+    changed = [
+        f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+        for k, v in config.items()
+        if k in base.__dataclass_fields__ and _listed(getattr(base, k)) != _listed(v)
+    ]
     return f"[{','.join(changed)}]" if changed else ""
 
 
@@ -192,8 +200,10 @@ def report_dataset(run_dir: Path, given: str | None = None, cache_dir: str | Non
     checkpoint's options. A recorded dataset that cannot be used any more is skipped with a note."""
     recorded, metric_set = recorded_dataset(run_dir)
     if given is not None and recorded is not None and not same_dataset(given, recorded):
-        raise MsalignError(f"--dataset {given}: the run was trained on {recorded} (recorded in {run_dir}); "
-                           "omit --dataset to use that one")
+        raise MsalignError(
+            f"--dataset {given}: the run was trained on {recorded} (recorded in {run_dir}); "
+            "omit --dataset to use that one"
+        )
     spec = given if given is not None else (recorded if _needs_dataset(run_dir) else None)
     if spec is None:
         return ReportDataset(None, False)
@@ -210,10 +220,20 @@ def report_dataset(run_dir: Path, given: str | None = None, cache_dir: str | Non
     except MsalignError as error:
         if given is not None:
             raise
-        return ReportDataset(None, True,
-                             f"the recorded dataset {spec} could not be used ({error}); pass --dataset SPEC")
+        return ReportDataset(
+            None, True, f"the recorded dataset {spec} could not be used ({error}); pass --dataset SPEC"
+        )
     return ReportDataset(dataset, given is None)
 
 
-__all__ = ["ReportDataset", "SplitArrays", "TrainRun", "compute_representations", "load_train_run",
-           "predict_checkpoint", "report_dataset", "run_variant", "same_dataset"]
+__all__ = [
+    "ReportDataset",
+    "SplitArrays",
+    "TrainRun",
+    "compute_representations",
+    "load_train_run",
+    "predict_checkpoint",
+    "report_dataset",
+    "run_variant",
+    "same_dataset",
+]

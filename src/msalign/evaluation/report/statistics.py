@@ -80,6 +80,12 @@ def modality_gap(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {"centroid_distance": distance, "spread": spread, "ratio": distance / spread if spread > 0 else float("inf")}
 
 
-
-__all__ = ["SIMS_CLASS_NAMES", "confusion_counts", "modality_gap", "pca_2d", "per_class_accuracy", "sentiment_classes",
-           "typical_rows"]
+__all__ = [
+    "SIMS_CLASS_NAMES",
+    "confusion_counts",
+    "modality_gap",
+    "pca_2d",
+    "per_class_accuracy",
+    "sentiment_classes",
+    "typical_rows",
+]
