@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from msalign.atomic import run_dir_lock
+from msalign.cli.commands import SUMMARIES
 from msalign.cli.options import (
     add_backend_options,
     add_dataset_options,
@@ -30,7 +31,7 @@ DEFAULT_MODELS = ("text_only", "late_fusion", "mult", "decalign")
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Adds ``msalign benchmark`` to the subcommands."""
-    parser = sub.add_parser("benchmark", help="models x seeds on one dataset; a comparison table (resumable)")
+    parser = sub.add_parser("benchmark", help=SUMMARIES["benchmark"])
     parser.add_argument(
         "--models",
         default=",".join(DEFAULT_MODELS),

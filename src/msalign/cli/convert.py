@@ -5,17 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from msalign.cli.commands import SUMMARIES
 from msalign.cli.options import add_dataset_options, dataset_options, log_to_stderr
 from msalign.data.store.convert import convert_to_store
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Adds ``msalign convert`` to the subcommands."""
-    parser = sub.add_parser(
-        "convert",
-        help="convert a dataset (MMSA .pkl, feature directory, synthetic:...) to an "
-        "on-disk feature store read row by row (datasets larger than memory)",
-    )
+    parser = sub.add_parser("convert", help=SUMMARIES["convert"])
     add_dataset_options(parser, positional=True)
     parser.add_argument("out", metavar="OUT", help="the store folder to write")
     parser.add_argument(

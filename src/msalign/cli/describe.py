@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from msalign.cli.commands import SUMMARIES
 from msalign.cli.options import log_to_stderr
 from msalign.describe.run import describe_dataset
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Adds ``msalign describe`` to the subcommands."""
-    parser = sub.add_parser(
-        "describe", help="describe faces / head / voice of every clip in words (descriptions.json, for textalign)"
-    )
+    parser = sub.add_parser("describe", help=SUMMARIES["describe"])
     parser.add_argument(
         "input", metavar="INPUT", help="a feature directory, or an image-text dataset folder (with --out)"
     )

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from msalign import metrics
+from msalign.cli.commands import SUMMARIES
 from msalign.cli.options import add_dataset_options, dataset_options, print_table
 from msalign.evaluation.ablation import format_contribution
 from msalign.evaluation.scoring import EvaluationRequest, evaluate_checkpoint
@@ -13,7 +14,7 @@ from msalign.evaluation.scoring import EvaluationRequest, evaluate_checkpoint
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Adds ``msalign evaluate`` to the subcommands."""
-    parser = sub.add_parser("evaluate", help="score a checkpoint on a dataset split")
+    parser = sub.add_parser("evaluate", help=SUMMARIES["evaluate"])
     parser.add_argument("--checkpoint", required=True)
     add_dataset_options(parser)
     parser.add_argument("--split", default="test", choices=["train", "valid", "test"])

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from msalign.cli.commands import SUMMARIES
 from msalign.cli.options import add_cache_dir_option, add_progress_option
 from msalign.errors import MsalignError
 from msalign.extract.audio import AudioFeatureConfig
@@ -63,9 +64,7 @@ def extract_options(args: argparse.Namespace) -> ExtractOptions:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Adds ``msalign extract`` to the subcommands."""
-    parser = sub.add_parser(
-        "extract", help="raw video / audio (or a dataset folder with label.csv) -> a feature directory"
-    )
+    parser = sub.add_parser("extract", help=SUMMARIES["extract"])
     parser.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="media files, folders of them, or one dataset folder"
     )

@@ -8,57 +8,46 @@ library live in its own module of this package.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+from collections.abc import Sequence
 
 from msalign import __version__
 from msalign.atomic import process_rank
-from msalign.cli import (
-    benchmark,
-    convert,
-    describe,
-    evaluate,
-    extract,
-    models,
-    predict,
-    profile,
-    report,
-    sweep,
-    train,
-    tune,
-)
+from msalign.cli.commands import SUMMARIES
 from msalign.errors import MsalignError, PartialResults
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``msalign`` parser with every subcommand (``args.func`` runs the chosen one)."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``msalign`` parser (``args.func`` runs the chosen command).
+
+    ``only``: build that command's options and list the others by name and help alone, without
+    importing their modules (:mod:`msalign.cli.commands`): a command module imports the library it
+    drives, and Lightning alone takes seconds to import, which ``msalign --help`` or ``msalign
+    models`` should not pay for. ``""``: no command's options; ``None``: every command's."""
     parser = argparse.ArgumentParser(
         prog="msalign", description="Multimodal sentiment analysis with cross-modal alignment"
     )
     parser.add_argument("--version", action="version", version=f"msalign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (
-        models,
-        train,
-        evaluate,
-        benchmark,
-        profile,
-        sweep,
-        tune,
-        convert,
-        report,
-        extract,
-        predict,
-        describe,
-    ):
-        command.add_parser(sub)
+    for name, summary in SUMMARIES.items():
+        if only is None or name == only:
+            importlib.import_module(f"msalign.cli.{name}").add_parser(sub)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
+
+
+def chosen_command(argv: Sequence[str]) -> str:
+    """The command named in ``argv`` (its first word that is a command), or ``""``."""
+    return next((word for word in argv if word in SUMMARIES), "")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs ``msalign ARGV``; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(chosen_command(argv)).parse_args(argv)
     if process_rank() > 0:
         # the other processes of a DDP run repeat rank 0's command; rank 0 alone prints results
         # (errors still reach stderr)

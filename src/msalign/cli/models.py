@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from msalign.cli.commands import SUMMARIES
 from msalign.models import get_model_class, list_models
 from msalign.models.config_docs import format_model_help, modality_summary
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Adds ``msalign models`` to the subcommands."""
-    parser = sub.add_parser("models", help="list the registered models; with NAME, its modalities and every config key")
+    parser = sub.add_parser("models", help=SUMMARIES["models"])
     parser.add_argument(
         "name", nargs="?", metavar="NAME", help="a model: print its config keys (type, default, meaning)"
     )

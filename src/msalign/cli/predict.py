@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from msalign.cli.commands import SUMMARIES
 from msalign.cli.options import add_cache_dir_option, add_progress_option
 from msalign.errors import MsalignError
 from msalign.inference.predict import format_table, predict
@@ -13,7 +14,7 @@ from msalign.inference.predict import format_table, predict
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Adds ``msalign predict`` to the subcommands."""
-    parser = sub.add_parser("predict", help="sentiment of raw video / audio files with a trained checkpoint")
+    parser = sub.add_parser("predict", help=SUMMARIES["predict"])
     parser.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="video or audio files (a .txt/.srt beside one is its transcript)"
     )

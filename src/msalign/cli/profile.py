@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from msalign.cli.commands import SUMMARIES
 from msalign.cli.options import add_config_options, add_dataset_options, load_dataset, resolve, summary
 from msalign.evaluation.profiling import format_costs, parse_shapes, profile_model, sample_inputs, write_costs_json
 from msalign.models import create_model
@@ -12,7 +13,7 @@ from msalign.models import create_model
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Adds ``msalign profile`` to the subcommands."""
-    parser = sub.add_parser("profile", help="parameters and multiply-adds per sample, per module")
+    parser = sub.add_parser("profile", help=SUMMARIES["profile"])
     parser.add_argument("--model", required=True)
     add_dataset_options(parser, required=False)
     parser.add_argument(

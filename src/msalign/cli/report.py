@@ -7,13 +7,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from msalign.cli.commands import SUMMARIES
 from msalign.cli.options import add_cache_dir_option
 from msalign.evaluation.report import build_report, report_dataset, run_kind
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Adds ``msalign report`` to the CLI's subparsers."""
-    parser = sub.add_parser("report", help="Markdown/HTML report with figures of a train, benchmark or sweep directory")
+    parser = sub.add_parser("report", help=SUMMARIES["report"])
     parser.add_argument(
         "run_dir", metavar="RUN_DIR", help="a train run (results.json), benchmark (table.json) or sweep (sweep.json)"
     )

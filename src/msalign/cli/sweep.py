@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from msalign.atomic import run_dir_lock
+from msalign.cli.commands import SUMMARIES
 from msalign.cli.options import (
     add_backend_options,
     add_dataset_options,
@@ -34,9 +35,7 @@ from msalign.training.run_spec import RunSpec
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Adds ``msalign sweep`` to the subcommands."""
-    parser = sub.add_parser(
-        "sweep", help="train a model over a grid of config values; selects on validation (resumable)"
-    )
+    parser = sub.add_parser("sweep", help=SUMMARIES["sweep"])
     parser.add_argument("--model", required=True)
     add_dataset_options(parser)
     parser.add_argument(

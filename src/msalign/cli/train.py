@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from msalign.atomic import run_dir_lock
+from msalign.cli.commands import SUMMARIES
 from msalign.cli.options import (
     add_dataset_options,
     add_out_options,
@@ -27,7 +28,7 @@ from msalign.training import RunSpec, train
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Adds ``msalign train`` to the subcommands."""
-    parser = sub.add_parser("train", help="train a model over seeds; writes OUT/results.json and checkpoints")
+    parser = sub.add_parser("train", help=SUMMARIES["train"])
     parser.add_argument("--model", required=True)
     add_dataset_options(parser)
     add_run_options(parser)

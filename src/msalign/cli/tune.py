@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from msalign.cli.commands import SUMMARIES
 from msalign.cli.options import (
     add_backend_options,
     add_dataset_options,
@@ -23,11 +24,7 @@ from msalign.models import get_model_class
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Adds ``msalign tune`` to the subcommands."""
-    parser = sub.add_parser(
-        "tune",
-        help="search a model's declared hyperparameter space on VALIDATION (Optuna, "
-        "resumable), then train the best over 5 seeds and write the tuned config",
-    )
+    parser = sub.add_parser("tune", help=SUMMARIES["tune"])
     parser.add_argument("--model", required=True)
     add_dataset_options(parser)
     add_run_options(parser, set_help="fix config fields (a searchable key given here is not searched)")
