@@ -72,6 +72,7 @@ from msalign.models.attention import (
     length_groups,
     pack_keys,
     query_span,
+    row_by_row_pays,
 )
 from msalign.models.base import ModelOutput, MSAModel, masked_mean
 from msalign.models.blocks import TemporalProjection
@@ -351,10 +352,16 @@ class DecAlign(MSAModel):
             if target in small:
                 continue
             sources = [m for m in self.modalities if m != target]
-            context, context_mask = pack_keys(torch.cat([positioned[m] for m in sources], dim=1),
-                                              torch.cat([masks[m] for m in sources], dim=1))
-            spans, context_counts = query_span(masks[target]), context_mask.sum(dim=1)
+            joined, joined_mask = (torch.cat([positioned[m] for m in sources], dim=1),
+                                   torch.cat([masks[m] for m in sources], dim=1))
+            spans, context_counts = query_span(masks[target]), joined_mask.sum(dim=1)
             groups = length_groups(spans, context_counts, c.width, c.heads)
+            query_list, context_list = key_counts[target].tolist(), context_counts.tolist()
+            if row_by_row_pays(query_list, context_list, groups, spans, context_counts, c.width, c.heads):
+                pooled[target] = self._cross_modal_rows(target, positioned[target], masks[target], joined,
+                                                        joined_mask, query_list, context_list)
+                continue
+            context, context_mask = pack_keys(joined, joined_mask)
             parts = []
             for rows in groups:
                 whole = len(groups) == 1
@@ -373,6 +380,20 @@ class DecAlign(MSAModel):
                 inverse = torch.argsort(torch.cat(groups))
                 pooled[target] = torch.cat(parts)[inverse]
         return {m: pooled[m] for m in self.modalities}
+
+    def _cross_modal_rows(self, target: str, query: Tensor, query_mask: Tensor, context: Tensor, context_mask: Tensor,
+                          query_counts: list[int], context_counts: list[int]) -> Tensor:
+        """One target of ``cross_modal`` row by row on real frames (``CrossModalEncoder.forward_rows``),
+        exact: the same keys per query frame, no padded pairs. Returns the (B, d) pooled output."""
+        query_layout = Packed.from_mask(query_mask)
+        frames = query_layout.pack(query)
+        out = self.concat_encoders[target].forward_rows(frames, query_counts, Packed.from_mask(context_mask).pack(context),
+                                                        context_counts)
+        if self.config.self_layers:
+            out = cast(CrossModalEncoder, self.memory[target]).forward_rows(out, query_counts)
+        sums = out.new_zeros(query_layout.batch, out.shape[-1]).index_add_(0, query_layout.rows, out)
+        counts = torch.tensor(query_counts, dtype=out.dtype, device=out.device).clamp_min(1.0)
+        return sums / counts.unsqueeze(-1)
 
     # targets with at most this many (real query frame, key) pairs take ``_cross_modal_small``
     small_attention: int = 16384
