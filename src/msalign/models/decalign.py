@@ -69,6 +69,7 @@ from msalign.models.attention import (
     MultimodalTransformer,
     Packed,
     cached_positions,
+    forward_folded,
     length_groups,
     pack_keys,
     query_span,
@@ -387,8 +388,8 @@ class DecAlign(MSAModel):
         exact: the same keys per query frame, no padded pairs. Returns the (B, d) pooled output."""
         query_layout = Packed.from_mask(query_mask)
         frames = query_layout.pack(query)
-        out = self.concat_encoders[target].forward_rows(frames, query_counts, Packed.from_mask(context_mask).pack(context),
-                                                        context_counts)
+        keys = Packed.from_mask(context_mask).pack(context)
+        out = self.concat_encoders[target].forward_rows(frames, query_counts, keys, context_counts)
         if self.config.self_layers:
             out = cast(CrossModalEncoder, self.memory[target]).forward_rows(out, query_counts)
         sums = out.new_zeros(query_layout.batch, out.shape[-1]).index_add_(0, query_layout.rows, out)
@@ -423,7 +424,7 @@ class DecAlign(MSAModel):
                 ranks[m] = (mask.cumsum(dim=1) - 1).reshape(-1).index_select(0, layout.index)
         normalised = {m: F.layer_norm(frames[m], (width,), eps=eps) for m in self.modalities
                       if any(t != m for t in small)}
-        pooled = {}
+        laid_out: dict[str, tuple[Tensor, Tensor]] = {}
         for target, counts in small.items():
             length = max(int(counts.max()), 1)
             offset = torch.zeros_like(counts)
@@ -439,9 +440,34 @@ class DecAlign(MSAModel):
             stacked = torch.cat(parts)
             context = stacked.new_zeros(batch * length, width).index_copy(0, torch.cat(slots), stacked)
             key_mask = torch.arange(length, device=counts.device)[None, :] < counts[:, None]
-            out = self.concat_encoders[target].forward_frames(frames[target], rows[target],
-                                                             context.view(batch, length, width), key_mask)
-            query_rows = rows[target]
+            laid_out[target] = context.view(batch, length, width), key_mask
+        # Targets whose frames each attend to a few keys of their own (fewer query frames than
+        # keys, e.g. the one-frame audio and vision of an utterance-level stream) run as one stack
+        # when their shapes agree (``attention.forward_folded``); the rest one by one.
+        outputs: dict[str, Tensor] = {}
+        stacks: dict[tuple[int, int], list[str]] = {}
+        for target, (context, _) in laid_out.items():
+            frame_count, length = frames[target].shape[0], context.shape[1]
+            if length > 1 and frame_count <= batch * length:
+                stacks.setdefault((frame_count, length), []).append(target)
+        for group in stacks.values():
+            contexts, key_masks = [], []
+            for target in group:
+                context, key_mask = laid_out[target]
+                if (target_rows := rows[target]) is not None:
+                    context, key_mask = context.index_select(0, target_rows), key_mask.index_select(0, target_rows)
+                contexts.append(context)
+                key_masks.append(key_mask)
+            out = forward_folded([self.concat_encoders[t] for t in group], torch.stack([frames[t] for t in group]),
+                                 torch.stack(contexts), torch.stack(key_masks))
+            outputs.update(zip(group, out.unbind(0), strict=True))
+        pooled = {}
+        for target in small:
+            if target not in outputs:
+                context, key_mask = laid_out[target]
+                outputs[target] = self.concat_encoders[target].forward_frames(frames[target], rows[target], context,
+                                                                              key_mask)
+            out, query_rows = outputs[target], rows[target]
             if query_rows is None:
                 pooled[target] = out
             else:
