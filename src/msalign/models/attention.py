@@ -25,6 +25,9 @@ Speed notes (CPU, measured in ``benchmarks/decalign_speed.py``):
 * :meth:`CrossModalEncoder.forward_frames` serves contexts of a few keys (one-frame utterance-level
   streams): the context is normalised once for all blocks, and keys / values are folded into the
   queries or projected once per clip; no padding, no SDPA call (exact; ``docs/speed.md``).
+  :func:`forward_folded` runs several such encoders of the same shapes as one stack.
+* :meth:`CrossModalEncoder.forward_rows` attends clip by clip on real frames only, for long ragged
+  batches where even length groups leave most pairs padded (:func:`row_by_row_pays`; exact).
 """
 
 from __future__ import annotations

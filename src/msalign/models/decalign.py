@@ -14,9 +14,11 @@ Section 3 of the paper, for any M >= 2 modalities:
 5. a cross-modal transformer over the unique sequences (3.4): each target modality queries the
    concatenation of the other modalities' sequences, then (``self_layers``) attends to itself, as
    in MulT [35] (padding is dropped first: keys packed
-   real-first and trimmed, queries trimmed, long and uneven batches split into length groups,
+   real-first and trimmed, queries trimmed, long and uneven batches split into length groups or,
+   when that still leaves much padding, attended clip by clip (``_cross_modal_rows``),
    position-wise layers run on real frames only; targets with few keys, e.g. one-frame
-   utterance-level streams, take ``_cross_modal_small``; all exact, see ``models.attention``);
+   utterance-level streams, take ``_cross_modal_small``, same-shaped ones as one stack; all
+   exact, see ``models.attention`` and docs/speed.md);
 6. fusion: pooled transformer outputs concatenated with pooled common features, then a
    two-layer MLP head (dropout, linear, GELU, dropout, linear; the paper says one fully
    connected layer); loss eq. 13: task + dec + alpha * hete + beta * homo.
