@@ -511,7 +511,7 @@ def test_forward_frames_matches_forward_with_attention_dropout_weights(queries, 
     torch.testing.assert_close(got, encoder.norm(hidden), atol=1e-5, rtol=1e-5)
 
 
-# --- row-by-row attention (CrossModalEncoder.forward_rows) and stacked targets (forward_folded) ----------
+# --- row-by-row attention (CrossModalEncoder.forward_rows) ----------------------------------------------
 
 
 def ragged_batch():
@@ -568,28 +568,3 @@ def test_row_by_row_is_chosen_for_long_ragged_batches_only():
     for q, k, expected in ((long_q, long_k, True), (short_q, short_k, False)):
         groups = length_groups(q, k, 64, 8)
         assert attention_module.row_by_row_pays(q.tolist(), k.tolist(), groups, q, k, 64, 8) is expected
-
-
-@pytest.mark.parametrize("training", [False, True])
-def test_stacked_targets_match_one_by_one(training):
-    """forward_folded over two encoders at once equals forward_frames of each (eval, and training with
-    attention dropout off, where the residual dropout is the only randomness: also off here)."""
-    torch.manual_seed(0)
-    encoders = [CrossModalEncoder(16, 4, 2, dropout=0.0, attn_dropout=0.0, positions=False).train(training)
-                for _ in range(2)]
-    for encoder in encoders:  # non-trivial LayerNorm affines, which the fold moves into the products
-        for module in encoder.modules():
-            if isinstance(module, torch.nn.LayerNorm):
-                torch.nn.init.normal_(module.weight, 1.0, 0.3)
-                torch.nn.init.normal_(module.bias, 0.0, 0.3)
-    frames = torch.randn(2, 5, 16, requires_grad=True)
-    key_mask = torch.arange(4)[None, None] < torch.tensor([[4, 1, 2, 0, 3], [2, 4, 4, 1, 0]])[..., None]
-    context = F.layer_norm(torch.randn(2, 5, 4, 16), (16,)) * key_mask[..., None]
-    stacked = attention_module.forward_folded(encoders, frames, context, key_mask)
-    one_by_one = torch.stack([e.forward_frames(frames[i], torch.arange(5), context[i], key_mask[i])
-                              for i, e in enumerate(encoders)])
-    torch.testing.assert_close(stacked, one_by_one, atol=1e-5, rtol=1e-5)
-    inputs = [frames, *encoders[0].parameters()]
-    grads = [torch.autograd.grad(out.square().sum(), inputs) for out in (stacked, one_by_one)]
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -25,7 +25,6 @@ Speed notes (CPU, measured in ``benchmarks/decalign_speed.py``):
 * :meth:`CrossModalEncoder.forward_frames` serves contexts of a few keys (one-frame utterance-level
   streams): the context is normalised once for all blocks, and keys / values are folded into the
   queries or projected once per clip; no padding, no SDPA call (exact; ``docs/speed.md``).
-  :func:`forward_folded` runs several such encoders of the same shapes as one stack.
 * :meth:`CrossModalEncoder.forward_rows` attends clip by clip on real frames only, for long ragged
   batches where even length groups leave most pairs padded (:func:`row_by_row_pays`; exact).
 """
@@ -359,10 +358,6 @@ class CrossModalEncoder(nn.Module):
         weight, bias = self.folded_kv()
         # more query frames than keys: project the keys; fewer: fold the projections into the queries
         query_heavy = frames.shape[0] > context.shape[0] * count
-        if count > 1 and not query_heavy:
-            if rows is not None:
-                context, key_mask = context.index_select(0, rows), key_mask.index_select(0, rows)
-            return forward_folded([self], frames[None], context[None], key_mask[None])[0]
         if count > 1:
             if rows is not None:
                 key_mask = key_mask.index_select(0, rows)
@@ -409,126 +404,6 @@ class CrossModalEncoder(nn.Module):
             hidden = hidden + block.dropout(block.feed_forward(block.norm_ff(hidden)))
         return self.norm(hidden)
 
-
-class FoldedBlocks(NamedTuple):
-    """The blocks of T same-shaped :class:`CrossModalEncoder` s (T targets x L layers) as the
-    products :func:`forward_folded` applies, every LayerNorm affine folded into the next map."""
-
-    # one entry per layer (``unbind``: indexing a stack per layer would make each backward write a
-    # zero-filled gradient of the whole stack); T = encoders, H = heads, D = width
-    query: Sequence[Tensor]  # (T, D, H * D): x_hat -> the query already mapped into key space, per head
-    query_bias: Sequence[Tensor]  # (T, 1, H * D)
-    output: Sequence[Tensor]  # (T, H * D, D): each head's attention-weighted x_hat -> the block output
-    value_bias: Sequence[Tensor]  # (T, H, D): each head's value bias through the output map
-    output_bias: Sequence[Tensor]  # (T, 1, D)
-    ff_in: Sequence[Tensor]  # (T, D, 4D) and (T, 1, 4D): the feed-forward's first layer, LN gain folded
-    ff_in_bias: Sequence[Tensor]
-    ff_out: Sequence[Tensor]  # (T, 4D, D) and (T, 1, D)
-    ff_out_bias: Sequence[Tensor]
-    norm_weight: Tensor  # (T, 1, D) and (T, 1, D): the final LayerNorm
-    norm_bias: Tensor
-
-
-def fold_blocks(encoders: Sequence[CrossModalEncoder]) -> FoldedBlocks:
-    """Stack and fold the parameters of ``encoders`` (same width, heads and depth) for :func:`forward_folded`.
-
-    One block, with LN(x) = g * x_hat + beta: ``q_h = W_q,h LN_q(x) + b_q,h``; against a context
-    frame c (normalised without affine, x_hat_c) the score is ``scale * q_h . (W_k,h (g_c * x_hat_c)
-    + b_k')``, whose ``q_h . b_k'`` part is the same for every key and drops out of the softmax. So
-    the score is ``(M_h x_hat + m_h) . x_hat_c`` with ``M_h = scale W_k,h'^T W_q,h diag(g_q)`` and
-    ``m_h = scale W_k,h'^T (W_q,h beta_q + b_q,h)``, ``W_k,h' = W_k,h diag(g_c)``. The output
-    ``W_o [sum_j w_hj (W_v,h' x_hat_cj + b_v,h')]_h + b_o`` is ``sum_h O_h mixed_h + sum_h (sum_j
-    w_hj) W_o,h b_v,h' + b_o`` with ``O_h = W_o,h W_v,h'`` and ``mixed_h`` the weighted mean of the
-    x_hat_cj. Exact up to float rounding; the products are formed once per forward and
-    differentiated like any other.
-    """
-    blocks = [block for encoder in encoders for block in encoder.typed_blocks]
-    count, layers = len(encoders), len(encoders[0].typed_blocks)
-    width, heads = blocks[0].norm_query.normalized_shape[0], blocks[0].attention.heads
-    head_width = width // heads
-
-    def stacked(get) -> Tensor:  # (T, L, ...) from one parameter of every block
-        tensors = [get(block) for block in blocks]
-        return torch.stack(tensors).view(count, layers, *tensors[0].shape)
-
-    scale = head_width ** -0.5
-    kv_weight = stacked(lambda b: b.attention.to_kv.weight) * stacked(lambda b: b.norm_context.weight).unsqueeze(-2)
-    kv_bias = torch.einsum("tlod,tld->tlo", stacked(lambda b: b.attention.to_kv.weight),
-                           stacked(lambda b: b.norm_context.bias)) + stacked(lambda b: b.attention.to_kv.bias)
-    key_weight = kv_weight[:, :, :width].view(count, layers, heads, head_width, width)
-    value_weight = kv_weight[:, :, width:].view(count, layers, heads, head_width, width)
-    value_bias = kv_bias[:, :, width:].view(count, layers, heads, head_width)
-    q_weight = stacked(lambda b: b.attention.to_q.weight)
-    q_bias = torch.einsum("tlod,tld->tlo", q_weight, stacked(lambda b: b.norm_query.bias)) \
-        + stacked(lambda b: b.attention.to_q.bias)
-    q_weight = (q_weight * stacked(lambda b: b.norm_query.weight).unsqueeze(-2)).view(
-        count, layers, heads, head_width, width)
-    query = torch.einsum("tlhjd,tlhje->tlhde", key_weight, q_weight) * scale
-    query_bias = torch.einsum("tlhjd,tlhj->tlhd", key_weight, q_bias.view(count, layers, heads, head_width)) * scale
-    out_weight = stacked(lambda b: b.attention.out.weight).view(count, layers, width, heads, head_width)
-    output = torch.einsum("tlehj,tlhjd->tlehd", out_weight, value_weight)
-    ff_in = stacked(lambda b: b.feed_forward[0].weight)
-    ff_in_bias = torch.einsum("tlod,tld->tlo", ff_in, stacked(lambda b: b.norm_ff.bias)) \
-        + stacked(lambda b: b.feed_forward[0].bias)
-    def layers_of(x: Tensor) -> Sequence[Tensor]:
-        return x.unbind(1)
-
-    return FoldedBlocks(
-        query=layers_of(query.reshape(count, layers, heads * width, width).transpose(-1, -2)),
-        query_bias=layers_of(query_bias.reshape(count, layers, 1, heads * width)),
-        output=layers_of(output.reshape(count, layers, width, heads * width).transpose(-1, -2)),
-        value_bias=layers_of(torch.einsum("tlehj,tlhj->tlhe", out_weight, value_bias)),
-        output_bias=layers_of(stacked(lambda b: b.attention.out.bias).unsqueeze(2)),
-        ff_in=layers_of((ff_in * stacked(lambda b: b.norm_ff.weight).unsqueeze(-2)).transpose(-1, -2)),
-        ff_in_bias=layers_of(ff_in_bias.unsqueeze(2)),
-        ff_out=layers_of(stacked(lambda b: b.feed_forward[3].weight).transpose(-1, -2)),
-        ff_out_bias=layers_of(stacked(lambda b: b.feed_forward[3].bias).unsqueeze(2)),
-        norm_weight=torch.stack([e.norm.weight for e in encoders]).unsqueeze(1),
-        norm_bias=torch.stack([e.norm.bias for e in encoders]).unsqueeze(1),
-    )
-
-
-def forward_folded(encoders: Sequence[CrossModalEncoder], frames: Tensor, context: Tensor, key_mask: Tensor) -> Tensor:
-    """:meth:`CrossModalEncoder.forward_frames` for T encoders at once, each query frame against its own few keys.
-
-    ``frames``: (T, N, D) query frames (positions added), one stack per encoder; ``context``:
-    (T, N, Lk, D) each frame's context frames normalised by LayerNorm without affine (zero at
-    padding); ``key_mask``: (T, N, Lk) bool. The encoders must have the same shapes (e.g. the
-    audio and vision targets of DecAlign, one frame per clip each); their parameters are folded
-    (:func:`fold_blocks`) and stacked, so every step below is one batched product for all T
-    targets, and the keys and values are never formed. Returns the final LayerNorms, (T, N, D).
-    """
-    count, frames_per, width = frames.shape
-    lead = encoders[0].typed_blocks[0]
-    heads, attention_p = lead.attention.heads, lead.attention.dropout
-    training_dropout = attention_p > 0 and lead.attention.training
-    folded = fold_blocks(encoders)
-    keep = key_mask | ~key_mask.any(dim=-1, keepdim=True)  # see key_padding_bias
-    score_bias = torch.zeros(keep.shape, dtype=frames.dtype, device=frames.device)
-    score_bias = score_bias.masked_fill_(~keep, float("-inf")).view(count * frames_per, 1, -1)  # (TN, 1, Lk)
-    flat_context = context.reshape(count * frames_per, -1, width)  # (TN, Lk, D)
-    keys_t = flat_context.transpose(1, 2)
-    hidden = frames
-    for layer, block in enumerate(encoders[0].typed_blocks):
-        normed = F.layer_norm(hidden, (width,), eps=block.norm_query.eps)
-        query = torch.baddbmm(folded.query_bias[layer], normed, folded.query[layer])  # (T, N, H * D)
-        weights = torch.baddbmm(score_bias, query.view(count * frames_per, heads, width), keys_t).softmax(dim=-1)
-        if training_dropout:
-            weights = dropout(weights, attention_p)
-        mixed = torch.bmm(weights, flat_context).view(count, frames_per, heads * width)  # (T, N, H * D)
-        if training_dropout:  # the kept weights' sum scales each head's value bias
-            bias = torch.baddbmm(folded.output_bias[layer], weights.sum(-1).view(count, frames_per, heads),
-                                 folded.value_bias[layer])
-        else:
-            bias = folded.output_bias[layer] + folded.value_bias[layer].sum(1, keepdim=True)
-        attended = torch.baddbmm(bias, mixed, folded.output[layer])
-        hidden = hidden + block.dropout(attended)
-        normed = F.layer_norm(hidden, (width,), eps=block.norm_ff.eps)
-        inner = torch.baddbmm(folded.ff_in_bias[layer], normed, folded.ff_in[layer])
-        inner = block.feed_forward[2](block.feed_forward[1](inner))  # GELU, dropout
-        hidden = hidden + block.dropout(torch.baddbmm(folded.ff_out_bias[layer], inner, folded.ff_out[layer]))
-    normed = F.layer_norm(hidden, (width,), eps=encoders[0].norm.eps)
-    return normed * folded.norm_weight + folded.norm_bias
 
 class MultimodalTransformer(nn.Module):
     """MulT's fusion stage (Tsai et al. 2019, sec. 3): for every target modality, one crossmodal
@@ -669,13 +544,10 @@ __all__ = [
     "Attention",
     "CrossModalBlock",
     "CrossModalEncoder",
-    "FoldedBlocks",
     "MultimodalTransformer",
     "Packed",
     "attention_mask",
     "cached_positions",
-    "fold_blocks",
-    "forward_folded",
     "key_padding_bias",
     "length_groups",
     "pack_keys",

@@ -17,8 +17,8 @@ Section 3 of the paper, for any M >= 2 modalities:
    real-first and trimmed, queries trimmed, long and uneven batches split into length groups or,
    when that still leaves much padding, attended clip by clip (``_cross_modal_rows``),
    position-wise layers run on real frames only; targets with few keys, e.g. one-frame
-   utterance-level streams, take ``_cross_modal_small``, same-shaped ones as one stack; all
-   exact, see ``models.attention`` and docs/speed.md);
+   utterance-level streams, take ``_cross_modal_small``; all exact, see ``models.attention``
+   and docs/speed.md);
 6. fusion: pooled transformer outputs concatenated with pooled common features, then a
    two-layer MLP head (dropout, linear, GELU, dropout, linear; the paper says one fully
    connected layer); loss eq. 13: task + dec + alpha * hete + beta * homo.
@@ -71,7 +71,6 @@ from msalign.models.attention import (
     MultimodalTransformer,
     Packed,
     cached_positions,
-    forward_folded,
     length_groups,
     pack_keys,
     query_span,
@@ -426,7 +425,7 @@ class DecAlign(MSAModel):
                 ranks[m] = (mask.cumsum(dim=1) - 1).reshape(-1).index_select(0, layout.index)
         normalised = {m: F.layer_norm(frames[m], (width,), eps=eps) for m in self.modalities
                       if any(t != m for t in small)}
-        laid_out: dict[str, tuple[Tensor, Tensor]] = {}
+        pooled = {}
         for target, counts in small.items():
             length = max(int(counts.max()), 1)
             offset = torch.zeros_like(counts)
@@ -442,34 +441,9 @@ class DecAlign(MSAModel):
             stacked = torch.cat(parts)
             context = stacked.new_zeros(batch * length, width).index_copy(0, torch.cat(slots), stacked)
             key_mask = torch.arange(length, device=counts.device)[None, :] < counts[:, None]
-            laid_out[target] = context.view(batch, length, width), key_mask
-        # Targets whose frames each attend to a few keys of their own (fewer query frames than
-        # keys, e.g. the one-frame audio and vision of an utterance-level stream) run as one stack
-        # when their shapes agree (``attention.forward_folded``); the rest one by one.
-        outputs: dict[str, Tensor] = {}
-        stacks: dict[tuple[int, int], list[str]] = {}
-        for target, (context, _) in laid_out.items():
-            frame_count, length = frames[target].shape[0], context.shape[1]
-            if length > 1 and frame_count <= batch * length:
-                stacks.setdefault((frame_count, length), []).append(target)
-        for group in stacks.values():
-            contexts, key_masks = [], []
-            for target in group:
-                context, key_mask = laid_out[target]
-                if (target_rows := rows[target]) is not None:
-                    context, key_mask = context.index_select(0, target_rows), key_mask.index_select(0, target_rows)
-                contexts.append(context)
-                key_masks.append(key_mask)
-            out = forward_folded([self.concat_encoders[t] for t in group], torch.stack([frames[t] for t in group]),
-                                 torch.stack(contexts), torch.stack(key_masks))
-            outputs.update(zip(group, out.unbind(0), strict=True))
-        pooled = {}
-        for target in small:
-            if target not in outputs:
-                context, key_mask = laid_out[target]
-                outputs[target] = self.concat_encoders[target].forward_frames(frames[target], rows[target], context,
-                                                                              key_mask)
-            out, query_rows = outputs[target], rows[target]
+            out = self.concat_encoders[target].forward_frames(frames[target], rows[target],
+                                                             context.view(batch, length, width), key_mask)
+            query_rows = rows[target]
             if query_rows is None:
                 pooled[target] = out
             else:
