@@ -18,9 +18,9 @@ Scenarios (random data, fixed seed; each batch is trimmed to its longest real se
   50 x 384 (same length law), audio = one 73-d utterance vector (length 1); no vision (the
   official run fed an all-zero placeholder, decalign runs on the two real modalities).
 
-Configurations: ``official`` = the official MOSI config (d 64, 8 heads, 5 cross-attention layers and no self-attention ones, kernel-1
-projections, i.e. ``projection_kernel: 1``; everything else at our defaults), ``default`` = our
-``DecAlignConfig()``.
+Configurations: ``official`` = the official MOSI config (d 64, 8 heads, 5 cross-attention layers
+and no self-attention ones, kernel-1 projections, i.e. ``projection_kernel: 1``; everything else at
+our defaults), ``default`` = our ``DecAlignConfig()``.
 
 Method (each scenario x configuration x thread count runs in a fresh subprocess, so the peak RSS,
 ``ru_maxrss``, belongs to that run alone; it includes the interpreter, torch and the data):
@@ -74,7 +74,8 @@ then training samples/s from one further pass of training steps over the trainin
 peak RSS of the training run. The import floor is the peak RSS of a process that only imports
 python, torch, lightning and msalign. ``--shapes mosei`` times training steps on random tensors of
 MOSEI's unaligned shapes (text 50 x 768, audio 500 x 74, vision 500 x 35; lengths as in the
-``unaligned`` scenario; the model of configs/decalign/mosei.yaml, batch ``--batch-size``) instead; ``--options`` adds arms of the current code with speed options
+``unaligned`` scenario; the model of configs/decalign/mosei.yaml, batch ``--batch-size``) instead;
+``--options`` adds arms of the current code with speed options
 (``bf16``: CPU autocast to bfloat16; ``compile``: ``torch.compile`` of the model).
 """
 
@@ -90,7 +91,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -289,8 +290,8 @@ def worker(args: argparse.Namespace) -> dict:
         "alignment_share_marginal": round(max(0.0, 1 - without_losses / with_losses), 4),
         "breakdown_ms_per_step": per_step_ms,
         "alignment_forward_ms_per_step": round(loss_forward, 3),
-        "alignment_forward_share": round(loss_forward / (1000 * sum(timers[k] for k in ("forward", "backward", "optimizer"))
-                                                         / breakdown_steps), 4),
+        "alignment_forward_share": round(
+            loss_forward / (1000 * sum(timers[k] for k in ("forward", "backward", "optimizer")) / breakdown_steps), 4),
         "mosi_epoch_seconds_estimate": round(epoch, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "rss_after_import_mb": round(rss_start, 1),
@@ -347,8 +348,8 @@ def official_model_config():
     """The official MOSI configuration (issue 18), restricted to this checkout's fields."""
     import dataclasses
 
-    from msalign.models.registry import build_config
     from msalign.models.decalign import DecAlignConfig
+    from msalign.models.registry import build_config
 
     known = {f.name for f in dataclasses.fields(DecAlignConfig)}
     return build_config("decalign", {k: v for k, v in OFFICIAL_MOSI.items() if k in known})
@@ -393,7 +394,8 @@ def dataset_epoch_worker(args: argparse.Namespace) -> dict:
     split = dataset.split("train")
     modalities = tuple(m for m in ("text", "audio", "vision") if m in split.features)
     order = np.random.default_rng(0).permutation(len(split.labels))
-    batches = [collate_rows(split, modalities, order[i:i + args.batch_size]) for i in range(0, len(order), args.batch_size)]
+    batches = [collate_rows(split, modalities, order[i:i + args.batch_size])
+               for i in range(0, len(order), args.batch_size)]
     torch.manual_seed(0)
     model = create_model("decalign", dims={m: split.features[m].shape[-1] for m in modalities}, output_dim=1,
                          **{k: getattr(model_config, k) for k in OFFICIAL_MOSI if hasattr(model_config, k)}).train()
@@ -416,10 +418,12 @@ def dataset_epoch_worker(args: argparse.Namespace) -> dict:
         step(b)
     step_wall, step_cpu = time.perf_counter() - step_wall, time.process_time() - step_cpu
     return {
-        "kind": "epoch", "dataset": args.dataset, "modalities": list(modalities), "msalign": str(Path(msalign.__file__).parent),
+        "kind": "epoch", "dataset": args.dataset, "modalities": list(modalities),
+        "msalign": str(Path(msalign.__file__).parent),
         "epochs": args.epochs, "seconds_per_epoch": round(wall / args.epochs, 3),
         "cpu_seconds_per_epoch": round(cpu / args.epochs, 3),
-        "train_samples_per_s": round(len(order) / step_wall, 1), "cpu_train_samples_per_s": round(len(order) / step_cpu, 1),
+        "train_samples_per_s": round(len(order) / step_wall, 1),
+        "cpu_train_samples_per_s": round(len(order) / step_cpu, 1),
         "peak_rss_mb": round(peak, 1),
     }
 
@@ -484,8 +488,9 @@ def compare(args: argparse.Namespace) -> None:
     import tempfile
 
     repo = HERE.parent
-    arms = {"current": {"src": repo / "src", "rev": git_revision(repo) + ("+" if subprocess.run(
-        ["git", "-C", str(repo), "status", "--porcelain", "src"], capture_output=True, text=True).stdout.strip() else "")}}
+    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "src"], capture_output=True,
+                           text=True).stdout.strip()
+    arms = {"current": {"src": repo / "src", "rev": git_revision(repo) + ("+" if dirty else "")}}
     scratch = Path(tempfile.mkdtemp(prefix="decalign_speed_"))
     if args.baseline_rev:
         checkout = scratch / "baseline"
@@ -501,7 +506,8 @@ def compare(args: argparse.Namespace) -> None:
                 env_path = str(arms[arm]["src"])
                 jobs = []
                 if args.shapes:
-                    jobs += [("shapes", {"--scenario": args.shapes, "--option": o}) for o in ([""] + (options if arm == "current" else []))]
+                    arm_options = ["", *(options if arm == "current" else [])]
+                    jobs += [("shapes", {"--scenario": args.shapes, "--option": o}) for o in arm_options]
                 else:
                     jobs.append(("floor", {}))
                     jobs += [("epoch", {"--dataset": path, "__name": name}) for name, path in
@@ -525,9 +531,10 @@ def compare(args: argparse.Namespace) -> None:
                     print(json.dumps(result), flush=True)
     finally:
         if args.baseline_rev:
-            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(checkout)], capture_output=True)
+            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(checkout)],
+                           capture_output=True)
     summary = summarize_compare(runs)
-    record = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine_info(),
+    record = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine_info(),
               "arms": {k: v["rev"] for k, v in arms.items()}, "rounds": args.rounds, "epochs": args.epochs,
               "datasets": args.datasets if not args.shapes else None, "shapes": args.shapes or None,
               "note": args.note, "runs": runs, "summary": summary}
@@ -546,7 +553,8 @@ def summarize_compare(runs: list[dict]) -> dict:
     groups: dict[str, list[dict]] = {}
     for r in (r for r in runs if "error" not in r):
         groups.setdefault(f"{r['arm']}/{r['name']}" + (f"/{r['option']}" if r.get("option") else ""), []).append(r)
-    keys = ("seconds_per_epoch", "cpu_seconds_per_epoch", "train_samples_per_s", "cpu_train_samples_per_s", "peak_rss_mb")
+    keys = ("seconds_per_epoch", "cpu_seconds_per_epoch", "train_samples_per_s", "cpu_train_samples_per_s",
+            "peak_rss_mb")
     return {g: {k: statistics.median(r[k] for r in rs) for k in keys if k in rs[0]} | {"n": len(rs)}
             for g, rs in groups.items()}
 
@@ -556,16 +564,19 @@ def render_compare(label: str, c: dict) -> list[str]:
     s = c["summary"]
     lines = [f"## {label} (same window, interleaved)", "",
              f"{c['date']}; {m['cpu_count']} cores ({m['cpu']}), torch {m['torch']}, python {m['python']}, load "
-             f"average at start {m['loadavg_at_start']}; arms: " + ", ".join(f"{k} = git {v}" for k, v in c["arms"].items())
+             f"average at start {m['loadavg_at_start']}; arms: "
+             + ", ".join(f"{k} = git {v}" for k, v in c["arms"].items())
              + f"; {c['rounds']} rounds, alternating arm order, medians; 1 torch thread per run."
              + (f" {c['note']}" if c.get("note") else ""), ""]
     if c.get("shapes"):
         lines += ["| arm / option | train samples/s (wall) | (CPU) | peak RSS (MB) |", "|---|---|---|---|"]
         for g, v in s.items():
-            lines.append(f"| {g} | {v['train_samples_per_s']:.2f} | {v['cpu_train_samples_per_s']:.2f} | {v['peak_rss_mb']:.0f} |")
-        return lines + [""]
+            lines.append(f"| {g} | {v['train_samples_per_s']:.2f} | {v['cpu_train_samples_per_s']:.2f} | "
+                         f"{v['peak_rss_mb']:.0f} |")
+        return [*lines, ""]
     floor = {arm: v["peak_rss_mb"] for g, v in s.items() for arm in [g.split("/")[0]] if g.endswith("/floor")}
-    lines += ["| arm / data | s/epoch (wall) | s/epoch (CPU) | train samples/s (wall / CPU) | peak RSS (MB) | minus import floor |",
+    lines += ["| arm / data | s/epoch (wall) | s/epoch (CPU) | train samples/s (wall / CPU) | peak RSS (MB) | "
+              "minus import floor |",
               "|---|---|---|---|---|---|"]
     for g, v in s.items():
         if g.endswith("/floor"):
@@ -622,7 +633,8 @@ def render_markdown(data: dict) -> str:
              "Written by `benchmarks/decalign_speed.py` (method in its docstring). Official DecAlign at its MOSI "
              f"config on our real MOSI data, 2 cores: {OFFICIAL['seconds_per_epoch']} s per epoch of "
              f"{OFFICIAL['train_clips']} + {OFFICIAL['valid_clips']} clips "
-             f"(~{OFFICIAL['train_clips'] / OFFICIAL['seconds_per_epoch']:.0f} training samples/s including validation), "
+             f"(~{OFFICIAL['train_clips'] / OFFICIAL['seconds_per_epoch']:.0f} training samples/s including "
+             "validation), "
              f"peak {OFFICIAL['peak_rss_mb'] / 1000:.2f} GB RSS.", "",
              "Columns: samples/s from wall time (and, after the slash, from this process's CPU time, which other "
              "jobs on the machine do not inflate); *epoch* = estimated seconds for MOSI's 1284 training + 229 "
@@ -633,7 +645,8 @@ def render_markdown(data: dict) -> str:
         m = run["machine"]
         lines += [f"## {label}", "",
                   f"{run['date']}; {m['cpu_count']} cores ({m['cpu']}), torch {m['torch']}, python {m['python']}, "
-                  f"load average at start {m['loadavg_at_start']}." + (f" {run['note']}" if run.get("note") else ""), "",
+                  f"load average at start {m['loadavg_at_start']}."
+                  + (f" {run['note']}" if run.get("note") else ""), "",
                   "| scenario | config | threads | batch | train samples/s | eval samples/s | epoch (s) | "
                   "peak RSS (MB) | align. | align. fwd | dec | gmm | cost | sinkhorn | calib. | moments | mmd | "
                   "fwd | bwd | opt |",
@@ -641,7 +654,7 @@ def render_markdown(data: dict) -> str:
         for r in run["results"]:
             b = r["breakdown_ms_per_step"]
 
-            def pair(wall_key: str, cpu_key: str, fmt: str = "{:.0f}", factor: float = 1.0) -> str:
+            def pair(wall_key: str, cpu_key: str, fmt: str = "{:.0f}", factor: float = 1.0, r: dict = r) -> str:
                 if cpu_key not in r:
                     return fmt.format(factor * r[wall_key])
                 return f"{fmt.format(factor * r[wall_key])} / {fmt.format(factor * r[cpu_key])}"
@@ -653,8 +666,8 @@ def render_markdown(data: dict) -> str:
                      f"{r['peak_rss_mb']:.0f}",
                      pair("alignment_share_marginal", "cpu_alignment_share_marginal", "{:.0f}%", 100.0),
                      f"{r['alignment_forward_ms_per_step']:.1f}"]
-            cells += [f"{b.get(k, 0.0):.1f}" for k in ("dec", "gmm", "cost", "sinkhorn", "calibration", "moments", "mmd",
-                                                       "forward", "backward", "optimizer")]
+            cells += [f"{b.get(k, 0.0):.1f}" for k in ("dec", "gmm", "cost", "sinkhorn", "calibration", "moments",
+                                                       "mmd", "forward", "backward", "optimizer")]
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
         lines.append("")
         if run.get("epochs"):
@@ -697,14 +710,17 @@ def main() -> None:
     parser.add_argument("--configs", default="official,default")
     parser.add_argument("--label", default="current", help="name of this run in the results (e.g. before, after)")
     parser.add_argument("--note", default="", help="free text stored with the run")
-    parser.add_argument("--merge", action="store_true", help="add to the label's stored results instead of replacing them")
-    parser.add_argument("--json", default=str(RESULTS / "decalign_speed.json"), help="results JSON (runs are merged by label)")
+    parser.add_argument("--merge", action="store_true",
+                        help="add to the label's stored results instead of replacing them")
+    parser.add_argument("--json", default=str(RESULTS / "decalign_speed.json"),
+                        help="results JSON (runs are merged by label)")
     parser.add_argument("--md", default=None, help="markdown table (default: the JSON path with .md)")
     parser.add_argument("--epochs", type=int, default=3,
                         help="epochs of the full training loop timed per --epoch-configs entry (0 = skip)")
     parser.add_argument("--epoch-configs", default="official", help="configs timed with the full loop (scenario real)")
     parser.add_argument("--notes", default=None, help="markdown file whose lines become the results' Notes section")
-    parser.add_argument("--render-only", action="store_true", help="only rewrite the markdown from the JSON (and --notes)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="only rewrite the markdown from the JSON (and --notes)")
     parser.add_argument("--compare", action="store_true", help="same-window interleaved comparison (docstring)")
     parser.add_argument("--baseline-rev", default="", help="git revision of the baseline arm (e.g. 9530bfc)")
     parser.add_argument("--datasets", default="two=../shared/data/mosi",
@@ -712,7 +728,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --compare")
     parser.add_argument("--shapes", default="", help="--compare on random tensors of these shapes instead (mosei)")
     parser.add_argument("--options", default="", help="--shapes: extra arms of the current code: bf16, compile")
-    parser.add_argument("--option-timeout", type=float, default=900.0, help="seconds after which an option arm is dropped")
+    parser.add_argument("--option-timeout", type=float, default=900.0,
+                        help="seconds after which an option arm is dropped")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--floor-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--shapes-worker", action="store_true", help=argparse.SUPPRESS)
@@ -759,7 +776,8 @@ def main() -> None:
                        "--warmup", str(args.warmup), "--batch-size", str(args.batch_size)]
                 result = run_worker(cmd, threads, f"worker {scenario}/{config}/{threads}")
                 results.append(result)
-                print(f"{scenario:9s} {config:8s} threads {threads}: {result['train_samples_per_s']:8.1f} train samples/s, "
+                print(f"{scenario:9s} {config:8s} threads {threads}: "
+                      f"{result['train_samples_per_s']:8.1f} train samples/s, "
                       f"{result['eval_samples_per_s']:8.1f} eval samples/s, peak RSS {result['peak_rss_mb']:.0f} MB, "
                       f"alignment {100 * result['alignment_share_marginal']:.1f}% of the step, "
                       f"epoch est. {result['mosi_epoch_seconds_estimate']} s", flush=True)
@@ -785,7 +803,7 @@ def main() -> None:
         results = [r for r in previous["results"] if key(r) not in {key(x) for x in results}] + results
         epochs = [r for r in previous.get("epochs", []) if key(r) not in {key(x) for x in epochs}] + epochs
     data["runs"][args.label] = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_info(),
         "note": args.note or (previous or {}).get("note", ""),
         "results": results,

@@ -509,3 +509,62 @@ def test_forward_frames_matches_forward_with_attention_dropout_weights(queries, 
         hidden = hidden + a.out(torch.einsum("nhk,nkhd->nhd", weights, v).flatten(-2))
         hidden = hidden + block.feed_forward(block.norm_ff(hidden))
     torch.testing.assert_close(got, encoder.norm(hidden), atol=1e-5, rtol=1e-5)
+
+
+# --- row-by-row attention (CrossModalEncoder.forward_rows) ----------------------------------------------
+
+
+def ragged_batch():
+    """Long-ish ragged streams with a row without text, rows whose context is empty for some target, and a row
+    without vision: every edge of the row-by-row path."""
+    generator = torch.Generator().manual_seed(5)
+    dims = {"text": 12, "audio": 5, "vision": 7}
+    lengths = {"text": [5, 0, 3, 8, 1, 2], "audio": [9, 4, 0, 12, 3, 1], "vision": [0, 6, 0, 2, 7, 3]}
+    features, masks = {}, {}
+    for m, dim in dims.items():
+        counts = torch.tensor(lengths[m])
+        masks[m] = torch.arange(int(counts.max()))[None] < counts[:, None]
+        features[m] = torch.randn(6, int(counts.max()), dim, generator=generator) * masks[m][..., None]
+    return dims, features, masks
+
+
+@pytest.mark.parametrize("self_layers", [0, 1])
+def test_row_by_row_attention_matches_the_padded_encoders(monkeypatch, self_layers):
+    """Each row attending to its own real keys gives the predictions, losses and gradients of the
+    padded (length-grouped) SDPA encoders, including rows without queries or without keys."""
+    dims, features, masks = ragged_batch()
+    torch.manual_seed(0)
+    model = create_model("decalign", dims=dims, output_dim=1, width=16, heads=4, layers=2, self_layers=self_layers,
+                         dropout=0.0)
+    model.small_attention = 0  # the few-key path would take these small targets
+    rows = CrossModalEncoder.forward_rows
+    calls = []
+    monkeypatch.setattr(CrossModalEncoder, "forward_rows", lambda *a, **k: calls.append(1) or rows(*a, **k))
+    results = []
+    for by_row in (False, True):
+        monkeypatch.setattr(decalign_module, "row_by_row_pays", lambda *a, by_row=by_row, **k: by_row)
+        model.train()
+        model.zero_grad(set_to_none=True)
+        out = model(features, masks)
+        loss = out.prediction.square().sum() + sum(out.aux_losses.values())
+        loss.backward()
+        results.append((out.prediction.detach(), loss.detach(),
+                        {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    assert calls  # the second run took the path
+    (p0, l0, g0), (p1, l1, g1) = results
+    torch.testing.assert_close(p1, p0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(l1, l0, atol=1e-5, rtol=1e-5)
+    assert g0.keys() == g1.keys()
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_row_by_row_is_chosen_for_long_ragged_batches_only():
+    """The cost model takes rows for MOSEI-like lengths and keeps the padded groups for short, even ones."""
+    generator = torch.Generator().manual_seed(0)
+    long_q = torch.randint(50, 500, (32,), generator=generator)
+    long_k = torch.randint(50, 550, (32,), generator=generator)
+    short_q, short_k = torch.full((32,), 20), torch.full((32,), 70)
+    for q, k, expected in ((long_q, long_k, True), (short_q, short_k, False)):
+        groups = length_groups(q, k, 64, 8)
+        assert attention_module.row_by_row_pays(q.tolist(), k.tolist(), groups, q, k, 64, 8) is expected

@@ -14,9 +14,11 @@ Section 3 of the paper, for any M >= 2 modalities:
 5. a cross-modal transformer over the unique sequences (3.4): each target modality queries the
    concatenation of the other modalities' sequences, then (``self_layers``) attends to itself, as
    in MulT [35] (padding is dropped first: keys packed
-   real-first and trimmed, queries trimmed, long and uneven batches split into length groups,
+   real-first and trimmed, queries trimmed, long and uneven batches split into length groups or,
+   when that still leaves much padding, attended clip by clip (``_cross_modal_rows``),
    position-wise layers run on real frames only; targets with few keys, e.g. one-frame
-   utterance-level streams, take ``_cross_modal_small``; all exact, see ``models.attention``);
+   utterance-level streams, take ``_cross_modal_small``; all exact, see ``models.attention``
+   and docs/speed.md);
 6. fusion: pooled transformer outputs concatenated with pooled common features, then a
    two-layer MLP head (dropout, linear, GELU, dropout, linear; the paper says one fully
    connected layer); loss eq. 13: task + dec + alpha * hete + beta * homo.
@@ -72,6 +74,7 @@ from msalign.models.attention import (
     length_groups,
     pack_keys,
     query_span,
+    row_by_row_pays,
 )
 from msalign.models.base import ModelOutput, MSAModel, masked_mean
 from msalign.models.blocks import TemporalProjection
@@ -351,10 +354,16 @@ class DecAlign(MSAModel):
             if target in small:
                 continue
             sources = [m for m in self.modalities if m != target]
-            context, context_mask = pack_keys(torch.cat([positioned[m] for m in sources], dim=1),
-                                              torch.cat([masks[m] for m in sources], dim=1))
-            spans, context_counts = query_span(masks[target]), context_mask.sum(dim=1)
+            joined, joined_mask = (torch.cat([positioned[m] for m in sources], dim=1),
+                                   torch.cat([masks[m] for m in sources], dim=1))
+            spans, context_counts = query_span(masks[target]), joined_mask.sum(dim=1)
             groups = length_groups(spans, context_counts, c.width, c.heads)
+            query_list, context_list = key_counts[target].tolist(), context_counts.tolist()
+            if row_by_row_pays(query_list, context_list, groups, spans, context_counts, c.width, c.heads):
+                pooled[target] = self._cross_modal_rows(target, positioned[target], masks[target], joined,
+                                                        joined_mask, query_list, context_list)
+                continue
+            context, context_mask = pack_keys(joined, joined_mask)
             parts = []
             for rows in groups:
                 whole = len(groups) == 1
@@ -373,6 +382,20 @@ class DecAlign(MSAModel):
                 inverse = torch.argsort(torch.cat(groups))
                 pooled[target] = torch.cat(parts)[inverse]
         return {m: pooled[m] for m in self.modalities}
+
+    def _cross_modal_rows(self, target: str, query: Tensor, query_mask: Tensor, context: Tensor, context_mask: Tensor,
+                          query_counts: list[int], context_counts: list[int]) -> Tensor:
+        """One target of ``cross_modal`` row by row on real frames (``CrossModalEncoder.forward_rows``),
+        exact: the same keys per query frame, no padded pairs. Returns the (B, d) pooled output."""
+        query_layout = Packed.from_mask(query_mask)
+        frames = query_layout.pack(query)
+        keys = Packed.from_mask(context_mask).pack(context)
+        out = self.concat_encoders[target].forward_rows(frames, query_counts, keys, context_counts)
+        if self.config.self_layers:
+            out = cast(CrossModalEncoder, self.memory[target]).forward_rows(out, query_counts)
+        sums = out.new_zeros(query_layout.batch, out.shape[-1]).index_add_(0, query_layout.rows, out)
+        counts = torch.tensor(query_counts, dtype=out.dtype, device=out.device).clamp_min(1.0)
+        return sums / counts.unsqueeze(-1)
 
     # targets with at most this many (real query frame, key) pairs take ``_cross_modal_small``
     small_attention: int = 16384
