@@ -98,12 +98,20 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 OFFICIAL = {"seconds_per_epoch": 6.2, "train_clips": 1284, "valid_clips": 229, "peak_rss_mb": 1180.0}
 SCENARIOS = {
-    "unaligned": {"dims": {"text": 768, "audio": 5, "vision": 20}, "lengths": {"text": 50, "audio": 375, "vision": 500},
-                  "steps": 3, "repeats": 3},
+    "unaligned": {
+        "dims": {"text": 768, "audio": 5, "vision": 20},
+        "lengths": {"text": 50, "audio": 375, "vision": 500},
+        "steps": 3,
+        "repeats": 3,
+    },
     "real": {"dims": {"text": 384, "audio": 73}, "lengths": {"text": 50, "audio": 1}, "steps": 30, "repeats": 5},
 }
-SCENARIOS["mosei"] = {"dims": {"text": 768, "audio": 74, "vision": 35},
-                      "lengths": {"text": 50, "audio": 500, "vision": 500}, "steps": 3, "repeats": 1}
+SCENARIOS["mosei"] = {
+    "dims": {"text": 768, "audio": 74, "vision": 35},
+    "lengths": {"text": 50, "audio": 500, "vision": 500},
+    "steps": 3,
+    "repeats": 1,
+}
 OFFICIAL_MOSI = {"width": 64, "heads": 8, "layers": 5, "self_layers": 0, "projection_kernel": 1, "attn_dropout": 0.1}
 CONFIGS = {
     "official": {"width": 64, "heads": 8, "layers": 5, "self_layers": 0, "projection_kernel": 1},
@@ -120,6 +128,8 @@ def config_overrides(name: str) -> dict:
 
     known = {f.name for f in dataclasses.fields(DecAlignConfig)}
     return {k: v for k, v in CONFIGS[name].items() if k in known}
+
+
 LOSS_FUNCTIONS = {
     "decoupling_loss": "dec",
     "fit_gmm": "gmm",
@@ -291,7 +301,8 @@ def worker(args: argparse.Namespace) -> dict:
         "breakdown_ms_per_step": per_step_ms,
         "alignment_forward_ms_per_step": round(loss_forward, 3),
         "alignment_forward_share": round(
-            loss_forward / (1000 * sum(timers[k] for k in ("forward", "backward", "optimizer")) / breakdown_steps), 4),
+            loss_forward / (1000 * sum(timers[k] for k in ("forward", "backward", "optimizer")) / breakdown_steps), 4
+        ),
         "mosi_epoch_seconds_estimate": round(epoch, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "rss_after_import_mb": round(rss_start, 1),
@@ -328,15 +339,28 @@ def epoch_worker(args: argparse.Namespace) -> dict:
         splits[name] = Split(name, features, lengths, labels, [f"{name}_{i}" for i in range(size)])
     dataset = MultimodalDataset("speed", splits, metric_set="mosi", source="random", feature_spec={"kind": "random"})
     model_config = build_config("decalign", config_overrides(args.config))
-    train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=6e-5, patience=args.epochs + 1,
-                               threads=args.threads, accelerator="cpu")
+    train_config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=6e-5,
+        patience=args.epochs + 1,
+        threads=args.threads,
+        accelerator="cpu",
+    )
     with tempfile.TemporaryDirectory() as out:
         wall, cpu = time.perf_counter(), time.process_time()
-        train(RunSpec("decalign", model_config, train_config, seeds=[0], out_dir=Path(out)), dataset, progress=False,
-              log=lambda *a: None)
+        train(
+            RunSpec("decalign", model_config, train_config, seeds=[0], out_dir=Path(out)),
+            dataset,
+            progress=False,
+            log=lambda *a: None,
+        )
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {
-        "scenario": args.scenario, "config": args.config, "threads": args.threads, "batch_size": args.batch_size,
+        "scenario": args.scenario,
+        "config": args.config,
+        "threads": args.threads,
+        "batch_size": args.batch_size,
         "epochs": args.epochs,
         "seconds_per_epoch": round(wall / args.epochs, 2),
         "cpu_seconds_per_epoch": round(cpu / args.epochs, 2),
@@ -383,22 +407,37 @@ def dataset_epoch_worker(args: argparse.Namespace) -> dict:
 
     dataset = load_dataset(args.dataset)
     model_config = official_model_config()
-    train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=6e-5, patience=args.epochs + 1,
-                               threads=args.threads, accelerator="cpu")
+    train_config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=6e-5,
+        patience=args.epochs + 1,
+        threads=args.threads,
+        accelerator="cpu",
+    )
     with tempfile.TemporaryDirectory() as out:
         wall, cpu = time.perf_counter(), time.process_time()
-        train(RunSpec("decalign", model_config, train_config, seeds=[1111], out_dir=Path(out)), dataset,
-              progress=False, log=lambda *a: None)
+        train(
+            RunSpec("decalign", model_config, train_config, seeds=[1111], out_dir=Path(out)),
+            dataset,
+            progress=False,
+            log=lambda *a: None,
+        )
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     split = dataset.split("train")
     modalities = tuple(m for m in ("text", "audio", "vision") if m in split.features)
     order = np.random.default_rng(0).permutation(len(split.labels))
-    batches = [collate_rows(split, modalities, order[i:i + args.batch_size])
-               for i in range(0, len(order), args.batch_size)]
+    batches = [
+        collate_rows(split, modalities, order[i : i + args.batch_size]) for i in range(0, len(order), args.batch_size)
+    ]
     torch.manual_seed(0)
-    model = create_model("decalign", dims={m: split.features[m].shape[-1] for m in modalities}, output_dim=1,
-                         **{k: getattr(model_config, k) for k in OFFICIAL_MOSI if hasattr(model_config, k)}).train()
+    model = create_model(
+        "decalign",
+        dims={m: split.features[m].shape[-1] for m in modalities},
+        output_dim=1,
+        **{k: getattr(model_config, k) for k in OFFICIAL_MOSI if hasattr(model_config, k)},
+    ).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=6e-5, fused=True)
 
     def step(b) -> None:
@@ -418,9 +457,12 @@ def dataset_epoch_worker(args: argparse.Namespace) -> dict:
         step(b)
     step_wall, step_cpu = time.perf_counter() - step_wall, time.process_time() - step_cpu
     return {
-        "kind": "epoch", "dataset": args.dataset, "modalities": list(modalities),
+        "kind": "epoch",
+        "dataset": args.dataset,
+        "modalities": list(modalities),
         "msalign": str(Path(msalign.__file__).parent),
-        "epochs": args.epochs, "seconds_per_epoch": round(wall / args.epochs, 3),
+        "epochs": args.epochs,
+        "seconds_per_epoch": round(wall / args.epochs, 3),
         "cpu_seconds_per_epoch": round(cpu / args.epochs, 3),
         "train_samples_per_s": round(len(order) / step_wall, 1),
         "cpu_train_samples_per_s": round(len(order) / step_cpu, 1),
@@ -471,16 +513,22 @@ def shapes_worker(args: argparse.Namespace) -> dict:
     for i in range(steps):
         step(batches[i % len(batches)])
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"kind": "shapes", "scenario": args.scenario, "option": args.option or "none", "steps": steps,
-            "msalign": str(Path(msalign.__file__).parent),
-            "train_samples_per_s": round(steps * args.batch_size / wall, 2),
-            "cpu_train_samples_per_s": round(steps * args.batch_size / cpu, 2),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    return {
+        "kind": "shapes",
+        "scenario": args.scenario,
+        "option": args.option or "none",
+        "steps": steps,
+        "msalign": str(Path(msalign.__file__).parent),
+        "train_samples_per_s": round(steps * args.batch_size / wall, 2),
+        "cpu_train_samples_per_s": round(steps * args.batch_size / cpu, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
 
 
 def git_revision(path: Path, rev: str = "HEAD") -> str:
-    return subprocess.run(["git", "-C", str(path), "rev-parse", "--short", rev], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(path), "rev-parse", "--short", rev], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -488,14 +536,18 @@ def compare(args: argparse.Namespace) -> None:
     import tempfile
 
     repo = HERE.parent
-    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "src"], capture_output=True,
-                           text=True).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(repo), "status", "--porcelain", "src"], capture_output=True, text=True
+    ).stdout.strip()
     arms = {"current": {"src": repo / "src", "rev": git_revision(repo) + ("+" if dirty else "")}}
     scratch = Path(tempfile.mkdtemp(prefix="decalign_speed_"))
     if args.baseline_rev:
         checkout = scratch / "baseline"
-        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(checkout), args.baseline_rev],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(repo), "worktree", "add", "--detach", str(checkout), args.baseline_rev],
+            check=True,
+            capture_output=True,
+        )
         arms["baseline"] = {"src": checkout / "src", "rev": git_revision(checkout)}
     options = [o for o in args.options.split(",") if o]
     try:
@@ -510,18 +562,36 @@ def compare(args: argparse.Namespace) -> None:
                     jobs += [("shapes", {"--scenario": args.shapes, "--option": o}) for o in arm_options]
                 else:
                     jobs.append(("floor", {}))
-                    jobs += [("epoch", {"--dataset": path, "__name": name}) for name, path in
-                             (d.split("=", 1) for d in args.datasets.split(","))]
+                    jobs += [
+                        ("epoch", {"--dataset": path, "__name": name})
+                        for name, path in (d.split("=", 1) for d in args.datasets.split(","))
+                    ]
                 for kind, extra in jobs:
-                    cmd = [sys.executable, __file__, f"--{kind}-worker", "--threads", "1", "--epochs", str(args.epochs),
-                           "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
+                    cmd = [
+                        sys.executable,
+                        __file__,
+                        f"--{kind}-worker",
+                        "--threads",
+                        "1",
+                        "--epochs",
+                        str(args.epochs),
+                        "--batch-size",
+                        str(args.batch_size),
+                        "--steps",
+                        str(args.steps),
+                    ]
                     for k, v in extra.items():
                         if not k.startswith("__"):
                             cmd += [k, v]
                     env = dict(os.environ, PYTHONPATH=env_path)
                     try:
-                        result = run_worker(cmd, 1, f"{arm} {kind}", env=env,
-                                            timeout=args.option_timeout if extra.get("--option") else None)
+                        result = run_worker(
+                            cmd,
+                            1,
+                            f"{arm} {kind}",
+                            env=env,
+                            timeout=args.option_timeout if extra.get("--option") else None,
+                        )
                     except SystemExit as failure:  # an option that does not run here (no compiler, ...)
                         if not extra.get("--option"):
                             raise
@@ -531,13 +601,22 @@ def compare(args: argparse.Namespace) -> None:
                     print(json.dumps(result), flush=True)
     finally:
         if args.baseline_rev:
-            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(checkout)],
-                           capture_output=True)
+            subprocess.run(
+                ["git", "-C", str(repo), "worktree", "remove", "--force", str(checkout)], capture_output=True
+            )
     summary = summarize_compare(runs)
-    record = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine_info(),
-              "arms": {k: v["rev"] for k, v in arms.items()}, "rounds": args.rounds, "epochs": args.epochs,
-              "datasets": args.datasets if not args.shapes else None, "shapes": args.shapes or None,
-              "note": args.note, "runs": runs, "summary": summary}
+    record = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_info(),
+        "arms": {k: v["rev"] for k, v in arms.items()},
+        "rounds": args.rounds,
+        "epochs": args.epochs,
+        "datasets": args.datasets if not args.shapes else None,
+        "shapes": args.shapes or None,
+        "note": args.note,
+        "runs": runs,
+        "summary": summary,
+    }
     json_path = Path(args.json)
     data = json.loads(json_path.read_text()) if json_path.is_file() else {"runs": {}}
     data.setdefault("compare", {})[args.label] = record
@@ -553,53 +632,74 @@ def summarize_compare(runs: list[dict]) -> dict:
     groups: dict[str, list[dict]] = {}
     for r in (r for r in runs if "error" not in r):
         groups.setdefault(f"{r['arm']}/{r['name']}" + (f"/{r['option']}" if r.get("option") else ""), []).append(r)
-    keys = ("seconds_per_epoch", "cpu_seconds_per_epoch", "train_samples_per_s", "cpu_train_samples_per_s",
-            "peak_rss_mb")
-    return {g: {k: statistics.median(r[k] for r in rs) for k in keys if k in rs[0]} | {"n": len(rs)}
-            for g, rs in groups.items()}
+    keys = (
+        "seconds_per_epoch",
+        "cpu_seconds_per_epoch",
+        "train_samples_per_s",
+        "cpu_train_samples_per_s",
+        "peak_rss_mb",
+    )
+    return {
+        g: {k: statistics.median(r[k] for r in rs) for k in keys if k in rs[0]} | {"n": len(rs)}
+        for g, rs in groups.items()
+    }
 
 
 def render_compare(label: str, c: dict) -> list[str]:
     m = c["machine"]
     s = c["summary"]
-    lines = [f"## {label} (same window, interleaved)", "",
-             f"{c['date']}; {m['cpu_count']} cores ({m['cpu']}), torch {m['torch']}, python {m['python']}, load "
-             f"average at start {m['loadavg_at_start']}; arms: "
-             + ", ".join(f"{k} = git {v}" for k, v in c["arms"].items())
-             + f"; {c['rounds']} rounds, alternating arm order, medians; 1 torch thread per run."
-             + (f" {c['note']}" if c.get("note") else ""), ""]
+    lines = [
+        f"## {label} (same window, interleaved)",
+        "",
+        f"{c['date']}; {m['cpu_count']} cores ({m['cpu']}), torch {m['torch']}, python {m['python']}, load "
+        f"average at start {m['loadavg_at_start']}; arms: "
+        + ", ".join(f"{k} = git {v}" for k, v in c["arms"].items())
+        + f"; {c['rounds']} rounds, alternating arm order, medians; 1 torch thread per run."
+        + (f" {c['note']}" if c.get("note") else ""),
+        "",
+    ]
     if c.get("shapes"):
         lines += ["| arm / option | train samples/s (wall) | (CPU) | peak RSS (MB) |", "|---|---|---|---|"]
         for g, v in s.items():
-            lines.append(f"| {g} | {v['train_samples_per_s']:.2f} | {v['cpu_train_samples_per_s']:.2f} | "
-                         f"{v['peak_rss_mb']:.0f} |")
+            lines.append(
+                f"| {g} | {v['train_samples_per_s']:.2f} | {v['cpu_train_samples_per_s']:.2f} | "
+                f"{v['peak_rss_mb']:.0f} |"
+            )
         return [*lines, ""]
     floor = {arm: v["peak_rss_mb"] for g, v in s.items() for arm in [g.split("/")[0]] if g.endswith("/floor")}
-    lines += ["| arm / data | s/epoch (wall) | s/epoch (CPU) | train samples/s (wall / CPU) | peak RSS (MB) | "
-              "minus import floor |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "| arm / data | s/epoch (wall) | s/epoch (CPU) | train samples/s (wall / CPU) | peak RSS (MB) | "
+        "minus import floor |",
+        "|---|---|---|---|---|---|",
+    ]
     for g, v in s.items():
         if g.endswith("/floor"):
             lines.append(f"| {g} | | | | {v['peak_rss_mb']:.0f} | |")
             continue
         arm = g.split("/")[0]
-        lines.append(f"| {g} | {v['seconds_per_epoch']:.2f} | {v['cpu_seconds_per_epoch']:.2f} | "
-                     f"{v['train_samples_per_s']:.0f} / {v['cpu_train_samples_per_s']:.0f} | {v['peak_rss_mb']:.0f} | "
-                     f"{v['peak_rss_mb'] - floor.get(arm, 0.0):.0f} |")
+        lines.append(
+            f"| {g} | {v['seconds_per_epoch']:.2f} | {v['cpu_seconds_per_epoch']:.2f} | "
+            f"{v['train_samples_per_s']:.0f} / {v['cpu_train_samples_per_s']:.0f} | {v['peak_rss_mb']:.0f} | "
+            f"{v['peak_rss_mb'] - floor.get(arm, 0.0):.0f} |"
+        )
     names = sorted({g.split("/")[1] for g in s if not g.endswith("/floor")})
     ratios = []
     for n in names:
         a, b = s.get(f"current/{n}"), s.get(f"baseline/{n}")
         if a and b:
-            ratios.append(f"{n}: {b['seconds_per_epoch'] / a['seconds_per_epoch']:.2f}x (wall), "
-                          f"{b['cpu_seconds_per_epoch'] / a['cpu_seconds_per_epoch']:.2f}x (CPU) faster per epoch; "
-                          f"training samples/s {a['train_samples_per_s'] / b['train_samples_per_s']:.2f}x")
+            ratios.append(
+                f"{n}: {b['seconds_per_epoch'] / a['seconds_per_epoch']:.2f}x (wall), "
+                f"{b['cpu_seconds_per_epoch'] / a['cpu_seconds_per_epoch']:.2f}x (CPU) faster per epoch; "
+                f"training samples/s {a['train_samples_per_s'] / b['train_samples_per_s']:.2f}x"
+            )
     for arm in ("current", "baseline"):
         three, two = s.get(f"{arm}/three"), s.get(f"{arm}/two")
         if three and two:
-            ratios.append(f"{arm}: three streams cost {three['seconds_per_epoch'] / two['seconds_per_epoch']:.2f}x "
-                          f"(wall), {three['cpu_seconds_per_epoch'] / two['cpu_seconds_per_epoch']:.2f}x (CPU) "
-                          "the two-stream epoch")
+            ratios.append(
+                f"{arm}: three streams cost {three['seconds_per_epoch'] / two['seconds_per_epoch']:.2f}x "
+                f"(wall), {three['cpu_seconds_per_epoch'] / two['cpu_seconds_per_epoch']:.2f}x (CPU) "
+                "the two-stream epoch"
+            )
     return lines + [""] + [f"- {r}" for r in ratios] + [""]
 
 
@@ -629,28 +729,36 @@ def machine_info() -> dict:
 
 
 def render_markdown(data: dict) -> str:
-    lines = ["# decalign training speed on CPU", "",
-             "Written by `benchmarks/decalign_speed.py` (method in its docstring). Official DecAlign at its MOSI "
-             f"config on our real MOSI data, 2 cores: {OFFICIAL['seconds_per_epoch']} s per epoch of "
-             f"{OFFICIAL['train_clips']} + {OFFICIAL['valid_clips']} clips "
-             f"(~{OFFICIAL['train_clips'] / OFFICIAL['seconds_per_epoch']:.0f} training samples/s including "
-             "validation), "
-             f"peak {OFFICIAL['peak_rss_mb'] / 1000:.2f} GB RSS.", "",
-             "Columns: samples/s from wall time (and, after the slash, from this process's CPU time, which other "
-             "jobs on the machine do not inflate); *epoch* = estimated seconds for MOSI's 1284 training + 229 "
-             "validation clips; *align.* = share of the training step the alignment losses cost (forward and "
-             "backward, from the interleaved with / without timing); *align. fwd* = forward time of the losses "
-             "(ms per step) and its parts; fwd / bwd / opt = ms per step (CPU time).", ""]
+    lines = [
+        "# decalign training speed on CPU",
+        "",
+        "Written by `benchmarks/decalign_speed.py` (method in its docstring). Official DecAlign at its MOSI "
+        f"config on our real MOSI data, 2 cores: {OFFICIAL['seconds_per_epoch']} s per epoch of "
+        f"{OFFICIAL['train_clips']} + {OFFICIAL['valid_clips']} clips "
+        f"(~{OFFICIAL['train_clips'] / OFFICIAL['seconds_per_epoch']:.0f} training samples/s including "
+        "validation), "
+        f"peak {OFFICIAL['peak_rss_mb'] / 1000:.2f} GB RSS.",
+        "",
+        "Columns: samples/s from wall time (and, after the slash, from this process's CPU time, which other "
+        "jobs on the machine do not inflate); *epoch* = estimated seconds for MOSI's 1284 training + 229 "
+        "validation clips; *align.* = share of the training step the alignment losses cost (forward and "
+        "backward, from the interleaved with / without timing); *align. fwd* = forward time of the losses "
+        "(ms per step) and its parts; fwd / bwd / opt = ms per step (CPU time).",
+        "",
+    ]
     for label, run in data["runs"].items():
         m = run["machine"]
-        lines += [f"## {label}", "",
-                  f"{run['date']}; {m['cpu_count']} cores ({m['cpu']}), torch {m['torch']}, python {m['python']}, "
-                  f"load average at start {m['loadavg_at_start']}."
-                  + (f" {run['note']}" if run.get("note") else ""), "",
-                  "| scenario | config | threads | batch | train samples/s | eval samples/s | epoch (s) | "
-                  "peak RSS (MB) | align. | align. fwd | dec | gmm | cost | sinkhorn | calib. | moments | mmd | "
-                  "fwd | bwd | opt |",
-                  "|" + "---|" * 20]
+        lines += [
+            f"## {label}",
+            "",
+            f"{run['date']}; {m['cpu_count']} cores ({m['cpu']}), torch {m['torch']}, python {m['python']}, "
+            f"load average at start {m['loadavg_at_start']}." + (f" {run['note']}" if run.get("note") else ""),
+            "",
+            "| scenario | config | threads | batch | train samples/s | eval samples/s | epoch (s) | "
+            "peak RSS (MB) | align. | align. fwd | dec | gmm | cost | sinkhorn | calib. | moments | mmd | "
+            "fwd | bwd | opt |",
+            "|" + "---|" * 20,
+        ]
         for r in run["results"]:
             b = r["breakdown_ms_per_step"]
 
@@ -659,25 +767,48 @@ def render_markdown(data: dict) -> str:
                     return fmt.format(factor * r[wall_key])
                 return f"{fmt.format(factor * r[wall_key])} / {fmt.format(factor * r[cpu_key])}"
 
-            cells = [r["scenario"], r["config"], r["threads"], r["batch_size"],
-                     pair("train_samples_per_s", "cpu_train_samples_per_s", "{:.1f}"),
-                     pair("eval_samples_per_s", "cpu_eval_samples_per_s", "{:.0f}"),
-                     pair("mosi_epoch_seconds_estimate", "cpu_mosi_epoch_seconds_estimate", "{:.2f}"),
-                     f"{r['peak_rss_mb']:.0f}",
-                     pair("alignment_share_marginal", "cpu_alignment_share_marginal", "{:.0f}%", 100.0),
-                     f"{r['alignment_forward_ms_per_step']:.1f}"]
-            cells += [f"{b.get(k, 0.0):.1f}" for k in ("dec", "gmm", "cost", "sinkhorn", "calibration", "moments",
-                                                       "mmd", "forward", "backward", "optimizer")]
+            cells = [
+                r["scenario"],
+                r["config"],
+                r["threads"],
+                r["batch_size"],
+                pair("train_samples_per_s", "cpu_train_samples_per_s", "{:.1f}"),
+                pair("eval_samples_per_s", "cpu_eval_samples_per_s", "{:.0f}"),
+                pair("mosi_epoch_seconds_estimate", "cpu_mosi_epoch_seconds_estimate", "{:.2f}"),
+                f"{r['peak_rss_mb']:.0f}",
+                pair("alignment_share_marginal", "cpu_alignment_share_marginal", "{:.0f}%", 100.0),
+                f"{r['alignment_forward_ms_per_step']:.1f}",
+            ]
+            cells += [
+                f"{b.get(k, 0.0):.1f}"
+                for k in (
+                    "dec",
+                    "gmm",
+                    "cost",
+                    "sinkhorn",
+                    "calibration",
+                    "moments",
+                    "mmd",
+                    "forward",
+                    "backward",
+                    "optimizer",
+                )
+            ]
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
         lines.append("")
         if run.get("epochs"):
-            lines += ["Full training loop (`msalign.training.train`: Lightning, data loading, training, validation, "
-                      "checkpoints), random data in the *real* shapes with MOSI's 1284 / 229 clips:", "",
-                      "| config | threads | batch | epochs | s/epoch (wall) | s/epoch (CPU) | peak RSS (MB) |",
-                      "|---|---|---|---|---|---|---|"]
+            lines += [
+                "Full training loop (`msalign.training.train`: Lightning, data loading, training, validation, "
+                "checkpoints), random data in the *real* shapes with MOSI's 1284 / 229 clips:",
+                "",
+                "| config | threads | batch | epochs | s/epoch (wall) | s/epoch (CPU) | peak RSS (MB) |",
+                "|---|---|---|---|---|---|---|",
+            ]
             for e in run["epochs"]:
-                lines.append(f"| {e['config']} | {e['threads']} | {e['batch_size']} | {e['epochs']} | "
-                             f"{e['seconds_per_epoch']} | {e['cpu_seconds_per_epoch']} | {e['peak_rss_mb']:.0f} |")
+                lines.append(
+                    f"| {e['config']} | {e['threads']} | {e['batch_size']} | {e['epochs']} | "
+                    f"{e['seconds_per_epoch']} | {e['cpu_seconds_per_epoch']} | {e['peak_rss_mb']:.0f} |"
+                )
             lines.append("")
     for label, c in data.get("compare", {}).items():
         lines += render_compare(label, c)
@@ -710,26 +841,37 @@ def main() -> None:
     parser.add_argument("--configs", default="official,default")
     parser.add_argument("--label", default="current", help="name of this run in the results (e.g. before, after)")
     parser.add_argument("--note", default="", help="free text stored with the run")
-    parser.add_argument("--merge", action="store_true",
-                        help="add to the label's stored results instead of replacing them")
-    parser.add_argument("--json", default=str(RESULTS / "decalign_speed.json"),
-                        help="results JSON (runs are merged by label)")
+    parser.add_argument(
+        "--merge", action="store_true", help="add to the label's stored results instead of replacing them"
+    )
+    parser.add_argument(
+        "--json", default=str(RESULTS / "decalign_speed.json"), help="results JSON (runs are merged by label)"
+    )
     parser.add_argument("--md", default=None, help="markdown table (default: the JSON path with .md)")
-    parser.add_argument("--epochs", type=int, default=3,
-                        help="epochs of the full training loop timed per --epoch-configs entry (0 = skip)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=3,
+        help="epochs of the full training loop timed per --epoch-configs entry (0 = skip)",
+    )
     parser.add_argument("--epoch-configs", default="official", help="configs timed with the full loop (scenario real)")
     parser.add_argument("--notes", default=None, help="markdown file whose lines become the results' Notes section")
-    parser.add_argument("--render-only", action="store_true",
-                        help="only rewrite the markdown from the JSON (and --notes)")
+    parser.add_argument(
+        "--render-only", action="store_true", help="only rewrite the markdown from the JSON (and --notes)"
+    )
     parser.add_argument("--compare", action="store_true", help="same-window interleaved comparison (docstring)")
     parser.add_argument("--baseline-rev", default="", help="git revision of the baseline arm (e.g. 9530bfc)")
-    parser.add_argument("--datasets", default="two=../shared/data/mosi",
-                        help="NAME=PATH,... datasets of the --compare epoch runs (three=PICKLE for the three streams)")
+    parser.add_argument(
+        "--datasets",
+        default="two=../shared/data/mosi",
+        help="NAME=PATH,... datasets of the --compare epoch runs (three=PICKLE for the three streams)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --compare")
     parser.add_argument("--shapes", default="", help="--compare on random tensors of these shapes instead (mosei)")
     parser.add_argument("--options", default="", help="--shapes: extra arms of the current code: bf16, compile")
-    parser.add_argument("--option-timeout", type=float, default=900.0,
-                        help="seconds after which an option arm is dropped")
+    parser.add_argument(
+        "--option-timeout", type=float, default=900.0, help="seconds after which an option arm is dropped"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--floor-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--shapes-worker", action="store_true", help=argparse.SUPPRESS)
@@ -771,32 +913,68 @@ def main() -> None:
     for scenario in (x for x in args.scenarios.split(",") if x):
         for config in args.configs.split(","):
             for threads in (int(t) for t in args.threads.split(",")):
-                cmd = [sys.executable, __file__, "--worker", "--scenario", scenario, "--config", config,
-                       "--threads", str(threads), "--steps", str(args.steps), "--repeats", str(args.repeats),
-                       "--warmup", str(args.warmup), "--batch-size", str(args.batch_size)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    "--scenario",
+                    scenario,
+                    "--config",
+                    config,
+                    "--threads",
+                    str(threads),
+                    "--steps",
+                    str(args.steps),
+                    "--repeats",
+                    str(args.repeats),
+                    "--warmup",
+                    str(args.warmup),
+                    "--batch-size",
+                    str(args.batch_size),
+                ]
                 result = run_worker(cmd, threads, f"worker {scenario}/{config}/{threads}")
                 results.append(result)
-                print(f"{scenario:9s} {config:8s} threads {threads}: "
-                      f"{result['train_samples_per_s']:8.1f} train samples/s, "
-                      f"{result['eval_samples_per_s']:8.1f} eval samples/s, peak RSS {result['peak_rss_mb']:.0f} MB, "
-                      f"alignment {100 * result['alignment_share_marginal']:.1f}% of the step, "
-                      f"epoch est. {result['mosi_epoch_seconds_estimate']} s", flush=True)
+                print(
+                    f"{scenario:9s} {config:8s} threads {threads}: "
+                    f"{result['train_samples_per_s']:8.1f} train samples/s, "
+                    f"{result['eval_samples_per_s']:8.1f} eval samples/s, peak RSS {result['peak_rss_mb']:.0f} MB, "
+                    f"alignment {100 * result['alignment_share_marginal']:.1f}% of the step, "
+                    f"epoch est. {result['mosi_epoch_seconds_estimate']} s",
+                    flush=True,
+                )
 
     epochs = []
     if args.epochs > 0:
         for config in args.epoch_configs.split(","):
             for threads in (int(t) for t in args.threads.split(",")):
-                cmd = [sys.executable, __file__, "--epoch-worker", "--scenario", "real", "--config", config,
-                       "--threads", str(threads), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--epoch-worker",
+                    "--scenario",
+                    "real",
+                    "--config",
+                    config,
+                    "--threads",
+                    str(threads),
+                    "--epochs",
+                    str(args.epochs),
+                    "--batch-size",
+                    str(args.batch_size),
+                ]
                 result = run_worker(cmd, threads, f"epoch worker {config}/{threads}")
                 epochs.append(result)
-                print(f"training loop, real shapes, {config}, threads {threads}: {result['seconds_per_epoch']} s/epoch "
-                      f"({result['cpu_seconds_per_epoch']} CPU s), peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
+                print(
+                    f"training loop, real shapes, {config}, threads {threads}: {result['seconds_per_epoch']} s/epoch "
+                    f"({result['cpu_seconds_per_epoch']} CPU s), peak RSS {result['peak_rss_mb']:.0f} MB",
+                    flush=True,
+                )
 
     json_path.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(json_path.read_text()) if json_path.is_file() else {"runs": {}}
     previous = data.setdefault("runs", {}).get(args.label) if args.merge else None
     if previous:  # keep the label's earlier results, replacing those measured again
+
         def key(r):
             return (r["scenario"], r["config"], r["threads"], r["batch_size"])
 

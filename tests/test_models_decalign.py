@@ -97,8 +97,9 @@ def test_eval_mode_has_no_aux_losses(data):
         out = model(b["features"], b["masks"])
     assert out.aux_losses == {} and out.diagnostics == {}
     assert out.prediction.shape == (16,)
-    assert {f"{kind}_{m}" for kind in ("unique", "common", "fused") for m in ("text", "audio", "vision")} \
-        <= set(out.representations)
+    assert {f"{kind}_{m}" for kind in ("unique", "common", "fused") for m in ("text", "audio", "vision")} <= set(
+        out.representations
+    )
 
 
 def test_classification_gives_logits():
@@ -256,8 +257,9 @@ def scramble_padding(b, seed=0):
     return features
 
 
-@pytest.mark.parametrize("kernel, context, self_layers", [(1, "pairwise", 1), (3, "pairwise", 0), (3, "concat", 1),
-                                                         (1, "concat", 0)])
+@pytest.mark.parametrize(
+    "kernel, context, self_layers", [(1, "pairwise", 1), (3, "pairwise", 0), (3, "concat", 1), (1, "concat", 0)]
+)
 def test_padding_does_not_change_predictions(data, kernel, context, self_layers):
     model = model_for(data, projection_kernel=kernel, cross_context=context, self_layers=self_layers).eval()
     b = batch(data)
@@ -291,8 +293,11 @@ def test_dropping_padding_is_exact(data, monkeypatch, context):
         model.pack_below = 1.0 if pack else 0.0
         for encoder in encoders:
             encoder.pack_below = 1.0 if pack else 0.0
-        grouping = functools.partial(length_groups, overhead=0.0) if groups else \
-            (lambda q, *args, **kw: [torch.arange(q.shape[0])])
+        grouping = (
+            functools.partial(length_groups, overhead=0.0)
+            if groups
+            else (lambda q, *args, **kw: [torch.arange(q.shape[0])])
+        )
         monkeypatch.setattr(decalign_module, "length_groups", grouping)
         monkeypatch.setattr(attention_module, "length_groups", grouping)
         with torch.no_grad():
@@ -389,8 +394,12 @@ def test_encoder_ignores_padded_keys_and_queries():
 def test_train_end_to_end_writes_results(data, tmp_path):
     model_config = build_config("decalign", {**TINY, "num_prototypes": 3})
     train_config = TrainConfig(epochs=2, batch_size=16, lr=1e-3, patience=2, threads=1, accelerator="cpu")
-    results = train(RunSpec("decalign", model_config, train_config, seeds=[0], out_dir=tmp_path), data,
-                    progress=False, log=lambda *a: None)
+    results = train(
+        RunSpec("decalign", model_config, train_config, seeds=[0], out_dir=tmp_path),
+        data,
+        progress=False,
+        log=lambda *a: None,
+    )
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["model"] == "decalign" and saved["seeds"] == [0]
     assert saved["config"]["model"]["width"] == 16
@@ -409,12 +418,15 @@ def test_attention_dropout_still_trains(data):
     assert_finite_step(model_for(data, attn_dropout=0.3), batch(data))
 
 
-@pytest.mark.parametrize("key, expected", [
-    ("mosi", {"width": 64, "heads": 8, "layers": 5, "projection_kernel": 1, "batch_size": 32}),
-    ("mosei", {"width": 64, "batch_size": 128}),
-    ("sims", {"width": 32, "batch_size": 24}),
-    ("iemocap", {"num_prototypes": 6}),
-])
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        ("mosi", {"width": 64, "heads": 8, "layers": 5, "projection_kernel": 1, "batch_size": 32}),
+        ("mosei", {"width": 64, "batch_size": 128}),
+        ("sims", {"width": 32, "batch_size": 24}),
+        ("iemocap", {"num_prototypes": 6}),
+    ],
+)
 def test_dataset_configs(key, expected):
     from msalign.config import resolve_config
 
@@ -445,9 +457,16 @@ def few_key_batch(dataset, modalities, empty_every=0, second_frame=False):
     return b
 
 
-@pytest.mark.parametrize("modalities, empty_every, second_frame", [
-    (("text", "audio", "vision"), 0, False), (("text", "audio"), 0, False), (("text", "audio"), 4, False),
-    (("text", "audio", "vision"), 3, True), (("text", "audio", "vision"), 0, True)])
+@pytest.mark.parametrize(
+    "modalities, empty_every, second_frame",
+    [
+        (("text", "audio", "vision"), 0, False),
+        (("text", "audio"), 0, False),
+        (("text", "audio"), 4, False),
+        (("text", "audio", "vision"), 3, True),
+        (("text", "audio", "vision"), 0, True),
+    ],
+)
 def test_few_key_path_matches_the_sdpa_encoders(data, modalities, empty_every, second_frame):
     """Keys/values folded into the queries (few queries) or projected once per row (many queries)
     give the predictions, losses and gradients of the padded SDPA encoders."""
@@ -463,8 +482,9 @@ def test_few_key_path_matches_the_sdpa_encoders(data, modalities, empty_every, s
         with torch.no_grad():
             prediction = model(b["features"], b["masks"]).prediction
         loss, _ = train_step(model, b)
-        results.append((prediction, loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
-                                                    if p.grad is not None}))
+        results.append(
+            (prediction, loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        )
     assert used == [sorted(modalities)] * 2  # the reference run (budget 0) never took the path
     (p0, l0, g0), (p1, l1, g1) = results
     torch.testing.assert_close(p1, p0, atol=1e-5, rtol=1e-5)
@@ -504,8 +524,11 @@ def test_forward_frames_matches_forward_with_attention_dropout_weights(queries, 
         q = a.to_q(block.norm_query(hidden)).unflatten(-1, (4, -1))
         scores = torch.einsum("nhd,nkhd->nhk", q, k) / 2.0
         scores = scores.masked_fill(~context_mask[rows][:, None, :], float("-inf"))
-        weights = fixed_dropout(scores.softmax(-1), 0.5) if queries < 5 else \
-            fixed_dropout(scores.softmax(-1).transpose(1, 2), 0.5).transpose(1, 2)
+        weights = (
+            fixed_dropout(scores.softmax(-1), 0.5)
+            if queries < 5
+            else fixed_dropout(scores.softmax(-1).transpose(1, 2), 0.5).transpose(1, 2)
+        )
         hidden = hidden + a.out(torch.einsum("nhk,nkhd->nhd", weights, v).flatten(-2))
         hidden = hidden + block.feed_forward(block.norm_ff(hidden))
     torch.testing.assert_close(got, encoder.norm(hidden), atol=1e-5, rtol=1e-5)
@@ -534,8 +557,9 @@ def test_row_by_row_attention_matches_the_padded_encoders(monkeypatch, self_laye
     padded (length-grouped) SDPA encoders, including rows without queries or without keys."""
     dims, features, masks = ragged_batch()
     torch.manual_seed(0)
-    model = create_model("decalign", dims=dims, output_dim=1, width=16, heads=4, layers=2, self_layers=self_layers,
-                         dropout=0.0)
+    model = create_model(
+        "decalign", dims=dims, output_dim=1, width=16, heads=4, layers=2, self_layers=self_layers, dropout=0.0
+    )
     model.small_attention = 0  # the few-key path would take these small targets
     rows = CrossModalEncoder.forward_rows
     calls = []
@@ -548,8 +572,13 @@ def test_row_by_row_attention_matches_the_padded_encoders(monkeypatch, self_laye
         out = model(features, masks)
         loss = out.prediction.square().sum() + sum(out.aux_losses.values())
         loss.backward()
-        results.append((out.prediction.detach(), loss.detach(),
-                        {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+        results.append(
+            (
+                out.prediction.detach(),
+                loss.detach(),
+                {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
+            )
+        )
     assert calls  # the second run took the path
     (p0, l0, g0), (p1, l1, g1) = results
     torch.testing.assert_close(p1, p0, atol=1e-5, rtol=1e-5)

@@ -30,8 +30,9 @@ def batch(dataset, modalities, rows=range(16)):
 
 def model_for(dataset, modalities, output_dim=1, **overrides):
     torch.manual_seed(0)
-    return create_model("mult", dims={m: dataset.dims[m] for m in modalities}, output_dim=output_dim,
-                        **{**TINY, **overrides})
+    return create_model(
+        "mult", dims={m: dataset.dims[m] for m in modalities}, output_dim=output_dim, **{**TINY, **overrides}
+    )
 
 
 @pytest.mark.parametrize("modalities", [("text", "audio"), ("text", "vision"), ("text", "audio", "vision")])
@@ -81,8 +82,10 @@ def test_padding_does_not_change_predictions(data, modalities):
     b = batch(data, modalities)
     assert any(not bool(m.all()) for m in b["masks"].values())
     generator = torch.Generator().manual_seed(0)
-    noisy = {m: torch.where(b["masks"][m].unsqueeze(-1), x, 100 * torch.randn(x.shape, generator=generator))
-             for m, x in b["features"].items()}
+    noisy = {
+        m: torch.where(b["masks"][m].unsqueeze(-1), x, 100 * torch.randn(x.shape, generator=generator))
+        for m, x in b["features"].items()
+    }
     with torch.no_grad():
         clean = model(b["features"], b["masks"]).prediction
         scrambled = model(noisy, b["masks"]).prediction
@@ -98,8 +101,11 @@ def test_dropping_padding_is_exact(data, monkeypatch):
     def run(pack: bool, groups: bool):
         for encoder in encoders:
             encoder.pack_below = 1.0 if pack else 0.0
-        grouping = functools.partial(length_groups, overhead=0.0) if groups else \
-            (lambda q, *args, **kw: [torch.arange(q.shape[0])])
+        grouping = (
+            functools.partial(length_groups, overhead=0.0)
+            if groups
+            else (lambda q, *args, **kw: [torch.arange(q.shape[0])])
+        )
         monkeypatch.setattr(attention_module, "length_groups", grouping)
         with torch.no_grad():
             return model(b["features"], b["masks"]).prediction

@@ -112,8 +112,15 @@ class Attention(nn.Module):
         self.out = nn.Linear(width, width)
         self.dropout = dropout
 
-    def forward(self, query: Tensor, context: Tensor, context_mask: Tensor | None, mask_ready: bool = False,
-                layout: Packed | None = None, context_layout: Packed | None = None) -> Tensor:
+    def forward(
+        self,
+        query: Tensor,
+        context: Tensor,
+        context_mask: Tensor | None,
+        mask_ready: bool = False,
+        layout: Packed | None = None,
+        context_layout: Packed | None = None,
+    ) -> Tensor:
         """Attend from ``query`` to ``context``; returns the query's shape.
 
         ``query``: (B, Lq, D), or its (N, D) real frames with ``layout``; ``context``: (B, Lk, D),
@@ -150,9 +157,14 @@ class Attention(nn.Module):
             attended = layout.pack(attended)
         return self.out(attended)
 
-
-    def forward_rows(self, query: Tensor, context: Tensor, counts: Sequence[int], context_counts: Sequence[int],
-                     empty_context: Tensor | None = None) -> Tensor:
+    def forward_rows(
+        self,
+        query: Tensor,
+        context: Tensor,
+        counts: Sequence[int],
+        context_counts: Sequence[int],
+        empty_context: Tensor | None = None,
+    ) -> Tensor:
         """Attend row by row over packed frames: no padding, no mask (exact; :meth:`CrossModalEncoder.forward_rows`).
 
         ``query``: (N, D) frames, row r's ``counts[r]`` frames consecutive in row order; ``context``:
@@ -172,8 +184,9 @@ class Attention(nn.Module):
             empty_k = F.linear(empty_context, kv_weight[:width], kv_bias[:width])
             empty_v = F.linear(empty_context, kv_weight[width:], kv_bias[width:])
         parts = []
-        for q_row, k_row, v_row in zip(q.split(list(counts)), k.split(list(context_counts)),
-                                       v.split(list(context_counts)), strict=True):
+        for q_row, k_row, v_row in zip(
+            q.split(list(counts)), k.split(list(context_counts)), v.split(list(context_counts)), strict=True
+        ):
             if not q_row.shape[0]:
                 continue
             if not k_row.shape[0]:
@@ -199,8 +212,15 @@ class CrossModalBlock(nn.Module):
         )
         self.dropout = Dropout(dropout)
 
-    def forward(self, query: Tensor, context: Tensor | None, context_mask: Tensor | None, mask_ready: bool = False,
-                layout: Packed | None = None, context_layout: Packed | None = None) -> Tensor:
+    def forward(
+        self,
+        query: Tensor,
+        context: Tensor | None,
+        context_mask: Tensor | None,
+        mask_ready: bool = False,
+        layout: Packed | None = None,
+        context_layout: Packed | None = None,
+    ) -> Tensor:
         """``context=None`` is self-attention (the keys are ``query``, laid out by ``layout``);
         the other arguments are as in :meth:`Attention.forward`."""
         if context is None:
@@ -212,9 +232,14 @@ class CrossModalBlock(nn.Module):
         query = query + self.dropout(attended)
         return query + self.dropout(self.feed_forward(self.norm_ff(query)))
 
-
-    def forward_rows(self, query: Tensor, context: Tensor | None, counts: Sequence[int], context_counts: Sequence[int],
-                     empty_rows: bool) -> Tensor:
+    def forward_rows(
+        self,
+        query: Tensor,
+        context: Tensor | None,
+        counts: Sequence[int],
+        context_counts: Sequence[int],
+        empty_rows: bool,
+    ) -> Tensor:
         """:meth:`forward` on packed frames attended row by row (:meth:`Attention.forward_rows`);
         ``context=None`` is self-attention. ``empty_rows``: some row has queries but no keys."""
         normed = self.norm_query(query)
@@ -238,13 +263,15 @@ class PostNormBlock(nn.Module):
         super().__init__()
         self.attention = Attention(width, heads)
         self.norm_attention = nn.LayerNorm(width)
-        self.feed_forward = nn.Sequential(nn.Linear(width, ff_width), nn.ReLU(), Dropout(dropout),
-                                          nn.Linear(ff_width, width))
+        self.feed_forward = nn.Sequential(
+            nn.Linear(width, ff_width), nn.ReLU(), Dropout(dropout), nn.Linear(ff_width, width)
+        )
         self.norm_ff = nn.LayerNorm(width)
         self.dropout = Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, context: Tensor | None = None,
-                context_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, context: Tensor | None = None, context_mask: Tensor | None = None
+    ) -> Tensor:
         if context is None:
             context, context_mask = x, mask
         z = self.norm_attention(x + self.dropout(self.attention(x, context, context_mask)))
@@ -262,8 +289,16 @@ class CrossModalEncoder(nn.Module):
     result is the same. Returns the final LayerNorm of the query, (B, Lq, D), zero at padding.
     """
 
-    def __init__(self, width: int, heads: int, layers: int, dropout: float = 0.1, attn_dropout: float = 0.0,
-                 positions: bool = True, pack_below: float = 0.9):
+    def __init__(
+        self,
+        width: int,
+        heads: int,
+        layers: int,
+        dropout: float = 0.1,
+        attn_dropout: float = 0.0,
+        positions: bool = True,
+        pack_below: float = 0.9,
+    ):
         super().__init__()
         self.blocks = nn.ModuleList(CrossModalBlock(width, heads, dropout, attn_dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(width)
@@ -280,8 +315,9 @@ class CrossModalEncoder(nn.Module):
             return Packed.from_mask(mask)
         return None
 
-    def forward(self, query: Tensor, query_mask: Tensor, context: Tensor | None = None,
-                context_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, query: Tensor, query_mask: Tensor, context: Tensor | None = None, context_mask: Tensor | None = None
+    ) -> Tensor:
         if self.positions:
             query = query + cached_positions(query.shape[1], query.shape[2], query.device, query.dtype)
         if context is not None and self.positions:
@@ -297,8 +333,13 @@ class CrossModalEncoder(nn.Module):
             return layout.unpack(self.norm(hidden))
         return self.norm(hidden) * query_mask.unsqueeze(-1).to(hidden.dtype)
 
-    def forward_rows(self, frames: Tensor, counts: Sequence[int], context: Tensor | None = None,
-                     context_counts: Sequence[int] | None = None) -> Tensor:
+    def forward_rows(
+        self,
+        frames: Tensor,
+        counts: Sequence[int],
+        context: Tensor | None = None,
+        context_counts: Sequence[int] | None = None,
+    ) -> Tensor:
         """The encoder on packed frames, attending row by row; same result as :meth:`forward`.
 
         ``frames``: (N, D) real query frames (positions already added), row r's ``counts[r]``
@@ -416,20 +457,38 @@ class MultimodalTransformer(nn.Module):
     in row groups of similar length (:func:`length_groups`); both are exact.
     """
 
-    def __init__(self, modalities: tuple[str, ...], width: int, heads: int, layers: int, self_layers: int,
-                 dropout: float = 0.1, attn_dropout: float = 0.0):
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        width: int,
+        heads: int,
+        layers: int,
+        self_layers: int,
+        dropout: float = 0.1,
+        attn_dropout: float = 0.0,
+    ):
         super().__init__()
         self.modalities, self.width, self.heads = tuple(modalities), width, heads
         self.crossmodal = nn.ModuleDict(
-            {f"{source}_to_{target}": CrossModalEncoder(width, heads, layers, dropout, attn_dropout)
-             for target in self.modalities for source in self.modalities if source != target}
+            {
+                f"{source}_to_{target}": CrossModalEncoder(width, heads, layers, dropout, attn_dropout)
+                for target in self.modalities
+                for source in self.modalities
+                if source != target
+            }
         )
         self.output_width = width * (len(self.modalities) - 1)
         memory_heads = max(h for h in range(1, heads + 1) if self.output_width % h == 0)
-        self.memory = nn.ModuleDict(
-            {m: CrossModalEncoder(self.output_width, memory_heads, self_layers, dropout, attn_dropout)
-             for m in self.modalities}
-        ) if self_layers else None
+        self.memory = (
+            nn.ModuleDict(
+                {
+                    m: CrossModalEncoder(self.output_width, memory_heads, self_layers, dropout, attn_dropout)
+                    for m in self.modalities
+                }
+            )
+            if self_layers
+            else None
+        )
 
     def forward(self, sequences: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
         spans = {m: query_span(masks[m]) for m in self.modalities}
@@ -451,8 +510,10 @@ class MultimodalTransformer(nn.Module):
                     return sequences[m][rows, :length], masks[m][rows, :length]
 
                 query, query_mask = take(target)
-                crossed = torch.cat([self.crossmodal[f"{source}_to_{target}"](query, query_mask, *take(source))
-                                     for source in sources], dim=-1)
+                crossed = torch.cat(
+                    [self.crossmodal[f"{source}_to_{target}"](query, query_mask, *take(source)) for source in sources],
+                    dim=-1,
+                )
                 if self.memory is not None:
                     crossed = self.memory[target](crossed, query_mask)
                 parts.append(masked_mean(crossed, query_mask))
@@ -485,8 +546,9 @@ def pack_keys(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     return packed, prefix[:, :longest]
 
 
-def length_groups(query_lengths: Tensor, key_lengths: Tensor, width: int, heads: int,
-                  max_groups: int = 8, overhead: float = 2.0e7) -> list[Tensor]:
+def length_groups(
+    query_lengths: Tensor, key_lengths: Tensor, width: int, heads: int, max_groups: int = 8, overhead: float = 2.0e7
+) -> list[Tensor]:
     """Split a batch into row groups of similar length when that saves enough work.
 
     Rows are sorted by query length (longest first) and cut into G equal contiguous chunks,
@@ -519,9 +581,17 @@ def length_groups(query_lengths: Tensor, key_lengths: Tensor, width: int, heads:
     return list(torch.tensor_split(order, best))
 
 
-def row_by_row_pays(query_counts: Sequence[int], key_counts: Sequence[int], groups: Sequence[Tensor],
-                    query_spans: Tensor, key_spans: Tensor, width: int, heads: int, overhead: float = 2.0e7,
-                    row_overhead: float = 4.0e5) -> bool:
+def row_by_row_pays(
+    query_counts: Sequence[int],
+    key_counts: Sequence[int],
+    groups: Sequence[Tensor],
+    query_spans: Tensor,
+    key_spans: Tensor,
+    width: int,
+    heads: int,
+    overhead: float = 2.0e7,
+    row_overhead: float = 4.0e5,
+) -> bool:
     """Whether :meth:`CrossModalEncoder.forward_rows` (one attention call per row, real frames only)
     is estimated cheaper than the padded attention over ``groups`` (from :func:`length_groups`).
 
@@ -534,8 +604,16 @@ def row_by_row_pays(query_counts: Sequence[int], key_counts: Sequence[int], grou
     rows = sum(1 for q in query_counts if q)
     by_row = float(sum(q * k * pair + k * per_key for q, k in zip(query_counts, key_counts, strict=True) if q))
     by_row += rows * row_overhead
-    padded = float(sum(len(g) * (max(int(query_spans[g].max()), 1) * max(int(key_spans[g].max()), 1) * pair
-                           + max(int(key_spans[g].max()), 1) * per_key) for g in groups))
+    padded = float(
+        sum(
+            len(g)
+            * (
+                max(int(query_spans[g].max()), 1) * max(int(key_spans[g].max()), 1) * pair
+                + max(int(key_spans[g].max()), 1) * per_key
+            )
+            for g in groups
+        )
+    )
     padded += (len(groups) - 1) * overhead
     return by_row < padded
 

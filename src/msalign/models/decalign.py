@@ -170,16 +170,18 @@ def position_wise_encoder(width: int, dropout: float) -> nn.Module:
 class DecAlign(MSAModel):
     name = "decalign"
     Config = DecAlignConfig
-    search_space = TRAIN_SPACE + SearchSpace((
-        CategoricalParam("model.width", (32, 64, 96)),  # all divisible by the 8 heads
-        CategoricalParam("model.layers", (2, 3, 4, 5)),
-        CategoricalParam("model.projection_kernel", (1, 3)),
-        FloatParam("model.dropout", 0.0, 0.4),
-        FloatParam("model.alpha", 0.005, 0.5, log=True),  # eq. 13's loss weights
-        FloatParam("model.beta", 0.005, 0.5, log=True),
-        FloatParam("model.dec_weight", 0.1, 2.0, log=True),
-        CategoricalParam("model.num_prototypes", (3, 5, 7, 9)),
-    ))
+    search_space = TRAIN_SPACE + SearchSpace(
+        (
+            CategoricalParam("model.width", (32, 64, 96)),  # all divisible by the 8 heads
+            CategoricalParam("model.layers", (2, 3, 4, 5)),
+            CategoricalParam("model.projection_kernel", (1, 3)),
+            FloatParam("model.dropout", 0.0, 0.4),
+            FloatParam("model.alpha", 0.005, 0.5, log=True),  # eq. 13's loss weights
+            FloatParam("model.beta", 0.005, 0.5, log=True),
+            FloatParam("model.dec_weight", 0.1, 2.0, log=True),
+            CategoricalParam("model.num_prototypes", (3, 5, 7, 9)),
+        )
+    )
     min_modalities = 2
 
     def __init__(self, config: DecAlignConfig, dims: dict[str, int], output_dim: int):
@@ -189,7 +191,8 @@ class DecAlign(MSAModel):
             {m: TemporalProjection(dims[m], c.width, c.projection_kernel) for m in self.modalities}
         )
         self.project_norm = nn.ModuleDict(
-            {m: nn.LayerNorm(c.width) if c.projection_norm else nn.Identity() for m in self.modalities})
+            {m: nn.LayerNorm(c.width) if c.projection_norm else nn.Identity() for m in self.modalities}
+        )
         if c.decoupling:
             self.unique = nn.ModuleDict({m: position_wise_encoder(c.width, c.dropout) for m in self.modalities})
             self.common = position_wise_encoder(c.width, c.dropout)  # ONE encoder shared by all modalities
@@ -197,8 +200,9 @@ class DecAlign(MSAModel):
         # pairwise: one MultimodalTransformer; concat: a CrossModalEncoder per target (see concat_encoders)
         self.transformer: MultimodalTransformer | nn.ModuleDict
         if self.use_cross_transformer and c.cross_context == "pairwise":
-            self.transformer = MultimodalTransformer(self.modalities, c.width, c.heads, c.layers, c.self_layers,
-                                                     c.dropout, c.attn_dropout)
+            self.transformer = MultimodalTransformer(
+                self.modalities, c.width, c.heads, c.layers, c.self_layers, c.dropout, c.attn_dropout
+            )
             heterogeneous_width = self.transformer.output_width
         elif self.use_cross_transformer:
             # Tells the keys of different source modalities apart inside the concatenated context.
@@ -206,17 +210,24 @@ class DecAlign(MSAModel):
                 {m: nn.Parameter(torch.randn(c.width) * 0.02) for m in self.modalities}
             )
             self.transformer = nn.ModuleDict(
-                {m: CrossModalEncoder(c.width, c.heads, c.layers, c.dropout, c.attn_dropout, positions=False)
-                 for m in self.modalities}
+                {
+                    m: CrossModalEncoder(c.width, c.heads, c.layers, c.dropout, c.attn_dropout, positions=False)
+                    for m in self.modalities
+                }
             )
             if c.self_layers:
                 self.memory = nn.ModuleDict(
-                    {m: CrossModalEncoder(c.width, c.heads, c.self_layers, c.dropout, c.attn_dropout, positions=False)
-                     for m in self.modalities}
+                    {
+                        m: CrossModalEncoder(
+                            c.width, c.heads, c.self_layers, c.dropout, c.attn_dropout, positions=False
+                        )
+                        for m in self.modalities
+                    }
                 )
         fused = (heterogeneous_width + c.width) * len(self.modalities)
-        self.head = nn.Sequential(Dropout(c.dropout), nn.Linear(fused, fused), nn.GELU(), Dropout(c.dropout),
-                                  nn.Linear(fused, output_dim))
+        self.head = nn.Sequential(
+            Dropout(c.dropout), nn.Linear(fused, fused), nn.GELU(), Dropout(c.dropout), nn.Linear(fused, output_dim)
+        )
 
     @property
     def use_cross_transformer(self) -> bool:
@@ -235,8 +246,9 @@ class DecAlign(MSAModel):
     def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> ModelOutput:
         c = self.config
         layouts = {m: self._layout(masks[m]) for m in self.modalities}
-        projected = {m: self.project_norm[m](self._project(m, features[m], masks[m], layouts[m]))
-                     for m in self.modalities}
+        projected = {
+            m: self.project_norm[m](self._project(m, features[m], masks[m], layouts[m])) for m in self.modalities
+        }
         if c.decoupling:
             unique = {m: self.unique[m](x) for m, x in projected.items()}
             # the shared encoder runs once over the frames of all modalities
@@ -246,8 +258,11 @@ class DecAlign(MSAModel):
         else:  # MFD off: one representation per modality feeds both streams
             unique = common = projected
         pooled_unique = {m: self._pool(unique[m], masks[m], layouts[m]) for m in self.modalities}
-        pooled_common = pooled_unique if not c.decoupling else \
-            {m: self._pool(common[m], masks[m], layouts[m]) for m in self.modalities}
+        pooled_common = (
+            pooled_unique
+            if not c.decoupling
+            else {m: self._pool(common[m], masks[m], layouts[m]) for m in self.modalities}
+        )
 
         if self.use_cross_transformer:
             padded: dict[str, Tensor] = {
@@ -354,14 +369,17 @@ class DecAlign(MSAModel):
             if target in small:
                 continue
             sources = [m for m in self.modalities if m != target]
-            joined, joined_mask = (torch.cat([positioned[m] for m in sources], dim=1),
-                                   torch.cat([masks[m] for m in sources], dim=1))
+            joined, joined_mask = (
+                torch.cat([positioned[m] for m in sources], dim=1),
+                torch.cat([masks[m] for m in sources], dim=1),
+            )
             spans, context_counts = query_span(masks[target]), joined_mask.sum(dim=1)
             groups = length_groups(spans, context_counts, c.width, c.heads)
             query_list, context_list = key_counts[target].tolist(), context_counts.tolist()
             if row_by_row_pays(query_list, context_list, groups, spans, context_counts, c.width, c.heads):
-                pooled[target] = self._cross_modal_rows(target, positioned[target], masks[target], joined,
-                                                        joined_mask, query_list, context_list)
+                pooled[target] = self._cross_modal_rows(
+                    target, positioned[target], masks[target], joined, joined_mask, query_list, context_list
+                )
                 continue
             context, context_mask = pack_keys(joined, joined_mask)
             parts = []
@@ -383,8 +401,16 @@ class DecAlign(MSAModel):
                 pooled[target] = torch.cat(parts)[inverse]
         return {m: pooled[m] for m in self.modalities}
 
-    def _cross_modal_rows(self, target: str, query: Tensor, query_mask: Tensor, context: Tensor, context_mask: Tensor,
-                          query_counts: list[int], context_counts: list[int]) -> Tensor:
+    def _cross_modal_rows(
+        self,
+        target: str,
+        query: Tensor,
+        query_mask: Tensor,
+        context: Tensor,
+        context_mask: Tensor,
+        query_counts: list[int],
+        context_counts: list[int],
+    ) -> Tensor:
         """One target of ``cross_modal`` row by row on real frames (``CrossModalEncoder.forward_rows``),
         exact: the same keys per query frame, no padded pairs. Returns the (B, d) pooled output."""
         query_layout = Packed.from_mask(query_mask)
@@ -400,8 +426,13 @@ class DecAlign(MSAModel):
     # targets with at most this many (real query frame, key) pairs take ``_cross_modal_small``
     small_attention: int = 16384
 
-    def _cross_modal_small(self, positioned: dict[str, Tensor], masks: dict[str, Tensor],
-                           key_counts: dict[str, Tensor], small: dict[str, Tensor]) -> dict[str, Tensor]:
+    def _cross_modal_small(
+        self,
+        positioned: dict[str, Tensor],
+        masks: dict[str, Tensor],
+        key_counts: dict[str, Tensor],
+        small: dict[str, Tensor],
+    ) -> dict[str, Tensor]:
         """``cross_modal`` for targets with few keys (``small``: target -> (B,) key counts), exact.
 
         Each modality's real frames are normalised once (LayerNorm without affine, shared by every
@@ -423,8 +454,9 @@ class DecAlign(MSAModel):
                 layout = Packed.from_mask(mask)
                 frames[m], rows[m] = layout.pack(x), layout.rows
                 ranks[m] = (mask.cumsum(dim=1) - 1).reshape(-1).index_select(0, layout.index)
-        normalised = {m: F.layer_norm(frames[m], (width,), eps=eps) for m in self.modalities
-                      if any(t != m for t in small)}
+        normalised = {
+            m: F.layer_norm(frames[m], (width,), eps=eps) for m in self.modalities if any(t != m for t in small)
+        }
         pooled = {}
         for target, counts in small.items():
             length = max(int(counts.max()), 1)
@@ -441,8 +473,9 @@ class DecAlign(MSAModel):
             stacked = torch.cat(parts)
             context = stacked.new_zeros(batch * length, width).index_copy(0, torch.cat(slots), stacked)
             key_mask = torch.arange(length, device=counts.device)[None, :] < counts[:, None]
-            out = self.concat_encoders[target].forward_frames(frames[target], rows[target],
-                                                             context.view(batch, length, width), key_mask)
+            out = self.concat_encoders[target].forward_frames(
+                frames[target], rows[target], context.view(batch, length, width), key_mask
+            )
             query_rows = rows[target]
             if query_rows is None:
                 pooled[target] = out
@@ -462,8 +495,11 @@ class DecAlign(MSAModel):
         aux: dict[str, Tensor] = {}
         diagnostics: dict[str, Tensor] = {}
         if c.decoupling:
-            dec = decoupling_loss([unique[m] for m in self.modalities], [common[m] for m in self.modalities],
-                                  [masks[m] for m in self.modalities])
+            dec = decoupling_loss(
+                [unique[m] for m in self.modalities],
+                [common[m] for m in self.modalities],
+                [masks[m] for m in self.modalities],
+            )
             aux["dec"] = c.dec_weight * dec
             diagnostics["dec"] = dec.detach()
         if c.hete and c.proto_ot:
@@ -508,17 +544,26 @@ class DecAlign(MSAModel):
         mixtures = self.prototypes(pooled)
         count = len(pooled)
         pairwise = {
-            (i, j): pairwise_prototype_cost(mixtures[i].means, mixtures[i].covs, mixtures[j].means, mixtures[j].covs,
-                                            reduction=c.prototype_cost)
+            (i, j): pairwise_prototype_cost(
+                mixtures[i].means, mixtures[i].covs, mixtures[j].means, mixtures[j].covs, reduction=c.prototype_cost
+            )
             for i, j in combinations(range(count), 2)
         }
         cost = joint_cost(pairwise, count)
         # marginals nu_i: each modality's mean posterior over the batch (eq. 8)
         marginals = [g.responsibilities.mean(dim=0).detach() for g in mixtures]
         with torch.no_grad():
-            plan = multimarginal_sinkhorn(cost.detach(), marginals, c.ot_epsilon, max_iter=c.ot_max_iter, tol=c.ot_tol,
-                                          epsilon_scaling=0.5, check_every=5)
+            plan = multimarginal_sinkhorn(
+                cost.detach(),
+                marginals,
+                c.ot_epsilon,
+                max_iter=c.ot_max_iter,
+                tol=c.ot_tol,
+                epsilon_scaling=0.5,
+                check_every=5,
+            )
         ot = ot_loss(cost, plan)
-        calibration = prototype_loss(pooled, [g.responsibilities for g in mixtures], [g.means for g in mixtures],
-                                     plan=plan, mode=c.calibration)
+        calibration = prototype_loss(
+            pooled, [g.responsibilities for g in mixtures], [g.means for g in mixtures], plan=plan, mode=c.calibration
+        )
         return ot, calibration
