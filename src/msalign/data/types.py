@@ -8,7 +8,7 @@ sequences of length 1. A dataset may lack any modality; models declare which the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -107,28 +107,10 @@ class MultimodalDataset:
             )
         keep = [m for m in MODALITIES if m in modalities]
         splits = {
-            name: Split(
-                name=s.name,
-                features={m: s.features[m] for m in keep},
-                lengths={m: s.lengths[m] for m in keep},
-                labels=s.labels,
-                ids=s.ids,
-                raw_text=s.raw_text,
-            )
+            name: replace(s, features={m: s.features[m] for m in keep}, lengths={m: s.lengths[m] for m in keep})
             for name, s in self.splits.items()
         }
-        return MultimodalDataset(
-            name=self.name,
-            splits=splits,
-            metric_set=self.metric_set,
-            task=self.task,
-            num_classes=self.num_classes,
-            source=self.source,
-            feature_spec=self.feature_spec,
-            why=self.why,
-            config_keys=self.config_keys,
-            dropped=dict(self.dropped),
-        )
+        return replace(self, splits=splits, dropped=dict(self.dropped))
 
     def blank_modalities(self, modalities: tuple[str, ...] | list[str]) -> MultimodalDataset:
         """A copy whose ``modalities`` carry nothing: every feature zero, lengths and masks kept.
@@ -143,29 +125,11 @@ class MultimodalDataset:
                 f"dataset {self.source or self.name}: cannot blank modality {missing} (has {list(self.modalities)})"
             )
         splits = {
-            name: Split(
-                name=s.name,
-                features={m: np.zeros_like(x) if m in modalities else x for m, x in s.features.items()},
-                lengths=s.lengths,
-                labels=s.labels,
-                ids=s.ids,
-                raw_text=s.raw_text,
-            )
+            name: replace(s, features={m: np.zeros_like(x) if m in modalities else x for m, x in s.features.items()})
             for name, s in self.splits.items()
         }
         spec = self.feature_spec.with_blank([m for m in MODALITIES if m in modalities])
-        return MultimodalDataset(
-            name=self.name,
-            splits=splits,
-            metric_set=self.metric_set,
-            task=self.task,
-            num_classes=self.num_classes,
-            source=self.source,
-            feature_spec=spec,
-            why=self.why,
-            config_keys=self.config_keys,
-            dropped=dict(self.dropped),
-        )
+        return replace(self, splits=splits, feature_spec=spec, dropped=dict(self.dropped))
 
     def describe(self) -> str:
         sizes = ", ".join(f"{n} {len(s)}" for n, s in self.splits.items())
