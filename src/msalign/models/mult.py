@@ -62,7 +62,6 @@ class MulT(MSAModel):
             FloatParam("model.attn_dropout", 0.0, 0.3),
             FloatParam("model.embed_dropout", 0.0, 0.4),
             FloatParam("model.head_dropout", 0.0, 0.5),
-            FloatParam("train.text_dropout", 0.0, 0.3),  # MulT's dropout on the text features
         )
     )
 

@@ -161,6 +161,7 @@ TRAIN_SPACE = SearchSpace(
         FloatParam("train.weight_decay", 1e-6, 1e-2, log=True),
         CategoricalParam("train.batch_size", (16, 32, 64)),
         CategoricalParam("train.loss", ("mse", "l1")),  # l1 optimises MAE, the regression selection metric
+        FloatParam("train.text_dropout", 0.0, 0.5),  # dropout on the text features: text dominates and overfits first
         FloatParam("train.text_lr", 1e-5, 2e-4, log=True, requires="train.finetune_text"),
     )
 )
