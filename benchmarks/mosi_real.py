@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from msalign.atomic import atomic_write_text
 from msalign.training.run_folder import RESULTS_FILE, read_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,9 +197,12 @@ def cell(key: str, mean: float, std: float | None) -> str:
 
 
 def write_tables(table: dict) -> None:
-    RESULTS.joinpath("mosi_real.json").write_text(json.dumps(table, indent=1) + "\n")
+    atomic_write_text(RESULTS / "mosi_real.json", json.dumps(table, indent=1) + "\n")
     lines = [
-        "# CMU-MOSI, real data: text = MiniLM tokens 50 x 384, audio = 73-d utterance functionals, no video",
+        "# CMU-MOSI, real data",
+        "",
+        "Text: MiniLM tokens 50 x 384, or MPNet tokens 50 x 768 where a row says `--text-encoder mpnet`. Audio: the",
+        "73-d utterance functionals. No video.",
         "",
         "Regenerate: `.venv/bin/python benchmarks/mosi_real.py --out runs/mosi_real` (every row trained with the",
         "recorded revision; each model at its `configs/<model>/mosi.yaml`, chosen on validation only). Test metrics,",
@@ -225,7 +229,7 @@ def write_tables(table: dict) -> None:
     for name, values in table["peers"].items():
         cells = " | ".join(cell(k, *values[k]) if k in values else "" for k in KEYS)
         lines.append(f"| {name} | {cells} |")
-    RESULTS.joinpath("mosi_real.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(RESULTS / "mosi_real.md", "\n".join(lines) + "\n")
 
 
 def main(argv: list[str]) -> None:
@@ -239,6 +243,13 @@ def main(argv: list[str]) -> None:
         default=None,
         metavar="ROW",
         help="row keys to (re)run (e.g. decalign 'decalign --blank audio'); others keep their record",
+    )
+    parser.add_argument(
+        "--trained-at",
+        default=None,
+        metavar="REV",
+        help="the git revision that trained the seeds found in OUT, when another checkout trained them "
+        "(finished seeds are reused, not retrained); default: this checkout's revision",
     )
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
@@ -276,7 +287,7 @@ def main(argv: list[str]) -> None:
         "rows": old.get("rows", {}) if args.only else {},
         "peers": {k: dict(v) for k, v in PEERS.items()},
     }
-    stamp = {"revision": revision(), "date": datetime.date.today().isoformat()}
+    stamp = {"revision": args.trained_at or revision(), "date": datetime.date.today().isoformat()}
     for row in wanted:
         if not (out / row.group / row.label / RESULTS_FILE).is_file():
             continue
