@@ -200,7 +200,7 @@ class ModalityFile:
 def save_modality(
     folder: str | Path,
     modality: str,
-    ids: Sequence[str],
+    ids: Sequence[str] | np.ndarray,
     features: np.ndarray,
     lengths: np.ndarray | None = None,
     extra: Mapping[str, np.ndarray] | None = None,
