@@ -18,6 +18,7 @@ keys and values of the wrong type are errors naming the key.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -308,10 +309,8 @@ def parse_value(text: str) -> Any:
     except yaml.YAMLError:
         value = text
     if isinstance(value, str):
-        try:  # YAML 1.1 reads "1e-3" as a string
+        with contextlib.suppress(ValueError):  # YAML 1.1 reads "1e-3" as a string
             value = float(value)
-        except ValueError:
-            pass
     return value
 
 

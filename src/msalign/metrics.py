@@ -10,7 +10,8 @@ compared exactly as they are there (a float64 path puts ``float32(0.1)`` above `
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from itertools import pairwise
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
@@ -97,7 +98,7 @@ def _mosi(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
 def _bucket(x: np.ndarray, edges: Sequence[float]) -> np.ndarray:
     """Class i where ``edges[i] < x <= edges[i+1]`` (MMSA's SIMS bucketing)."""
     out = np.zeros(x.shape, dtype=np.int64)
-    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+    for i, (lo, hi) in enumerate(pairwise(edges)):
         out[(x > lo) & (x <= hi)] = i
     return out
 
@@ -156,7 +157,7 @@ def compute(preds: Any, truth: Any, metric_set: str) -> dict[str, float]:
     return _sims(p, t) if ds == "sims" else _mosi(p, t)
 
 
-def selection_metric(metric_set: str) -> tuple[str, str]:
+def selection_metric(metric_set: str) -> tuple[str, Literal["min", "max"]]:
     """Validation metric for early stopping / model selection, and its mode."""
     return ("WAF1", "max") if _metric_set(metric_set) == "iemocap" else ("MAE", "min")
 

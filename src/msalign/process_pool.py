@@ -14,7 +14,7 @@ cancelled; every file msalign writes is atomic, and a re-run skips what finished
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
 
@@ -28,7 +28,7 @@ def run_in_processes(
     *,
     initializer: Callable[..., None] | None = None,
     initargs: tuple[Any, ...] = (),
-) -> Iterator[tuple[Tag, Any, BaseException | None]]:
+) -> Generator[tuple[Tag, Any, BaseException | None], None, None]:
     """``function(*arguments)`` for every ``(tag, arguments)`` of ``calls`` in ``workers`` spawned
     processes (each set up once by ``initializer(*initargs)``); yields ``(tag, result, None)`` or
     ``(tag, None, error)`` in the order the calls finish. A dead worker's error is a

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         entry.label: RunSpec(
             entry.model_name,
             *resolve(entry.model_name, dataset, args, extra=entry.overrides),
-            seeds,
+            tuple(seeds),
             Path(args.out) / entry.label,
             resume=args.resume,
         )

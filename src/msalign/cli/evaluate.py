@@ -48,5 +48,6 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     else:
+        assert result.metrics is not None  # scored without the ablation
         print_table({f"{result.model_name} ({result.split}, n={result.n})": result.metrics}, result.metric_set)
     return 0

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if process_rank() > 0:
         # the other processes of a DDP run repeat rank 0's command; rank 0 alone prints results
         # (errors still reach stderr)
-        sys.stdout = open(os.devnull, "w")
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (open for the rest of the process)
     try:
         return args.func(args)
     except MsalignError as error:

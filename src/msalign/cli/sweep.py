@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     grid = check_grid(args.model, build_config(args.model), parse_grid(args.grid), check_points=False)
     dataset = load_dataset(args)
     model_config, train_config = resolve(args.model, dataset, args)
-    spec = RunSpec(args.model, model_config, train_config, seeds, Path(args.out))
+    spec = RunSpec(args.model, model_config, train_config, tuple(seeds), Path(args.out))
     with run_dir_lock(args.out):  # one sweep per --out at a time; taken before anything is printed
         print(summary(dataset, [args.model], args), file=sys.stderr)
         # a point's folder holding seeds of another configuration: refused unless --overwrite

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     model_config, train_config = resolve(args.model, dataset, args)
     with run_dir_lock(args.out):  # taken before anything is printed: a refused second run says one line
         print(summary(dataset, [args.model], args), file=sys.stderr)
-        spec = RunSpec(args.model, model_config, train_config, seeds, Path(args.out), resume=args.resume)
+        spec = RunSpec(args.model, model_config, train_config, tuple(seeds), Path(args.out), resume=args.resume)
         check_runs({args.model: spec}, dataset, args)
         results = train(spec, dataset, progress=args.progress, log=log_to_stderr)
     several = len(seeds) > 1  # "± std" only over more than one seed

@@ -200,7 +200,7 @@ class ModalityFile:
 def save_modality(
     folder: str | Path,
     modality: str,
-    ids: Sequence[str],
+    ids: Sequence[str] | np.ndarray,
     features: np.ndarray,
     lengths: np.ndarray | None = None,
     extra: Mapping[str, np.ndarray] | None = None,
@@ -252,7 +252,7 @@ def read_modality(folder: Path, m: str) -> ModalityFile | None:
                 if k not in z:
                     raise MsalignError(f"{path}: key {k!r}: missing (has {sorted(z.files)})")
             ids, x = z["ids"], z[key]
-            lengths = z["lengths"] if "lengths" in z else None
+            lengths = z.get("lengths", None)
             present = z["present"] if "present" in z.files else None
             for k, value in (("ids", ids), (key, x), ("lengths", lengths)):
                 if value is not None and not isinstance(value, np.ndarray):  # numpy returns a non-.npy member as bytes
@@ -424,7 +424,8 @@ def _gather(path: Path, file_ids: np.ndarray, wanted: list[str], shape: tuple[in
     if missing:
         few = ", ".join(repr(k) for k in missing[:3])
         raise MsalignError(
-            f"{path}: {len(missing)} clips of {LABEL_FILE} have no features, e.g. {few} (file has {len(file_ids)} ids, shape {shape})"
+            f"{path}: {len(missing)} clips of {LABEL_FILE} have no features, e.g. {few} "
+            f"(file has {len(file_ids)} ids, shape {shape})"
         )
     return np.array([index[k] for k in wanted], dtype=np.int64)
 
@@ -495,6 +496,11 @@ def _standardize(splits: dict[str, Split], option: Standardize, source: str) -> 
     return stats
 
 
+def _has_width(values: Any, dim: int) -> bool:
+    """Whether a prior's list (from the user's config, so of any type until checked) has ``dim`` numbers."""
+    return np.shape(values) == (dim,)
+
+
 def _group_standardize(
     splits: dict[str, Split], groups: dict[str, list[str]], option: Standardize, strength: float, source: str
 ) -> dict[str, dict[str, list[float]]]:
@@ -504,17 +510,22 @@ def _group_standardize(
     if not strength >= 0:
         raise MsalignError(f"{source}: group_strength {strength!r}: must be a number >= 0")
     present = splits["train"].modalities
-    given = option if isinstance(option, Mapping) else None
-    names = [m for m in given if m in present] if given is not None else resolve_modalities(option, present, source)
+    if isinstance(option, Mapping):
+        given: Mapping[str, Mapping[str, Sequence[float]]] | None = option
+        names = [m for m in option if m in present]
+    else:
+        given = None
+        names = resolve_modalities(option, present, source)
     priors: dict[str, dict[str, list[float]]] = {}
     for m in names:
         dim = splits["train"].features[m].shape[2]
+        prior: Mapping[str, Sequence[float]]
         if given is not None:
             prior = given[m]
             if (
                 not isinstance(prior, Mapping)
-                or np.shape(prior.get("mean")) != (dim,)
-                or np.shape(prior.get("var")) != (dim,)
+                or not _has_width(prior.get("mean"), dim)
+                or not _has_width(prior.get("var"), dim)
             ):
                 raise MsalignError(
                     f"{source}: group_standardize prior for {m!r} needs 'mean' and 'var' lists of width {dim}"
@@ -592,7 +603,7 @@ def load_feature_dir(
         notes_path = folder / DESCRIPTIONS_FILE if descriptions is True else Path(descriptions)
         # the describer's identity is recorded beside the modalities, for predict (below)
         notes, described, describer_identity = read_descriptions(notes_path, ids)
-        texts = [with_description(t, d) for t, d in zip(texts, notes)]
+        texts = [with_description(t, d) for t, d in zip(texts, notes, strict=True)]
         has_text_column = True
 
     # Per modality: (all features, lengths, row of each label.csv clip); files first, so id
@@ -650,7 +661,7 @@ def load_feature_dir(
             name=folder.name,
             splits=splits,
             metric_set=metric_set,
-            task=task,  # type: ignore[arg-type]
+            task=task,
             num_classes=num_classes if task == "classification" else None,
             source=source,
         )
@@ -696,7 +707,7 @@ def load_feature_dir(
         name=folder.resolve().name,
         splits=splits,
         metric_set=metric_set,
-        task=task,  # type: ignore[arg-type]
+        task=task,
         num_classes=num_classes if task == "classification" else None,
         source=source,
         feature_spec=spec,
@@ -768,7 +779,7 @@ def choose_task(
         keys = (name, "classification")  # never another dataset's class count (e.g. iemocap's 6)
     else:
         keys = (name, metric_set)
-    return task, metric_set, f"task: {why}; metric set: {metrics_why}", keys  # type: ignore[return-value]
+    return task, metric_set, f"task: {why}; metric set: {metrics_why}", keys
 
 
 def _path_names_benchmark(folder: Path) -> bool:

@@ -64,7 +64,7 @@ class ModalitySpec:
 
     source: str | None = None  # "audio.npz", "text_encoder", ... (feature directories)
     kind: str | None = None  # "sequence" or "utterance" (feature directories)
-    encoder: Mapping[str, Any] | None = None  # the text encoder's identity (TextEncoder.identity)
+    encoder: str | None = None  # the text encoder's identity (TextEncoder.identity)
     descriptions: DescriptionsUsed | None = None
     dim: int | None = None
     max_len: int | None = None

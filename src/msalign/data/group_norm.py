@@ -27,7 +27,8 @@ group's clips (``load_feature_dir`` applies it split by split), so no split info
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def standardize_groups(
     x: np.ndarray,
     lengths: np.ndarray,
     groups: Sequence[str],
-    prior: dict[str, Sequence[float]],
+    prior: Mapping[str, Sequence[float]],
     strength: float = DEFAULT_STRENGTH,
 ) -> np.ndarray:
     """``x`` (N, L, D) z-scored per group in place (see the module docstring); padding stays zero."""
@@ -85,7 +86,7 @@ def standardize_groups(
     return x
 
 
-def resolve_modalities(option: bool | Sequence[str], present: Sequence[str], source: str) -> list[str]:
+def resolve_modalities(option: Literal[True] | Sequence[str], present: Sequence[str], source: str) -> list[str]:
     """True -> every loaded non-text modality (text features are not a speaker's voice); a list -> as named."""
     if option is True:
         return [m for m in present if m != "text"]

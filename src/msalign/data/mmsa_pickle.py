@@ -180,7 +180,8 @@ def load_mmsa_pickle(
                 tb = _array(d, "text_bert", source, name, (3,), dtype=np.float64)
                 if tb.shape[0] != len(x) or tb.shape[1] < 2:
                     raise MsalignError(
-                        f"{source}: split {name!r}, key 'text_bert': expected shape ({len(x)}, 3, L), got shape {tb.shape}"
+                        f"{source}: split {name!r}, key 'text_bert': "
+                        f"expected shape ({len(x)}, 3, L), got shape {tb.shape}"
                     )
                 n = np.minimum(tb[:, 1, :].sum(axis=1), x.shape[1]).astype(np.int64)
             elif m == "text":

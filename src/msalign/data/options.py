@@ -55,7 +55,7 @@ def load_dataset_from_options(options: DatasetOptions, recorded: Mapping[str, An
     ):
         if getattr(options, key) is not None:
             kwargs[key] = getattr(options, key)
-    group = options.group_standardize
+    group: str | bool | list[str] | None = options.group_standardize
     if isinstance(group, str):
         group = [m.strip() for m in group.split(",") if m.strip()]
     if group is not None and not isinstance(kwargs.get("group_standardize"), dict):  # a checkpoint's priors win

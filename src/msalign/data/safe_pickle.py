@@ -26,12 +26,13 @@ references would otherwise become gigabytes in ``np.asarray`` or ``repr``. Cycle
 from __future__ import annotations
 
 import codecs
+import contextlib
 import math
 import mmap
 import re
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -50,6 +51,7 @@ _DTYPE = re.compile(
     r"uint(8|16|32|64)|complex(64|128))"
 )
 _SCALARS = (type(None), bool, int, float, complex, str, bytes)
+ByteOrder = Literal["<", ">", "|", "="]  # a pickled dtype state's byte order (checked in build)
 
 
 class _Global:
@@ -64,7 +66,7 @@ class _Dtype:
 
     def __init__(self, spec: str):
         self.spec = spec
-        self.byteorder = "="
+        self.byteorder: ByteOrder = "="
         self.elsize = -1
 
     def dtype(self, where: str) -> np.dtype:
@@ -275,14 +277,14 @@ class _Reader:
             raise self.fail(f"refusing array shape {_short(shape)}")
         dt = spec.dtype(self.source)
         count = _prod(shape)
-        order = "F" if fortran else "C"
+        order: Literal["C", "F"] = "F" if fortran else "C"
         if dt.kind == "O":  # object arrays: only from a list of plain scalars, filled by us
             if not isinstance(data, list) or len(data) != count:
                 raise self.fail(f"refusing an object array of shape {shape} not given as a list of {count} items")
             if not all(type(v) in _SCALARS or (isinstance(v, np.generic) and v.dtype.kind != "O") for v in data):
                 raise self.fail("refusing an object array holding something other than strings and numbers")
             self.charge(8 * count, "an object array")
-            out = np.empty(count, dtype=object)
+            out: np.ndarray = np.empty(count, dtype=object)
             out[:] = data
             return out.reshape(shape, order=order)
         nbytes = count * dt.itemsize
@@ -423,7 +425,8 @@ def _global(r: _Reader, module: str, name: str) -> _Global:
     if (module, name) in plain:
         return _Global(plain[(module, name)])
     raise MsalignError(
-        f"refusing to load {r.source}: it references {_short(module)[1:-1]}.{_short(name)[1:-1]}, which could execute code "
+        f"refusing to load {r.source}: it references {_short(module)[1:-1]}.{_short(name)[1:-1]}, "
+        "which could execute code "
         "(only numpy arrays and plain containers are accepted)"
     )
 
@@ -646,7 +649,9 @@ class _Const:
 
 # None / True / False as pushed values: handlers return None to mean "pushed nothing", so these
 # constants are pushed through sentinels and swapped for the real value below.
-_NONE, _TRUE, _FALSE = _Const(None), _Const(True), _Const(False)
+_NONE: _Const = _Const(None)
+_TRUE: _Const = _Const(True)
+_FALSE: _Const = _Const(False)
 
 
 def _wrap_constants() -> None:
@@ -706,9 +711,11 @@ def _check_tree(root: Any, source: str, budget: int) -> Any:
         active.add(key)
         kept.append(node)
         stack.append((node, True))
-        for child in children(node):
-            if isinstance(child, (dict, list, tuple, set, frozenset)) and id(child) not in sizes:
-                stack.append((child, False))
+        stack.extend(
+            (child, False)
+            for child in children(node)
+            if isinstance(child, (dict, list, tuple, set, frozenset)) and id(child) not in sizes
+        )
     return _materialise(root, set())
 
 
@@ -761,10 +768,8 @@ def load_file(path: str | Path) -> Any:
         del reader
         return value
     finally:
-        try:
+        with contextlib.suppress(BufferError):  # a view still alive (an error path): the mapping goes with it
             mapped.close()
-        except BufferError:  # a view still alive (an error path): the mapping goes with it
-            pass
 
 
 __all__ = ["MAX_DEPTH", "MAX_EXPANSION", "load_file", "loads"]

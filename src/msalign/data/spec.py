@@ -14,8 +14,8 @@ stores and feature directories; ``verify`` (rescan every feature value) to store
 ``progress``, ``descriptions`` (msalign describe's text, for textalign) and ``group_standardize``,
 ``group_column``, ``group_strength`` (per-speaker z-scores, :mod:`msalign.data.group_norm`) to
 feature directories.
-An option that does not apply to the source is ignored; an unknown option is an error. Options set to None are ignored. Every
-dataset is validated (:func:`msalign.data.validate.validate_dataset`) before it is returned.
+An option that does not apply to the source is ignored; an unknown option is an error. Options set to None are
+ignored. Every dataset is validated (:func:`msalign.data.validate.validate_dataset`) before it is returned.
 """
 
 from __future__ import annotations
@@ -82,9 +82,8 @@ def _load(spec: str | os.PathLike, **options: Any) -> MultimodalDataset:
         options["modalities"] = modalities = [m.strip() for m in modalities.split(",") if m.strip()]
     if text == "synthetic" or text.startswith("synthetic:"):
         kwargs = parse_synthetic(text)
-        if "task" in options:
-            if kwargs.setdefault("task", options["task"]) != options["task"]:
-                raise MsalignError(f"dataset {text!r}: task={kwargs['task']} in the spec, but --task {options['task']}")
+        if "task" in options and kwargs.setdefault("task", options["task"]) != options["task"]:
+            raise MsalignError(f"dataset {text!r}: task={kwargs['task']} in the spec, but --task {options['task']}")
         ds = generate_synthetic(**kwargs)
         ds.source = text  # the whole spec: a report reloads exactly this data
         ds.why = "the synthetic generator" + (
@@ -104,5 +103,6 @@ def _load(spec: str | os.PathLike, **options: Any) -> MultimodalDataset:
     if path.suffix.lower() == ".pkl":
         return load_mmsa_pickle(path, **{k: v for k, v in options.items() if k in _PICKLE_OPTIONS})
     raise MsalignError(
-        f"dataset {text!r}: not a dataset (expected 'synthetic[:key=value,...]', an MMSA .pkl file or a feature directory)"
+        f"dataset {text!r}: not a dataset "
+        "(expected 'synthetic[:key=value,...]', an MMSA .pkl file or a feature directory)"
     )

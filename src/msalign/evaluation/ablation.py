@@ -17,11 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
+from numpy.typing import DTypeLike
 
 from msalign import metrics
 from msalign.data.types import MultimodalDataset, Split
 from msalign.errors import MsalignError
+from msalign.models import MSAModel
 from msalign.training.data import eval_loader
 from msalign.training.module import predict_split
 
@@ -29,7 +30,7 @@ from msalign.training.module import predict_split
 class _LazyRows:
     """An (N, L, D) view read on indexing (``x[rows, :longest]``, ``x[start:stop]``, ...), for arrays on disk."""
 
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype):
+    def __init__(self, shape: tuple[int, ...], dtype: DTypeLike):
         self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
 
     def __len__(self) -> int:
@@ -43,6 +44,10 @@ class _LazyRows:
 
     def __array__(self, dtype=None, copy=None):
         return self[:] if dtype is None else self[:].astype(dtype)
+
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        """The (len(rows), L, D) rows at ``rows``; each subclass says how they are made."""
+        raise NotImplementedError
 
 
 class _PermutedRows(_LazyRows):
@@ -103,7 +108,7 @@ def _with_modality(split: Split, modality: str, how: str, rng: np.random.Generat
 
 
 def modality_contribution(
-    model: torch.nn.Module, dataset: MultimodalDataset, split: str = "test", repeats: int = 5, seed: int = 0
+    model: MSAModel, dataset: MultimodalDataset, split: str = "test", repeats: int = 5, seed: int = 0
 ) -> dict[str, Any]:
     """Metrics of ``model`` on ``split``: ``{"full": {...}, "<m>/permute": {...}, "<m>/mean": {...}}``.
 

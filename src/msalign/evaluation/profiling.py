@@ -65,7 +65,8 @@ def profile_model(
     if any(x.shape[0] != 1 for x in features.values()):
         raise MsalignError("profile_model: give one sample (batch of 1) so the counts are per sample")
     model.eval()
-    counter = FlopCounterMode(display=False, depth=None)
+    # depth None: every nesting level (torch handles None, though it annotates the parameter int)
+    counter = FlopCounterMode(display=False, depth=None)  # type: ignore[arg-type]
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
         model(features, masks)
     counted = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
@@ -96,7 +97,7 @@ def format_costs(costs: list[ModuleCost], fmt: str = "md") -> str:
         params = [f"{c.params:,}" for c in costs]
         macs = [f"{c.macs / 1e6:.2f}" for c in costs]
         header = ("module", "parameters", "multiply-adds (M)")
-        rows = [header, *zip(names, params, macs)]
+        rows = [header, *zip(names, params, macs, strict=True)]
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         return "\n".join(f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:>{widths[2]}}" for a, b, c in rows)
     lines = ["| module | parameters | multiply-adds (M) |", "|---|---:|---:|"]

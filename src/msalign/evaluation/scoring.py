@@ -52,13 +52,13 @@ def evaluate_checkpoint(request: EvaluationRequest) -> EvaluationResult:
     dataset = load_dataset_from_options(request.dataset, recorded)
     check_feature_spec(info, dataset.feature_spec, dataset.dims, request.checkpoint)
     split = dataset.split(request.split)
-    common = dict(
-        checkpoint=str(request.checkpoint),
-        model_name=info["model"],
-        split=request.split,
-        metric_set=dataset.metric_set,
-        n=len(split),
-    )
+    common = {
+        "checkpoint": str(request.checkpoint),
+        "model_name": info["model"],
+        "split": request.split,
+        "metric_set": dataset.metric_set,
+        "n": len(split),
+    }
     if request.modality_ablation:
         return EvaluationResult(**common, contribution=modality_contribution(model, dataset, request.split))
     loader = eval_loader(dataset, model.modalities, request.split)

@@ -54,13 +54,11 @@ def parse_entries(text: str) -> list[BenchmarkEntry]:
             name, bracket, rest = entry.partition("[")
             if bracket and not rest.endswith("]"):
                 raise MsalignError(f"--models entry {entry!r}: overrides go in one trailing [key=value,...]")
-            pairs = (
-                parse_key_values(
-                    rest[:-1], lambda item: f"--models entry {entry!r}: {item!r} is not key=value", convert=None
-                )
-                if bracket
-                else []
-            )
+
+            def not_key_value(item: str, entry: str = entry) -> str:
+                return f"--models entry {entry!r}: {item!r} is not key=value"
+
+            pairs = parse_key_values(rest[:-1], not_key_value, convert=None) if bracket else []
             _check_label(entry)
             entries.append(BenchmarkEntry(entry, name.strip(), tuple(f"{key}={raw}" for key, raw in pairs)))
     if depth:

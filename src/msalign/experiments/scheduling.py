@@ -1,7 +1,7 @@
 """Where the trials of a sweep or benchmark run: in this process, in a local process pool, or on Ray.
 
-A :class:`Trial` is one seed of a :class:`~msalign.training.run_spec.RunSpec`, trained into ``out_dir/seed_N``; it is executed by
-:func:`msalign.training.run.run_seed`, which writes only inside ``seed_N/`` and skips a seed that
+A :class:`Trial` is one seed of a :class:`~msalign.training.run_spec.RunSpec`, trained into ``out_dir/seed_N``; it is
+executed by :func:`msalign.training.run.run_seed`, which writes only inside ``seed_N/`` and skips a seed that
 already finished with the same identity, so trials are independent and a re-run resumes.
 :func:`run_trials` yields each trial's :class:`TrialOutcome` as it finishes; the callers
 (:mod:`msalign.experiments.benchmark`, :mod:`msalign.experiments.sweep`) write the per-run ``results.json`` and their
@@ -167,7 +167,7 @@ def run_trials(
                 )
     if backend.in_process:
         for trial in trials:
-            outcome = _run_trial(trial, dataset, progress, lambda line, trial=trial: log(_prefixed(trial, line)))
+            outcome = _run_trial(trial, dataset, progress, _trial_log(trial, log))
             if outcome.failed:
                 log(_failure_line(outcome))
             yield outcome
@@ -199,6 +199,11 @@ def raise_for_failures(outcomes: Iterable[TrialOutcome]) -> None:
 
 def _prefixed(trial: Trial, line: str) -> str:
     return line if trial.label == trial.run.model_name else f"[{trial.label}] {line}"
+
+
+def _trial_log(trial: Trial, log: Callable[[str], None]) -> Callable[[str], None]:
+    """``log`` with the trial's label in front of each line (:func:`_prefixed`)."""
+    return lambda line: log(_prefixed(trial, line))
 
 
 def _failure_line(outcome: TrialOutcome) -> str:

@@ -249,7 +249,7 @@ def format_sweep(summary: SweepSummary) -> str:
         ]
     for failure in summary.failed.values():  # marked rows, then what went wrong
         cells = [format_value(failure.params[k]) for k in keys] + ["–"] * (len(valid_cols) + len(headline))
-        lines.append("| " + " | ".join(cells + ["FAILED"]) + " |")
+        lines.append("| " + " | ".join([*cells, "FAILED"]) + " |")
     if summary.failed:
         lines += ["", "Failed: " + "; ".join(f"{label} {f.error}" for label, f in summary.failed.items())]
     if not summary.complete:

@@ -47,11 +47,11 @@ import math
 import re
 import subprocess
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -188,7 +188,7 @@ def fixed_keys(model_config: Any, train_config: Any, overrides: list[str]) -> li
     return keys
 
 
-def search_space_for(model_name: str, model_config: Any, train_config: Any, fixed: list[str] = ()) -> SearchSpace:
+def search_space_for(model_name: str, model_config: Any, train_config: Any, fixed: Sequence[str] = ()) -> SearchSpace:
     """The model's declared space, minus the keys held fixed and the parameters whose ``requires``
     key is off in this configuration; every key must be a field of the configs."""
     space = get_model_class(model_name).search_space
@@ -235,7 +235,7 @@ def _locked(out_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _open_study(out_dir: Path, direction: str, identity: dict[str, Any]):
+def _open_study(out_dir: Path, direction: Literal["minimize", "maximize"], identity: dict[str, Any]):
     import optuna  # heavy (~1 s): imported only when a search runs
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -486,6 +486,7 @@ def tuned_sections(
 def format_config_file(result: TuneResult, sections: dict[str, dict[str, Any]]) -> str:
     metric, mode = result.selection["metric"], result.selection["mode"]
     best, final = result.best, result.final or {}
+    assert best is not None  # written once the search has its best trial
     fmt = metrics.format_metric
     budget = result.budget
     lines = [
@@ -537,10 +538,8 @@ def _versions() -> dict[str, str]:
 
     out = {}
     for name in ("msalign", "optuna", "torch", "lightning"):
-        try:
+        with suppress(PackageNotFoundError):
             out[name] = version(name)
-        except PackageNotFoundError:
-            pass
     return out
 
 
@@ -552,7 +551,7 @@ def tune(
     train_config: Any,
     settings: TuneSettings,
     out_dir: str | Path,
-    fixed: list[str] = (),
+    fixed: Sequence[str] = (),
     backend: Backend | None = None,
     log: Callable[[str], None] = print,
     progress: bool | None = None,

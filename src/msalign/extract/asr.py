@@ -138,8 +138,9 @@ class SpeechRecognizer:
         pieces: list[str] = []
         for segment in segments:
             pieces.append(segment.text.strip())
-            for w in segment.words or []:
-                words.append(Word(w.word.strip(), float(w.start), float(w.end), float(w.probability)))
+            words.extend(
+                Word(w.word.strip(), float(w.start), float(w.end), float(w.probability)) for w in segment.words or []
+            )
         text = " ".join(p for p in pieces if p)
         return Transcript(text, f"asr {self.identity}", words, getattr(info, "language", self.language))
 

@@ -126,7 +126,8 @@ def _check_complete(info: MediaInfo, decoded: float, what: str) -> None:
         return
     if declared - decoded > max(TRUNCATION_SLACK_SECONDS, TRUNCATION_SLACK_FRACTION * declared):
         raise MsalignError(
-            f"{info.path}: truncated or corrupt: decoded {decoded:.1f} s of {what} of the {declared:.1f} s the file declares"
+            f"{info.path}: truncated or corrupt: "
+            f"decoded {decoded:.1f} s of {what} of the {declared:.1f} s the file declares"
         )
 
 

@@ -344,7 +344,10 @@ def _dataset_jobs(folder: Path) -> list[Job]:
         )
         job = Job(row.id, vid, clip, found, row=row)
         if found is None:
-            job.problem = f"{folder}: no media file for clip {row.id!r} (looked for Raw/{vid}/{clip}.mp4, {vid}/{clip}.*, {vid}_{clip}.*)"
+            job.problem = (
+                f"{folder}: no media file for clip {row.id!r} "
+                f"(looked for Raw/{vid}/{clip}.mp4, {vid}/{clip}.*, {vid}_{clip}.*)"
+            )
         elif row.text:
             job.transcript = Transcript(row.text, "label.csv")
         elif (beside := transcript_beside(found)) is not None:
@@ -364,7 +367,7 @@ def collect_jobs(inputs: Sequence[str | Path]) -> tuple[list[Job], bool]:
             raise MsalignError(f"{datasets[0]}: a dataset folder (with label.csv) must be the only input")
         return _dataset_jobs(datasets[0]), True
     used: set[str] = set()
-    jobs = []
+    jobs: list[Job] = []
     for path in paths:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and _media_kind(p) is not None)
@@ -451,8 +454,9 @@ def run_jobs(
             keys[job.id] = _cache_key(job, spec)
             clip = ClipFeatures.load(_cache_path(Path(cache_dir), job), keys[job.id])
             if clip is not None:
+                assert job.media is not None  # a job without a problem has its media file (_cache_key)
                 try:
-                    _apply_missing_policy(job.media, clip.missing, clip.vision is not None, missing)  # type: ignore[arg-type]
+                    _apply_missing_policy(job.media, clip.missing, clip.vision is not None, missing)
                     outcome.clip, outcome.cached = clip, True
                 except MsalignError as error:
                     outcome.error = str(error)
@@ -491,24 +495,28 @@ def run_jobs(
         else:
             calls = [(job, (job, *args, keys.get(job.id))) for job in todo]
             with closing(run_in_processes(_run_one, calls, workers, initializer=_init_worker)) as results:
-                for job, result, error in results:
-                    if error is None:
+                for job, result, failure in results:
+                    if failure is None:
                         record(*result)
                     else:  # the worker process died (out of memory, a crash in native code)
-                        record(job.id, None, f"{job.media}: worker process failed ({type(error).__name__}: {error})")
+                        record(
+                            job.id, None, f"{job.media}: worker process failed ({type(failure).__name__}: {failure})"
+                        )
     return [outcomes[job.id] for job in jobs]
 
 
 # -- writing -------------------------------------------------------------------------------------
 
 
-def _pad(rows: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pad(rows: list[np.ndarray | None], dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features (N, L, dim), lengths, present) with one zero placeholder frame for a missing row."""
     present = np.array([r is not None and len(r) > 0 for r in rows], dtype=bool)
-    lengths = np.array([len(r) if ok else 1 for r, ok in zip(rows, present)], dtype=np.int64)
+    lengths = np.array(
+        [len(r) if ok and r is not None else 1 for r, ok in zip(rows, present, strict=True)], dtype=np.int64
+    )
     features = np.zeros((len(rows), int(lengths.max()), dim), dtype=np.float32)
-    for i, (r, ok) in enumerate(zip(rows, present)):
-        if ok:
+    for i, (r, ok) in enumerate(zip(rows, present, strict=True)):
+        if ok and r is not None:  # (ok implies a row)
             features[i, : len(r)] = r
     return features, lengths, present
 
@@ -519,11 +527,11 @@ def write_feature_dir(
     """Write the successful clips as a feature directory; returns seconds per writing stage."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    done = [o for o in outcomes if o.clip is not None]
+    done = [(o.job, o.clip) for o in outcomes if o.clip is not None]
     if not done:
         raise MsalignError(f"{out}: no clip was extracted, nothing written")
-    ids = np.array([o.job.id for o in done])
-    clips = [o.clip for o in done]
+    ids = np.array([job.id for job, _ in done])
+    clips = [clip for _, clip in done]
     seconds: dict[str, float] = {}
 
     started = time.perf_counter()
@@ -557,13 +565,13 @@ def write_feature_dir(
         remove_modality(out, "vision")
 
     labels = []
-    for o in done:  # plain files: no label yet, mode test (fill them in to train)
-        row = o.job.row
+    for job, clip in done:  # plain files: no label yet, mode test (fill them in to train)
+        row = job.row
         labels.append(
             LabelRow(
-                video_id=o.job.video_id,
-                clip_id=o.job.clip_id,
-                text=" ".join(o.clip.transcript.text.split()),  # type: ignore[union-attr]
+                video_id=job.video_id,
+                clip_id=job.clip_id,
+                text=" ".join(clip.transcript.text.split()),
                 label=row.label if row else "",
                 annotation=row.annotation if row else "",
                 mode=row.mode if row else "test",
@@ -571,13 +579,13 @@ def write_feature_dir(
         )
     write_label_csv(out, labels)
     transcripts = {
-        o.job.id: {
-            **o.clip.transcript.to_json(),
-            "media": str(o.job.media),
-            "duration": round(o.clip.duration, 3),  # type: ignore[union-attr]
-            "missing": o.clip.missing,
-        }  # type: ignore[union-attr]
-        for o in done
+        job.id: {
+            **clip.transcript.to_json(),
+            "media": str(job.media),
+            "duration": round(clip.duration, 3),
+            "missing": clip.missing,
+        }
+        for job, clip in done
     }
     atomic_write_text(out / "transcripts.json", json.dumps(transcripts, indent=1) + "\n")
     return seconds
@@ -642,6 +650,5 @@ def format_summary(summary: dict[str, Any], out: str | Path) -> str:
     ]
     for clip_id, gaps in summary["missing"].items():
         lines.append(f"  masked  {clip_id}: " + "; ".join(f"{m}: {why}" for m, why in gaps.items()))
-    for failure in summary["failed"]:
-        lines.append(f"  FAILED  {failure['error']}")
+    lines.extend(f"  FAILED  {failure['error']}" for failure in summary["failed"])
     return "\n".join(lines)

@@ -247,7 +247,8 @@ def predict_clips(
         transcripts = [clip.transcript.text for clip in clips]
     else:  # as the loader: label.csv's text (whitespace-normalised by extract) "[SEP]" the description
         transcripts = [
-            with_description(" ".join(clip.transcript.text.split()), d) for clip, d in zip(clips, descriptions)
+            with_description(" ".join(clip.transcript.text.split()), d)
+            for clip, d in zip(clips, descriptions, strict=True)
         ]
     texts, text_lengths = encoder.encode(transcripts)
     per_clip = []
@@ -313,7 +314,7 @@ def _group_standardize(per_clip: list[dict[str, Any]], info: dict[str, Any]) -> 
         standardize_groups(
             padded, lengths, ["predict"] * len(rows), prior, float(_or(options.group_strength, DEFAULT_STRENGTH))
         )
-        for clip, x, n in zip(per_clip, padded, lengths):
+        for clip, x, n in zip(per_clip, padded, lengths, strict=True):
             clip[modality] = x[:n]
 
 

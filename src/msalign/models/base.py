@@ -39,6 +39,15 @@ class ModelOutput:
     diagnostics: dict[str, Tensor] = field(default_factory=dict)
 
 
+class TextEncoderModule(nn.Module):
+    """Base of the fine-tuned text encoders :func:`msalign.models.text_tuning.attach_text_encoder` sets as
+    ``MSAModel.text_encoder``: transcripts -> (token features, mask)."""
+
+    def metadata(self) -> dict[str, Any]:
+        """What a checkpoint records to rebuild this encoder (its weights come with the model's state)."""
+        raise NotImplementedError
+
+
 class MSAModel(nn.Module):
     """Base class: subclasses set ``name``, ``Config`` and the modalities they handle."""
 
@@ -57,7 +66,7 @@ class MSAModel(nn.Module):
         self.dims = dict(dims)
         self.output_dim = output_dim
         # set by attach_text_encoder (a Module then, registered as a submodule and saved with the weights)
-        self.text_encoder: nn.Module | None = None
+        self.text_encoder: TextEncoderModule | None = None
         self.check_modalities(self.modalities)
 
     @classmethod
@@ -106,4 +115,4 @@ def task_loss(prediction: Tensor, target: Tensor, output_dim: int, regression_lo
     return nn.functional.cross_entropy(prediction, target.long())
 
 
-__all__ = ["MSAModel", "ModelOutput", "masked_mean", "task_loss", "torch"]
+__all__ = ["MSAModel", "ModelOutput", "TextEncoderModule", "masked_mean", "task_loss", "torch"]

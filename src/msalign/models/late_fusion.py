@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from msalign.config import check_heads, check_ranges
+from msalign.losses.contrastive import ContrastBatch
 from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import MLPHead, SequenceEncoder
 from msalign.models.registry import register_model
@@ -54,7 +55,10 @@ class LateFusion(MSAModel):
         )
         self.head = MLPHead(c.width * len(self.modalities), c.head_hidden, output_dim, c.dropout)
 
-    def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> ModelOutput:
+    def forward(
+        self, features: dict[str, Tensor], masks: dict[str, Tensor], contrast: ContrastBatch | None = None
+    ) -> ModelOutput:
+        """``contrast`` is unused: this model mines no samples (it is here to match :meth:`MSAModel.forward`)."""
         pooled: dict[str, Tensor] = {m: self.encoders[m](features[m], masks[m])[1] for m in self.modalities}
         fused = torch.cat([pooled[m] for m in self.modalities], dim=-1)
         return ModelOutput(self.head(fused), representations=pooled)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from msalign.config import check_heads, check_ranges
+from msalign.losses.contrastive import ContrastBatch
 from msalign.models.attention import MultimodalTransformer
 from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import TemporalProjection
@@ -79,7 +80,10 @@ class MulT(MSAModel):
         )
         self.head_out = nn.Linear(total, output_dim)
 
-    def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> ModelOutput:
+    def forward(
+        self, features: dict[str, Tensor], masks: dict[str, Tensor], contrast: ContrastBatch | None = None
+    ) -> ModelOutput:
+        """``contrast`` is unused: this model mines no samples (it is here to match :meth:`MSAModel.forward`)."""
         projected = {m: self.embed_dropout(self.project[m](features[m], masks[m])) for m in self.modalities}
         pooled = self.transformer(projected, masks)
         fused = torch.cat([pooled[m] for m in self.modalities], dim=-1)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from msalign.config import check_heads, check_ranges
+from msalign.losses.contrastive import ContrastBatch
 from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import MLPHead, SequenceEncoder
 from msalign.models.registry import register_model
@@ -53,6 +54,9 @@ class TextOnly(MSAModel):
         self.encoder = SequenceEncoder(dims["text"], c.width, c.layers, c.heads, c.dropout, c.kernel_size)
         self.head = MLPHead(c.width, c.head_hidden, output_dim, c.dropout)
 
-    def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> ModelOutput:
+    def forward(
+        self, features: dict[str, Tensor], masks: dict[str, Tensor], contrast: ContrastBatch | None = None
+    ) -> ModelOutput:
+        """``contrast`` is unused: this model mines no samples (it is here to match :meth:`MSAModel.forward`)."""
         _, pooled = self.encoder(features["text"], masks["text"])
         return ModelOutput(self.head(pooled), representations={"text": pooled})

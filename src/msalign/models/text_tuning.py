@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from msalign.data.feature_spec import FeatureSpec
 from msalign.data.text_encoder import TextEncoder, _offline, encoder_layers, resolve_encoder, text_key
 from msalign.errors import MsalignError
-from msalign.models.base import MSAModel
+from msalign.models.base import MSAModel, TextEncoderModule
 
 
 def register_standardisation(
@@ -53,7 +53,7 @@ def register_standardisation(
     module.register_buffer("std", std, persistent=False)
 
 
-class TunedTextEncoder(nn.Module):
+class TunedTextEncoder(TextEncoderModule):
     """A trainable Hugging Face encoder: transcripts -> standardised token features and mask."""
 
     mean: Tensor  # buffers set by register_standardisation
@@ -101,7 +101,7 @@ class _PassThrough(nn.Module):
         return inputs_embeds
 
 
-class TopLayersTextEncoder(nn.Module):
+class TopLayersTextEncoder(TextEncoderModule):
     """Transcripts -> standardised token features, fine-tuning only the top ``k`` layers.
 
     The frozen part (embeddings + the first ``n - k`` layers, in eval mode: no dropout) is a
@@ -209,7 +209,7 @@ def attach_text_encoder(
     cache_dir: str | None = None,
     finetune_layers: int = 0,
     texts: list[str] | None = None,
-) -> nn.Module:
+) -> TextEncoderModule:
     """Attach a trainable copy of the dataset's text encoder to ``model`` (as ``model.text_encoder``):
     the whole encoder, or with ``finetune_layers=k`` its top k layers over cached lower states
     (``texts``: the transcripts to run the lower layers on now, e.g. every split's)."""
@@ -230,7 +230,7 @@ def attach_text_encoder(
         )
     standardize = options.standardize or {}
     stats = standardize.get("text") if isinstance(standardize, dict) else None
-    encoder: nn.Module
+    encoder: TextEncoderModule
     if finetune_layers:
         encoder = TopLayersTextEncoder(
             options.text_encoder,

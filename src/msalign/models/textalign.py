@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from msalign.config import check_ranges
 from msalign.errors import MsalignError
+from msalign.losses.contrastive import ContrastBatch
 from msalign.losses.uniformity import uniformity_loss
 from msalign.models.base import ModelOutput, MSAModel
 from msalign.models.blocks import MLPHead, SequenceEncoder
@@ -121,7 +122,10 @@ class TextAlign(MSAModel):
         self.scorer = nn.Linear(c.width, 1) if c.token_selection else None
         self.head = MLPHead(c.width, c.head_hidden, output_dim, c.dropout)
 
-    def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> ModelOutput:
+    def forward(
+        self, features: dict[str, Tensor], masks: dict[str, Tensor], contrast: ContrastBatch | None = None
+    ) -> ModelOutput:
+        """``contrast`` is unused: this model mines no samples (it is here to match :meth:`MSAModel.forward`)."""
         c = self.config
         mask = masks["text"].bool()
         tokens, mean = self.encoder(features["text"], mask)

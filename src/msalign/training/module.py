@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -62,7 +63,8 @@ class MSALightningModule(L.LightningModule):
     # callbacks; these hooks add what makes the continued run identical to an uninterrupted one:
     # the epoch history, the random generators (dropout, ...) and the hard-negative sampler.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        numpy_state = np.random.get_state()
+        numpy_state = np.random.get_state(legacy=True)
+        assert isinstance(numpy_state, tuple)  # the global generator is MT19937: its legacy tuple state
         checkpoint["msalign"] = {
             "history": self.history,
             "rng": {
@@ -148,7 +150,8 @@ class MSALightningModule(L.LightningModule):
         if self.trainer.world_size > 1:
             # all_gather needs equal shapes on every rank; the sampler gives every rank the same
             # number of rows, and the padding repeats are dropped below
-            index, preds, labels = (self.all_gather(x).flatten(0, 1) for x in (index, preds, labels))
+            # all_gather of a tensor is a tensor (its (world_size, ...) stack)
+            index, preds, labels = (cast(Tensor, self.all_gather(x)).flatten(0, 1) for x in (index, preds, labels))
         index, first = _first_occurrences(index)
         return index, preds[first], labels[first]
 
@@ -177,7 +180,10 @@ class MSALightningModule(L.LightningModule):
         totals = torch.tensor([sums[n] for n in names], dtype=torch.float64).reshape(-1, 2)
         if self.trainer.world_size > 1 and names:
             totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
-        return {name: round(float(total / max(count, 1)), 6) for name, (total, count) in zip(names, totals.tolist())}
+        return {
+            name: round(float(total / max(count, 1)), 6)
+            for name, (total, count) in zip(names, totals.tolist(), strict=True)
+        }
 
     def on_validation_epoch_end(self) -> None:
         self._finish("valid")
@@ -191,7 +197,7 @@ class MSALightningModule(L.LightningModule):
         # a fine-tuned text encoder learns at its own (smaller) rate, as BERT is fine-tuned in the papers
         encoder = self.model.text_encoder
         tuned = {id(p) for p in encoder.parameters()} if encoder is not None else set()
-        groups = [{"params": [p for p in params if id(p) not in tuned]}]
+        groups: list[dict[str, Any]] = [{"params": [p for p in params if id(p) not in tuned]}]
         if tuned:
             groups.append({"params": [p for p in params if id(p) in tuned], "lr": c.text_lr})
         # the fused kernel is ~3x faster than the per-tensor loop on CPU (~10% of a DecAlign step)

@@ -117,7 +117,7 @@ def relocate(checkpoint: dict, dirpath: Path) -> dict:
         if not isinstance(old, str) or old == new:
             continue
 
-        def moved(value: Any) -> Any:
+        def moved(value: Any, old: str = old) -> Any:
             if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
                 return new + value[len(old) :]
             return value
@@ -144,7 +144,8 @@ def _trainer(train_config: TrainConfig, **options: Any) -> L.Trainer:
             devices=c.devices,
             strategy=c.strategy,
             num_nodes=c.num_nodes,
-            precision=c.precision,
+            # any string: Lightning checks it (its error is caught below), though it annotates literals
+            precision=c.precision,  # type: ignore[arg-type]
             **options,
         )
     except (MisconfigurationException, ValueError, RuntimeError) as error:

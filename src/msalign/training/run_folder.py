@@ -634,14 +634,14 @@ def check_out_dirs(
     }
     if not conflicts:
         return
-    label, (folder, why) = next(iter(conflicts.items()))
+    folder, why = next(iter(conflicts.values()))
     if not overwrite:
         more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
         raise MsalignError(
             f"--out {folder}: holds another run ({why}){more}; pass --overwrite to replace it "
             "(its seeds, results.json and report/ are removed) or choose another --out"
         )
-    for label, (folder, why) in conflicts.items():
+    for folder, why in conflicts.values():
         removed = clear_run(folder)
         log(f"--overwrite: {folder} held another run ({why}); removed {', '.join(removed)}")
     if derived_root is not None:

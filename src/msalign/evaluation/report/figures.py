@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,7 +22,10 @@ from msalign.evaluation.report.statistics import (
 )
 from msalign.training.run_folder import SweepPoint, SweepSummary, point_label
 
-STYLE = {
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
+STYLE: dict[RcKeyType, Any] = {
     "font.size": 12,
     "axes.titlesize": 13,
     "axes.labelsize": 12,
@@ -120,10 +124,12 @@ def plot_per_class(runs: list[TrainRun], folder: Path) -> FigureFile | None:
         pooled = run.pooled("test")
         if pooled is not None:
             counts, names = confusion_counts(*pooled, run.metric_set)
-            rows.append((run, 100.0 * per_class_accuracy(counts), counts.sum(axis=1) // max(len(run.predictions), 1)))
+            rows.append(
+                (run, 100.0 * per_class_accuracy(counts), counts.sum(axis=1) // max(len(run.predictions), 1), names)
+            )
     if not rows:
         return None
-    names = confusion_counts(*rows[0][0].pooled("test"), rows[0][0].metric_set)[1]
+    names = rows[0][3]  # the first run's classes
     count = len(rows)
     width = 0.84 / count
     with _style():
@@ -133,7 +139,7 @@ def plot_per_class(runs: list[TrainRun], folder: Path) -> FigureFile | None:
         figure = _new_figure("per_class")
         ax = figure.add_subplot()
         positions = np.arange(len(names))
-        for i, (run, accuracy, _) in enumerate(rows):
+        for i, (run, accuracy, _, _) in enumerate(rows):
             bars = ax.bar(
                 positions - 0.42 + width * (i + 0.5),
                 np.nan_to_num(accuracy, nan=0.0),
@@ -246,7 +252,8 @@ def plot_gap(
         ]
         figure.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
         figure.suptitle(
-            f"Modality gap, {a} vs {b}: {run.label} seed {seed}, {split} split (n={len(representations['before'][a])} clips)"
+            f"Modality gap, {a} vs {b}: {run.label} seed {seed}, {split} split "
+            f"(n={len(representations['before'][a])} clips)"
         )
         name = f"gap_{slug(run.label)}_{a}_{b}.png"
         _save(figure, folder, name)
@@ -275,7 +282,8 @@ def metric_value(metric: str, value: float) -> float:
 def plot_curves(runs: list[TrainRun], folder: Path, name: str, title: str) -> FigureFile | None:
     """Training loss and the validation selection metric per epoch: one line per seed (one run) or
     per run (the mean over its seeds at each epoch)."""
-    series = []  # (label, epochs, loss, task loss or None, valid metric, best epoch or None)
+    # (label, epochs, loss, task loss or None, valid metric, best epoch or None)
+    series: list[tuple[str, list[float], list[float], list[float] | None, list[float], int | None]] = []
     metric, _, unit = selection_label(runs[0].metric_set)
     single = len(runs) == 1
     for run in runs:
@@ -283,7 +291,7 @@ def plot_curves(runs: list[TrainRun], folder: Path, name: str, title: str) -> Fi
         if not histories:
             continue
         if single:
-            best = {r.seed: r.best_epoch for r in run.results.per_seed}
+            best_epochs = {r.seed: r.best_epoch for r in run.results.per_seed}
             for seed, rows in histories.items():
                 series.append(
                     (
@@ -292,7 +300,7 @@ def plot_curves(runs: list[TrainRun], folder: Path, name: str, title: str) -> Fi
                         [r.get("train/loss", np.nan) for r in rows],
                         [r.get("train/task", np.nan) for r in rows],
                         [metric_value(metric, r.get(f"valid/{metric}", np.nan)) for r in rows],
-                        best.get(seed),
+                        best_epochs.get(seed),
                     )
                 )
         else:
@@ -398,9 +406,9 @@ def plot_sweep(summary: SweepSummary, folder: Path) -> FigureFile | None:
                 ax.set_title(f"{heading}: {metric} ({unit})")
                 figure.colorbar(image, ax=ax, shrink=0.9).set_label(f"{split} {metric} ({unit}), mean over seeds")
         else:
-            values = summary.grid[keys[0]]
-            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-            xs = values if numeric else list(range(len(values)))
+            settings = summary.grid[keys[0]]
+            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in settings)
+            xs = settings if numeric else list(range(len(settings)))
             for ax, split, heading in zip(
                 axes, ("valid", "test"), ("Validation (used to choose)", "Test (reported only)"), strict=True
             ):
@@ -408,17 +416,17 @@ def plot_sweep(summary: SweepSummary, folder: Path) -> FigureFile | None:
                     metric_value(metric, _split_scores(done[point_label({keys[0]: v})], split)[metric])
                     if point_label({keys[0]: v}) in done
                     else np.nan
-                    for v in values
+                    for v in settings
                 ]
                 ax.plot(xs, ys, marker="o")
-                for x, y, v in zip(xs, ys, values, strict=True):
+                for x, y, v in zip(xs, ys, settings, strict=True):
                     if point_label({keys[0]: v}) == best:
                         ax.scatter([x], [y], s=200, marker="*", color="red", zorder=5, label="chosen on validation")
                 ax.set_xlabel(_grid_axis_label(keys[0]))
                 ax.set_ylabel(f"{split} {metric} ({unit})")
                 ax.set_title(f"{heading}: {metric} ({unit})")
                 if not numeric:
-                    ax.set_xticks(xs, [str(v) for v in values])
+                    ax.set_xticks(xs, [str(v) for v in settings])
                 ax.grid(alpha=0.3)
                 if best:
                     ax.legend()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -114,12 +114,20 @@ def predict_checkpoint(path: Path, dataset: MultimodalDataset) -> SplitArrays:
     }
 
 
+@runtime_checkable
+class _HasRepresentations(Protocol):
+    """A model with features before and after alignment (DecAlign.representations); the isinstance
+    check asks only whether the method exists."""
+
+    def representations(self, batch: dict) -> dict[str, dict[str, torch.Tensor]]: ...
+
+
 def compute_representations(
     checkpoint: Path, dataset: MultimodalDataset, split: str = "test"
 ) -> tuple[dict[str, dict[str, np.ndarray]], MSAModel]:
     """``DecAlign.representations`` over a split, in eval mode: {"before"|"after": {modality: (N, d)}}."""
     model, info = _check_checkpoint(checkpoint, dataset)
-    if not hasattr(model, "representations"):  # only DecAlign has before/after-alignment features
+    if not isinstance(model, _HasRepresentations):  # only DecAlign has before/after-alignment features
         raise MsalignError(
             f"checkpoint {checkpoint}: model {info['model']} has no before/after-alignment representations"
         )
