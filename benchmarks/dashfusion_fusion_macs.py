@@ -52,7 +52,8 @@ def main() -> None:
         "p = 8, 2 fusion layers; one sample, counted by torch.utils.flop_counter "
         "(`msalign profile`; 1 multiply-add = 2 FLOPs). Produced by benchmarks/dashfusion_fusion_macs.py.",
         "",
-        "| fusion (`--set fusion=`) | fusion MAdds (M) | paper Table V (M) | fusion params | whole model MAdds (M) | model params |",
+        "| fusion (`--set fusion=`) | fusion MAdds (M) | paper Table V (M) | fusion params "
+        "| whole model MAdds (M) | model params |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for fusion, row in rows.items():

@@ -122,12 +122,12 @@ def main() -> None:
         "audio": "audio (librosa MFCC, pyin f0, chroma, RMS)",
         "vision": "vision (frame decoding + MediaPipe face landmarker)",
     }
-    for stage in STAGES:
-        lines.append(f"| {names[stage]} | {median[stage]:.2f} | {100 * median[stage] / total:.0f}% |")
+    lines.extend(f"| {names[stage]} | {median[stage]:.2f} | {100 * median[stage] / total:.0f}% |" for stage in STAGES)
     lines += [
         f"| **total** | **{total:.2f}** | |",
         "",
-        f"Real-time factor {args.seconds / total:.1f}x: {'faster' if total < args.seconds else 'SLOWER'} than real time.",
+        f"Real-time factor {args.seconds / total:.1f}x: "
+        f"{'faster' if total < args.seconds else 'SLOWER'} than real time.",
         "",
         f'Transcript: "{transcript}"',
         "",

@@ -333,24 +333,29 @@ def render(result: dict) -> str:
         f"`benchmarks/mosei_scale.py` ({result['date']}, {result['machine']}). A synthetic dataset in MOSEI's shapes "
         "(text 50x768, audio 500x74, vision 500x35 float32; lengths vary) written with the streaming "
         "`StoreWriter` and read row by row (`DiskArray`, positioned reads) by the normal training path "
-        f"(`msalign.training.train`, decalign with `configs/decalign/mosei.yaml`: width 64, batch {t['config']['batch_size']}; {t['config']['threads']} torch thread(s), "
+        "(`msalign.training.train`, decalign with `configs/decalign/mosei.yaml`: width 64, "
+        f"batch {t['config']['batch_size']}; {t['config']['threads']} torch thread(s), "
         "no DataLoader workers).",
         "",
         "| | |",
         "|---|---|",
         f"| clips (train / valid / test) | {w['rows']['train']} / {w['rows']['valid']} / {w['rows']['test']} |",
-        f"| store on disk | **{total:.2f} GB** (train {gb['train']:.2f} GB, valid {gb['valid']:.2f}, test {gb['test']:.2f}) |",
+        f"| store on disk | **{total:.2f} GB** "
+        f"(train {gb['train']:.2f} GB, valid {gb['valid']:.2f}, test {gb['test']:.2f}) |",
         f"| write time (generate + check + write) | {w['seconds']:.0f} s ({total / w['seconds'] * 1000:.0f} MB/s) |",
-        f"| load time (`load_dataset` on the store) | {t['load_seconds']:.2f} s, RSS after load {t['rss_after_load_mb']['VmRSS']:.0f} MB |",
+        f"| load time (`load_dataset` on the store) | {t['load_seconds']:.2f} s, "
+        f"RSS after load {t['rss_after_load_mb']['VmRSS']:.0f} MB |",
         f"| training epoch | {'full epoch' if t['full_epoch'] else '**CAPPED**'}: {t['train_batches']} batches, "
-        f"{t['train_samples']} clips in {t['train_epoch_seconds']:.0f} s = **{t['train_samples_per_second']:.1f} samples/s** "
+        f"{t['train_samples']} clips in {t['train_epoch_seconds']:.0f} s = "
+        f"**{t['train_samples_per_second']:.1f} samples/s** "
         f"(of which {t['train_epoch_read_seconds']:.1f} s reading) |",
         "| scoring passes | "
         + ", ".join(f"{p.get('split', 'valid')} {p['seconds']:.0f} s" for p in t["eval_passes"])
         + f" (valid {w['rows']['valid']} clips, test {w['rows']['test']}); the whole `train` call "
         f"(fit, final valid and test scoring, checkpoint) {t['train_call_seconds']:.0f} s |",
         f"| **peak RSS of the training process** | **{t['peak_rss_mb'] / 1024:.2f} GB** (ru_maxrss); sampled maxima "
-        f"VmRSS {t['sampled_peak_mb']['VmRSS'] / 1024:.2f} GB, RssAnon {t['sampled_peak_mb']['RssAnon'] / 1024:.2f} GB, "
+        f"VmRSS {t['sampled_peak_mb']['VmRSS'] / 1024:.2f} GB, "
+        f"RssAnon {t['sampled_peak_mb']['RssAnon'] / 1024:.2f} GB, "
         f"RssFile {t['sampled_peak_mb']['RssFile'] / 1024:.2f} GB |",
         f"| peak RSS / data on disk | {t['peak_rss_mb'] / 1024 / total:.1%} of all data, "
         f"{t['peak_rss_mb'] / 1024 / gb['train']:.1%} of the training split |",
@@ -367,15 +372,18 @@ def render(result: dict) -> str:
             "",
             f"**The training epoch was capped at {t['train_batches']} of "
             f"{-(-w['rows']['train'] // t['config']['batch_size'])} batches** (`--max-train-batches "
-            f"{t['config']['max_train_batches']}`): at {t['train_samples_per_second']:.1f} samples/s a full epoch on {t['config']['threads']} "
+            f"{t['config']['max_train_batches']}`): at {t['train_samples_per_second']:.1f} samples/s "
+            f"a full epoch on {t['config']['threads']} "
             f"thread(s) would take about {full / 60:.0f} minutes. samples/s are over the capped batches only; the "
             "memory figures do not depend on how many batches run (each batch is read, used and dropped).",
         ]
     lines += [
         "",
         "Reading the figures: the training process's peak is the model's working memory (RssAnon: decalign's "
-        f"activations and gradients for a batch of {t['config']['batch_size']} clips of up to 500 frames, cross-modal attention included), "
-        f"not the data: RssFile, where mapped data would show, stays at {t['sampled_peak_mb']['RssFile'] / 1024:.2f} GB "
+        f"activations and gradients for a batch of {t['config']['batch_size']} clips of up to 500 frames, "
+        "cross-modal attention included), "
+        "not the data: RssFile, where mapped data would show, "
+        f"stays at {t['sampled_peak_mb']['RssFile'] / 1024:.2f} GB "
         f"(the interpreter's and torch's libraries), RSS after loading the store is "
         f"{t['rss_after_load_mb']['VmRSS'] / 1024:.2f} GB, and reading took {t['train_epoch_read_seconds']:.1f} s of "
         f"the {t['train_epoch_seconds']:.0f} s of training. The same model on in-memory data would need the "

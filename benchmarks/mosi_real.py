@@ -208,10 +208,11 @@ def write_tables(table: dict) -> None:
         "recorded revision; each model at its `configs/<model>/mosi.yaml`, chosen on validation only). Test metrics,",
         "mean ± population std over the seeds; *valid MAE* is the selection metric's mean over seeds.",
         "",
-        "| model | dataset options | Has0 Acc-2 | Non0 Acc-2 | Non0 F1 | Acc-7 | MAE | Corr | valid MAE | seeds | revision | note |",
+        "| model | dataset options | Has0 Acc-2 | Non0 Acc-2 | Non0 F1 | Acc-7 | MAE | Corr | valid MAE | seeds "
+        "| revision | note |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for key, row in table["rows"].items():
+    for row in table["rows"].values():
         cells = " | ".join(cell(k, row["mean"][k], row["std"][k] if len(row["seeds"]) > 1 else None) for k in KEYS)
         lines.append(
             f"| {row['label']} | {' '.join(row['dataset_options']) or '–'} | {cells} | {row['valid_MAE_mean']:.3f} | "

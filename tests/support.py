@@ -35,7 +35,7 @@ def write_labels(folder: Path, labels, modes=MODES, texts=None) -> list[str]:
     with open(folder / "label.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["video_id", "clip_id", "text", "label", "annotation", "mode"])
-        for i, (y, mode) in enumerate(zip(labels, modes)):
+        for i, (y, mode) in enumerate(zip(labels, modes, strict=True)):
             video, clip = f"vid{i // 4}", str(i % 4 + 1)
             text = texts[i] if texts else f"clip, number {i}"
             w.writerow([video, clip, text, y, "Positive", mode])
@@ -49,7 +49,7 @@ def make_folder(folder: Path, labels=None, seed: int = 0) -> list[str]:
     ids = write_labels(folder, labels)
     n = len(ids)
     order = rng.permutation(n + 2)  # files may hold extra clips, in any order
-    all_ids = np.array(ids + ["extra_1", "extra_2"])[order]
+    all_ids = np.array([*ids, "extra_1", "extra_2"])[order]
     save_modality(folder, "audio", all_ids, rng.normal(3.0, 2.0, size=(n + 2, 7)))
     lengths = rng.integers(1, 6, n + 2)
     save_modality(folder, "vision", all_ids, rng.normal(size=(n + 2, 5, 4)), lengths)
@@ -106,7 +106,8 @@ def write_pickle(path: Path, data, protocol: int = pickle.HIGHEST_PROTOCOL) -> P
 
 @st.composite
 def mutations(draw, size: int):
-    """A few edits of a ``size``-byte file: ('flip', pos, byte), ('cut', pos), ('insert', pos, bytes), ('delete', pos, n)."""
+    """A few edits of a ``size``-byte file: ('flip', pos, byte), ('cut', pos), ('insert', pos, bytes),
+    ('delete', pos, n)."""
     edits = []
     for _ in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(["flip", "flip", "flip", "cut", "insert", "delete"]))
@@ -179,7 +180,7 @@ def megamind_features(tmp_path, texts, modes, step, length, needs=("librosa", "m
         )
     (tmp_path / "ds" / "label.csv").write_text(
         "video_id,clip_id,text,label,annotation,mode\n"
-        + "".join(f"mm,{i},{t},{(-1) ** i * 1.5},,{m}\n" for i, (t, m) in enumerate(zip(texts, modes)))
+        + "".join(f"mm,{i},{t},{(-1) ** i * 1.5},,{m}\n" for i, (t, m) in enumerate(zip(texts, modes, strict=True)))
     )
     features = tmp_path / "features"
     assert (

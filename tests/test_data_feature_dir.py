@@ -156,7 +156,7 @@ def test_text_from_label_csv(tmp_path, monkeypatch):
     assert ds.dims["text"] == 384 and ds.max_lengths["text"] == 16
     spec = ds.feature_spec.to_json()["modalities"]["text"]
     assert spec["source"] == "text_encoder" and "minilm" in spec["encoder"] and spec["max_len"] == 16
-    x, n = TextEncoder(cache_dir=tmp_path / "cache", max_length=16).encode(["clip, number 7"])
+    x, _ = TextEncoder(cache_dir=tmp_path / "cache", max_length=16).encode(["clip, number 7"])
     np.testing.assert_array_equal(ds.splits["valid"].features["text"][1], x[0])
     assert ds.splits["valid"].ids[1] == ids[7]
     monkeypatch.setattr(TextEncoder, "_encode_batch", lambda self, b: pytest.fail("re-encoded cached text"))
@@ -172,7 +172,7 @@ def test_real_mosi(mosi_cache, monkeypatch):
     ds = load_dataset(str(MOSI), cache_dir=cache)
     assert ds.metric_set == "mosi" and ds.task == "regression" and ds.modalities == ("text", "audio")
     assert {n: len(s) for n, s in ds.splits.items()} == {"train": 1284, "valid": 229, "test": 686}
-    for name, s in ds.splits.items():
+    for s in ds.splits.values():
         assert s.features["audio"].shape == (len(s), 1, 73)
         assert s.features["text"].shape == (len(s), 50, 384)
         assert s.lengths["text"].min() >= 3 and s.lengths["text"].max() <= 50

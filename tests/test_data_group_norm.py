@@ -60,7 +60,7 @@ def _write(folder, labels, audio, speakers, modes):
     with open(folder / "label.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["video_id", "clip_id", "text", "label", "annotation", "mode", "speaker"])
-        for i, (label, mode) in enumerate(zip(labels, modes)):
+        for i, (label, mode) in enumerate(zip(labels, modes, strict=True)):
             writer.writerow([f"v{i // 3}", str(i % 3), "", label, "", mode, speakers[i]])
             ids.append(f"v{i // 3}_{i % 3}")
     save_modality(folder, "audio", ids, audio)
@@ -100,7 +100,7 @@ def test_a_test_group_uses_only_its_own_features(tmp_path, clips):
     changed = audio.copy()
     changed[24:27] += 10.0  # the last test video (v8) only
     _write(tmp_path / "b", labels, changed, speakers, modes)
-    options = dict(group_standardize=["audio"], standardize=False)
+    options = {"group_standardize": ["audio"], "standardize": False}
     a, b = load_dataset(str(tmp_path / "a"), **options), load_dataset(str(tmp_path / "b"), **options)
     for split in ("train", "valid"):
         np.testing.assert_array_equal(a.split(split).features["audio"], b.split(split).features["audio"])

@@ -20,7 +20,15 @@ from msalign.cli import main
 from msalign.config import resolve_config
 from msalign.data import load_dataset
 from msalign.data.mmsa_pickle import load_mmsa_pickle
-from msalign.data.store import MANIFEST, DiskArray, StoreWriter, load_store, write_store
+from msalign.data.store import (
+    MANIFEST,
+    DiskArray,
+    StoreManifest,
+    StoreWriter,
+    load_store,
+    read_manifest,
+    write_store,
+)
 from msalign.data.synthetic import generate_synthetic
 from msalign.errors import MsalignError
 from msalign.evaluation.ablation import modality_contribution, train_mean
@@ -449,6 +457,41 @@ def test_convert_synthetic_overwrite_rules(tmp_path, capsys):
     assert "has ['train'], which a store would replace" in capsys.readouterr().err
     assert main(["convert", "synthetic:nope=1", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_the_manifest_round_trips_byte_for_byte(store_dir, tmp_path):
+    text = (store_dir / MANIFEST).read_text()
+    manifest = read_manifest(store_dir)
+    assert isinstance(manifest, StoreManifest) and manifest.contents_validated
+    assert list(manifest.splits) == ["train", "valid", "test"] and manifest.splits["valid"].rows == 20
+    assert json.dumps(manifest.to_json(), indent=1) + "\n" == text
+    assert StoreManifest.from_json(json.loads(text), store_dir / MANIFEST) == manifest
+    # another producer's spec is written as given (key order and nulls that FeatureSpec.to_json would change)
+    given = {"v": 1, "kind": "producer", "text_source": None}
+    out = tmp_path / "made"
+    with _writer(out, feature_spec=given, source="here") as writer:
+        for split, start in (("train", 0), ("valid", 50), ("test", 100)):
+            c = _chunk(start=start)
+            writer.append(split, c["features"], c["lengths"], c["labels"], c["ids"])
+        writer.finish()
+    text = (out / MANIFEST).read_text()
+    assert list(json.loads(text)["feature_spec"].items()) == list(given.items())
+    assert list(json.loads(text)) == [
+        "format",
+        "version",
+        "name",
+        "metric_set",
+        "task",
+        "num_classes",
+        "modalities",
+        "splits",
+        "feature_spec",
+        "source",
+        "msalign_version",
+        "validated",
+    ]
+    assert json.dumps(read_manifest(out).to_json(), indent=1) + "\n" == text
+    assert load_dataset(out).feature_spec.to_json() == {"kind": "producer", "v": 1}
 
 
 def test_store_options_and_metric_set(store_dir):

@@ -48,7 +48,7 @@ def test_metadata(dataset: MultimodalDataset) -> None:
     assert dataset.modalities == MODALITIES
     spec = dataset.feature_spec.to_json()
     assert spec["kind"] == "synthetic" and spec["seed"] == 0 and spec["n_train"] == DEFAULTS.n_train
-    assert set(spec) >= {f for f in SyntheticConfig.__dataclass_fields__}
+    assert set(spec) >= set(SyntheticConfig.__dataclass_fields__)
     json.dumps(spec)  # serialisable as is (checkpoints and results.json record it)
     assert {n: len(dataset.split(n)) for n in SPLITS} == {
         "train": DEFAULTS.n_train,

@@ -4,6 +4,7 @@ selection on validation, failed trials named, the dataset shipped once, Ray opti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -76,10 +77,8 @@ def _kill_session(session: int) -> None:
     its own): the whole run stops at once, as when its machine goes down."""
     os.killpg(session, signal.SIGKILL)
     for pid, _ in _session_processes(session):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _assert_session_ends(session: int) -> None:
@@ -89,10 +88,8 @@ def _assert_session_ends(session: int) -> None:
     while (left := _session_processes(session)) and time.monotonic() < deadline:
         time.sleep(0.2)
     for pid, _ in left:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     assert not left, f"processes left behind: {left}"
 
 
@@ -331,7 +328,10 @@ def test_ray_trials_dataset_put_once_failure_reported_others_match(ray_instance,
 
 def test_backend_ray_without_ray_installed_is_one_line(tmp_path, monkeypatch, capsys):
     """`import msalign`, the parser and --backend local need no Ray; --backend ray says how to install it."""
-    no_ray = "import sys; sys.modules['ray'] = None; import msalign, msalign.experiments.scheduling, msalign.experiments.sweep; print('ok')"
+    no_ray = (
+        "import sys; sys.modules['ray'] = None; "
+        "import msalign, msalign.experiments.scheduling, msalign.experiments.sweep; print('ok')"
+    )
     assert subprocess.run([sys.executable, "-c", no_ray], capture_output=True, text=True, timeout=60).stdout == "ok\n"
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError

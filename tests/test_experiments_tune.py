@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -92,9 +93,9 @@ def test_apply_params_refuses_unknown_keys_and_bad_values():
     model_config, train_config = _tiny_configs()
     with pytest.raises(MsalignError, match="unknown model config key 'nope'"):
         apply_params(model_config, train_config, {"model.nope": 1})
-    with pytest.raises(MsalignError, match="train.batch_size.*expected an integer"):
+    with pytest.raises(MsalignError, match=r"train\.batch_size.*expected an integer"):
         apply_params(model_config, train_config, {"train.batch_size": "big"})
-    with pytest.raises(MsalignError, match="not 'model.NAME'"):
+    with pytest.raises(MsalignError, match=re.escape("not 'model.NAME'")):
         apply_params(model_config, train_config, {"lr": 1e-3})
     with pytest.raises(ValueError):
         CategoricalParam("model.width", (32,))
@@ -338,16 +339,19 @@ def test_a_resumed_search_draws_like_an_uninterrupted_one(tmp_path):
     dataset = load_dataset(TINY)
     model_config, train_config = _tiny_configs()
     space = search_space_for("text_only", model_config, train_config)
-    run = lambda out, n: search(
-        "text_only",
-        dataset,
-        model_config,
-        train_config,
-        space,
-        TuneSettings(trials=n, seeds=(1111,)),
-        out,
-        log=_quiet,
-    )
+
+    def run(out, n):
+        return search(
+            "text_only",
+            dataset,
+            model_config,
+            train_config,
+            space,
+            TuneSettings(trials=n, seeds=(1111,)),
+            out,
+            log=_quiet,
+        )
+
     whole = run(tmp_path / "whole", 3)
     run(tmp_path / "parts", 1)
     resumed = run(tmp_path / "parts", 3)

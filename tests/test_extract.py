@@ -112,7 +112,7 @@ def dataset_dir(tmp_path_factory) -> Path:
     labels = [1.5, -1.0, 0.5, -2.0, 2.0, -0.5]
     modes = ["train", "train", "valid", "valid", "test", "test"]
     rows = ["video_id,clip_id,text,label,annotation,mode"] + [
-        f"mm,{i},,{y},,{m}" for i, (y, m) in enumerate(zip(labels, modes))
+        f"mm,{i},,{y},,{m}" for i, (y, m) in enumerate(zip(labels, modes, strict=True))
     ]
     (folder / "label.csv").write_text("\n".join(rows) + "\n")
     return folder
@@ -239,7 +239,8 @@ def test_audio_file_speech_and_transcript_beside(tmp_path):
     copy = tmp_path / "speech.wav"
     shutil.copy(wav, copy)
     (tmp_path / "speech.srt").write_text(
-        "1\n00:00:00,000 --> 00:00:01,500\nHe might even\n\n2\n00:00:01,500 --> 00:00:03,000\nhave been <i>amiable</i>\n"
+        "1\n00:00:00,000 --> 00:00:01,500\nHe might even\n\n"
+        "2\n00:00:01,500 --> 00:00:03,000\nhave been <i>amiable</i>\n"
     )
     out = tmp_path / "out"
     assert main(["extract", str(copy), "--out", str(out), "--workers", "1"]) == 0

@@ -369,7 +369,7 @@ def hostile(tmp_path_factory) -> dict[str, tuple]:
         cases.update(build(tmp))
     names = list(cases)
     runs = run_cli_batch([cases[n][0] for n in names], tmp, timeout=300)
-    return {"tmp": tmp, **{n: (run, cases[n][1]) for n, run in zip(names, runs)}}
+    return {"tmp": tmp, **{n: (run, cases[n][1]) for n, run in zip(names, runs, strict=True)}}
 
 
 def _check(hostile: dict, prefix: str | tuple[str, ...], max_mb: float = 1500) -> None:
@@ -401,7 +401,7 @@ def test_yaml_alias_bombs(hostile):
 
 def test_settings_out_of_range(hostile):
     _check(hostile, ("set ", "heads "))
-    for name in [n for n in hostile if n.startswith("set ") or n.startswith("heads ")]:
+    for name in [n for n in hostile if n.startswith(("set ", "heads "))]:
         assert hostile[name][0].seconds < 10  # refused before any data loads or a model is built
 
 
@@ -453,7 +453,7 @@ def _equal(a, b) -> bool:
     if isinstance(a, dict):
         return list(a) == list(b) and all(_equal(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) and a != a:
         return b != b
     return a == b

@@ -239,7 +239,7 @@ def test_tampered_checkpoint_metadata(key, value, checkpoint, tmp_path_factory):
 
     from msalign.training.checkpoint import load_checkpoint
 
-    path, info, state = checkpoint
+    _, info, state = checkpoint
     meta = json.loads(json.dumps(info))
     target, *rest = key.split(".")
     if rest:

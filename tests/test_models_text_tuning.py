@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib import metadata
 
 import numpy as np
@@ -99,7 +100,7 @@ def test_mpnet_missing_packages_is_a_clear_error(monkeypatch):
         raise metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(metadata, "distribution", missing)
-    with pytest.raises(MsalignError, match="setup.sh dev,mpnet"):
+    with pytest.raises(MsalignError, match=re.escape("setup.sh dev,mpnet")):
         TextEncoder("mpnet")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -63,17 +65,17 @@ def _tiny_encoder(folder, kind: str, layers: int = 4):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
-    shape = dict(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        intermediate_size=48,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.2,
-        attention_probs_dropout_prob=0.2,
-        pad_token_id=0,
-    )
+    shape = {
+        "vocab_size": len(vocab),
+        "hidden_size": 32,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "intermediate_size": 48,
+        "max_position_embeddings": 64,
+        "hidden_dropout_prob": 0.2,
+        "attention_probs_dropout_prob": 0.2,
+        "pad_token_id": 0,
+    }
     torch.manual_seed(0)
     model = BertModel(BertConfig(**shape)) if kind == "bert" else MPNetModel(MPNetConfig(**shape))
     model.save_pretrained(folder)
@@ -106,7 +108,7 @@ def test_cached_top_layers_equal_end_to_end_tuning(tiny, tmp_path, k, train_mode
     standardize = {"mean": rng.normal(size=32).tolist(), "std": rng.uniform(0.5, 2, size=32).tolist()}
     reference = _reference(tiny, k, standardize)
     cached = TopLayersTextEncoder(tiny, 16, k, standardize, cache_dir=str(tmp_path))
-    cached.prefill(SENTENCES + ["lovely"])  # states computed in other batches than the training batch
+    cached.prefill([*SENTENCES, "lovely"])  # states computed in other batches than the training batch
     cached.train(train_mode)
     if not train_mode:
         reference.eval()
@@ -124,7 +126,7 @@ def test_cached_top_layers_equal_end_to_end_tuning(tiny, tmp_path, k, train_mode
     assert not f_cached[~m_cached].any()
     torch.testing.assert_close(f_cached, f_ref, atol=1e-5, rtol=1e-5)
     assert len(grads[0]) == len(grads[1]) and any(g.abs().sum() > 0 for g in grads[1])
-    for g_ref, g_cached in zip(*grads):
+    for g_ref, g_cached in zip(*grads, strict=True):
         torch.testing.assert_close(g_cached, g_ref, atol=1e-5, rtol=1e-5)
     # only the top layers train: nothing below them has a trainable parameter
     trainable = {n for n, p in cached.named_parameters() if p.requires_grad}
@@ -161,7 +163,7 @@ def test_finetune_layers_out_of_range_names_the_key(tmp_path, k):
 def test_finetune_layers_and_finetune_text_are_exclusive():
     from msalign.models.text_tuning import check_text_tuning
 
-    with pytest.raises(MsalignError, match="train.finetune_layers and train.finetune_text"):
+    with pytest.raises(MsalignError, match=re.escape("train.finetune_layers and train.finetune_text")):
         check_text_tuning(TrainConfig(finetune_layers=2, finetune_text=True))
 
 
@@ -183,7 +185,7 @@ def _load(folder):
 def test_every_text_model_starts_from_the_frozen_features(folder, name):
     dataset = _load(folder)
     model = create_model(name, dims=dataset.dims, config=build_config(name, {}))
-    data, cache, _ = folder
+    _, cache, _ = folder
     attach_text_encoder(model, dataset.feature_spec, "tiny", cache_dir=str(cache), finetune_layers=2)
     model.eval()
     batch = collate_rows(dataset.split("train"), model.modalities, np.arange(8))

@@ -35,7 +35,7 @@ def test_text_dropout_drops_text_features_in_training_only():
     text = batch["features"]["text"]
     torch.manual_seed(0)
     module.train()
-    features, masks = module._inputs(batch)
+    features, _ = module._inputs(batch)
     dropped = features["text"] == 0
     kept = ~dropped & (text != 0)
     assert 0.3 < dropped[text != 0].float().mean().item() < 0.7  # about half of the real values

@@ -25,6 +25,7 @@ Every array is a plain ``.npy`` file, so ``np.load(path, mmap_mode="r")`` reads 
 "raw_text": bool}}``), ``source`` (what it was converted from), ``msalign_version`` and
 ``validated``: the record that every feature value was checked while the store was written
 (finite, lengths in 1..L, padding zero, no clip all padding in every modality; labels and ids).
+:func:`read_manifest` gives it as a :class:`StoreManifest`, whose ``to_json``/``from_json`` are the format.
 
 Reading: positioned reads, not memory maps. :class:`DiskArray` serves ``x[rows, :longest]``
 (what the training collate does), ``x[start:stop]``, ``x[index]`` and ``x[i]`` by reading only
@@ -73,7 +74,17 @@ a half store that loads.
 """
 
 from msalign.data.store.disk_array import DiskArray
-from msalign.data.store.manifest import FORMAT, MANIFEST, VERSION, is_store, read_manifest
+from msalign.data.store.manifest import (
+    FORMAT,
+    MANIFEST,
+    VERSION,
+    ModalityEntry,
+    SplitEntry,
+    StoreManifest,
+    ValidationRecord,
+    is_store,
+    read_manifest,
+)
 from msalign.data.store.reader import load_store, store_sizes
 from msalign.data.store.writer import StoreWriter, write_store
 
@@ -82,7 +93,11 @@ __all__ = [
     "MANIFEST",
     "VERSION",
     "DiskArray",
+    "ModalityEntry",
+    "SplitEntry",
+    "StoreManifest",
     "StoreWriter",
+    "ValidationRecord",
     "is_store",
     "load_store",
     "read_manifest",

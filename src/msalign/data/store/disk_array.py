@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,17 +84,13 @@ class DiskArray:
 
     def close(self) -> None:
         if self._fd is not None and self._pid == os.getpid():
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self._fd)
-            except OSError:
-                pass
         self._fd, self._pid = None, None
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
     def _descriptor(self) -> int:
         if self._fd is None or self._pid != os.getpid():  # first use, or a forked child: its own descriptor
@@ -136,12 +133,12 @@ class DiskArray:
         out = np.empty((len(rows), frames, dim), dtype=self.dtype)
         if out.size == 0:
             return out
-        buffer = memoryview(out).cast("B")
+        buffer = out.data.cast("B")
         frame_bytes = dim * self.dtype.itemsize
         row_bytes = length * frame_bytes
         if start == 0 and stop == length:  # whole rows: one read per run of consecutive rows
             breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-            for first, last in zip(np.r_[0, breaks].tolist(), np.r_[breaks, len(rows)].tolist()):
+            for first, last in zip(np.r_[0, breaks].tolist(), np.r_[breaks, len(rows)].tolist(), strict=True):
                 self._read_into(
                     buffer[first * row_bytes : last * row_bytes], self.offset + int(rows[first]) * row_bytes
                 )

@@ -53,12 +53,17 @@ def check_size(where: str, shape: tuple[int, ...], dtype: np.dtype, offset: int,
         )
 
 
+def _header_text(shape: tuple[int, ...]) -> str:
+    """The header's dict literal, as numpy writes it for a float32 C-order array."""
+    return f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape!r}, }}"
+
+
 def npy_header(shape: tuple[int, ...], reserve: int | None = None) -> bytes:
     """A version-1.0 .npy header for a C-order little-endian float32 array, padded to ``reserve`` bytes
     (default: the smallest multiple of 64 that holds the header for a 19-digit row count)."""
-    text = "{'descr': '<f4', 'fortran_order': False, 'shape': %r, }" % (tuple(shape),)
+    text = _header_text(tuple(shape))
     if reserve is None:
-        widest = "{'descr': '<f4', 'fortran_order': False, 'shape': %r, }" % ((10**18, *shape[1:]),)
+        widest = _header_text((10**18, *shape[1:]))
         reserve = -(-(len(NPY_MAGIC) + 4 + len(widest) + 1) // 64) * 64
     pad = reserve - len(NPY_MAGIC) - 4 - len(text) - 1
     if pad < 0:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from msalign.data.feature_spec import FeatureSpec
 from msalign.data.store.disk_array import DiskArray
-from msalign.data.store.manifest import MANIFEST, read_manifest
+from msalign.data.store.manifest import MANIFEST, METRIC_SETS, read_manifest
 from msalign.data.store.npy_header import check_size, read_npy_header
 from msalign.data.types import MODALITIES, SPLITS, MetricSet, MultimodalDataset, Split, Task
 from msalign.data.validate import validate_dataset
 from msalign.errors import MsalignError
-from msalign.limits import check_alloc, short_repr
+from msalign.limits import check_alloc
 
 
 def _load_small(path: Path, where: str, shape: tuple[int, ...], kind: str) -> np.ndarray:
@@ -61,7 +60,7 @@ def load_store(
     folder = Path(folder)
     manifest = read_manifest(folder)
     manifest_path = folder / MANIFEST
-    stored = [m for m in MODALITIES if m in manifest["modalities"]]
+    stored = [m for m in MODALITIES if m in manifest.modalities]
     if isinstance(modalities, str):
         modalities = [m.strip() for m in modalities.split(",") if m.strip()]
     wanted = stored if modalities is None else [m for m in MODALITIES if m in modalities]
@@ -71,33 +70,33 @@ def load_store(
     missing = [m for m in wanted if m not in stored]
     if missing or not wanted:
         raise MsalignError(f"{folder}: store lacks modality {missing or list(modalities or [])} (has {stored})")
-    if task is not None and task != manifest["task"]:
-        raise MsalignError(f"{manifest_path}: key 'task': the store holds {manifest['task']} labels, not --task {task}")
-    task = manifest["task"]
+    if task is not None and task != manifest.task:
+        raise MsalignError(f"{manifest_path}: key 'task': the store holds {manifest.task} labels, not --task {task}")
+    task = manifest.task
     if metric_set is not None:
-        if metric_set not in ("mosi", "mosei", "sims", "iemocap"):
+        if metric_set not in METRIC_SETS:
             raise MsalignError(f"{folder}: metric set {metric_set!r} is not mosi/mosei/sims/iemocap")
         if ("classification" if metric_set == "iemocap" else "regression") != task:
             raise MsalignError(
                 f"{folder}: metric set {metric_set!r} does not fit the store's {task} labels "
-                f"(recorded metric set {manifest['metric_set']!r})"
+                f"(recorded metric set {manifest.metric_set!r})"
             )
-    classes = manifest.get("num_classes") if task == "classification" else None
+    classes = manifest.num_classes
     if task == "classification" and num_classes is not None:
         classes = int(num_classes)
 
     splits: dict[str, Split] = {}
     for name in SPLITS:
-        n = manifest["splits"][name]["rows"]
+        n = manifest.splits[name].rows
         directory = folder / name
         features: dict[str, DiskArray] = {}
         lengths: dict[str, np.ndarray] = {}
         for m in wanted:
-            facts = manifest["modalities"][m]
+            facts = manifest.modalities[m]
             path = directory / f"{m}.npy"
             where = f"{path}: split {name!r}, key {m!r}"
             x = DiskArray.open(path, where)
-            expected = (n, facts["max_len"], facts["dim"])
+            expected = (n, facts.max_len, facts.dim)
             if x.shape != expected:
                 raise MsalignError(f"{where}: shape {x.shape}, but {manifest_path} says {expected}")
             features[m] = x
@@ -114,35 +113,30 @@ def load_store(
             directory / "ids.npy", f"{directory / 'ids.npy'}: split {name!r}, key 'id'", (n,), "str"
         ).tolist()
         raw_text = None
-        if manifest["splits"][name].get("raw_text"):
+        if manifest.splits[name].raw_text:
             raw_text = _load_small(
                 directory / "raw_text.npy", f"{directory / 'raw_text.npy'}: split {name!r}, key 'raw_text'", (n,), "str"
             ).tolist()
         splits[name] = Split(
             name=name,
-            features=features,
+            features=cast(dict[str, np.ndarray], features),  # a DiskArray serves the reads a Split makes
             lengths=lengths,
             labels=labels,
-            ids=ids,  # type: ignore[arg-type]
+            ids=ids,
             raw_text=raw_text,
         )
     # the source's spec, unchanged; a subset load trims it as the source's loader would (module docstring)
-    spec = FeatureSpec.from_json(
-        manifest["feature_spec"],
-        error=lambda key, value, want: MsalignError(f"{manifest_path}: key {key!r}: {short_repr(value)} ({want})"),
-    )
-    validated = manifest.get("validated")
-    scan = verify or not (isinstance(validated, dict) and validated.get("contents") is True)
+    spec = manifest.feature_spec
     ds = MultimodalDataset(
-        name=manifest["name"],
+        name=manifest.name,
         splits=splits,
-        metric_set=metric_set or manifest["metric_set"],  # type: ignore[arg-type]
+        metric_set=metric_set or manifest.metric_set,
         task=task,
         num_classes=classes,
         source=str(folder),
         feature_spec=spec if set(wanted) == set(stored) else spec.for_modalities(wanted),
     )
-    validate_dataset(ds, contents=scan)
+    validate_dataset(ds, contents=verify or not manifest.contents_validated)
     return ds
 
 
@@ -152,7 +146,7 @@ def store_sizes(folder: str | Path) -> dict[str, dict[str, Any]]:
     manifest = read_manifest(folder)
     return {
         name: {
-            "rows": manifest["splits"][name]["rows"],
+            "rows": manifest.splits[name].rows,
             "bytes": sum(p.stat().st_size for p in (folder / name).iterdir() if p.is_file()),
         }
         for name in SPLITS

@@ -15,7 +15,17 @@ import numpy as np
 
 from msalign import __version__
 from msalign.data.feature_spec import FeatureSpec
-from msalign.data.store.manifest import FORMAT, MANIFEST, VALIDATED_CHECKS, VERSION, is_store
+from msalign.data.store.manifest import (
+    MANIFEST,
+    ModalityEntry,
+    SplitEntry,
+    StoreManifest,
+    ValidationRecord,
+    is_store,
+    read_feature_spec,
+    spec_json_to_keep,
+    write_manifest,
+)
 from msalign.data.store.npy_header import npy_header
 from msalign.data.store.reader import load_store
 from msalign.data.types import MODALITIES, SPLITS, MetricSet, MultimodalDataset, Task
@@ -33,11 +43,11 @@ from msalign.errors import MsalignError
 _CHUNK_BYTES = 64 << 20  # rows per chunk when converting: about this many bytes of features
 
 
-def _spec_json(spec: FeatureSpec | Mapping[str, Any] | None) -> dict[str, Any]:
-    """The feature spec as store.json holds it: a loaded dataset's :class:`FeatureSpec`, or the JSON
-    form another producer gives (kept as given, in a copy)."""
+def _spec_given(spec: FeatureSpec | Mapping[str, Any] | None) -> FeatureSpec | dict[str, Any]:
+    """A loaded dataset's :class:`FeatureSpec`, or the JSON form another producer gives, copied through
+    JSON now (a value JSON cannot hold fails here) and read as a FeatureSpec when the store is finished."""
     if isinstance(spec, FeatureSpec):
-        return spec.to_json()
+        return spec
     return json.loads(json.dumps(dict(spec or {})))
 
 
@@ -50,7 +60,8 @@ class _SplitWriter:
         self.directory = directory
         directory.mkdir()
         self.modalities = dict(modalities)
-        self.files = {m: open(directory / f"{m}.npy", "wb") for m in self.modalities}
+        # open until finish() or close(): appends arrive in separate calls, so no `with` block fits
+        self.files = {m: open(directory / f"{m}.npy", "wb") for m in self.modalities}  # noqa: SIM115
         self.headers = {m: len(npy_header((0, L, D))) for m, (L, D) in self.modalities.items()}
         for m, (L, D) in self.modalities.items():
             self.files[m].write(npy_header((0, L, D)))
@@ -60,7 +71,7 @@ class _SplitWriter:
         self.ids: list[str] = []
         self.raw_text: list[str] | None = None
 
-    def finish(self, task: str) -> dict[str, Any]:
+    def finish(self, task: str) -> SplitEntry:
         for m, (L, D) in self.modalities.items():
             f = self.files[m]
             f.seek(0)
@@ -81,7 +92,7 @@ class _SplitWriter:
                 self.directory / "raw_text.npy",
                 np.asarray(self.raw_text, dtype=str) if self.raw_text else np.zeros(0, dtype="<U1"),
             )
-        return {"rows": self.rows, "raw_text": self.raw_text is not None}
+        return SplitEntry(rows=self.rows, raw_text=self.raw_text is not None)
 
     def close(self) -> None:
         for f in self.files.values():
@@ -124,16 +135,15 @@ class StoreWriter:
         if metric_set not in ("mosi", "mosei", "sims", "iemocap"):
             raise MsalignError(f"{self.folder}: metric set {metric_set!r} is not mosi/mosei/sims/iemocap")
         self.task: Task = task or ("classification" if metric_set == "iemocap" else "regression")
-        if self.task == "classification" and not num_classes:
-            raise MsalignError(f"{self.folder}: a classification store needs num_classes")
-        self.meta = {
-            "name": name,
-            "metric_set": metric_set,
-            "task": self.task,
-            "num_classes": int(num_classes) if self.task == "classification" else None,
-            "feature_spec": _spec_json(feature_spec),
-            "source": source,
-        }
+        self.num_classes: int | None = None  # set for a classification store only
+        if self.task == "classification":
+            if not num_classes:
+                raise MsalignError(f"{self.folder}: a classification store needs num_classes")
+            self.num_classes = int(num_classes)
+        self.name = name
+        self.metric_set: MetricSet = metric_set
+        self.feature_spec = _spec_given(feature_spec)
+        self.source = source
         check_destination(self.folder, force)
         self.force = force
         self.folder.parent.mkdir(parents=True, exist_ok=True)
@@ -267,19 +277,19 @@ class StoreWriter:
         values = labels.astype(np.float64)
         nonfinite = first_nonfinite(values)
         if nonfinite is not None:
-            r, kind = nonfinite
-            raise MsalignError(f"{where}: {kind} at row {first + r}")
-        if self.task == "classification":
-            hi = self.meta["num_classes"] - 1
-            r = first_class_outside(values, hi + 1)
+            row, kind = nonfinite
+            raise MsalignError(f"{where}: {kind} at row {first + row}")
+        if self.num_classes is not None:  # a classification store
+            last = self.num_classes - 1
+            r = first_class_outside(values, self.num_classes)
             if r is not None:
-                raise MsalignError(f"{where}: class {values[r]:g} at row {first + r} is not an integer in 0..{hi}")
+                raise MsalignError(f"{where}: class {values[r]:g} at row {first + r} is not an integer in 0..{last}")
             return values.astype(np.int64)
         if self.label_range is not None:
             r = first_label_outside(values, self.label_range)
             if r is not None:
-                lo, hi = self.label_range
-                raise MsalignError(f"{where}: label {values[r]:g} at row {first + r} outside [{lo:g}, {hi:g}]")
+                low, high = self.label_range
+                raise MsalignError(f"{where}: label {values[r]:g} at row {first + r} outside [{low:g}, {high:g}]")
         return labels.astype(np.float32)
 
     def abort(self) -> None:
@@ -299,19 +309,28 @@ class StoreWriter:
                     raise MsalignError(
                         f"{self.folder}: split {name!r}: no rows written (a store needs train, valid and test)"
                     )
-            split_facts = {name: self.splits[name].finish(self.task) for name in SPLITS}
-            manifest = {
-                "format": FORMAT,
-                "version": VERSION,
-                **{k: self.meta[k] for k in ("name", "metric_set", "task", "num_classes")},
-                "modalities": {m: {"dim": D, "max_len": L} for m, (L, D) in self.modalities.items()},
-                "splits": split_facts,
-                "feature_spec": self.meta["feature_spec"],
-                "source": self.meta["source"],
-                "msalign_version": __version__,
-                "validated": {"contents": True, "checks": VALIDATED_CHECKS},
-            }
-            (self.temporary / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+            split_entries = {name: self.splits[name].finish(self.task) for name in SPLITS}
+            given = self.feature_spec
+            spec_json: dict[str, Any] | None = None
+            if isinstance(given, FeatureSpec):
+                spec = given
+            else:  # another producer's JSON form, checked as a reader of this manifest checks it
+                spec = read_feature_spec(given, self.temporary / MANIFEST)
+                spec_json = spec_json_to_keep(spec, given)
+            manifest = StoreManifest(
+                name=self.name,
+                metric_set=self.metric_set,
+                task=self.task,
+                num_classes=self.num_classes,
+                modalities={m: ModalityEntry(dim=D, max_len=L) for m, (L, D) in self.modalities.items()},
+                splits=split_entries,
+                feature_spec=spec,
+                feature_spec_json=spec_json,
+                source=self.source,
+                msalign_version=__version__,
+                validated=ValidationRecord(),
+            )
+            write_manifest(self.temporary, manifest)
             load_store(self.temporary)  # headers, sizes and metadata as a reader will see them
             _install(self.temporary, self.folder, self.force)
         except BaseException:
