@@ -66,6 +66,7 @@ from msalign.losses import (
     pairwise_prototype_cost,
     prototype_loss,
 )
+from msalign.losses.contrastive import ContrastBatch
 from msalign.models.attention import (
     CrossModalEncoder,
     MultimodalTransformer,
@@ -243,7 +244,10 @@ class DecAlign(MSAModel):
     # at most this share of its positions is real (``attention.Packed``); the results are the same
     pack_below: float = 0.9
 
-    def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> ModelOutput:
+    def forward(
+        self, features: dict[str, Tensor], masks: dict[str, Tensor], contrast: ContrastBatch | None = None
+    ) -> ModelOutput:
+        """``contrast`` is unused: DecAlign mines no samples (it is here to match :meth:`MSAModel.forward`)."""
         c = self.config
         layouts = {m: self._layout(masks[m]) for m in self.modalities}
         projected = {
