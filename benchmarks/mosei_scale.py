@@ -151,8 +151,8 @@ def write_dataset(folder: Path, sizes: dict[str, int], seed: int = 0) -> dict:
     return {
         "seconds": round(seconds, 1),
         "peak_rss_mb_writer_process": round(peak_rss_mb(), 1),
-        "bytes": {s: v["bytes"] for s, v in on_disk.items()},
-        "rows": {s: v["rows"] for s, v in on_disk.items()},
+        "bytes": {s: v.bytes for s, v in on_disk.items()},
+        "rows": {s: v.rows for s, v in on_disk.items()},
     }
 
 

@@ -27,13 +27,13 @@ def run(args: argparse.Namespace) -> int:
     """Runs ``msalign convert``; returns the exit status."""
     done = convert_to_store(dataset_options(args), args.out, args.force, log_to_stderr)
     sizes, dataset = done.sizes, done.dataset
-    total = sum(s["bytes"] for s in sizes.values())
+    total = sum(s.bytes for s in sizes.values())
     shapes = ", ".join(f"{m} {dataset.max_lengths[m]}x{d}" for m, d in dataset.dims.items())
     print(f"wrote feature store {Path(args.out)}: {shapes}")
     for name, s in sizes.items():
-        print(f"  {name:5s} {s['rows']:8d} rows  {s['bytes'] / 1e9:8.3f} GB")
+        print(f"  {name:5s} {s.rows:8d} rows  {s.bytes / 1e9:8.3f} GB")
     print(
-        f"  total {sum(s['rows'] for s in sizes.values()):8d} rows  {total / 1e9:8.3f} GB "
+        f"  total {sum(s.rows for s in sizes.values()):8d} rows  {total / 1e9:8.3f} GB "
         f"(loaded in {done.load_seconds:.1f}s, written in {done.write_seconds:.1f}s)"
     )
     return 0

@@ -85,7 +85,7 @@ from msalign.data.store.manifest import (
     is_store,
     read_manifest,
 )
-from msalign.data.store.reader import load_store, store_sizes
+from msalign.data.store.reader import SplitSize, load_store, store_sizes
 from msalign.data.store.writer import StoreWriter, write_store
 
 __all__ = [
@@ -95,6 +95,7 @@ __all__ = [
     "DiskArray",
     "ModalityEntry",
     "SplitEntry",
+    "SplitSize",
     "StoreManifest",
     "StoreWriter",
     "ValidationRecord",

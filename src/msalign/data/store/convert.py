@@ -6,10 +6,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from msalign.data.options import DatasetOptions, load_dataset_from_options
-from msalign.data.store.reader import store_sizes
+from msalign.data.store.reader import SplitSize, store_sizes
 from msalign.data.store.writer import check_destination, write_store
 from msalign.data.types import MultimodalDataset
 
@@ -19,7 +18,7 @@ class StoreConversion:
     """A finished conversion: the dataset converted, each split's rows and bytes on disk, and the time taken."""
 
     dataset: MultimodalDataset
-    sizes: dict[str, dict[str, Any]]
+    sizes: dict[str, SplitSize]
     load_seconds: float
     write_seconds: float
 

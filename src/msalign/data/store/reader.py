@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 
@@ -140,14 +141,22 @@ def load_store(
     return ds
 
 
-def store_sizes(folder: str | Path) -> dict[str, dict[str, Any]]:
-    """Per split: rows and bytes on disk (all its files)."""
+@dataclass(frozen=True)
+class SplitSize:
+    """One split of a store on disk: its rows, and the bytes of all its files."""
+
+    rows: int
+    bytes: int
+
+
+def store_sizes(folder: str | Path) -> dict[str, SplitSize]:
+    """Per split (train, valid, test): rows and bytes on disk."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     return {
-        name: {
-            "rows": manifest.splits[name].rows,
-            "bytes": sum(p.stat().st_size for p in (folder / name).iterdir() if p.is_file()),
-        }
+        name: SplitSize(
+            rows=manifest.splits[name].rows,
+            bytes=sum(p.stat().st_size for p in (folder / name).iterdir() if p.is_file()),
+        )
         for name in SPLITS
     }
