@@ -301,6 +301,18 @@ def run_cli_batch(cases: list[list[str]], tmp: Path, timeout: float = 180, env: 
     return [CliRun(r["rc"], "", r["stderr"], r["seconds"], r["peak_kb"] / 1024) for r in runs]
 
 
+def init_local_ray(ray) -> None:
+    """Starts a local Ray instance for in-process tests: 2 CPUs, a 100 MB object store, quiet.
+    ``ray`` is the module (an optional extra, so the caller imports it)."""
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=100 * 1024**2,
+        log_to_driver=False,
+        logging_level="WARNING",
+    )
+
+
 SENTIMENT_WORDS = ["great", "awful", "fine", "boring", "lovely", "bad", "superb", "dull"]
 
 
