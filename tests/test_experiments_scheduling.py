@@ -311,51 +311,14 @@ def test_backend_ray_without_ray_installed_is_one_line(tmp_path, monkeypatch, ca
 
     build_parser().format_help()
     out = tmp_path / "never"
-    assert (
-        main(
-            [
-                "sweep",
-                "--model",
-                "text_only",
-                "--dataset",
-                TINY,
-                "--grid",
-                "dropout=0.1",
-                "--backend",
-                "ray",
-                "--out",
-                str(out),
-            ]
-        )
-        == 2
-    )
+    sweep = ["sweep", "--model", "text_only", "--dataset", TINY, "--grid", "dropout=0.1"]
+    assert main([*sweep, "--backend", "ray", "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "msalign: error: --backend ray: Ray is not installed; install it with pip install 'msalign[ray]' "
         "(or pip install 'ray[client]>=2.9')"
     ]
     assert not out.exists()
-    assert (
-        main(
-            [
-                "sweep",
-                "--model",
-                "text_only",
-                "--dataset",
-                TINY,
-                "--grid",
-                "dropout=0.1",
-                "--epochs",
-                "1",
-                "--set",
-                "width=16",
-                "--backend",
-                "local",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main([*sweep, "--epochs", "1", "--set", "width=16", "--backend", "local", "--out", str(out)]) == 0
 
 
 @pytest.mark.parametrize(
