@@ -4,6 +4,7 @@ and the Megamind media clip. Fixtures live in conftest.py; plain functions and c
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import pickle
@@ -16,11 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import strategies as st
 
 from msalign.cli import main
+from msalign.config import TrainConfig
 from msalign.data.feature_dir import save_modality
 from msalign.errors import MsalignError
+from msalign.models.attention import length_groups
+from msalign.training import RunSpec, train
+from msalign.training.run_folder import RunResults
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MOSI = SHARED / "data" / "mosi"
@@ -144,6 +150,20 @@ MEDIA = Path(os.environ.get("MSALIGN_MEDIA") or Path.home() / ".cache" / "msalig
 MEGAMIND = MEDIA / "opencv-doc/usr/share/doc/opencv-doc/examples/data/Megamind.avi"
 
 
+# an MP4 that every extraction backend reads, encoded fast
+H264_AAC = ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"]
+
+
+def ffmpeg(*args: str) -> None:
+    """Runs ffmpeg quietly with these arguments, overwriting outputs; fails on its error."""
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True)
+
+
+def cut_clip(source: Path, start: str, length: str, out: Path) -> None:
+    """``length`` seconds of ``source`` from ``start`` s, as an H.264/AAC MP4 at ``out``."""
+    ffmpeg("-ss", start, "-t", length, "-i", str(source), *H264_AAC, str(out))
+
+
 def megamind_features(tmp_path, texts, modes, step, length, needs=("librosa", "mediapipe")):
     """Megamind.avi cut into len(texts) clips (every ``step`` s, ``length`` s long) with these
     transcripts (so no speech recognition) and modes, extracted and described; the feature dir.
@@ -155,29 +175,7 @@ def megamind_features(tmp_path, texts, modes, step, length, needs=("librosa", "m
     raw = tmp_path / "ds" / "Raw" / "mm"
     raw.mkdir(parents=True)
     for i in range(len(texts)):
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-nostdin",
-                "-v",
-                "error",
-                "-y",
-                "-ss",
-                f"{step * i:.1f}",
-                "-t",
-                str(length),
-                "-i",
-                str(MEGAMIND),
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-c:a",
-                "aac",
-                str(raw / f"{i}.mp4"),
-            ],
-            check=True,
-        )
+        cut_clip(MEGAMIND, f"{step * i:.1f}", str(length), raw / f"{i}.mp4")
     (tmp_path / "ds" / "label.csv").write_text(
         "video_id,clip_id,text,label,annotation,mode\n"
         + "".join(f"mm,{i},{t},{(-1) ** i * 1.5},,{m}\n" for i, (t, m) in enumerate(zip(texts, modes, strict=True)))
@@ -301,6 +299,18 @@ def run_cli_batch(cases: list[list[str]], tmp: Path, timeout: float = 180, env: 
     return [CliRun(r["rc"], "", r["stderr"], r["seconds"], r["peak_kb"] / 1024) for r in runs]
 
 
+def init_local_ray(ray) -> None:
+    """Starts a local Ray instance for in-process tests: 2 CPUs, a 100 MB object store, quiet.
+    ``ray`` is the module (an optional extra, so the caller imports it)."""
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=100 * 1024**2,
+        log_to_driver=False,
+        logging_level="WARNING",
+    )
+
+
 SENTIMENT_WORDS = ["great", "awful", "fine", "boring", "lovely", "bad", "superb", "dull"]
 
 
@@ -329,3 +339,31 @@ def write_review_folder(data: Path, seed: int = 0) -> Path:
             ids.append(f"v{i}_1")
     save_modality(data, "audio", ids, rng.normal(size=(24, 5)))
     return data
+
+
+# ---- models: a short training run, and the padding-free attention paths switched on or off
+
+
+def train_two_epochs(model_name: str, model_config, data, out_dir: Path) -> RunResults:
+    """``model_name`` trained quietly for 2 epochs (batch 16, seed 0, CPU, one thread) into ``out_dir``."""
+    train_config = TrainConfig(epochs=2, batch_size=16, lr=1e-3, patience=2, threads=1, accelerator="cpu")
+    return train(
+        RunSpec(model_name, model_config, train_config, seeds=[0], out_dir=out_dir),
+        data,
+        progress=False,
+        log=lambda *a: None,
+    )
+
+
+def set_packing(monkeypatch, encoders, modules, *, pack: bool, groups: bool) -> None:
+    """Every encoder packs its queries (``pack``) or never does, and ``length_groups`` in each of
+    ``modules`` splits rows by length with no overhead (``groups``) or keeps one group of all rows."""
+    for encoder in encoders:
+        encoder.pack_below = 1.0 if pack else 0.0
+    grouping = (
+        functools.partial(length_groups, overhead=0.0)
+        if groups
+        else (lambda q, *args, **kw: [torch.arange(q.shape[0])])
+    )
+    for module in modules:
+        monkeypatch.setattr(module, "length_groups", grouping)

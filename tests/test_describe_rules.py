@@ -9,7 +9,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from msalign.describe.run import describe_dataset
 from msalign.describe.sources import read_image_dataset
 from msalign.errors import MsalignError
 from msalign.extract.vision import feature_names as vision_names
-from support import MEGAMIND, megamind_features
+from support import MEGAMIND, ffmpeg, megamind_features
 
 MOSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi"
 FACE = vision_names()
@@ -170,22 +169,14 @@ def image_dataset(tmp_path_factory) -> Path:
         names.append(f"syn{i}")
     if MEGAMIND.exists() and shutil.which("ffmpeg"):
         for i in range(4):
-            subprocess.run(
-                [
-                    "ffmpeg",
-                    "-nostdin",
-                    "-v",
-                    "error",
-                    "-y",
-                    "-ss",
-                    f"{0.3 + 2.5 * i:.1f}",
-                    "-i",
-                    str(MEGAMIND),
-                    "-frames:v",
-                    "1",
-                    str(folder / "images" / f"mm{i}.jpg"),
-                ],
-                check=True,
+            ffmpeg(
+                "-ss",
+                f"{0.3 + 2.5 * i:.1f}",
+                "-i",
+                str(MEGAMIND),
+                "-frames:v",
+                "1",
+                str(folder / "images" / f"mm{i}.jpg"),
             )
             names.append(f"mm{i}.jpg")
     modes = ["train", "train", "train", "train", "valid", "test"]

@@ -23,6 +23,7 @@ from msalign.data.types import MultimodalDataset
 from msalign.errors import MsalignError
 from msalign.experiments import scheduling as execution
 from msalign.training.run_spec import RunSpec
+from support import init_local_ray
 
 try:
     import ray
@@ -200,28 +201,21 @@ def _count_dataset_pickles(monkeypatch) -> list[int]:
     return count
 
 
+# text_only and late_fusion, two seeds each: four (model, seed) trials
+_TWO_BY_TWO = [
+    *["benchmark", "--models", "text_only,late_fusion", "--dataset", TINY, "--seeds", "1111,1112", "--epochs", "1"],
+    *["--set", "width=16", "train.threads=1"],
+]
+
+
 @pytest.mark.slow
 def test_local_pool_gives_the_same_tables_as_one_process(tmp_path, monkeypatch):
     """--jobs 2: four (model, seed) trials in two spawned workers, the dataset pickled once per
     worker; table.json and every results.json equal those of --jobs 1 byte for byte."""
-    args = [
-        "benchmark",
-        "--models",
-        "text_only,late_fusion",
-        "--dataset",
-        TINY,
-        "--seeds",
-        "1111,1112",
-        "--epochs",
-        "1",
-        "--set",
-        "width=16",
-        "train.threads=1",
-    ]
     pickles = _count_dataset_pickles(monkeypatch)
-    assert main([*args, "--jobs", "2", "--out", str(tmp_path / "pool")]) == 0
+    assert main([*_TWO_BY_TWO, "--jobs", "2", "--out", str(tmp_path / "pool")]) == 0
     assert len(pickles) == 2
-    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    assert main([*_TWO_BY_TWO, "--out", str(tmp_path / "one")]) == 0
     for name in ("table.json", "table.md", "text_only/results.json", "late_fusion/results.json"):
         assert (tmp_path / "pool" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
 
@@ -237,23 +231,7 @@ def _foreign_checkpoint(run_dir: Path, seed: int) -> None:
 def test_a_failed_trial_is_named_and_the_others_finish(tmp_path, capsys):
     out = tmp_path / "bench"
     _foreign_checkpoint(out / "late_fusion", 1112)
-    args = [
-        "benchmark",
-        "--models",
-        "text_only,late_fusion",
-        "--dataset",
-        TINY,
-        "--seeds",
-        "1111,1112",
-        "--epochs",
-        "1",
-        "--set",
-        "width=16",
-        "train.threads=1",
-        "--resume",
-        "--out",
-        str(out),
-    ]
+    args = [*_TWO_BY_TWO, "--resume", "--out", str(out)]
     assert main(args) == 2
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
@@ -279,13 +257,7 @@ def ray_instance():
     """One local Ray instance (2 CPUs, 100 MB object store) for the in-process Ray tests of this module."""
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=100 * 1024**2,
-        log_to_driver=False,
-        logging_level="WARNING",
-    )
+    init_local_ray(ray)
     yield ray
     ray.shutdown()
 
@@ -339,51 +311,14 @@ def test_backend_ray_without_ray_installed_is_one_line(tmp_path, monkeypatch, ca
 
     build_parser().format_help()
     out = tmp_path / "never"
-    assert (
-        main(
-            [
-                "sweep",
-                "--model",
-                "text_only",
-                "--dataset",
-                TINY,
-                "--grid",
-                "dropout=0.1",
-                "--backend",
-                "ray",
-                "--out",
-                str(out),
-            ]
-        )
-        == 2
-    )
+    sweep = ["sweep", "--model", "text_only", "--dataset", TINY, "--grid", "dropout=0.1"]
+    assert main([*sweep, "--backend", "ray", "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "msalign: error: --backend ray: Ray is not installed; install it with pip install 'msalign[ray]' "
         "(or pip install 'ray[client]>=2.9')"
     ]
     assert not out.exists()
-    assert (
-        main(
-            [
-                "sweep",
-                "--model",
-                "text_only",
-                "--dataset",
-                TINY,
-                "--grid",
-                "dropout=0.1",
-                "--epochs",
-                "1",
-                "--set",
-                "width=16",
-                "--backend",
-                "local",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main([*sweep, "--epochs", "1", "--set", "width=16", "--backend", "local", "--out", str(out)]) == 0
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ from msalign.models.search_space import (
     SearchSpace,
     apply_params,
 )
+from support import init_local_ray
 
 TINY = "synthetic:n_train=96,n_valid=32,n_test=32"
 SMALL = ["--epochs", "1", "--set", "width=16", "heads=2", "train.threads=1"]
@@ -45,6 +46,12 @@ SMALL = ["--epochs", "1", "--set", "width=16", "heads=2", "train.threads=1"]
 def _tiny_configs(model: str = "text_only"):
     model_config = dataclasses.replace(build_config(model), width=16, heads=2)
     return model_config, TrainConfig(epochs=1, threads=1)
+
+
+def _tune_argv(trials: int, out: Path, options: list[str] = SMALL) -> list[str]:
+    """``msalign tune`` of text_only on TINY with two final seeds."""
+    head = ["tune", "--model", "text_only", "--dataset", TINY, "--trials", str(trials), "--seeds", "1111,1112"]
+    return [*head, *options, "--out", str(out)]
 
 
 def _quiet(line: str) -> None:
@@ -159,25 +166,7 @@ def test_validation_view_has_no_test_split():
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tune") / "run"
-    assert (
-        main(
-            [
-                "tune",
-                "--model",
-                "text_only",
-                "--dataset",
-                TINY,
-                "--trials",
-                "3",
-                "--seeds",
-                "1111,1112",
-                *SMALL,
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(_tune_argv(3, out)) == 0
     return out
 
 
@@ -233,26 +222,7 @@ def test_rerun_resumes_and_write_config_lands_in_configs(tuned, tmp_path, monkey
     configs = tmp_path / "configs"
     shutil.copytree(config_module.CONFIG_DIR, configs)  # the same files: the same starting configuration
     monkeypatch.setattr(config_module, "CONFIG_DIR", configs)
-    assert (
-        main(
-            [
-                "tune",
-                "--model",
-                "text_only",
-                "--dataset",
-                TINY,
-                "--trials",
-                "4",
-                "--seeds",
-                "1111,1112",
-                *SMALL,
-                "--out",
-                str(out),
-                "--write-config",
-            ]
-        )
-        == 0
-    )
+    assert main([*_tune_argv(4, out), "--write-config"]) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished trials were not trained again
     record = json.loads((out / "synthetic.search.json").read_text())
     old = json.loads((tuned / "synthetic.search.json").read_text())
@@ -267,26 +237,22 @@ def test_rerun_resumes_and_write_config_lands_in_configs(tuned, tmp_path, monkey
         "config"
     ]
     # and the same command still resumes the same search (the tuned file changes only searched keys)
-    assert (
-        main(
-            [
-                "tune",
-                "--model",
-                "text_only",
-                "--dataset",
-                TINY,
-                "--trials",
-                "4",
-                "--seeds",
-                "1111,1112",
-                *SMALL,
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(_tune_argv(4, out)) == 0
     assert json.loads((out / "synthetic.search.json").read_text())["trials"] == record["trials"]
+
+
+def _search(dataset, model_config, train_config, space, out: Path, trials: int):
+    """A quiet search of text_only over ``space`` with one seed."""
+    return search(
+        "text_only",
+        dataset,
+        model_config,
+        train_config,
+        space,
+        TuneSettings(trials=trials, seeds=(1111,)),
+        out,
+        log=_quiet,
+    )
 
 
 def test_an_interrupted_search_gives_the_trials_of_an_uninterrupted_one(tmp_path):
@@ -295,39 +261,12 @@ def test_an_interrupted_search_gives_the_trials_of_an_uninterrupted_one(tmp_path
     dataset = load_dataset(TINY)
     model_config, train_config = _tiny_configs()
     space = search_space_for("text_only", model_config, train_config)
-    whole = search(
-        "text_only",
-        dataset,
-        model_config,
-        train_config,
-        space,
-        TuneSettings(trials=3, seeds=(1111,)),
-        tmp_path / "whole",
-        log=_quiet,
-    )
+    whole = _search(dataset, model_config, train_config, space, tmp_path / "whole", 3)
     parts = tmp_path / "parts"
-    search(
-        "text_only",
-        dataset,
-        model_config,
-        train_config,
-        space,
-        TuneSettings(trials=2, seeds=(1111,)),
-        parts,
-        log=_quiet,
-    )
+    _search(dataset, model_config, train_config, space, parts, 2)
     study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{parts / STUDY_FILE}")
     cut = study.ask(distributions(space))  # a trial that was running when its tune was killed
-    resumed = search(
-        "text_only",
-        dataset,
-        model_config,
-        train_config,
-        space,
-        TuneSettings(trials=3, seeds=(1111,)),
-        parts,
-        log=_quiet,
-    )
+    resumed = _search(dataset, model_config, train_config, space, parts, 3)
     states = [t.state.name for t in resumed.trials]
     assert states == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
     assert resumed.trials[3].params == cut.params  # tried again with the same values
@@ -339,22 +278,9 @@ def test_a_resumed_search_draws_like_an_uninterrupted_one(tmp_path):
     dataset = load_dataset(TINY)
     model_config, train_config = _tiny_configs()
     space = search_space_for("text_only", model_config, train_config)
-
-    def run(out, n):
-        return search(
-            "text_only",
-            dataset,
-            model_config,
-            train_config,
-            space,
-            TuneSettings(trials=n, seeds=(1111,)),
-            out,
-            log=_quiet,
-        )
-
-    whole = run(tmp_path / "whole", 3)
-    run(tmp_path / "parts", 1)
-    resumed = run(tmp_path / "parts", 3)
+    whole = _search(dataset, model_config, train_config, space, tmp_path / "whole", 3)
+    _search(dataset, model_config, train_config, space, tmp_path / "parts", 1)
+    resumed = _search(dataset, model_config, train_config, space, tmp_path / "parts", 3)
     assert [t.params for t in resumed.trials] == [t.params for t in whole.trials]
     assert [t.value for t in resumed.trials] == [t.value for t in whole.trials]
 
@@ -391,27 +317,7 @@ def test_failed_trials_use_up_the_budget_and_are_recorded(tmp_path, monkeypatch)
 def test_another_search_in_the_same_directory_is_refused(tuned, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(tuned, out)
-    code = main(
-        [
-            "tune",
-            "--model",
-            "text_only",
-            "--dataset",
-            TINY,
-            "--trials",
-            "3",
-            "--seeds",
-            "1111,1112",
-            "--epochs",
-            "2",
-            "--set",
-            "width=16",
-            "heads=2",
-            "train.threads=1",
-            "--out",
-            str(out),
-        ]
-    )
+    code = main(_tune_argv(3, out, ["--epochs", "2", "--set", "width=16", "heads=2", "train.threads=1"]))
     err = capsys.readouterr().err.strip().splitlines()
     assert (
         code == 2
@@ -459,13 +365,7 @@ def test_tune_on_ray_asks_a_batch_and_scores_as_this_process_does(tmp_path, monk
     dataset = load_dataset(TINY)
     model_config, train_config = _tiny_configs()
     lines: list[str] = []
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=100 * 1024**2,
-        log_to_driver=False,
-        logging_level="WARNING",
-    )
+    init_local_ray(ray)
     try:
         result = tune(
             "text_only",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-MEDIA = Path(os.environ.get("MSALIGN_MEDIA") or Path.home() / ".cache" / "msalign" / "media")
-MEGAMIND = MEDIA / "opencv-doc/usr/share/doc/opencv-doc/examples/data/Megamind.avi"
+from support import H264_AAC, MEDIA, MEGAMIND, cut_clip, ffmpeg
+
 SPHINX = MEDIA / "pocketsphinx-testdata/usr/share/pocketsphinx/test/data/librivox"
 SETUP = "run bash scripts/setup.sh dev,media && bash scripts/media_assets.sh"
 
@@ -43,10 +42,6 @@ def need(path: Path) -> Path:
     return path
 
 
-def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True)
-
-
 def speak(text: str, wav: Path) -> Path:
     if shutil.which("espeak-ng") is None:
         pytest.skip(f"espeak-ng not installed ({SETUP})")
@@ -69,22 +64,7 @@ def no_face_video(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("noface")
     wav = speak("I really love this wonderful movie, it made me very happy", folder / "say.wav")
     out = folder / "grey_talk.mp4"
-    ffmpeg(
-        "-f",
-        "lavfi",
-        "-i",
-        "color=c=gray:s=320x240:r=25",
-        "-i",
-        str(wav),
-        "-shortest",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-c:a",
-        "aac",
-        str(out),
-    )
+    ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=320x240:r=25", "-i", str(wav), "-shortest", *H264_AAC, str(out))
     return out
 
 
@@ -94,21 +74,7 @@ def dataset_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("megamind_ds")
     (folder / "Raw" / "mm").mkdir(parents=True)
     for i in range(6):
-        ffmpeg(
-            "-ss",
-            f"{i * 1.85:.2f}",
-            "-t",
-            "1.85",
-            "-i",
-            str(need(MEGAMIND)),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-c:a",
-            "aac",
-            str(folder / "Raw" / "mm" / f"{i}.mp4"),
-        )
+        cut_clip(need(MEGAMIND), f"{i * 1.85:.2f}", "1.85", folder / "Raw" / "mm" / f"{i}.mp4")
     labels = [1.5, -1.0, 0.5, -2.0, 2.0, -0.5]
     modes = ["train", "train", "valid", "valid", "test", "test"]
     rows = ["video_id,clip_id,text,label,annotation,mode"] + [
@@ -210,7 +176,7 @@ def test_bad_files_give_one_clear_line(tmp_path, monkeypatch):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
     whole = tmp_path / "whole.mkv"
-    ffmpeg("-i", str(need(MEGAMIND)), "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(whole))
+    ffmpeg("-i", str(need(MEGAMIND)), *H264_AAC, str(whole))
     truncated = tmp_path / "truncated.mkv"
     truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size * 4 // 10])
     silent = tmp_path / "silent.mp4"
@@ -291,7 +257,7 @@ def test_extract_dataset_dir_loads_and_reruns_from_cache(features_dir, dataset_d
 
 def test_batch_with_bad_files_goes_on(tmp_path, no_face_video, capsys):
     good = tmp_path / "good.mp4"
-    ffmpeg("-t", "4", "-i", str(need(MEGAMIND)), "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(good))
+    ffmpeg("-t", "4", "-i", str(need(MEGAMIND)), *H264_AAC, str(good))
     corrupt = tmp_path / "corrupt.avi"
     corrupt.write_bytes(b"RIFF" + bytes(4000))
     out = tmp_path / "out"

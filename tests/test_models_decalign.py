@@ -3,7 +3,6 @@ padding-removal machinery of the shared attention blocks, and one end-to-end tra
 
 from __future__ import annotations
 
-import functools
 import json
 
 import numpy as np
@@ -13,7 +12,6 @@ import torch.nn.functional as F
 
 import msalign.models.attention as attention_module
 import msalign.models.decalign as decalign_module
-from msalign.config import TrainConfig
 from msalign.data.synthetic import generate_synthetic
 from msalign.errors import MsalignError
 from msalign.models import create_model
@@ -26,8 +24,8 @@ from msalign.models.attention import (
 )
 from msalign.models.base import task_loss
 from msalign.models.registry import build_config
-from msalign.training import RunSpec, train
 from msalign.training.data import collate_rows
+from support import set_packing, train_two_epochs
 
 TINY = {"width": 16, "heads": 4, "layers": 1}
 SWITCHES = ("decoupling", "hete", "homo", "proto_ot", "cross_transformer", "sem", "mmd")
@@ -291,15 +289,7 @@ def test_dropping_padding_is_exact(data, monkeypatch, context):
 
     def run(pack: bool, groups: bool):
         model.pack_below = 1.0 if pack else 0.0
-        for encoder in encoders:
-            encoder.pack_below = 1.0 if pack else 0.0
-        grouping = (
-            functools.partial(length_groups, overhead=0.0)
-            if groups
-            else (lambda q, *args, **kw: [torch.arange(q.shape[0])])
-        )
-        monkeypatch.setattr(decalign_module, "length_groups", grouping)
-        monkeypatch.setattr(attention_module, "length_groups", grouping)
+        set_packing(monkeypatch, encoders, (decalign_module, attention_module), pack=pack, groups=groups)
         with torch.no_grad():
             return model(b["features"], b["masks"]).prediction
 
@@ -392,14 +382,7 @@ def test_encoder_ignores_padded_keys_and_queries():
 
 
 def test_train_end_to_end_writes_results(data, tmp_path):
-    model_config = build_config("decalign", {**TINY, "num_prototypes": 3})
-    train_config = TrainConfig(epochs=2, batch_size=16, lr=1e-3, patience=2, threads=1, accelerator="cpu")
-    results = train(
-        RunSpec("decalign", model_config, train_config, seeds=[0], out_dir=tmp_path),
-        data,
-        progress=False,
-        log=lambda *a: None,
-    )
+    results = train_two_epochs("decalign", build_config("decalign", {**TINY, "num_prototypes": 3}), data, tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["model"] == "decalign" and saved["seeds"] == [0]
     assert saved["config"]["model"]["width"] == 16
@@ -457,6 +440,16 @@ def few_key_batch(dataset, modalities, empty_every=0, second_frame=False):
     return b
 
 
+def _assert_same_outputs_and_gradients(reference, other) -> None:
+    """Two runs' (prediction, loss, {parameter: gradient}) agree."""
+    (p0, l0, g0), (p1, l1, g1) = reference, other
+    torch.testing.assert_close(p1, p0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(l1, l0, atol=1e-5, rtol=1e-5)
+    assert g0.keys() == g1.keys()
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
 @pytest.mark.parametrize(
     "modalities, empty_every, second_frame",
     [
@@ -486,12 +479,7 @@ def test_few_key_path_matches_the_sdpa_encoders(data, modalities, empty_every, s
             (prediction, loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
         )
     assert used == [sorted(modalities)] * 2  # the reference run (budget 0) never took the path
-    (p0, l0, g0), (p1, l1, g1) = results
-    torch.testing.assert_close(p1, p0, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(l1, l0, atol=1e-5, rtol=1e-5)
-    assert g0.keys() == g1.keys()
-    for name in g0:
-        torch.testing.assert_close(g1[name], g0[name], atol=1e-5, rtol=1e-4, msg=name)
+    _assert_same_outputs_and_gradients(*results)
 
 
 @pytest.mark.parametrize("queries", [1, 7])
@@ -580,12 +568,7 @@ def test_row_by_row_attention_matches_the_padded_encoders(monkeypatch, self_laye
             )
         )
     assert calls  # the second run took the path
-    (p0, l0, g0), (p1, l1, g1) = results
-    torch.testing.assert_close(p1, p0, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(l1, l0, atol=1e-5, rtol=1e-5)
-    assert g0.keys() == g1.keys()
-    for name in g0:
-        torch.testing.assert_close(g1[name], g0[name], atol=1e-5, rtol=1e-4, msg=name)
+    _assert_same_outputs_and_gradients(*results)
 
 
 def test_row_by_row_is_chosen_for_long_ragged_batches_only():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
 import torch
@@ -12,9 +10,9 @@ import msalign.models.attention as attention_module
 from msalign.data.synthetic import generate_synthetic
 from msalign.errors import MsalignError
 from msalign.models import create_model
-from msalign.models.attention import length_groups
 from msalign.models.base import task_loss
 from msalign.training.data import collate_rows
+from support import set_packing
 
 TINY = {"width": 16, "heads": 4, "layers": 1, "self_layers": 1}
 
@@ -99,14 +97,7 @@ def test_dropping_padding_is_exact(data, monkeypatch):
     encoders = [*model.transformer.crossmodal.values(), *model.transformer.memory.values()]
 
     def run(pack: bool, groups: bool):
-        for encoder in encoders:
-            encoder.pack_below = 1.0 if pack else 0.0
-        grouping = (
-            functools.partial(length_groups, overhead=0.0)
-            if groups
-            else (lambda q, *args, **kw: [torch.arange(q.shape[0])])
-        )
-        monkeypatch.setattr(attention_module, "length_groups", grouping)
+        set_packing(monkeypatch, encoders, (attention_module,), pack=pack, groups=groups)
         with torch.no_grad():
             return model(b["features"], b["masks"]).prediction
 

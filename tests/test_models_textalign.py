@@ -23,6 +23,7 @@ from msalign.models.textalign import straight_through_top_k
 from msalign.training import RunSpec, train
 from msalign.training.checkpoint import read_checkpoint_meta
 from msalign.training.data import collate_rows
+from support import train_two_epochs
 
 TINY = {"width": 16, "heads": 4, "head_hidden": 16, "top_k": 5}
 ABLATIONS = {
@@ -172,13 +173,7 @@ def data():
 def test_textalign_and_its_ablations_train_on_synthetic(data, name, tmp_path):
     torch.set_num_threads(1)
     model_config = build_config("textalign", {**TINY, **ABLATIONS[name]})
-    train_config = TrainConfig(epochs=2, batch_size=16, lr=1e-3, patience=2, threads=1, accelerator="cpu")
-    results = train(
-        RunSpec("textalign", model_config, train_config, seeds=[0], out_dir=tmp_path),
-        data,
-        progress=False,
-        log=lambda *a: None,
-    )
+    results = train_two_epochs("textalign", model_config, data, tmp_path)
     assert np.isfinite(results.mean["MAE"])
     history = json.loads((tmp_path / "seed_0" / "history.json").read_text())
     assert ("train/uniformity" in history[0]) == model_config.uniformity

@@ -31,39 +31,24 @@ def test_first_occurrences_keeps_each_row_once_in_index_order():
     assert first.tolist() == [1, 2, 0, 5]
 
 
+def _run_ddp(args: list[str], out: Path) -> subprocess.CompletedProcess:
+    """``msalign ARGS`` in 2 CPU processes (gloo) in a child interpreter; it succeeds and only rank 0
+    prints the table (rank 1's stdout goes nowhere)."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    two_processes = ["--devices", "2", "--strategy", "ddp", "--accelerator", "cpu"]
+    command = [sys.executable, "-m", "msalign.cli", *args, *two_processes, "--out", str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("| name |") == 1, done.stdout
+    return done
+
+
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory) -> Path:
     """decalign trained for 2 epochs by 2 CPU processes (gloo), through the CLI."""
     out = tmp_path_factory.mktemp("ddp") / "run"
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    command = [
-        sys.executable,
-        "-m",
-        "msalign.cli",
-        "train",
-        "--model",
-        "decalign",
-        "--dataset",
-        DATASET,
-        "--epochs",
-        "2",
-        "--seeds",
-        "1111",
-        "--set",
-        "threads=1",
-        "batch_size=8",
-        "--devices",
-        "2",
-        "--strategy",
-        "ddp",
-        "--accelerator",
-        "cpu",
-        "--out",
-        str(out),
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("| name |") == 1, done.stdout  # only rank 0 prints the table
+    train = ["train", "--model", "decalign", "--dataset", DATASET, "--epochs", "2", "--seeds", "1111"]
+    _run_ddp([*train, "--set", "threads=1", "batch_size=8"], out)
     return out
 
 
@@ -131,34 +116,8 @@ def test_device_settings_lightning_refuses_are_one_line_errors(tmp_path, capsys,
 @pytest.mark.slow
 def test_a_ddp_benchmark_prints_and_writes_its_table_once(tmp_path):
     out = tmp_path / "bench"
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    command = [
-        sys.executable,
-        "-m",
-        "msalign.cli",
-        "benchmark",
-        "--models",
-        "text_only,late_fusion",
-        "--dataset",
-        DATASET,
-        "--epochs",
-        "1",
-        "--seeds",
-        "1111",
-        "--set",
-        "threads=1",
-        "--devices",
-        "2",
-        "--strategy",
-        "ddp",
-        "--accelerator",
-        "cpu",
-        "--out",
-        str(out),
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("| name |") == 1, done.stdout  # rank 1's stdout goes nowhere
+    benchmark = ["benchmark", "--models", "text_only,late_fusion", "--dataset", DATASET, "--epochs", "1"]
+    done = _run_ddp([*benchmark, "--seeds", "1111", "--set", "threads=1"], out)
     assert done.stderr.count("[late_fusion seed 1111] best epoch") == 1, done.stderr  # nor its log lines
     table = json.loads((out / "table.json").read_text())
     for label in ("text_only", "late_fusion"):

@@ -5,13 +5,15 @@
   checks the sizes a file *declares* (array shapes, byte strings, zip members) against this limit
   and against the file's own size before allocating anything.
 * :func:`regular_file`: data files are opened only when they are regular files, so a FIFO or a
-  device named ``audio.npz`` is refused instead of blocking the loader forever.
+  device named ``audio.npz`` is refused instead of blocking the loader forever
+  (:func:`read_regular_json` reads a JSON object so).
 * :func:`short_repr`: a user's value formatted into an error message is cut to a bounded length,
   so a crafted value (a huge string, a YAML alias bomb) cannot make the message itself unbounded.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import reprlib
@@ -71,6 +73,18 @@ def regular_file(path: str | Path, what: str = "") -> Path:
     if not stat.S_ISREG(mode):
         raise MsalignError(f"{name}: not a regular file (a FIFO, socket or device); refusing to read it")
     return path
+
+
+def read_regular_json(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in the regular file ``path`` (``what`` names it in the one-line error otherwise)."""
+    regular_file(path)  # a FIFO would block read_text forever
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise MsalignError(f"{path}: cannot read {what} ({error})") from None
+    if not isinstance(data, dict):
+        raise MsalignError(f"{path}: {what} is not a JSON object")
+    return data
 
 
 MAX_ZIP_RATIO = 1100  # deflate's best is ~1032:1; a member declaring more expansion is a zip bomb

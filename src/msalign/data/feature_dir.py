@@ -77,7 +77,7 @@ from msalign.data.validate import (
     zero_padding,
 )
 from msalign.errors import MsalignError
-from msalign.limits import check_npz, regular_file, short_repr
+from msalign.limits import check_npz, read_regular_json, regular_file, short_repr
 
 LABEL_FILE = "label.csv"
 LABEL_HEADER = ("video_id", "clip_id", "text", "label", "annotation", "mode")
@@ -327,13 +327,7 @@ def descriptions_digest(raw: bytes) -> str:
 
 def read_descriptions_file(path: Path) -> Descriptions:
     """The whole file, read leniently (a describer that is not an object is empty), for msalign predict."""
-    regular_file(path)  # a FIFO would block read_text forever
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise MsalignError(f"{path}: cannot read descriptions file ({error})") from None
-    if not isinstance(data, dict):
-        raise MsalignError(f"{path}: descriptions file is not a JSON object")
+    data = read_regular_json(path, "descriptions file")
     describer = data.get("describer")
     table = data.get("descriptions")
     return Descriptions(

@@ -131,31 +131,19 @@ def _check_complete(info: MediaInfo, decoded: float, what: str) -> None:
         )
 
 
+def _decode_command(info: MediaInfo, stream: str, *output: str) -> list[str]:
+    """The ffmpeg command that decodes ``stream`` (e.g. ``0:a:0``) of ``info``'s file to stdout, as ``output`` says."""
+    tool = ffmpeg_tool("ffmpeg", for_file=info.path)
+    return [tool, "-nostdin", "-v", "error", "-i", media_arg(info.path), "-map", stream, *output, "-"]
+
+
 def load_audio(path: str | Path, sample_rate: int = 16000, info: MediaInfo | None = None) -> np.ndarray:
     """The first audio track as mono float32 samples at ``sample_rate`` Hz."""
     info = info or probe(path)
     if not info.has_audio:
         raise NoAudioTrackError(f"{info.path}: no audio track")
-    tool = ffmpeg_tool("ffmpeg", for_file=info.path)
     done = subprocess.run(
-        [
-            tool,
-            "-nostdin",
-            "-v",
-            "error",
-            "-i",
-            media_arg(info.path),
-            "-map",
-            "0:a:0",
-            "-vn",
-            "-ac",
-            "1",
-            "-ar",
-            str(sample_rate),
-            "-f",
-            "f32le",
-            "-",
-        ],
+        _decode_command(info, "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le"),
         capture_output=True,
     )
     samples = np.frombuffer(done.stdout, dtype="<f4").astype(np.float32)
@@ -184,25 +172,9 @@ def iter_frames(
     height = int(round(info.height * width / info.width / 2)) * 2
     width -= width % 2
     frame_bytes = width * height * 3
-    tool = ffmpeg_tool("ffmpeg", for_file=info.path)
-    command = [
-        tool,
-        "-nostdin",
-        "-v",
-        "error",
-        "-i",
-        media_arg(info.path),
-        "-map",
-        "0:v:0",
-        "-an",
-        "-vf",
-        f"fps={fps},scale={width}:{height}",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "rgb24",
-        "-",
-    ]
+    command = _decode_command(
+        info, "0:v:0", "-an", "-vf", f"fps={fps},scale={width}:{height}", "-f", "rawvideo", "-pix_fmt", "rgb24"
+    )
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     count = 0
     try:

@@ -22,7 +22,6 @@ description is appended to the transcript exactly as the loader does and printed
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -47,23 +46,12 @@ from msalign.errors import MsalignError
 from msalign.extract.pipeline import ExtractOptions, collect_jobs, run_jobs
 from msalign.extract.vision import DIM as VISION_DIM
 from msalign.extract.vision import feature_names as vision_names
-from msalign.limits import regular_file
+from msalign.limits import read_regular_json
 from msalign.models.text_tuning import model_inputs
 from msalign.training.checkpoint import check_feature_spec, checkpoint_feature_spec, load_checkpoint
 
 # |score| below this is "neutral": MOSI/MOSEI scores round to 0 there; SIMS uses MMSA's 3-class cut.
 NEUTRAL_BAND = {"mosi": 0.5, "mosei": 0.5, "sims": 0.1}
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    regular_file(path)  # a FIFO would block read_text forever
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise MsalignError(f"{path}: cannot read {what} ({error})") from None
-    if not isinstance(data, dict):
-        raise MsalignError(f"{path}: {what} is not a JSON object")
-    return data
 
 
 def find_extraction_record(checkpoint: Path, info: dict[str, Any], given: str | Path | None) -> tuple[dict | None, str]:
@@ -72,13 +60,13 @@ def find_extraction_record(checkpoint: Path, info: dict[str, Any], given: str | 
         path = Path(given)
         if path.is_dir():
             path = path / "extract.json"
-        return _read_json(path, "extraction record"), str(path)
+        return read_regular_json(path, "extraction record"), str(path)
     recorded = checkpoint_feature_spec(info).extraction
     if isinstance(recorded, dict):
         return recorded, f"checkpoint {checkpoint}"
     folder = _training_folder(checkpoint)
     if folder is not None and (folder / "extract.json").is_file():
-        return _read_json(folder / "extract.json", "extraction record"), str(folder / "extract.json")
+        return read_regular_json(folder / "extract.json", "extraction record"), str(folder / "extract.json")
     return None, "no extract.json found for its training features"
 
 
@@ -86,7 +74,7 @@ def _training_folder(checkpoint: Path) -> Path | None:
     """The feature directory the checkpoint was trained on, from its run's results.json (if still there)."""
     for results in (checkpoint.parent / "results.json", checkpoint.parent.parent / "results.json"):
         if results.is_file():
-            dataset = _read_json(results, "results").get("dataset")
+            dataset = read_regular_json(results, "results").get("dataset")
             if dataset and Path(dataset).is_dir():
                 return Path(dataset)
     return None
