@@ -292,12 +292,12 @@ def checkpoint_cases(tmp: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
     from safetensors.torch import load_file, save_file
 
     from msalign.models import create_model
-    from msalign.training.checkpoint import read_checkpoint_meta, save_checkpoint
+    from msalign.training.checkpoint import CheckpointMeta, read_checkpoint_meta, save_checkpoint
 
     model = create_model("late_fusion", dims={"text": 8, "audio": 4}, output_dim=1)
     base = tmp / "good.safetensors"
-    save_checkpoint(base, model, {"model_config": {"width": 64}, "feature_spec": {}})
-    info, state = read_checkpoint_meta(base), load_file(str(base))
+    save_checkpoint(base, model, CheckpointMeta.describe(model, {"width": 64}, feature_spec={}))
+    info, state = read_checkpoint_meta(base).to_json(), load_file(str(base))
     tampered = {
         "layers_1e6": ("model_config", {"layers": 1_000_000}),
         "width_huge": ("model_config", {"width": 16384}),

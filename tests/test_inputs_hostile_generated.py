@@ -198,15 +198,16 @@ def checkpoint(tmp_path_factory) -> tuple[Path, dict, dict]:
     from safetensors.torch import load_file
 
     from msalign.models import create_model
-    from msalign.training.checkpoint import read_checkpoint_meta, save_checkpoint
+    from msalign.training.checkpoint import CheckpointMeta, read_checkpoint_meta, save_checkpoint
 
     path = tmp_path_factory.mktemp("ckpt") / "good.safetensors"
+    model = create_model("text_only", dims={"text": 6}, output_dim=1)
     save_checkpoint(
         path,
-        create_model("text_only", dims={"text": 6}, output_dim=1),
-        {"model_config": {"width": 8, "heads": 2, "head_hidden": 8}, "feature_spec": {"options": {}}},
+        model,
+        CheckpointMeta.describe(model, {"width": 8, "heads": 2, "head_hidden": 8}, feature_spec={"options": {}}),
     )
-    return path, read_checkpoint_meta(path), load_file(str(path))
+    return path, read_checkpoint_meta(path).to_json(), load_file(str(path))
 
 
 @FUZZ

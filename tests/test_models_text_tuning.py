@@ -56,7 +56,7 @@ def test_finetuning_trains_the_encoder_and_travels_in_the_checkpoint(folder, tmp
     )
     results = train(RunSpec("text_only", model_config, train_config, [0], tmp_path), dataset, False, lambda *a: None)
     model, info = load_checkpoint(tmp_path / "seed_0" / "model.safetensors")
-    assert info["text_tuning"]["encoder"] == "minilm" and model.text_encoder is not None
+    assert info.text_tuning is not None and info.text_tuning["encoder"] == "minilm" and model.text_encoder is not None
     frozen = TextEncoder("minilm", cache=False)
     frozen._load()
     tuned_weight = model.text_encoder.transformer.embeddings.word_embeddings.weight

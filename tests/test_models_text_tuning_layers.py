@@ -214,7 +214,8 @@ def test_tuned_layers_train_and_travel_in_the_checkpoint(folder, tmp_path, monke
         lambda *a: None,
     )
     model, info = load_checkpoint(tmp_path / "seed_0" / "model.safetensors")
-    meta = info["text_tuning"]
+    meta = info.text_tuning
+    assert meta is not None
     assert (
         meta["finetune_layers"] == 2
         and meta["identity"] == dataset.feature_spec.to_json()["modalities"]["text"]["encoder"]

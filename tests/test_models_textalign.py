@@ -192,4 +192,4 @@ def test_textalign_classification(tmp_path):
     )
     assert 0 <= results.mean["WAcc"] <= 1
     assert {"WAcc", "WAF1"} <= set(results.mean)  # scored as classification
-    assert read_checkpoint_meta(tmp_path / "seed_0" / "model.safetensors")["output_dim"] == 3  # a 3-class head
+    assert read_checkpoint_meta(tmp_path / "seed_0" / "model.safetensors").output_dim == 3  # a 3-class head

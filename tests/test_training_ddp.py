@@ -71,7 +71,7 @@ def test_ddp_metrics_equal_single_process_metrics_of_the_same_model(ddp_run: Pat
         single = metrics.compute(preds, labels, dataset.metric_set)
         for key, value in single.items():
             assert abs(seed[split][key] - value) <= 1e-4, (split, key, seed[split][key], value)
-    assert info["metrics"]["test"] == seed["test"]
+    assert info.metrics is not None and info.metrics["test"] == seed["test"]
 
 
 def test_ddp_history_has_one_row_per_epoch_with_losses_over_both_ranks(ddp_run: Path):

@@ -47,14 +47,14 @@ def evaluate_checkpoint(request: EvaluationRequest) -> EvaluationResult:
     """Scores ``request.checkpoint`` (see the module docstring)."""
     model, info = load_checkpoint(request.checkpoint)
     recorded = checkpoint_feature_spec(info).load_kwargs()
-    if info.get("task") in ("regression", "classification"):
-        recorded["task"] = info["task"]  # the training task, also for integer class labels
+    if info.task in ("regression", "classification"):
+        recorded["task"] = info.task  # the training task, also for integer class labels
     dataset = load_dataset_from_options(request.dataset, recorded)
     check_feature_spec(info, dataset.feature_spec, dataset.dims, request.checkpoint)
     split = dataset.split(request.split)
-    common = {
+    common: dict[str, Any] = {
         "checkpoint": str(request.checkpoint),
-        "model_name": info["model"],
+        "model_name": info.model,
         "split": request.split,
         "metric_set": dataset.metric_set,
         "n": len(split),

@@ -48,13 +48,18 @@ from msalign.extract.vision import DIM as VISION_DIM
 from msalign.extract.vision import feature_names as vision_names
 from msalign.limits import read_regular_json
 from msalign.models.text_tuning import model_inputs
-from msalign.training.checkpoint import check_feature_spec, checkpoint_feature_spec, load_checkpoint
+from msalign.training.checkpoint import (
+    CheckpointMeta,
+    check_feature_spec,
+    checkpoint_feature_spec,
+    load_checkpoint,
+)
 
 # |score| below this is "neutral": MOSI/MOSEI scores round to 0 there; SIMS uses MMSA's 3-class cut.
 NEUTRAL_BAND = {"mosi": 0.5, "mosei": 0.5, "sims": 0.1}
 
 
-def find_extraction_record(checkpoint: Path, info: dict[str, Any], given: str | Path | None) -> tuple[dict | None, str]:
+def find_extraction_record(checkpoint: Path, info: CheckpointMeta, given: str | Path | None) -> tuple[dict | None, str]:
     """(extract.json contents, where it came from) for the checkpoint's training features, or (None, why not)."""
     if given is not None:
         path = Path(given)
@@ -80,7 +85,7 @@ def _training_folder(checkpoint: Path) -> Path | None:
     return None
 
 
-def resolve_describer(checkpoint: Path, info: dict[str, Any]):
+def resolve_describer(checkpoint: Path, info: CheckpointMeta):
     """The describer (with its fitted thresholds) whose descriptions the checkpoint's text carried, or None."""
     spec = checkpoint_feature_spec(info)
     given = spec.load_options.descriptions
@@ -143,7 +148,7 @@ def _differences(trained: Any, local: Any, prefix: str = "") -> list[tuple[str, 
 
 def resolve_options(
     checkpoint: Path,
-    info: dict[str, Any],
+    info: CheckpointMeta,
     given: str | Path | None,
     threads: int | None,
     warn=lambda line: print(line, file=sys.stderr),
@@ -152,8 +157,8 @@ def resolve_options(
     spec = checkpoint_feature_spec(info)
     if spec.format != "feature_dir":
         raise MsalignError(
-            f"checkpoint {checkpoint}: trained on {spec.format or info.get('dataset') or 'unknown'} features "
-            f"(dataset {info.get('dataset')!r}), not on a feature directory made by msalign extract, "
+            f"checkpoint {checkpoint}: trained on {spec.format or info.dataset or 'unknown'} features "
+            f"(dataset {info.dataset!r}), not on a feature directory made by msalign extract, "
             "so predict cannot make matching features from media"
         )
     record, where = find_extraction_record(checkpoint, info, given)
@@ -195,11 +200,11 @@ def expected_modalities(options, encoder) -> dict[str, ModalitySpec]:
     }
 
 
-def check_modalities(checkpoint: Path, info: dict[str, Any], expected: dict[str, ModalitySpec]) -> FeatureSpec:
+def check_modalities(checkpoint: Path, info: CheckpointMeta, expected: dict[str, ModalitySpec]) -> FeatureSpec:
     """Refuse a checkpoint whose modalities were made differently; returns the matching feature spec."""
     spec = checkpoint_feature_spec(info)
     modalities = dict(spec.modalities or {})  # modalities the model does not use are not made here
-    for modality in info["dims"]:
+    for modality in info.dims:
         trained = spec.modality(modality).to_json()
         for key, value in expected[modality].to_json().items():
             if trained.get(key) != value:
@@ -210,7 +215,7 @@ def check_modalities(checkpoint: Path, info: dict[str, Any], expected: dict[str,
         # Sequence length is not a property of how features are made: any clip length is scored.
         modalities[modality] = replace(expected[modality], max_len=spec.modality(modality).max_len)
     rebuilt = replace(spec, modalities=modalities)
-    check_feature_spec(info, rebuilt, {m: int(expected[m].dim or 0) for m in info["dims"]}, checkpoint)
+    check_feature_spec(info, rebuilt, {m: int(expected[m].dim or 0) for m in info.dims}, checkpoint)
     return rebuilt
 
 
@@ -220,7 +225,7 @@ def sentiment_label(score: float, metric_set: str, band: float | None) -> str:
 
 
 def predict_clips(
-    model, info: dict[str, Any], clips: list, encoder, band: float | None = None, descriptions: list[str] | None = None
+    model, info: CheckpointMeta, clips: list, encoder, band: float | None = None, descriptions: list[str] | None = None
 ) -> list[dict[str, Any]]:
     """One result dict per extracted clip (score, label, modalities_used, missing, transcript[, description])."""
     spec = checkpoint_feature_spec(info)
@@ -245,7 +250,7 @@ def predict_clips(
         for modality in model.modalities:
             x = sequences[modality]
             if x is None or len(x) == 0:  # the feature-directory placeholder for a missing modality
-                x = np.zeros((1, info["dims"][modality]), dtype=np.float32)
+                x = np.zeros((1, info.dims[modality]), dtype=np.float32)
             sequences[modality] = np.asarray(x, dtype=np.float32)
         per_clip.append(sequences)
     _group_standardize(per_clip, info)
@@ -264,9 +269,9 @@ def predict_clips(
             prediction = model(*model_inputs(model, batch)).prediction.float().reshape(-1).numpy()
         missing = {m: why for m, why in clip.missing.items() if m in model.modalities}
         result: dict[str, Any] = {}
-        if info.get("task", "regression") == "regression":
+        if (info.task or "regression") == "regression":
             score = float(prediction[0])
-            result.update(score=round(score, 4), label=sentiment_label(score, info.get("metric_set", "mosi"), band))
+            result.update(score=round(score, 4), label=sentiment_label(score, info.metric_set or "mosi", band))
         else:
             probabilities = torch.softmax(torch.from_numpy(prediction), dim=0).numpy()
             best = int(probabilities.argmax())
@@ -283,7 +288,7 @@ def predict_clips(
     return results
 
 
-def _group_standardize(per_clip: list[dict[str, Any]], info: dict[str, Any]) -> None:
+def _group_standardize(per_clip: list[dict[str, Any]], info: CheckpointMeta) -> None:
     """A checkpoint trained on per-group z-scores (msalign.data.group_norm): the clips given to one
     predict call form one group (one speaker's clips, e.g. a video's segments), shrunk toward the
     training prior; a single clip falls back smoothly to the training statistics."""

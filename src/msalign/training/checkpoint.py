@@ -9,6 +9,8 @@ whose feature spec differs from the data it is asked to score.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +30,85 @@ from msalign.models.text_tuning import rebuild_text_encoder
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(path: str | Path, model: MSAModel, meta: dict[str, Any]) -> None:
-    info = {"format": FORMAT_VERSION, "model": model.name, "dims": model.dims, "output_dim": model.output_dim, **meta}
+# The keys a checkpoint's metadata may hold, in the order they are written; any other key read from a
+# file is kept in ``CheckpointMeta.extra`` and written back after these.
+_KEYS = (
+    "format",
+    "model",
+    "dims",
+    "output_dim",
+    "model_config",
+    "train_config",
+    "feature_spec",
+    "dataset",
+    "metric_set",
+    "task",
+    "modalities",
+    "seed",
+    "metrics",
+    "text_tuning",
+)
+_REQUIRED = ("model", "model_config", "dims", "output_dim")
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """A checkpoint's metadata (the JSON in the safetensors header key ``msalign``).
+
+    ``None`` in an optional field means the file does not record it (``task`` then reads as
+    regression and ``metric_set`` as mosi). ``train_config``, ``dataset``, ``modalities``, ``seed``
+    and ``metrics`` are descriptive only: read back as written, never built from. ``text_tuning`` is
+    the fine-tuned text encoder's own record (see ``models.text_tuning``)."""
+
+    model: str
+    dims: dict[str, int]
+    output_dim: int
+    model_config: dict[str, Any]
+    train_config: dict[str, Any] | None = None
+    feature_spec: dict[str, Any] | None = None
+    dataset: str | None = None
+    metric_set: str | None = None
+    task: str | None = None
+    modalities: list[str] | None = None
+    seed: int | None = None
+    metrics: dict[str, Any] | None = None
+    text_tuning: dict[str, Any] | None = None
+    format: int = FORMAT_VERSION
+    extra: Mapping[str, Any] = field(default_factory=dict)  # keys this version does not know
+
+    @classmethod
+    def describe(cls, model: MSAModel, model_config: dict[str, Any], **fields: Any) -> CheckpointMeta:
+        """The metadata of ``model``'s checkpoint: its name, dims and output size come from the model."""
+        return cls(model.name, dict(model.dims), model.output_dim, model_config, **fields)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object written to the file: the known keys in their fixed order (unrecorded ones
+        left out), then ``extra``."""
+        data = {key: getattr(self, key) for key in _KEYS}
+        data = {key: value for key, value in data.items() if value is not None or key in _REQUIRED}
+        return {**data, **self.extra}
+
+    @classmethod
+    def from_json(cls, data: Any, path: str | Path) -> CheckpointMeta:
+        """Checks a checkpoint's decoded metadata (see :func:`check_meta`); each wrong field is one
+        line naming the file and key."""
+        if not isinstance(data, dict):
+            raise MsalignError(f"checkpoint {path}: metadata is a {type(data).__name__}, not a JSON object")
+        for key in _REQUIRED:
+            if key not in data:
+                raise MsalignError(f"checkpoint {path}: metadata lacks {key!r}")
+        check_meta(data, path)
+        known = {key: data[key] for key in _KEYS if key in data}
+        return cls(**known, extra={key: value for key, value in data.items() if key not in _KEYS})
+
+
+def save_checkpoint(path: str | Path, model: MSAModel, meta: CheckpointMeta) -> None:
+    """Writes ``model``'s weights with ``meta`` (which must describe this model) atomically to ``path``."""
+    if (meta.model, meta.dims, meta.output_dim) != (model.name, model.dims, model.output_dim):
+        raise ValueError(f"checkpoint metadata describes {meta.model} {meta.dims}, not the model saved")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as temporary:
-        save_file(state, str(temporary), metadata={"msalign": json.dumps(info)})
+        save_file(state, str(temporary), metadata={"msalign": json.dumps(meta.to_json())})
 
 
 def checkpoint_file(path: str | Path) -> Path:
@@ -50,7 +126,9 @@ def checkpoint_file(path: str | Path) -> Path:
     raise MsalignError(f"checkpoint {path}: is a folder without model.safetensors; pass OUT/seed_N/model.safetensors")
 
 
-def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+def read_checkpoint_meta(path: str | Path) -> CheckpointMeta:
+    """The metadata of the checkpoint at ``path`` (a file or a seed folder), checked; one line naming
+    the file and key when it is not a readable, sane msalign checkpoint."""
     path = checkpoint_file(path)
     regular_file(path, f"checkpoint {path}")  # missing, a directory or a FIFO: one line, no hang
     try:
@@ -64,13 +142,7 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
         info = json.loads(metadata["msalign"])
     except json.JSONDecodeError:
         raise MsalignError(f"checkpoint {path}: corrupt msalign metadata") from None
-    if not isinstance(info, dict):
-        raise MsalignError(f"checkpoint {path}: metadata is a {type(info).__name__}, not a JSON object")
-    for key in ("model", "model_config", "dims", "output_dim"):
-        if key not in info:
-            raise MsalignError(f"checkpoint {path}: metadata lacks {key!r}")
-    check_meta(info, path)
-    return info
+    return CheckpointMeta.from_json(info, path)
 
 
 MAX_DIM = 1 << 16  # a feature dimension (BERT: 768, OpenFace: 709, COVAREP: 74)
@@ -86,7 +158,8 @@ def _positive_int(value: Any, hi: int) -> bool:
 
 
 def check_meta(info: dict[str, Any], path: str | Path) -> None:
-    """Check a checkpoint's metadata against the model's config class and sane bounds before
+    """Check a checkpoint's decoded metadata (the JSON object, before it becomes a
+    :class:`CheckpointMeta`) against the model's config class and sane bounds before
     anything is built from it: a tampered file would otherwise build a million layers, allocate a
     384 GB weight or fail deep inside torch. Each wrong field is one line naming the file and key."""
     if not isinstance(info["model"], str):
@@ -107,7 +180,7 @@ def check_meta(info: dict[str, Any], path: str | Path) -> None:
         raise _meta_error(path, "output_dim", info["output_dim"], f"expected an integer from 1 to {MAX_OUTPUT}")
     if not isinstance(info["model_config"], dict):
         raise _meta_error(path, "model_config", info["model_config"], "expected a JSON object")
-    _model_config(info, path)  # keys known, types and ranges checked by the config class
+    _model_config(info["model"], info["model_config"], path)  # keys known, types and ranges checked
     for key in ("feature_spec", "text_tuning", "metrics"):
         if info.get(key) is not None and not isinstance(info[key], dict):
             raise _meta_error(path, key, info[key], "expected a JSON object")
@@ -134,33 +207,35 @@ def check_meta(info: dict[str, Any], path: str | Path) -> None:
         raise _meta_error(path, "task", info.get("task"), "expected regression or classification")
     if info.get("metric_set", "mosi") not in ("mosi", "mosei", "sims", "iemocap"):
         raise _meta_error(path, "metric_set", info.get("metric_set"), "expected mosi, mosei, sims or iemocap")
-    checkpoint_feature_spec(info, path)  # its nested objects (options, modalities, extraction, classes)
+    _feature_spec(info.get("feature_spec"), path)  # its nested objects (options, modalities, extraction, classes)
 
 
-def checkpoint_feature_spec(info: dict[str, Any], path: str | Path = "") -> FeatureSpec:
+def checkpoint_feature_spec(meta: CheckpointMeta, path: str | Path = "") -> FeatureSpec:
     """The feature spec a checkpoint's metadata records (the empty spec when it records none); a wrong
     nested object is one line naming the file and key, e.g. ``feature_spec.options``."""
-    return FeatureSpec.from_json(
-        info.get("feature_spec"), error=lambda key, value, want: _meta_error(path, key, value, want)
-    )
+    return _feature_spec(meta.feature_spec, path)
 
 
-def _model_config(info: dict[str, Any], path: str | Path) -> Any:
+def _feature_spec(recorded: Any, path: str | Path) -> FeatureSpec:
+    return FeatureSpec.from_json(recorded, error=lambda key, value, want: _meta_error(path, key, value, want))
+
+
+def _model_config(model: str, model_config: dict[str, Any], path: str | Path) -> Any:
     """The model's config from the metadata, coerced and range-checked (see config.check_ranges)."""
     try:
         where = f"checkpoint {path}: metadata key 'model_config'"
-        return update_dataclass(build_config(info["model"]), info["model_config"], "model", where)
+        return update_dataclass(build_config(model), model_config, "model", where)
     except MsalignError as error:
         text = str(error)
         raise MsalignError(text if text.startswith(where) else f"{where}: {text}") from None
 
 
-def _check_model_size(info: dict[str, Any], config: Any, path: str | Path) -> None:
+def _check_model_size(info: CheckpointMeta, config: Any, path: str | Path) -> None:
     """Count the parameters the metadata describes on torch's meta device (no memory) and refuse a
     model larger than the weights the file holds or than the allocation limit."""
     try:
         with torch.device("meta"):
-            shell = create_model(info["model"], dims=info["dims"], output_dim=info["output_dim"], config=config)
+            shell = create_model(info.model, dims=info.dims, output_dim=info.output_dim, config=config)
     except MsalignError as error:
         raise MsalignError(f"checkpoint {path}: {error}") from None
     except Exception:  # a model that cannot be built on the meta device is sized by the real build
@@ -175,17 +250,17 @@ def _check_model_size(info: dict[str, Any], config: Any, path: str | Path) -> No
         )
 
 
-def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[MSAModel, dict[str, Any]]:
+def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[MSAModel, CheckpointMeta]:
     """Rebuilds the model and loads its weights. ``expect_model`` refuses another model's file."""
     path = checkpoint_file(path)
     info = read_checkpoint_meta(path)
-    if expect_model is not None and info["model"] != expect_model:
-        raise MsalignError(f"checkpoint {path}: holds model {info['model']!r}, not {expect_model!r}")
-    config = _model_config(info, path)
+    if expect_model is not None and info.model != expect_model:
+        raise MsalignError(f"checkpoint {path}: holds model {info.model!r}, not {expect_model!r}")
+    config = _model_config(info.model, info.model_config, path)
     _check_model_size(info, config, path)
-    model = create_model(info["model"], dims=info["dims"], output_dim=info["output_dim"], config=config)
-    if info.get("text_tuning"):  # a fine-tuned text encoder travels inside the checkpoint
-        rebuild_text_encoder(model, info["text_tuning"])
+    model = create_model(info.model, dims=info.dims, output_dim=info.output_dim, config=config)
+    if info.text_tuning:  # a fine-tuned text encoder travels inside the checkpoint
+        rebuild_text_encoder(model, info.text_tuning)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as error:
@@ -194,20 +269,20 @@ def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as error:  # a tensor of another shape: another model or config
         detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
-        raise MsalignError(f"checkpoint {path}: weights do not fit model {info['model']} ({detail})") from None
+        raise MsalignError(f"checkpoint {path}: weights do not fit model {info.model} ({detail})") from None
     if missing or unexpected:
         raise MsalignError(
-            f"checkpoint {path}: weights do not fit model {info['model']} "
+            f"checkpoint {path}: weights do not fit model {info.model} "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     model.eval()
     return model, info
 
 
-def check_feature_spec(info: dict[str, Any], dataset_spec: FeatureSpec, dims: dict[str, int], path: str | Path) -> None:
+def check_feature_spec(info: CheckpointMeta, dataset_spec: FeatureSpec, dims: dict[str, int], path: str | Path) -> None:
     """Refuse scoring data whose features were made differently from the training data (``info``: the
     checkpoint's metadata)."""
-    for modality, dim in info["dims"].items():
+    for modality, dim in info.dims.items():
         if modality not in dims:
             raise MsalignError(f"checkpoint {path}: model needs modality {modality!r}, which the data lacks")
         if dims[modality] != dim:

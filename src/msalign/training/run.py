@@ -35,7 +35,7 @@ from msalign.errors import MsalignError
 from msalign.limits import regular_file
 from msalign.models import create_model, get_model_class
 from msalign.models.text_tuning import attach_text_encoder, check_text_tuning
-from msalign.training.checkpoint import save_checkpoint
+from msalign.training.checkpoint import CheckpointMeta, save_checkpoint
 from msalign.training.data import MSADataModule
 from msalign.training.module import MSALightningModule
 from msalign.training.run_folder import (
@@ -288,18 +288,19 @@ def train_seed(spec: RunSpec, seed: int, dataset: MultimodalDataset, progress: b
     save_checkpoint(
         checkpoint,
         model,
-        {
-            "model_config": config_to_dict(spec.model_config),
-            "train_config": config_to_dict(train_config),
-            "feature_spec": dataset.feature_spec.to_json(),
-            "dataset": dataset.name,
-            "metric_set": dataset.metric_set,
-            "task": dataset.task,
-            "modalities": list(modalities),
-            "seed": seed,
-            "metrics": scores,
-            **({"text_tuning": model.text_encoder.metadata()} if model.text_encoder is not None else {}),
-        },
+        CheckpointMeta.describe(
+            model,
+            config_to_dict(spec.model_config),
+            train_config=config_to_dict(train_config),
+            feature_spec=dataset.feature_spec.to_json(),
+            dataset=dataset.name,
+            metric_set=dataset.metric_set,
+            task=dataset.task,
+            modalities=list(modalities),
+            seed=seed,
+            metrics=scores,
+            text_tuning=model.text_encoder.metadata() if model.text_encoder is not None else None,
+        ),
     )
     write_history(seed_dir, History(module.history))
     return result

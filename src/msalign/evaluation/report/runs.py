@@ -18,6 +18,7 @@ from msalign.data.types import MultimodalDataset
 from msalign.errors import MsalignError
 from msalign.models import MSAModel, build_config
 from msalign.training.checkpoint import (
+    CheckpointMeta,
     check_feature_spec,
     checkpoint_feature_spec,
     load_checkpoint,
@@ -97,7 +98,7 @@ def load_train_run(path: Path, label: str, dataset: MultimodalDataset | None = N
     return run
 
 
-def _check_checkpoint(path: Path, dataset: MultimodalDataset) -> tuple[MSAModel, dict]:
+def _check_checkpoint(path: Path, dataset: MultimodalDataset) -> tuple[MSAModel, CheckpointMeta]:
     model, info = load_checkpoint(path)
     check_feature_spec(info, dataset.feature_spec, dataset.dims, path)
     return model, info
@@ -128,9 +129,7 @@ def compute_representations(
     """``DecAlign.representations`` over a split, in eval mode: {"before"|"after": {modality: (N, d)}}."""
     model, info = _check_checkpoint(checkpoint, dataset)
     if not isinstance(model, _HasRepresentations):  # only DecAlign has before/after-alignment features
-        raise MsalignError(
-            f"checkpoint {checkpoint}: model {info['model']} has no before/after-alignment representations"
-        )
+        raise MsalignError(f"checkpoint {checkpoint}: model {info.model} has no before/after-alignment representations")
     model.eval()
     parts: dict[str, dict[str, list[np.ndarray]]] = {"before": {}, "after": {}}
     with torch.no_grad():
