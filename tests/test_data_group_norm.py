@@ -171,9 +171,11 @@ def test_cli_options_reach_the_loader(tmp_path, clips):
 
 def test_predict_groups_the_clips_given_together():
     from msalign.inference.predict import _group_standardize
+    from msalign.training.checkpoint import CheckpointMeta
 
     prior = {"mean": [0.0], "var": [1.0]}
-    info = {"feature_spec": {"options": {"group_standardize": {"audio": prior}, "group_strength": 1.0}}}
+    options = {"group_standardize": {"audio": prior}, "group_strength": 1.0}
+    info = CheckpointMeta("late_fusion", {"audio": 1}, 1, {}, feature_spec={"options": options})
     clips = [{"audio": np.array([[1.0]], dtype=np.float32)}, {"audio": np.array([[3.0]], dtype=np.float32)}]
     _group_standardize(clips, info)
     np.testing.assert_allclose([c["audio"][0, 0] for c in clips], [-1 / 3, 5 / 3], rtol=1e-6)

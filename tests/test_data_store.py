@@ -34,7 +34,7 @@ from msalign.errors import MsalignError
 from msalign.evaluation.ablation import modality_contribution, train_mean
 from msalign.models import build_config, create_model
 from msalign.training import RunSpec, train
-from msalign.training.checkpoint import check_feature_spec
+from msalign.training.checkpoint import CheckpointMeta, check_feature_spec
 from msalign.training.data import SplitIndex, collate_rows
 from support import error, mmsa_data, write_pickle
 
@@ -426,10 +426,13 @@ def test_convert_a_pickle_and_checkpoints_move_both_ways(tmp_path, capsys):
     sub_disk = load_dataset(out, modalities="text,audio")
     sub_pickle = load_mmsa_pickle(source, modalities=["text", "audio"])
     assert sub_disk.modalities == ("text", "audio") and sub_disk.feature_spec == sub_pickle.feature_spec
-    info = {"dims": sub_pickle.dims, "feature_spec": sub_pickle.feature_spec.to_json()}
+    info = CheckpointMeta("late_fusion", sub_pickle.dims, 1, {}, feature_spec=sub_pickle.feature_spec.to_json())
     check_feature_spec(info, sub_disk.feature_spec, sub_disk.dims, "model.safetensors")  # no error
     check_feature_spec(
-        {"dims": disk.dims, "feature_spec": disk.feature_spec.to_json()}, original.feature_spec, original.dims, "m"
+        CheckpointMeta("late_fusion", disk.dims, 1, {}, feature_spec=disk.feature_spec.to_json()),
+        original.feature_spec,
+        original.dims,
+        "m",
     )
     with pytest.raises(MsalignError, match="feature spec modalities"):
         check_feature_spec(info, disk.feature_spec, disk.dims, "m")
