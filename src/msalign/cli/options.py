@@ -93,6 +93,26 @@ def add_dataset_options(parser: argparse.ArgumentParser, required: bool = True, 
         default=None,
         help="weight of the training prior in a group's statistics, in clips (default 2)",
     )
+    parser.add_argument(
+        "--text-lexicon",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="NAMES",
+        help="append sentiment-lexicon descriptors of each transcript (vader, textblob, valence; default all) "
+        "to every position of its text features; from the transcript only, no label is read "
+        "(feature directories with a text column; extra: bash scripts/setup.sh lexicon)",
+    )
+    parser.add_argument(
+        "--group-context",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="MODALITIES",
+        help="append to each clip the mean features of its group's clips (--group-column, itself included, "
+        "within its split; features only, no label is read); width doubles (default text, or e.g. text,audio). "
+        "predict: the clips of one call form the group",
+    )
 
 
 def dataset_options(args: argparse.Namespace) -> DatasetOptions:
@@ -110,6 +130,8 @@ def dataset_options(args: argparse.Namespace) -> DatasetOptions:
         group_standardize=args.group_standardize,
         group_column=args.group_column,
         group_strength=args.group_strength,
+        text_lexicon=args.text_lexicon,
+        group_context=args.group_context,
     )
 
 

@@ -42,6 +42,15 @@ training priors to reuse; the group is the label.csv column ``group_column`` (de
 ``video_id``: MOSI's speaker) and ``group_strength`` is the prior's weight in clips. Groups are
 formed within each split and never read labels. The priors used are recorded in
 ``feature_spec.options`` like ``standardize``'s statistics.
+``text_lexicon`` (True = every group, or a list / comma-separated names) appends each clip's
+sentiment-lexicon descriptors (:mod:`msalign.data.lexicon`), computed from its transcript alone
+(not from an appended description), to every real position of its encoded text; it needs text
+encoded from the ``text`` column. ``group_context`` (True = ``["text"]``, or a list of modalities)
+appends to every real position the mean over the clip's group (``group_column``, within its
+split, the clip included) of the clips' mean features (:mod:`msalign.data.group_context`): the
+modality's width doubles. Order: lexicon, then group standardisation, then group context, then
+``standardize``. Both read no label and are recorded in ``feature_spec.options`` (with
+``group_column``) so evaluate, report and predict make the same features.
 ``empty_clips="drop"`` leaves out the clips that are all padding in every modality (counted per split in
 the dataset's ``dropped``); the default ``"error"`` refuses them. ``task`` and the metric set: see :func:`choose_task`.
 ``metric_set`` overrides the one inferred from the path (mosi/mosei/sims/iemocap in the folder's
@@ -57,7 +66,7 @@ import json
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +74,10 @@ import numpy as np
 
 from msalign.atomic import atomic_path, atomic_savez, atomic_write_text
 from msalign.data.feature_spec import DescriptionsUsed, FeatureSpec, LoadOptions, ModalitySpec
+from msalign.data.group_context import append_group_context
+from msalign.data.group_context import resolve_modalities as resolve_context_modalities
 from msalign.data.group_norm import DEFAULT_STRENGTH, fit_prior, resolve_modalities, standardize_groups
+from msalign.data.lexicon import append_descriptors, lexicon_features, resolve_groups
 from msalign.data.text_encoder import TextEncoder
 from msalign.data.types import MODALITIES, SPLITS, MetricSet, MultimodalDataset, Split, Task
 from msalign.data.validate import (
@@ -552,6 +564,8 @@ def load_feature_dir(
     progress: bool | None = None,
     descriptions: bool | str | os.PathLike = False,
     empty_clips: str = "error",
+    text_lexicon: bool | str | Sequence[str] | None = None,
+    group_context: bool | str | Sequence[str] | None = None,
 ) -> MultimodalDataset:
     """Load, standardise and validate a feature directory; see the module docstring."""
     if empty_clips not in ("error", "drop"):
@@ -582,10 +596,24 @@ def load_feature_dir(
             f"{source}: no feature files ({', '.join(f'{m}.npz' for m in MODALITIES)}, ...) and no text column"
         )
 
+    lexicon_groups = resolve_groups(text_lexicon, f"{source}: text_lexicon")
+    if lexicon_groups and "text" in files:
+        raise MsalignError(
+            f"{source}: text_lexicon: the lexicon descriptors are appended to text encoded from the text "
+            f"column, but text comes from {files['text'].path.name}; remove it to encode the text column"
+        )
+    if lexicon_groups and "text" not in wanted:
+        raise MsalignError(f"{source}: text_lexicon: modality 'text' is not loaded (have {wanted})")
+    context_modalities = resolve_context_modalities(group_context, [m for m in MODALITIES if m in wanted], source)
+    grouped = bool(context_modalities) or (group_standardize is not False and group_standardize is not None)
+
     task, metric_set, why, config_keys = choose_task(rows, label_path, folder, task, metric_set)
     labels, classes = _parse_labels(rows, label_path, task)
     ids = [r.id for r in rows]
     texts = [r.text for r in rows]
+    # from the transcripts alone (before any description is appended), and before the slow encoding:
+    # a missing extra fails fast
+    descriptors = lexicon_features(texts, lexicon_groups) if lexicon_groups else None
     described: DescriptionsUsed | None = None
     describer_identity: dict[str, Any] = {}
     if descriptions:  # msalign describe's descriptions.json, appended to the transcripts (textalign)
@@ -616,6 +644,8 @@ def load_feature_dir(
             extra = DESCRIPTION_TOKENS if described else 0  # room for the description after the transcript
             encoder = TextEncoder(text_encoder, max_text_len + extra, batch_size, device, cache_dir, progress=progress)
             x, n = encoder.encode(texts)
+            if descriptors is not None:
+                x = append_descriptors(x, n, descriptors)
             sources[m] = (x, n, np.arange(len(rows)))
             spec_mods[m] = ModalitySpec(
                 source="text_encoder",
@@ -660,18 +690,24 @@ def load_feature_dir(
             source=source,
         )
     )
-    if group_standardize is not False and group_standardize is not None:
+    groups: dict[str, list[str]] = {}
+    if grouped:
         if group_column not in rows[0].columns:
             raise MsalignError(
                 f"{label_path}: no column {group_column!r} to group clips by "
                 f"(group_column; header {[k for k in rows[0].columns if k not in ('id',)]})"
             )
-        strength = float(DEFAULT_STRENGTH if group_strength is None else group_strength)
         row_of = {clip: i for i, clip in enumerate(ids)}  # by id: --empty-clips drop may have left clips out
         groups = {name: [rows[row_of[clip]].columns[group_column] for clip in splits[name].ids] for name in SPLITS}
+    if group_standardize is not False and group_standardize is not None:
+        strength = float(DEFAULT_STRENGTH if group_strength is None else group_strength)
         priors = _group_standardize(splits, groups, group_standardize, strength, source)
     else:
         priors = {}
+    for m in context_modalities:  # after group standardisation, before the train-split z-scores
+        for name, s in splits.items():
+            s.features[m] = append_group_context(s.features[m], s.lengths[m], groups[name])
+        spec_mods[m] = replace(spec_mods[m], dim=int(splits["train"].features[m].shape[2]))
     stats = _standardize(splits, standardize, source)
     # "options" = the load options that reproduce these features (the CLI passes a checkpoint's
     # options back to load_dataset, so evaluate/predict reuse the TRAINING statistics).
@@ -681,11 +717,13 @@ def load_feature_dir(
         standardize=stats or False,
         empty_clips="drop" if empty_clips == "drop" else None,  # evaluate / report reload the same clips
         group_standardize=priors or None,
-        group_column=group_column if priors else None,
+        group_column=group_column if priors or context_modalities else None,
         group_strength=strength if priors else None,
         text_encoder=text_encoder if encoded_text else None,
         max_text_len=max_text_len if encoded_text else None,
         descriptions=(descriptions if descriptions is True else str(descriptions)) if described else None,
+        text_lexicon=list(lexicon_groups) or None,
+        group_context=context_modalities or None,
     )
     spec = FeatureSpec(
         format="feature_dir",

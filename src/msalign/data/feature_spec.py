@@ -103,6 +103,8 @@ class LoadOptions:
     max_text_len: int | None = None
     descriptions: bool | str | None = None  # True (the folder's descriptions.json) or a path
     blank: Sequence[str] | None = None  # modalities whose features are all zero
+    text_lexicon: Sequence[str] | None = None  # lexicon descriptor groups appended to the text (msalign.data.lexicon)
+    group_context: Sequence[str] | None = None  # modalities carrying their group's mean (msalign.data.group_context)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     _KEYS = (
@@ -115,6 +117,8 @@ class LoadOptions:
         "max_text_len",
         "descriptions",
         "blank",
+        "text_lexicon",
+        "group_context",
     )
 
     def to_json(self) -> dict[str, Any]:

@@ -35,6 +35,8 @@ class DatasetOptions:
     group_standardize: str | bool | None = None  # True: every non-text modality; else comma-separated
     group_column: str | None = None
     group_strength: float | None = None
+    text_lexicon: str | bool | None = None  # True: every lexicon group; else comma-separated (msalign.data.lexicon)
+    group_context: str | bool | None = None  # True: text; else comma-separated (msalign.data.group_context)
 
 
 def load_dataset_from_options(options: DatasetOptions, recorded: Mapping[str, Any] | None = None) -> MultimodalDataset:
@@ -60,6 +62,12 @@ def load_dataset_from_options(options: DatasetOptions, recorded: Mapping[str, An
         group = [m.strip() for m in group.split(",") if m.strip()]
     if group is not None and not isinstance(kwargs.get("group_standardize"), dict):  # a checkpoint's priors win
         kwargs["group_standardize"] = group
+    for key in ("text_lexicon", "group_context"):  # given: replaces the recorded list
+        value = getattr(options, key)
+        if isinstance(value, str):
+            value = [name.strip() for name in value.split(",") if name.strip()] or True
+        if value is not None:
+            kwargs[key] = value
     return load_dataset(options.dataset, **kwargs)
 
 

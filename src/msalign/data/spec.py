@@ -12,10 +12,14 @@ model with that stream carrying nothing) apply to every source; ``metric_set`` a
 stores and feature directories; ``verify`` (rescan every feature value) to stores;
 ``text_encoder``, ``standardize``, ``max_text_len``, ``cache_dir``, ``batch_size``, ``device``,
 ``progress``, ``descriptions`` (msalign describe's text, for textalign) and ``group_standardize``,
-``group_column``, ``group_strength`` (per-speaker z-scores, :mod:`msalign.data.group_norm`) to
+``group_column``, ``group_strength`` (per-speaker z-scores, :mod:`msalign.data.group_norm`),
+``text_lexicon`` (:mod:`msalign.data.lexicon`) and ``group_context`` (:mod:`msalign.data.group_context`) to
 feature directories.
 An option that does not apply to the source is ignored; an unknown option is an error. Options set to None are
-ignored. Every dataset is validated (:func:`msalign.data.validate.validate_dataset`) before it is returned.
+ignored. Exceptions: ``text_lexicon`` and ``group_context`` make new features, so a source that cannot
+make them refuses them (synthetic data and MMSA pickles always; a feature store unless it was converted
+with the same option, whose features then already hold them).
+Every dataset is validated (:func:`msalign.data.validate.validate_dataset`) before it is returned.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from typing import Any
 
 from msalign.config import parse_key_values, parse_plain_value
 from msalign.data.feature_dir import load_feature_dir
+from msalign.data.group_context import resolve_modalities as resolve_context_modalities
+from msalign.data.lexicon import resolve_groups
 from msalign.data.mmsa_pickle import load_mmsa_pickle
 from msalign.data.store import load_store
 from msalign.data.synthetic import generate_synthetic
@@ -47,9 +53,12 @@ _DIR_OPTIONS = _PICKLE_OPTIONS | {
     "group_standardize",
     "group_column",
     "group_strength",
+    "text_lexicon",
+    "group_context",
 }
 _STORE_OPTIONS = _PICKLE_OPTIONS | {"verify"}
 _KNOWN_OPTIONS = _DIR_OPTIONS | _STORE_OPTIONS | {"blank"}
+_FEATURE_MAKING = {"text_lexicon": "--text-lexicon", "group_context": "--group-context"}  # refused, not ignored
 
 
 def parse_synthetic(spec: str) -> dict[str, Any]:
@@ -81,6 +90,7 @@ def _load(spec: str | os.PathLike, **options: Any) -> MultimodalDataset:
     if isinstance(modalities, str):
         options["modalities"] = modalities = [m.strip() for m in modalities.split(",") if m.strip()]
     if text == "synthetic" or text.startswith("synthetic:"):
+        _refuse_feature_making(text, "synthetic data", options)
         kwargs = parse_synthetic(text)
         if "task" in options and kwargs.setdefault("task", options["task"]) != options["task"]:
             raise MsalignError(f"dataset {text!r}: task={kwargs['task']} in the spec, but --task {options['task']}")
@@ -97,12 +107,45 @@ def _load(spec: str | os.PathLike, **options: Any) -> MultimodalDataset:
     if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
         raise MsalignError(f"dataset {text!r}: permission denied")
     if path.is_dir() and (path / "store.json").is_file():
-        return load_store(path, **{k: v for k, v in options.items() if k in _STORE_OPTIONS})
+        ds = load_store(path, **{k: v for k, v in options.items() if k in _STORE_OPTIONS})
+        _check_store_made_them(text, ds, options)
+        return ds
     if path.is_dir():
         return load_feature_dir(path, **{k: v for k, v in options.items() if k in _DIR_OPTIONS})
     if path.suffix.lower() == ".pkl":
+        _refuse_feature_making(text, "an MMSA pickle", options)
         return load_mmsa_pickle(path, **{k: v for k, v in options.items() if k in _PICKLE_OPTIONS})
     raise MsalignError(
         f"dataset {text!r}: not a dataset "
         "(expected 'synthetic[:key=value,...]', an MMSA .pkl file or a feature directory)"
     )
+
+
+def _refuse_feature_making(spec: str, what: str, options: dict[str, Any]) -> None:
+    """One line for ``text_lexicon`` / ``group_context`` on a source that has no transcripts or label.csv groups."""
+    for key, flag in _FEATURE_MAKING.items():
+        if options.get(key) not in (None, False):
+            raise MsalignError(
+                f"dataset {spec!r}: {flag} ({key}) applies to feature directories (label.csv transcripts and "
+                f"groups), not to {what}"
+            )
+
+
+def _check_store_made_them(spec: str, ds: MultimodalDataset, options: dict[str, Any]) -> None:
+    """A store's features are its source's: ``text_lexicon`` / ``group_context`` are accepted only when
+    the store was converted with the same setting (then they are already in the features)."""
+    recorded = ds.feature_spec.load_options
+    for key, flag in _FEATURE_MAKING.items():
+        given = options.get(key)
+        if given in (None, False):
+            continue
+        have = list(getattr(recorded, key) or [])
+        if key == "text_lexicon":
+            wanted = list(resolve_groups(given, f"dataset {spec!r}: text_lexicon"))
+        else:
+            wanted = resolve_context_modalities(given, list(ds.modalities), f"dataset {spec!r}")
+        if wanted != have:
+            raise MsalignError(
+                f"dataset {spec!r}: {flag} {','.join(wanted)}: a feature store holds the features it was "
+                f"converted with ({key} {','.join(have) or 'not set'}); convert the feature directory with {flag}"
+            )

@@ -18,6 +18,13 @@ thresholds as in training, read from the checkpoint's ``feature_spec.describer``
 checkpoints: the training folder's descriptions.json, checked against the recorded sha256); the
 description is appended to the transcript exactly as the loader does and printed under
 ``description``. A model describer whose model is not available offline is a one-line error.
+
+A checkpoint trained with ``--text-lexicon`` gets the same lexicon descriptors
+(:func:`msalign.data.lexicon.lexicon_features`) of each input's ASR transcript (as the loader reads
+it from label.csv: whitespace-normalised, without any description) appended to its text. One
+trained with ``--group-context`` has the clips given to one predict call form ONE group (as for
+group standardisation: e.g. one video's segments), through the loader's own
+:func:`msalign.data.group_context.append_group_context`; a single input is its own context.
 """
 
 from __future__ import annotations
@@ -37,8 +44,10 @@ from msalign.data.feature_dir import (
     read_descriptions_file,
     with_description,
 )
-from msalign.data.feature_spec import FeatureSpec, ModalitySpec
+from msalign.data.feature_spec import FeatureSpec, LoadOptions, ModalitySpec
+from msalign.data.group_context import append_group_context
 from msalign.data.group_norm import DEFAULT_STRENGTH, standardize_groups
+from msalign.data.lexicon import append_descriptors, feature_names, lexicon_features
 from msalign.data.text_encoder import TextEncoder
 from msalign.describe.rules import ClipSignals
 from msalign.describe.run import describer_from_identity
@@ -200,6 +209,31 @@ def expected_modalities(options, encoder) -> dict[str, ModalitySpec]:
     }
 
 
+def made_dim(modality: str, dim: int, options: LoadOptions) -> int:
+    """The width the loader makes from a ``dim``-wide ``modality`` under ``options``: the lexicon
+    descriptors added to the text, then doubled by the group context."""
+    if modality == "text" and options.text_lexicon:
+        dim += len(feature_names(options.text_lexicon))
+    return 2 * dim if modality in (options.group_context or ()) else dim
+
+
+def with_made_dims(expected: dict[str, ModalitySpec], options: LoadOptions) -> dict[str, ModalitySpec]:
+    """``expected`` (what msalign extract makes) with the widths the loader's options give them."""
+    return {
+        m: replace(spec, dim=made_dim(m, int(spec.dim), options)) if spec.dim is not None else spec
+        for m, spec in expected.items()
+    }
+
+
+def _base_dim(modality: str, dim: int, options: LoadOptions) -> int:
+    """The inverse of :func:`made_dim`: the width before the lexicon and the group context."""
+    if modality in (options.group_context or ()):
+        dim //= 2
+    if modality == "text" and options.text_lexicon:
+        dim -= len(feature_names(options.text_lexicon))
+    return dim
+
+
 def check_modalities(checkpoint: Path, info: CheckpointMeta, expected: dict[str, ModalitySpec]) -> FeatureSpec:
     """Refuse a checkpoint whose modalities were made differently; returns the matching feature spec."""
     spec = checkpoint_feature_spec(info)
@@ -244,16 +278,21 @@ def predict_clips(
             for clip, d in zip(clips, descriptions, strict=True)
         ]
     texts, text_lengths = encoder.encode(transcripts)
+    loaded = spec.load_options
+    if loaded.text_lexicon:  # from the transcript as label.csv holds it (no description), as the loader
+        spoken = [" ".join(clip.transcript.text.split()) for clip in clips]
+        texts = append_descriptors(texts, text_lengths, lexicon_features(spoken, loaded.text_lexicon))
     per_clip = []
     for i, clip in enumerate(clips):
         sequences = {"text": texts[i, : text_lengths[i]], "audio": clip.audio, "vision": clip.vision}
         for modality in model.modalities:
             x = sequences[modality]
             if x is None or len(x) == 0:  # the feature-directory placeholder for a missing modality
-                x = np.zeros((1, info.dims[modality]), dtype=np.float32)
+                x = np.zeros((1, _base_dim(modality, info.dims[modality], loaded)), dtype=np.float32)
             sequences[modality] = np.asarray(x, dtype=np.float32)
         per_clip.append(sequences)
     _group_standardize(per_clip, info)
+    group_context(per_clip, loaded.group_context or ())
     results = []
     for i, clip in enumerate(clips):
         features, masks = {}, {}
@@ -311,6 +350,22 @@ def _group_standardize(per_clip: list[dict[str, Any]], info: CheckpointMeta) -> 
             clip[modality] = x[:n]
 
 
+def group_context(per_clip: list[dict[str, Any]], modalities: Any) -> None:
+    """The loader's group context (msalign.data.group_context) over the clips of one predict call,
+    which form one group: each clip's ``modalities`` get the call's mean appended (in place)."""
+    for modality in modalities:
+        if not per_clip or modality not in per_clip[0]:
+            continue
+        rows = [clip[modality] for clip in per_clip]
+        lengths = np.array([len(x) for x in rows])
+        padded = np.zeros((len(rows), int(lengths.max()), rows[0].shape[1]), dtype=np.float32)
+        for i, x in enumerate(rows):
+            padded[i, : len(x)] = x
+        widened = append_group_context(padded, lengths, ["predict"] * len(rows))
+        for clip, x, n in zip(per_clip, widened, lengths, strict=True):
+            clip[modality] = x[:n]
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     header = f"{'input':28s} {'score':>7s}  {'label':9s} {'modalities used':22s} transcript"
     lines = [header, "-" * len(header)]
@@ -354,7 +409,7 @@ def predict(
         int(_or(loaded.max_text_len, options.max_text_len)) + extra,
         cache_dir=cache_dir,
     )
-    expected = expected_modalities(options, encoder)
+    expected = with_made_dims(expected_modalities(options, encoder), loaded)
     if describer is not None:  # which descriptions.json trained it is a record, not something made here
         expected["text"] = replace(expected["text"], descriptions=spec.modality("text").descriptions)
     check_modalities(checkpoint, info, expected)

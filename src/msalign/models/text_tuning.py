@@ -228,6 +228,16 @@ def attach_text_encoder(
             f"{key}: dataset {source} group-standardises its text features, which a tuned encoder "
             "would not reproduce; group-standardise only the other modalities"
         )
+    if options.text_lexicon:
+        raise MsalignError(
+            f"{key}: dataset {source} appends lexicon descriptors to its text features (--text-lexicon), which "
+            "a tuned encoder would not reproduce; load it without --text-lexicon"
+        )
+    if "text" in (options.group_context or ()):
+        raise MsalignError(
+            f"{key}: dataset {source} appends its group's context to the text features (--group-context), which "
+            "a tuned encoder would not reproduce; give --group-context only the other modalities"
+        )
     standardize = options.standardize or {}
     stats = standardize.get("text") if isinstance(standardize, dict) else None
     encoder: TextEncoderModule
