@@ -13,6 +13,7 @@ MODULES = {
     "dev": ["pytest", "hypothesis", "ot"],
     "media": ["librosa", "faster_whisper", "mediapipe"],
     "ray": ["ray"],
+    "lexicon": ["vaderSentiment", "textblob"],
 }
 
 

@@ -32,6 +32,8 @@ OPTIONAL_HEAVY = frozenset(
         "matplotlib",  # report figures
         "playwright",  # the report's browser test
         "tensorboard",  # --logger tensorboard
+        "vaderSentiment",  # msalign[lexicon]: --text-lexicon
+        "textblob",
     }
 )
 
