@@ -314,9 +314,10 @@ def init_local_ray(ray) -> None:
 SENTIMENT_WORDS = ["great", "awful", "fine", "boring", "lovely", "bad", "superb", "dull"]
 
 
-def write_review_folder(data: Path, seed: int = 0) -> Path:
+def write_review_folder(data: Path, seed: int = 0, clips_per_video: int = 1) -> Path:
     """A feature directory of 24 clips (12 train / 6 valid / 6 test): real review sentences in
-    label.csv, labels +-2 alternating, and a random 5-d utterance audio vector."""
+    label.csv, labels +-2 alternating, and a random 5-d utterance audio vector. ``clips_per_video``
+    consecutive clips share a video_id (3: four videos train, two valid, two test)."""
     data.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     ids = []
@@ -328,15 +329,15 @@ def write_review_folder(data: Path, seed: int = 0) -> Path:
             mode = "train" if i < 12 else "valid" if i < 18 else "test"
             writer.writerow(
                 [
-                    f"v{i}",
-                    "1",
+                    f"v{i // clips_per_video}",
+                    str(i % clips_per_video + 1),
                     f"the movie was really {word} " + "and long " * (i % 3),
                     2.0 if i % 2 == 0 else -2.0,
                     "",
                     mode,
                 ]
             )
-            ids.append(f"v{i}_1")
+            ids.append(f"v{i // clips_per_video}_{i % clips_per_video + 1}")
     save_modality(data, "audio", ids, rng.normal(size=(24, 5)))
     return data
 
