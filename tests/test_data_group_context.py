@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from support import error, make_folder, mmsa_data, write_pickle
-
 from msalign.data import load_dataset
 from msalign.data.feature_dir import read_modality, save_modality
 from msalign.data.group_context import append_group_context, clip_means
 from msalign.errors import MsalignError
 from msalign.inference import predict as predict_module
+from support import error, make_folder, mmsa_data, write_pickle
 
 
 def _oracle(x, lengths, groups):

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from support import error, mmsa_data, write_pickle, write_review_folder
-
 from msalign.cli import main
 from msalign.data import load_dataset
 from msalign.data.lexicon import FEATURES, append_descriptors, feature_names, lexicon_features
 from msalign.data.text_encoder import TextEncoder
 from msalign.inference.predict import predict_clips
 from msalign.training.checkpoint import checkpoint_feature_spec, load_checkpoint, read_checkpoint_meta
+from support import error, make_folder, mmsa_data, write_pickle, write_review_folder
 
 vader_module = pytest.importorskip("vaderSentiment.vaderSentiment", reason="the lexicon extra is not installed")
 textblob = pytest.importorskip("textblob", reason="the lexicon extra is not installed")
@@ -51,9 +50,7 @@ def test_valence_statistics_by_hand():
     np.testing.assert_allclose(row, [1.5 - 1.3 + 3.1, 3.1, -1.3, 2, 1, 2, 8], rtol=1e-6)
     assert feature_names(["valence"])[0] == "valence.sum"
     # an ASR transcript's case and punctuation: looked up lower-cased without it
-    np.testing.assert_array_equal(
-        lexicon_features(["I didn't like it, but GREAT! never boring."], ["valence"])[0], row
-    )
+    np.testing.assert_array_equal(lexicon_features(["I didn't like it, but GREAT! never boring."], ["valence"])[0], row)
     # MOSI writes negations without apostrophes; VADER's NEGATE holds those forms too
     assert {"didnt", "dont", "isnt", "wasnt", "cant", "wouldnt", "doesnt"} <= set(vader_module.NEGATE)
 
@@ -111,8 +108,6 @@ def test_loader_appends_the_transcripts_descriptors(reviews):
 
 
 def test_loader_refuses_text_from_a_file_and_without_text(tmp_path):
-    from support import make_folder
-
     make_folder(tmp_path / "d")  # text.npz
     assert "text comes from text.npz" in error(load_dataset, str(tmp_path / "d"), text_lexicon=True)
     assert "modality 'text' is not loaded" in error(
