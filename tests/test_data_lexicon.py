@@ -4,6 +4,8 @@ features) and their one-line refusals."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from types import SimpleNamespace
 
@@ -13,9 +15,11 @@ import torch
 
 from msalign.cli import main
 from msalign.data import load_dataset
+from msalign.data.feature_dir import read_label_csv
+from msalign.data.feature_spec import ModalitySpec
 from msalign.data.lexicon import FEATURES, append_descriptors, feature_names, lexicon_features
 from msalign.data.text_encoder import TextEncoder
-from msalign.inference.predict import predict_clips
+from msalign.inference.predict import predict_clips, with_made_dims
 from msalign.training.checkpoint import checkpoint_feature_spec, load_checkpoint, read_checkpoint_meta
 from support import error, make_folder, mmsa_data, write_pickle, write_review_folder
 
@@ -107,6 +111,21 @@ def test_loader_appends_the_transcripts_descriptors(reviews):
     assert "text_lexicon" not in plain.feature_spec.to_json()["options"]
 
 
+def test_descriptors_come_from_the_transcript_not_the_description(reviews, tmp_path):
+    data, cache = reviews
+    described = tmp_path / "described"
+    shutil.copytree(data, described)
+    table = {row.id: "a terrible awful horrible face" for row in read_label_csv(described / "label.csv")}
+    notes = {"describer": {"describer": "test"}, "descriptions": table}
+    (described / "descriptions.json").write_text(json.dumps(notes))
+    ds = load_dataset(
+        str(described), descriptions=True, text_lexicon=["vader"], standardize=False, cache_dir=str(cache)
+    )
+    split = ds.split("train")
+    transcripts = [text.split(" [SEP] ")[0] for text in split.raw_text or []]
+    np.testing.assert_array_equal(split.features["text"][:, 0, -4:], lexicon_features(transcripts, ["vader"]))
+
+
 def test_loader_refuses_text_from_a_file_and_without_text(tmp_path):
     make_folder(tmp_path / "d")  # text.npz
     assert "text comes from text.npz" in error(load_dataset, str(tmp_path / "d"), text_lexicon=True)
@@ -158,6 +177,14 @@ def test_train_evaluate_and_predict_with_both_options(reviews, tmp_path, capsys)
     encoder = TextEncoder("minilm", 50, cache_dir=cache)
     rows = predict_clips(model, info, clips, encoder)
     np.testing.assert_allclose([r["score"] for r in rows], loaded_predictions, atol=2e-3)
+    # a clip without audio gets the feature-directory placeholder (one zero frame of the extracted width)
+    clips[0].audio = None
+    assert all("score" in row for row in predict_clips(model, info, clips, encoder))
+    # what predict expects of the checkpoint's modalities: the widths the loader options made
+    made = with_made_dims(
+        {"text": ModalitySpec(dim=width), "audio": ModalitySpec(dim=5), "vision": ModalitySpec(dim=3)}, recorded
+    )
+    assert {m: s.dim for m, s in made.items()} == {"text": 2 * (width + 13), "audio": 10, "vision": 3}
 
 
 def test_one_line_refusals(reviews, tmp_path, capsys):
