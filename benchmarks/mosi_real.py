@@ -56,8 +56,29 @@ MMSA_SETTINGS = (
     "grad_clip_algorithm=value,plateau_factor=0.1,plateau_patience=5,epochs=60"
 )
 MPNET = ("--text-encoder", "mpnet")
+# MPNet text plus the lexicon descriptors and the video context (data/lexicon.py, data/group_context.py)
+FEATURES = (*MPNET, "--text-lexicon", "--group-context")
 ROWS = (
     [
+        Row(model, FEATURES, note=note, stream=stream)
+        for model, note, stream in (
+            ("decalign", "MPNet text + lexicon descriptors + video context", 0),
+            ("text_only", "the same text features, text only", 1),
+            ("mult", "the same features", 1),
+            ("late_fusion", "the same features", 0),
+            ("textalign", "the same features, no descriptions", 1),
+            ("dashfusion", "the same features", 0),
+        )
+    ]
+    + [
+        Row(
+            "decalign",
+            (*FEATURES, "--blank", "audio"),
+            note="the same decalign, its audio replaced by zeros: what the audio adds",
+            stream=1,
+        )
+    ]
+    + [
         Row("decalign"),
         Row("text_only", note="text only"),
         Row("mult", note="configs/mult/mosi.yaml: msalign tune, 12 trials on validation (mosi.search.json)", stream=1),
