@@ -222,8 +222,11 @@ def write_tables(table: dict) -> None:
     lines = [
         "# CMU-MOSI, real data",
         "",
-        "Text: MiniLM tokens 50 x 384, or MPNet tokens 50 x 768 where a row says `--text-encoder mpnet`. Audio: the",
-        "73-d utterance functionals. No video.",
+        "Text: MiniLM tokens 50 x 384, or MPNet tokens 50 x 768 where a row says `--text-encoder mpnet`; with",
+        "`--text-lexicon` each token also carries the transcript's 13 lexicon descriptors (VADER, TextBlob, word",
+        "valences) and with `--group-context` the mean of its video's clips (features only, no label; the width",
+        "doubles). Audio: the 73-d utterance functionals. No video. The first group is each model's best setting",
+        "chosen on validation; the groups below it are earlier settings, kept with the revision that trained them.",
         "",
         "Regenerate: `.venv/bin/python benchmarks/mosi_real.py --out runs/mosi_real` (every row trained with the",
         "recorded revision; each model at its `configs/<model>/mosi.yaml`, chosen on validation only). Test metrics,",
@@ -233,7 +236,8 @@ def write_tables(table: dict) -> None:
         "| revision | note |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in table["rows"].values():
+    order = {row_key(r): i for i, r in enumerate(ROWS)}  # the table in ROWS order, rows not in ROWS last
+    for _, row in sorted(table["rows"].items(), key=lambda item: order.get(item[0], len(order))):
         cells = " | ".join(cell(k, row["mean"][k], row["std"][k] if len(row["seeds"]) > 1 else None) for k in KEYS)
         lines.append(
             f"| {row['label']} | {' '.join(row['dataset_options']) or '–'} | {cells} | {row['valid_MAE_mean']:.3f} | "
