@@ -327,6 +327,15 @@ def predict_clips(
     return results
 
 
+def _padded(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The clips of one call as the loader holds them: (N, longest, D) zero-padded, and the lengths."""
+    lengths = np.array([len(x) for x in rows])
+    padded = np.zeros((len(rows), int(lengths.max()), rows[0].shape[1]), dtype=np.float32)
+    for i, x in enumerate(rows):
+        padded[i, : len(x)] = x
+    return padded, lengths
+
+
 def _group_standardize(per_clip: list[dict[str, Any]], info: CheckpointMeta) -> None:
     """A checkpoint trained on per-group z-scores (msalign.data.group_norm): the clips given to one
     predict call form one group (one speaker's clips, e.g. a video's segments), shrunk toward the
@@ -338,13 +347,9 @@ def _group_standardize(per_clip: list[dict[str, Any]], info: CheckpointMeta) -> 
     for modality, prior in priors.items():
         if not per_clip or modality not in per_clip[0]:
             continue
-        rows = [clip[modality] for clip in per_clip]
-        lengths = np.array([len(x) for x in rows])
-        padded = np.zeros((len(rows), int(lengths.max()), rows[0].shape[1]), dtype=np.float32)
-        for i, x in enumerate(rows):
-            padded[i, : len(x)] = x
+        padded, lengths = _padded([clip[modality] for clip in per_clip])
         standardize_groups(
-            padded, lengths, ["predict"] * len(rows), prior, float(_or(options.group_strength, DEFAULT_STRENGTH))
+            padded, lengths, ["predict"] * len(padded), prior, float(_or(options.group_strength, DEFAULT_STRENGTH))
         )
         for clip, x, n in zip(per_clip, padded, lengths, strict=True):
             clip[modality] = x[:n]
@@ -356,12 +361,8 @@ def group_context(per_clip: list[dict[str, Any]], modalities: Any) -> None:
     for modality in modalities:
         if not per_clip or modality not in per_clip[0]:
             continue
-        rows = [clip[modality] for clip in per_clip]
-        lengths = np.array([len(x) for x in rows])
-        padded = np.zeros((len(rows), int(lengths.max()), rows[0].shape[1]), dtype=np.float32)
-        for i, x in enumerate(rows):
-            padded[i, : len(x)] = x
-        widened = append_group_context(padded, lengths, ["predict"] * len(rows))
+        padded, lengths = _padded([clip[modality] for clip in per_clip])
+        widened = append_group_context(padded, lengths, ["predict"] * len(padded))
         for clip, x, n in zip(per_clip, widened, lengths, strict=True):
             clip[modality] = x[:n]
 
