@@ -458,6 +458,7 @@ def _assert_same_outputs_and_gradients(reference, other) -> None:
         (("text", "audio"), 4, False),
         (("text", "audio", "vision"), 3, True),
         (("text", "audio", "vision"), 0, True),
+        (("text", "audio", "vision"), 3, False),  # text: two keys, one in every third row
     ],
 )
 def test_few_key_path_matches_the_sdpa_encoders(data, modalities, empty_every, second_frame):
@@ -482,15 +483,18 @@ def test_few_key_path_matches_the_sdpa_encoders(data, modalities, empty_every, s
     _assert_same_outputs_and_gradients(*results)
 
 
-@pytest.mark.parametrize("queries", [1, 7])
-def test_forward_frames_matches_forward_with_attention_dropout_weights(queries, monkeypatch):
+@pytest.mark.parametrize(("queries", "key_counts"), [(1, (5, 2, 3)), (7, (5, 2, 3)), (1, (2, 1, 0)), (7, (2, 1, 0))])
+def test_forward_frames_matches_forward_with_attention_dropout_weights(queries, key_counts, monkeypatch):
     """The attention-dropout branches scale the value bias by the kept weights' sum: with a fixed
-    'dropout' (a deterministic mask) both paths still agree with SDPA's weights times the values."""
+    'dropout' (a deterministic mask) both paths still agree with SDPA's weights times the values.
+    Two keys take the sigmoid closed form, including a row with one key and a row without any."""
     torch.manual_seed(0)
     encoder = CrossModalEncoder(16, 4, 2, dropout=0.0, attn_dropout=0.5, positions=False).train()
     query = torch.randn(3, queries, 16)
-    context = torch.randn(3, 5, 16)
-    context_mask = torch.arange(5)[None] < torch.tensor([5, 2, 3])[:, None]
+    length = max(key_counts)
+    context = torch.randn(3, length, 16)
+    context_mask = torch.arange(length)[None] < torch.tensor(key_counts)[:, None]
+    keep = context_mask | ~context_mask.any(dim=1, keepdim=True)  # a row without keys attends to its zeros
     context = context * context_mask[..., None]
     pattern = torch.Generator().manual_seed(1)
 
@@ -511,10 +515,10 @@ def test_forward_frames_matches_forward_with_attention_dropout_weights(queries, 
         k, v = k[rows].unflatten(-1, (4, -1)), v[rows].unflatten(-1, (4, -1))
         q = a.to_q(block.norm_query(hidden)).unflatten(-1, (4, -1))
         scores = torch.einsum("nhd,nkhd->nhk", q, k) / 2.0
-        scores = scores.masked_fill(~context_mask[rows][:, None, :], float("-inf"))
+        scores = scores.masked_fill(~keep[rows][:, None, :], float("-inf"))
         weights = (
             fixed_dropout(scores.softmax(-1), 0.5)
-            if queries < 5
+            if queries * 3 <= 3 * length
             else fixed_dropout(scores.softmax(-1).transpose(1, 2), 0.5).transpose(1, 2)
         )
         hidden = hidden + a.out(torch.einsum("nhk,nkhd->nhd", weights, v).flatten(-2))
