@@ -487,7 +487,7 @@ def test_few_key_path_matches_the_sdpa_encoders(data, modalities, empty_every, s
 def test_forward_frames_matches_forward_with_attention_dropout_weights(queries, key_counts, monkeypatch):
     """The attention-dropout branches scale the value bias by the kept weights' sum: with a fixed
     'dropout' (a deterministic mask) both paths still agree with SDPA's weights times the values.
-    Two keys take the sigmoid closed form, including a row with one key and a row without any."""
+    Two keys as well, including a row with one key and a row without any."""
     torch.manual_seed(0)
     encoder = CrossModalEncoder(16, 4, 2, dropout=0.0, attn_dropout=0.5, positions=False).train()
     query = torch.randn(3, queries, 16)

@@ -375,39 +375,6 @@ class CrossModalEncoder(nn.Module):
         bias = torch.stack([b.attention.to_kv.bias for b in blocks])
         return weight * gain[:, None, :], torch.einsum("lod,ld->lo", weight, shift) + bias
 
-    @staticmethod
-    def _two_key_maps(
-        context: Tensor, key_mask: Tensor, weight: Tensor, bias: Tensor, scale: float, rows: Tensor | None
-    ) -> tuple[tuple[Tensor, ...], Tensor]:
-        """What :meth:`forward_frames` needs per query frame when every context has (at most) two keys.
-
-        Softmax over two scores is ``w_1 = sigmoid(s_1 - s_2)``, ``w_2 = 1 - w_1``, and with the
-        folded maps (``folded_kv``) ``s_1 - s_2 = q . (W_k (xhat_1 - xhat_2)) * scale`` (the key bias
-        cancels), ``w_1 v_1 + w_2 v_2 = w_1 W_v (xhat_1 - xhat_2) + (w_1 + w_2) v_2``. So every block's
-        key difference, value difference and second value are three products over all blocks at
-        once, gathered to the query frames once. A padded key gets -inf, as in the general path
-        (both kept when a row has none). Returns per block the (N, 3, D) maps (unbound once: slicing
-        one tensor per block would make each block's backward write a zero tensor of all blocks'
-        size) and the (N, 1) score offset.
-        """
-        layers, width = weight.shape[0], weight.shape[-1]
-        keys, values = weight[:, :width].flatten(0, 1), weight[:, width:].flatten(0, 1)
-        diff, second = context[:, 0] - context[:, 1], context[:, 1]
-        pair = torch.stack(
-            [
-                F.linear(diff, keys * scale),
-                F.linear(diff, values),
-                F.linear(second, values, bias[:, width:].flatten()),
-            ],
-            dim=1,
-        ).view(-1, 3, layers, width)
-        keep = key_mask | ~key_mask.any(dim=1, keepdim=True)  # see key_padding_bias
-        inf = torch.full((), float("inf"), dtype=context.dtype, device=context.device)
-        pair_bias = torch.where(keep[:, 1:], torch.where(keep[:, :1], 0.0, -inf), inf)
-        if rows is not None:
-            pair, pair_bias = pair.index_select(0, rows), pair_bias.index_select(0, rows)
-        return pair.unbind(2), pair_bias
-
     def forward_frames(self, frames: Tensor, rows: Tensor | None, context: Tensor, key_mask: Tensor) -> Tensor:
         """The encoder on packed query frames, for contexts of a few keys; same result as :meth:`forward`.
 
@@ -432,9 +399,7 @@ class CrossModalEncoder(nn.Module):
         weight, bias = self.folded_kv()
         # more query frames than keys: project the keys; fewer: fold the projections into the queries
         query_heavy = frames.shape[0] > context.shape[0] * count
-        if count == 2:
-            pair, pair_bias = self._two_key_maps(context, key_mask, weight, bias, scale, rows)
-        elif count > 1:
+        if count > 1:
             if rows is not None:
                 key_mask = key_mask.index_select(0, rows)
                 context = context if query_heavy else context.index_select(0, rows)
@@ -456,18 +421,6 @@ class CrossModalEncoder(nn.Module):
                 else:
                     attended = attention.out(value)
                     attended = attended if rows is None else attended.index_select(0, rows)
-            elif count == 2:  # softmax over two keys: a sigmoid of the score difference (_two_key_maps)
-                key_diff, value_diff, second = (t.unflatten(-1, (heads, -1)) for t in pair[layer].unbind(1))
-                q = attention.to_q(block.norm_query(hidden)).unflatten(-1, (heads, -1))  # (N, H, dh)
-                first = torch.sigmoid((q * key_diff).sum(-1) + pair_bias)  # (N, H): the first key's weight
-                if training_dropout:  # the weights dropped in the layout of the general branches below
-                    axis = 1 if query_heavy else -1
-                    kept = dropout(torch.stack([first, 1.0 - first], dim=axis), attention.dropout)
-                    kept_first, kept_second = kept.unbind(axis)
-                    mixed = kept_first.unsqueeze(-1) * value_diff + (kept_first + kept_second).unsqueeze(-1) * second
-                else:
-                    mixed = torch.addcmul(second, first.unsqueeze(-1), value_diff)
-                attended = attention.out(mixed.flatten(-2))
             elif query_heavy:
                 q = attention.to_q(block.norm_query(hidden)).unflatten(-1, (heads, -1)) * scale  # (N, H, dh)
                 kv = F.linear(context, weight[layer], bias[layer])
