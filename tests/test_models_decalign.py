@@ -584,3 +584,18 @@ def test_row_by_row_is_chosen_for_long_ragged_batches_only():
     for q, k, expected in ((long_q, long_k, True), (short_q, short_k, False)):
         groups = length_groups(q, k, 64, 8)
         assert attention_module.row_by_row_pays(q.tolist(), k.tolist(), groups, q, k, 64, 8) is expected
+
+
+def test_functional_block_layers_match_the_modules():
+    """forward_frames calls a block's feed-forward and dropouts as functions: the same values and random draws as
+    the module calls, in training (both dropout implementations' sizes) and in eval mode."""
+    block = attention_module.CrossModalBlock(16, 4, dropout=0.3)
+    for rows in (40, 200):  # 200 x 64 hidden units take the 16-bit-lane dropout, 40 x 64 F.dropout
+        x = torch.randn(rows, 16)
+        for train in (True, False):
+            block.train(train)
+            torch.manual_seed(0)
+            want = x + block.dropout(block.feed_forward(block.norm_ff(x)))
+            torch.manual_seed(0)
+            got = x + attention_module._dropout(attention_module._feed_forward(block, x), block.dropout)
+            torch.testing.assert_close(got, want, atol=0, rtol=0)
