@@ -119,6 +119,28 @@ CONFIGS = {
 }
 
 
+def train_any_revision(model_config, train_config, dataset, seed: int, out: str) -> None:
+    """``msalign.training.train`` of the checked-out revision: RunSpec since b0555fe, the older
+    positional signature before it (the ``--baseline-rev`` revisions, e.g. 9530bfc)."""
+    import msalign.training as training
+
+    spec_type = getattr(training, "RunSpec", None)
+    if spec_type is not None:
+        run = spec_type("decalign", model_config, train_config, seeds=[seed], out_dir=Path(out))
+        training.train(run, dataset, progress=False, log=lambda *a: None)
+    else:
+        training.train(
+            "decalign",
+            dataset,
+            model_config,
+            train_config,
+            seeds=[seed],
+            out_dir=out,
+            progress=False,
+            log=lambda *a: None,
+        )
+
+
 def config_overrides(name: str) -> dict:
     """CONFIGS[name] restricted to the fields this checkout's DecAlignConfig has, so that the same
     script measures an older revision (PYTHONPATH=OLD/src) for a before/after comparison."""
@@ -321,7 +343,6 @@ def epoch_worker(args: argparse.Namespace) -> dict:
     from msalign.config import TrainConfig
     from msalign.data.types import MultimodalDataset, Split
     from msalign.models.registry import build_config
-    from msalign.training import RunSpec, train
 
     scenario = SCENARIOS[args.scenario]
     rng = np.random.default_rng(0)
@@ -349,12 +370,7 @@ def epoch_worker(args: argparse.Namespace) -> dict:
     )
     with tempfile.TemporaryDirectory() as out:
         wall, cpu = time.perf_counter(), time.process_time()
-        train(
-            RunSpec("decalign", model_config, train_config, seeds=[0], out_dir=Path(out)),
-            dataset,
-            progress=False,
-            log=lambda *a: None,
-        )
+        train_any_revision(model_config, train_config, dataset, 0, out)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {
         "scenario": args.scenario,
@@ -402,7 +418,6 @@ def dataset_epoch_worker(args: argparse.Namespace) -> dict:
     from msalign.config import TrainConfig
     from msalign.data import load_dataset
     from msalign.models import create_model
-    from msalign.training import RunSpec, train
     from msalign.training.data import collate_rows
 
     dataset = load_dataset(args.dataset)
@@ -417,12 +432,7 @@ def dataset_epoch_worker(args: argparse.Namespace) -> dict:
     )
     with tempfile.TemporaryDirectory() as out:
         wall, cpu = time.perf_counter(), time.process_time()
-        train(
-            RunSpec("decalign", model_config, train_config, seeds=[1111], out_dir=Path(out)),
-            dataset,
-            progress=False,
-            log=lambda *a: None,
-        )
+        train_any_revision(model_config, train_config, dataset, 1111, out)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     split = dataset.split("train")

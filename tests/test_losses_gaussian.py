@@ -8,7 +8,7 @@ import scipy.linalg
 import torch
 
 from msalign.errors import MsalignError
-from msalign.losses import bures_wasserstein, pairwise_prototype_cost, sqrtm_psd
+from msalign.losses import bures_wasserstein, pairwise_prototype_cost, pairwise_prototype_costs, sqrtm_psd
 
 f64 = torch.float64
 
@@ -125,3 +125,25 @@ def test_bad_shapes_raise():
         bures_wasserstein(torch.zeros(3), torch.zeros(4), torch.zeros(3), torch.zeros(3))
     with pytest.raises(MsalignError):
         sqrtm_psd(torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("full", [False, True])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_pairwise_prototype_costs_batched_equal_pair_by_pair(full, reduction):
+    """All pairs i < j at once: each matrix is pairwise_prototype_cost of that pair (values and gradients)."""
+    gen = torch.Generator().manual_seed(9)
+    num, k, d = 4, 3, 5
+    means = torch.randn(num, k, d, generator=gen, dtype=torch.float64, requires_grad=True)
+    if full:
+        factor = torch.randn(num, k, d, d, generator=gen, dtype=torch.float64)
+        covs = (factor @ factor.mT + 0.1 * torch.eye(d, dtype=torch.float64)).requires_grad_()
+    else:
+        covs = (torch.rand(num, k, d, generator=gen, dtype=torch.float64) + 0.1).requires_grad_()
+    got = pairwise_prototype_costs(means, covs, reduction)
+    pairs = [(i, j) for i in range(num) for j in range(i + 1, num)]
+    want = torch.stack([pairwise_prototype_cost(means[i], covs[i], means[j], covs[j], reduction) for i, j in pairs])
+    torch.testing.assert_close(got, want)
+    weights = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    got_grads = torch.autograd.grad((got * weights).sum(), (means, covs))
+    for g, w in zip(got_grads, torch.autograd.grad((want * weights).sum(), (means, covs)), strict=True):
+        torch.testing.assert_close(g, w)

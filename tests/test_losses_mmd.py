@@ -111,3 +111,19 @@ def test_pairwise_normalisation_and_gradients():
         pairwise_mmd(feats[:1])
     with pytest.raises(MsalignError):
         mmd(feats[0][:1], feats[1], unbiased=True)
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+@pytest.mark.parametrize("bandwidths", [None, [0.5, 2.0]])
+@pytest.mark.parametrize("num", [3, 4])
+def test_pairwise_mmd_batched_over_pairs_equals_pair_by_pair(unbiased, bandwidths, num):
+    """Equally shaped samples take the all-pairs-at-once path: same value and gradients as mmd pair by pair."""
+    gen = torch.Generator().manual_seed(3)
+    features = [(torch.randn(9, 4, generator=gen) + 0.3 * i).requires_grad_() for i in range(num)]
+    got = pairwise_mmd(features, bandwidths=bandwidths, unbiased=unbiased)
+    grads = torch.autograd.grad(got, features)
+    pairs = list(itertools.combinations(range(num), 2))
+    want = 2.0 / (num * (num - 1)) * sum(mmd(features[i], features[j], bandwidths, unbiased) for i, j in pairs)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    for g, w in zip(grads, torch.autograd.grad(want, features), strict=True):
+        torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-5)

@@ -223,3 +223,31 @@ def test_full_heterogeneity_chain_is_differentiable():
     assert torch.isfinite(loss)
     for f in feats:
         assert torch.isfinite(f.grad).all() and f.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- batched over modality pairs
+
+
+@pytest.mark.parametrize("mode", ["plan", "expected", "index"])
+@pytest.mark.parametrize("with_plan", [True, False])
+def test_prototype_loss_batched_over_pairs_equals_pair_by_pair(mode, with_plan):
+    """Equally shaped modalities take the all-pairs path: prototype_calibration pair by pair, values and gradients."""
+    gen = torch.Generator().manual_seed(12)
+    k = 3
+    feats = [torch.randn(6, 2, generator=gen, dtype=f64).requires_grad_() for _ in range(3)]
+    resp = [_posteriors(6, k, gen).requires_grad_() for _ in range(3)]
+    means = [torch.randn(k, 2, generator=gen, dtype=f64).requires_grad_() for _ in range(3)]
+    plan = torch.rand(k, k, k, generator=gen, dtype=f64)
+    plan = plan / plan.sum() if with_plan else None
+    pairs = [(i, j) for i in range(3) for j in range(3) if i != j]
+    want = sum(
+        prototype_calibration(
+            feats[i], resp[i], means[j], None if plan is None else pairwise_plan(plan, i, j), mode=mode
+        )
+        for i, j in pairs
+    ) / len(pairs)
+    got = prototype_loss(feats, resp, means, plan, mode=mode)
+    torch.testing.assert_close(got, want)
+    inputs = feats + resp + means
+    for g, w in zip(torch.autograd.grad(got, inputs), torch.autograd.grad(want, inputs), strict=True):
+        torch.testing.assert_close(g, w)

@@ -458,6 +458,7 @@ def _assert_same_outputs_and_gradients(reference, other) -> None:
         (("text", "audio"), 4, False),
         (("text", "audio", "vision"), 3, True),
         (("text", "audio", "vision"), 0, True),
+        (("text", "audio", "vision"), 3, False),  # text: two keys, one in every third row
     ],
 )
 def test_few_key_path_matches_the_sdpa_encoders(data, modalities, empty_every, second_frame):
@@ -482,15 +483,18 @@ def test_few_key_path_matches_the_sdpa_encoders(data, modalities, empty_every, s
     _assert_same_outputs_and_gradients(*results)
 
 
-@pytest.mark.parametrize("queries", [1, 7])
-def test_forward_frames_matches_forward_with_attention_dropout_weights(queries, monkeypatch):
+@pytest.mark.parametrize(("queries", "key_counts"), [(1, (5, 2, 3)), (7, (5, 2, 3)), (1, (2, 1, 0)), (7, (2, 1, 0))])
+def test_forward_frames_matches_forward_with_attention_dropout_weights(queries, key_counts, monkeypatch):
     """The attention-dropout branches scale the value bias by the kept weights' sum: with a fixed
-    'dropout' (a deterministic mask) both paths still agree with SDPA's weights times the values."""
+    'dropout' (a deterministic mask) both paths still agree with SDPA's weights times the values.
+    Two keys as well, including a row with one key and a row without any."""
     torch.manual_seed(0)
     encoder = CrossModalEncoder(16, 4, 2, dropout=0.0, attn_dropout=0.5, positions=False).train()
     query = torch.randn(3, queries, 16)
-    context = torch.randn(3, 5, 16)
-    context_mask = torch.arange(5)[None] < torch.tensor([5, 2, 3])[:, None]
+    length = max(key_counts)
+    context = torch.randn(3, length, 16)
+    context_mask = torch.arange(length)[None] < torch.tensor(key_counts)[:, None]
+    keep = context_mask | ~context_mask.any(dim=1, keepdim=True)  # a row without keys attends to its zeros
     context = context * context_mask[..., None]
     pattern = torch.Generator().manual_seed(1)
 
@@ -511,10 +515,10 @@ def test_forward_frames_matches_forward_with_attention_dropout_weights(queries, 
         k, v = k[rows].unflatten(-1, (4, -1)), v[rows].unflatten(-1, (4, -1))
         q = a.to_q(block.norm_query(hidden)).unflatten(-1, (4, -1))
         scores = torch.einsum("nhd,nkhd->nhk", q, k) / 2.0
-        scores = scores.masked_fill(~context_mask[rows][:, None, :], float("-inf"))
+        scores = scores.masked_fill(~keep[rows][:, None, :], float("-inf"))
         weights = (
             fixed_dropout(scores.softmax(-1), 0.5)
-            if queries < 5
+            if queries <= length  # forward_frames folds the keys into the queries (else: the query-heavy layout)
             else fixed_dropout(scores.softmax(-1).transpose(1, 2), 0.5).transpose(1, 2)
         )
         hidden = hidden + a.out(torch.einsum("nhk,nkhd->nhd", weights, v).flatten(-2))
@@ -580,3 +584,18 @@ def test_row_by_row_is_chosen_for_long_ragged_batches_only():
     for q, k, expected in ((long_q, long_k, True), (short_q, short_k, False)):
         groups = length_groups(q, k, 64, 8)
         assert attention_module.row_by_row_pays(q.tolist(), k.tolist(), groups, q, k, 64, 8) is expected
+
+
+def test_functional_block_layers_match_the_modules():
+    """forward_frames calls a block's feed-forward and dropouts as functions: the same values and random draws as
+    the module calls, in training (both dropout implementations' sizes) and in eval mode."""
+    block = attention_module.CrossModalBlock(16, 4, dropout=0.3)
+    for rows in (40, 200):  # 200 x 64 hidden units take the 16-bit-lane dropout, 40 x 64 F.dropout
+        x = torch.randn(rows, 16)
+        for train in (True, False):
+            block.train(train)
+            torch.manual_seed(0)
+            want = x + block.dropout(block.feed_forward(block.norm_ff(x)))
+            torch.manual_seed(0)
+            got = x + attention_module._dropout(attention_module._feed_forward(block, x), block.dropout)
+            torch.testing.assert_close(got, want, atol=0, rtol=0)

@@ -10,7 +10,7 @@
 """
 
 from msalign.losses.decoupling import decoupling_loss
-from msalign.losses.gaussian import bures_wasserstein, pairwise_prototype_cost, sqrtm_psd
+from msalign.losses.gaussian import bures_wasserstein, pairwise_prototype_cost, pairwise_prototype_costs, sqrtm_psd
 from msalign.losses.gmm import GMM, e_step, em_step, fit_gmm, log_gaussian
 from msalign.losses.mmd import median_bandwidth, mmd, pairwise_mmd
 from msalign.losses.moments import mean_cov_skew, moment_matching
@@ -44,6 +44,7 @@ __all__ = [
     "pairwise_mmd",
     "pairwise_plan",
     "pairwise_prototype_cost",
+    "pairwise_prototype_costs",
     "prototype_calibration",
     "prototype_loss",
     "sqrtm_psd",

@@ -14,7 +14,7 @@ from torch.autograd.function import once_differentiable
 
 from msalign.errors import MsalignError
 
-__all__ = ["bures_wasserstein", "pairwise_prototype_cost", "sqrtm_psd"]
+__all__ = ["bures_wasserstein", "pairwise_prototype_cost", "pairwise_prototype_costs", "sqrtm_psd"]
 
 
 def _eig_floor(values: Tensor, dim: int = -1) -> Tensor:
@@ -140,3 +140,22 @@ def pairwise_prototype_cost(
     if reduction != "sum":
         raise MsalignError(f"pairwise_prototype_cost: reduction must be 'sum' or 'mean', got {reduction!r}")
     return cost
+
+
+def pairwise_prototype_costs(means: Tensor, covs: Tensor, reduction: Literal["sum", "mean"] = "sum") -> Tensor:
+    """Eq. 6's (K, K) cost matrix of every modality pair i < j at once: (P, K, K), P = M (M - 1) / 2.
+
+    ``means``: (M, K, D) prototypes of M GMMs with K components each; ``covs``: (M, K, D)
+    variances or (M, K, D, D). Pairs come in ``itertools.combinations(range(M), 2)`` order and
+    each matrix equals :func:`pairwise_prototype_cost` of that pair (one broadcast
+    :func:`bures_wasserstein` instead of one call per pair).
+    """
+    if means.dim() != 3:
+        raise MsalignError(f"pairwise_prototype_costs needs (M, K, D) means, got {tuple(means.shape)}")
+    if reduction not in ("sum", "mean"):
+        raise MsalignError(f"pairwise_prototype_cost: reduction must be 'sum' or 'mean', got {reduction!r}")
+    first, second = torch.triu_indices(means.shape[0], means.shape[0], offset=1, device=means.device)
+    cost = bures_wasserstein(
+        means[first][:, :, None], covs[first][:, :, None], means[second][:, None], covs[second][:, None]
+    )
+    return cost / means.shape[-1] if reduction == "mean" else cost

@@ -109,6 +109,16 @@ def prototype_loss(
         raise MsalignError("prototype_loss needs M >= 2 modalities and one posterior / mean set per modality")
     if plan is not None and plan.dim() != num:
         raise MsalignError(f"prototype_loss: the plan has {plan.dim()} axes for {num} modalities")
+    if (
+        num > 2
+        and mode in ("plan", "expected", "index")
+        and all(
+            len({tuple(t.shape) for t in ts}) == 1 and ts[0].dim() == 2 for ts in (features, responsibilities, means)
+        )
+        and responsibilities[0].shape == (features[0].shape[0], means[0].shape[0])
+        and means[0].shape[1] == features[0].shape[1]
+    ):
+        return _all_pairs_prototype_loss(features, responsibilities, means, plan, mode)
     terms = [
         prototype_calibration(
             features[i], responsibilities[i], means[j], None if plan is None else pairwise_plan(plan, i, j), mode
@@ -118,6 +128,35 @@ def prototype_loss(
         if i != j
     ]
     return torch.stack(terms).mean()
+
+
+def _all_pairs_prototype_loss(
+    features: Sequence[Tensor],
+    responsibilities: Sequence[Tensor],
+    means: Sequence[Tensor],
+    plan: Tensor | None,
+    mode: Mode,
+) -> Tensor:
+    """:func:`prototype_loss` for equally shaped modalities, every ordered pair at once: the
+    :func:`prototype_calibration` terms batched over pairs, the same value."""
+    num = len(features)
+    pairs = [(i, j) for i in range(num) for j in range(num) if i != j]
+    device = features[0].device
+    source = torch.tensor([i for i, _ in pairs], device=device)
+    target = torch.tensor([j for _, j in pairs], device=device)
+    feats, posteriors = torch.stack(list(features))[source], torch.stack(list(responsibilities))[source]
+    target_means = torch.stack(list(means))[target]  # (P, K, D)
+    if plan is None or mode == "index":
+        targets = target_means
+    else:
+        coupling = torch.stack([pairwise_plan(plan, i, j) for i, j in pairs])  # (P, K, K)
+        conditional = coupling / coupling.sum(-1, keepdim=True).clamp_min(torch.finfo(coupling.dtype).tiny)
+        if mode == "expected":
+            dist = (feats[:, :, None] - target_means[:, None]).square().sum(-1)  # (P, N, K_j)
+            return (posteriors * (dist @ conditional.mT)).sum(-1).mean(-1).mean()
+        targets = conditional @ target_means
+    dist = (feats[:, :, None] - targets[:, None]).square().sum(-1)  # (P, N, K_i)
+    return (posteriors * dist).sum(-1).mean(-1).mean()
 
 
 def heterogeneity_loss(

@@ -373,7 +373,7 @@ class CrossModalEncoder(nn.Module):
         gain = torch.stack([b.norm_context.weight for b in blocks])
         shift = torch.stack([b.norm_context.bias for b in blocks])
         bias = torch.stack([b.attention.to_kv.bias for b in blocks])
-        return weight * gain[:, None, :], torch.einsum("lod,ld->lo", weight, shift) + bias
+        return weight * gain[:, None, :], torch.bmm(weight, shift.unsqueeze(-1)).squeeze(-1) + bias
 
     def forward_frames(self, frames: Tensor, rows: Tensor | None, context: Tensor, key_mask: Tensor) -> Tensor:
         """The encoder on packed query frames, for contexts of a few keys; same result as :meth:`forward`.
@@ -408,42 +408,70 @@ class CrossModalEncoder(nn.Module):
             score_bias = score_bias.masked_fill_(~keep, float("-inf"))  # (N, Lk)
             keys_t = context.transpose(1, 2)  # (N, D, Lk)
         hidden = frames
-        for layer, block in enumerate(self.typed_blocks):
+        # one unbind instead of indexing per block: each index's backward would fill a zero tensor of all blocks
+        for block, block_weight, block_bias in zip(self.typed_blocks, weight.unbind(0), bias.unbind(0), strict=True):
             attention = block.attention
-            value_weight, value_bias = weight[layer, width:], bias[layer, width:]
+            value_weight, value_bias = block_weight[width:], block_bias[width:]
             training_dropout = attention.dropout > 0 and attention.training
             if count == 1:  # one key: the output is its value (as in Attention.forward)
                 value = F.linear(context[:, 0], value_weight, value_bias)
                 if training_dropout:
                     value = value if rows is None else value.index_select(0, rows)
                     weights = dropout(value.new_ones(value.shape[0], heads, 1), attention.dropout)
-                    attended = attention.out((weights * value.unflatten(-1, (heads, -1))).flatten(-2))
+                    attended = _linear(attention.out, (weights * value.unflatten(-1, (heads, -1))).flatten(-2))
                 else:
-                    attended = attention.out(value)
+                    attended = _linear(attention.out, value)
                     attended = attended if rows is None else attended.index_select(0, rows)
             elif query_heavy:
-                q = attention.to_q(block.norm_query(hidden)).unflatten(-1, (heads, -1)) * scale  # (N, H, dh)
-                kv = F.linear(context, weight[layer], bias[layer])
+                q = _query(block, hidden).unflatten(-1, (heads, -1)) * scale  # (N, H, dh)
+                kv = F.linear(context, block_weight, block_bias)
                 kv = kv if rows is None else kv.index_select(0, rows)
                 keys, values = kv.unflatten(-1, (2, heads, -1)).unbind(2)  # (N, Lk, H, dh)
                 weights = ((q.unsqueeze(1) * keys).sum(-1) + score_bias.unsqueeze(-1)).softmax(dim=1)
                 if training_dropout:
                     weights = dropout(weights, attention.dropout)
-                attended = attention.out((weights.unsqueeze(-1) * values).sum(1).flatten(-2))
+                attended = _linear(attention.out, (weights.unsqueeze(-1) * values).sum(1).flatten(-2))
             else:
-                q = attention.to_q(block.norm_query(hidden)).unflatten(-1, (heads, -1)) * scale  # (N, H, dh)
-                key_weight = weight[layer, :width].unflatten(0, (heads, -1))  # (H, dh, D)
-                query = torch.einsum("nhj,hjd->nhd", q, key_weight)
+                q = _query(block, hidden).unflatten(-1, (heads, -1)) * scale  # (N, H, dh)
+                key_weight = block_weight[:width].unflatten(0, (heads, -1))  # (H, dh, D)
+                query = torch.bmm(q.transpose(0, 1), key_weight).transpose(0, 1)  # (N, H, D); per head, as einsum
                 weights = torch.baddbmm(score_bias.unsqueeze(1), query, keys_t).softmax(dim=-1)  # (N, H, Lk)
                 if training_dropout:
                     weights = dropout(weights, attention.dropout)
                 mixed = torch.bmm(weights, context)  # (N, H, D)
-                out = torch.einsum("nhd,hjd->nhj", mixed, value_weight.unflatten(0, (heads, -1)))
+                out = torch.bmm(mixed.transpose(0, 1), value_weight.unflatten(0, (heads, -1)).mT).transpose(0, 1)
                 total = weights.sum(-1, keepdim=True) if training_dropout else 1.0
-                attended = attention.out((out + total * value_bias.unflatten(0, (heads, -1))).flatten(-2))
-            hidden = hidden + block.dropout(attended)
-            hidden = hidden + block.dropout(block.feed_forward(block.norm_ff(hidden)))
+                attended = _linear(attention.out, (out + total * value_bias.unflatten(0, (heads, -1))).flatten(-2))
+            hidden = hidden + _dropout(attended, block.dropout)
+            hidden = hidden + _dropout(_feed_forward(block, hidden), block.dropout)
         return self.norm(hidden)
+
+
+def _feed_forward(block: CrossModalBlock, hidden: Tensor) -> Tensor:
+    """``block.feed_forward(block.norm_ff(hidden))`` as functional calls (no module dispatch per layer)."""
+    norm = block.norm_ff
+    # the layers CrossModalBlock builds (Sequential's stubs type its items as plain Modules)
+    first, activation, drop, second = cast("tuple[nn.Linear, nn.Module, Dropout, nn.Linear]", tuple(block.feed_forward))
+    x = F.layer_norm(hidden, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    x = activation(F.linear(x, first.weight, first.bias))
+    return F.linear(_dropout(x, drop), second.weight, second.bias)
+
+
+def _query(block: CrossModalBlock, hidden: Tensor) -> Tensor:
+    """``block.attention.to_q(block.norm_query(hidden))`` as functional calls."""
+    norm = block.norm_query
+    normed = F.layer_norm(hidden, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    return _linear(block.attention.to_q, normed)
+
+
+def _linear(layer: nn.Linear, x: Tensor) -> Tensor:
+    """``layer(x)`` without the module call."""
+    return F.linear(x, layer.weight, layer.bias)
+
+
+def _dropout(x: Tensor, module: Dropout) -> Tensor:
+    """``module(x)`` without the module call (the same function, the same random draws)."""
+    return dropout(x, module.p) if module.p > 0 and module.training else x
 
 
 class MultimodalTransformer(nn.Module):

@@ -64,6 +64,7 @@ from msalign.losses import (
     ot_loss,
     pairwise_mmd,
     pairwise_prototype_cost,
+    pairwise_prototype_costs,
     prototype_loss,
 )
 from msalign.losses.contrastive import ContrastBatch
@@ -547,12 +548,21 @@ class DecAlign(MSAModel):
         c = self.config
         mixtures = self.prototypes(pooled)
         count = len(pooled)
-        pairwise = {
-            (i, j): pairwise_prototype_cost(
-                mixtures[i].means, mixtures[i].covs, mixtures[j].means, mixtures[j].covs, reduction=c.prototype_cost
+        pairs = list(combinations(range(count), 2))
+        if count > 2:  # every pair in one broadcast computation (the same matrices)
+            costs = pairwise_prototype_costs(
+                torch.stack([g.means for g in mixtures]),
+                torch.stack([g.covs for g in mixtures]),
+                reduction=c.prototype_cost,
             )
-            for i, j in combinations(range(count), 2)
-        }
+            pairwise = dict(zip(pairs, costs.unbind(0), strict=True))
+        else:
+            pairwise = {
+                (i, j): pairwise_prototype_cost(
+                    mixtures[i].means, mixtures[i].covs, mixtures[j].means, mixtures[j].covs, reduction=c.prototype_cost
+                )
+                for i, j in pairs
+            }
         cost = joint_cost(pairwise, count)
         # marginals nu_i: each modality's mean posterior over the batch (eq. 8)
         marginals = [g.responsibilities.mean(dim=0).detach() for g in mixtures]
