@@ -63,10 +63,10 @@ ROWS = (
         Row(model, FEATURES, note=note, stream=stream)
         for model, note, stream in (
             ("decalign", "MPNet text + lexicon descriptors + video context", 0),
-            ("text_only", "the same text features, text only", 1),
-            ("mult", "the same features", 1),
+            ("text_only", "the same text features, text only; validation's pick", 1),
+            ("mult", "the same features; validation's pick", 1),
             ("late_fusion", "the same features", 0),
-            ("textalign", "the same features, no descriptions", 1),
+            ("textalign", "the same features, no descriptions; validation's pick", 1),
             ("dashfusion", "the same features", 0),
         )
     ]
@@ -74,10 +74,10 @@ ROWS = (
         # (not textalign: on MOSI, which has no video and so no descriptions, it reads the text alone)
         Row(model, (*FEATURES, "--group-standardize"), note=note, stream=stream)
         for model, note, stream in (
-            ("decalign", "+ audio z-scored per speaker (video_id)", 0),
+            ("decalign", "+ audio z-scored per speaker (video_id); validation's pick", 0),
             ("mult", "+ audio z-scored per speaker", 0),
-            ("late_fusion", "+ audio z-scored per speaker", 0),
-            ("dashfusion", "+ audio z-scored per speaker", 1),
+            ("late_fusion", "+ audio z-scored per speaker; validation's pick", 0),
+            ("dashfusion", "+ audio z-scored per speaker; validation's pick", 1),
         )
     ]
     + [
@@ -235,8 +235,10 @@ def write_tables(table: dict) -> None:
         "Text: MiniLM tokens 50 x 384, or MPNet tokens 50 x 768 where a row says `--text-encoder mpnet`; with",
         "`--text-lexicon` each token also carries the transcript's 13 lexicon descriptors (VADER, TextBlob, word",
         "valences) and with `--group-context` the mean of its video's clips (features only, no label; the width",
-        "doubles). Audio: the 73-d utterance functionals. No video. The first group is each model's best setting",
-        "chosen on validation; the groups below it are earlier settings, kept with the revision that trained them.",
+        "doubles). Audio: the 73-d utterance functionals. No video. The rows with these options come first:",
+        "validation prefers them for every model; per model, the row marked *validation's pick* is its best",
+        "setting (with or without `--group-standardize`, per-speaker audio). The rows below them are earlier",
+        "settings, kept with the revision that trained them.",
         "",
         "Regenerate: `.venv/bin/python benchmarks/mosi_real.py --out runs/mosi_real` (every row trained with the",
         "recorded revision; each model at its `configs/<model>/mosi.yaml`, chosen on validation only). Test metrics,",
