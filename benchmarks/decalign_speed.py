@@ -340,7 +340,6 @@ def epoch_worker(args: argparse.Namespace) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from msalign.config import TrainConfig
     from msalign.data.types import MultimodalDataset, Split
     from msalign.models.registry import build_config
 
@@ -360,14 +359,7 @@ def epoch_worker(args: argparse.Namespace) -> dict:
         splits[name] = Split(name, features, lengths, labels, [f"{name}_{i}" for i in range(size)])
     dataset = MultimodalDataset("speed", splits, metric_set="mosi", source="random", feature_spec={"kind": "random"})
     model_config = build_config("decalign", config_overrides(args.config))
-    train_config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=6e-5,
-        patience=args.epochs + 1,
-        threads=args.threads,
-        accelerator="cpu",
-    )
+    train_config = official_train_config(args)
     with tempfile.TemporaryDirectory() as out:
         wall, cpu = time.perf_counter(), time.process_time()
         train_any_revision(model_config, train_config, dataset, 0, out)
@@ -382,6 +374,20 @@ def epoch_worker(args: argparse.Namespace) -> dict:
         "cpu_seconds_per_epoch": round(cpu / args.epochs, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+
+
+def official_train_config(args: argparse.Namespace):
+    """The official MOSI training settings (lr 6e-5) for ``args.epochs`` epochs without early stopping."""
+    from msalign.config import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=6e-5,
+        patience=args.epochs + 1,
+        threads=args.threads,
+        accelerator="cpu",
+    )
 
 
 def official_model_config():
@@ -415,21 +421,13 @@ def dataset_epoch_worker(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     import msalign
-    from msalign.config import TrainConfig
     from msalign.data import load_dataset
     from msalign.models import create_model
     from msalign.training.data import collate_rows
 
     dataset = load_dataset(args.dataset)
     model_config = official_model_config()
-    train_config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=6e-5,
-        patience=args.epochs + 1,
-        threads=args.threads,
-        accelerator="cpu",
-    )
+    train_config = official_train_config(args)
     with tempfile.TemporaryDirectory() as out:
         wall, cpu = time.perf_counter(), time.process_time()
         train_any_revision(model_config, train_config, dataset, 1111, out)
