@@ -19,7 +19,7 @@ from msalign.training import module as module_mod
 TINY = "synthetic:n_train=64,n_valid=24,n_test=24"
 
 
-def _args(model: str, out: Path, epochs: int = 4) -> list[str]:
+def _args(model: str, out: Path, epochs: int = 4, sets: tuple[str, ...] = ()) -> list[str]:
     return [
         "train",
         "--model",
@@ -32,16 +32,17 @@ def _args(model: str, out: Path, epochs: int = 4) -> list[str]:
         "1111",
         "--set",
         "train.threads=1",
+        *sets,
         "--out",
         str(out),
     ]
 
 
-def _train_and_kill(model: str, out: Path) -> None:
+def _train_and_kill(model: str, out: Path, sets: tuple[str, ...] = ()) -> None:
     """A real process, killed with SIGKILL as soon as the first epoch's last.ckpt exists."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "msalign.cli", *_args(model, out)],
+        [sys.executable, "-m", "msalign.cli", *_args(model, out, sets=sets)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -57,9 +58,12 @@ def _train_and_kill(model: str, out: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["decalign", "dashfusion"])
-def test_kill_then_resume_matches_an_uninterrupted_run(model, tmp_path, monkeypatch, capsys):
-    _train_and_kill(model, tmp_path / "killed")
+@pytest.mark.parametrize(
+    ("model", "sets"),
+    [("decalign", ()), ("dashfusion", ()), ("late_fusion", ("train.ema_decay=0.8",))],  # EMA: the average resumes too
+)
+def test_kill_then_resume_matches_an_uninterrupted_run(model, sets, tmp_path, monkeypatch, capsys):
+    _train_and_kill(model, tmp_path / "killed", sets)
 
     epochs_started = []
     original = module_mod.MSALightningModule.on_train_epoch_start
@@ -69,13 +73,13 @@ def test_kill_then_resume_matches_an_uninterrupted_run(model, tmp_path, monkeypa
         return original(self)
 
     monkeypatch.setattr(module_mod.MSALightningModule, "on_train_epoch_start", record)
-    assert main([*_args(model, tmp_path / "killed"), "--resume"]) == 0
+    assert main([*_args(model, tmp_path / "killed", sets=sets), "--resume"]) == 0
     assert "resuming from" in capsys.readouterr().err
     assert (
         epochs_started and epochs_started[0] >= 1 and epochs_started == sorted(set(epochs_started))
     )  # no epoch redone
 
-    assert main(_args(model, tmp_path / "whole")) == 0
+    assert main(_args(model, tmp_path / "whole", sets=sets)) == 0
     for name in ("results.json", "seed_1111/history.json"):
         assert (tmp_path / "killed" / name).read_text() == (tmp_path / "whole" / name).read_text(), name
 

@@ -35,6 +35,10 @@ from msalign.errors import MsalignError, suggest
 from msalign.limits import regular_file, short_repr
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+# Field metadata of options added after runs were recorded: at its default such a field is left out
+# of config_to_dict, so run identities, results.json and checkpoints written before it existed
+# still match (a resumed run is not retrained, a recorded table row is still found).
+OMITTED_WHEN_DEFAULT = {"omitted_when_default": True}
 
 
 @dataclass
@@ -71,6 +75,10 @@ class TrainConfig:
     # a Lightning logger writing seed_N/logs/ while a run trains, to watch it (metrics.csv, or
     # TensorBoard events: tensorboard --logdir OUT); not part of a run's identity
     logger: typing.Literal["none", "csv", "tensorboard"] = "none"
+    # > 0: validation, early stopping, the saved model and every score use an exponential moving
+    # average of the weights, updated after each optimiser step with this decay (Lightning's
+    # EMAWeightAveraging; training/weight_averaging.py); 0: off. Absent from run records when off.
+    ema_decay: float = dataclasses.field(default=0.0, metadata=OMITTED_WHEN_DEFAULT)
 
     def __post_init__(self) -> None:
         check_ranges(self, "train")
@@ -158,6 +166,8 @@ def check_ranges(config: Any, section: str) -> None:
                     raise _bad(section, key, value, "a number > 0")
                 if item < 0 and key not in _SIGNED:
                     raise _bad(section, key, value, "a number >= 0")
+                if key == "ema_decay" and not 0 <= item < 1:
+                    raise _bad(section, key, value, "0 (off) or a decay in (0, 1)")
                 if key == "plateau_factor" and not 0 < item < 1:
                     raise _bad(section, key, value, "a factor in (0, 1)")
                 if key == "max_train_batches" and (item == 0 or (item > 1 and not item.is_integer())):
@@ -481,4 +491,13 @@ def describe_config_sources(
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    """The config's fields as JSON-ready values (tuples become lists), without the fields marked
+    :data:`OMITTED_WHEN_DEFAULT` that hold their default."""
+    omitted = {
+        f.name
+        for f in dataclasses.fields(config)
+        if f.metadata.get("omitted_when_default") and getattr(config, f.name) == f.default
+    }
+    return {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items() if k not in omitted
+    }

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -57,6 +57,7 @@ from msalign.training.run_folder import (
     write_seed_record,
 )
 from msalign.training.run_spec import RunSpec
+from msalign.training.weight_averaging import FitEMA
 
 
 @dataclass
@@ -225,7 +226,12 @@ def train_seed(spec: RunSpec, seed: int, dataset: MultimodalDataset, progress: b
         save_last=True,
         enable_version_counter=False,
     )
-    callbacks = [best, EarlyStopping(monitor=monitor, mode=module.monitor_mode, patience=train_config.patience)]
+    callbacks: list[Callback] = [
+        best,
+        EarlyStopping(monitor=monitor, mode=module.monitor_mode, patience=train_config.patience),
+    ]
+    if train_config.ema_decay > 0:
+        callbacks.append(FitEMA(train_config.ema_decay))
     if progress is None:
         progress = sys.stderr.isatty()
     trainer = _trainer(
