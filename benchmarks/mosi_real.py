@@ -58,8 +58,25 @@ MMSA_SETTINGS = (
 MPNET = ("--text-encoder", "mpnet")
 # MPNet text plus the lexicon descriptors and the video context (data/lexicon.py, data/group_context.py)
 FEATURES = (*MPNET, "--text-lexicon", "--group-context")
+EMA = "ema_decay=0.99"  # train.ema_decay: validate, keep and score an EMA of the weights (about 2.5 epochs)
 ROWS = (
-    [
+    [  # the same options, each model trained with the EMA of its weights
+        Row(f"{model}[{EMA}]", options, note=note, stream=stream)
+        for model, options, note, stream in (
+            ("decalign", FEATURES, "", 0),
+            ("decalign", (*FEATURES, "--group-standardize"), "", 0),
+            ("text_only", FEATURES, "", 1),
+            ("mult", FEATURES, "", 1),
+            ("mult", (*FEATURES, "--group-standardize"), "", 0),
+            ("late_fusion", FEATURES, "", 1),
+            ("late_fusion", (*FEATURES, "--group-standardize"), "", 0),
+            ("textalign", FEATURES, "no descriptions", 1),
+            ("dashfusion", FEATURES, "", 1),
+            ("dashfusion", (*FEATURES, "--group-standardize"), "", 0),
+            ("decalign", (*FEATURES, "--blank", "audio"), "its audio replaced by zeros: what the audio adds", 0),
+        )
+    ]
+    + [
         Row(model, FEATURES, note=note, stream=stream)
         for model, note, stream in (
             ("decalign", "MPNet text + lexicon descriptors + video context", 0),
