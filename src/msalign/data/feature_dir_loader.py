@@ -66,11 +66,12 @@ from msalign.limits import regular_file
 
 @dataclass(frozen=True)
 class _Modality:
-    """One loaded modality before the split: all its rows, and the row of each label.csv clip."""
+    """One loaded modality before the split: all its rows, the row of each label.csv clip and how it was made."""
 
     features: np.ndarray  # (K, L, D) float32
     lengths: np.ndarray  # (K,) int64
     rows: np.ndarray  # (N,) row of each label.csv clip, in label.csv order
+    spec: ModalitySpec
 
 
 def load_feature_dir(
@@ -119,46 +120,18 @@ def load_feature_dir(
     described: DescriptionsUsed | None = None
     describer_identity: dict[str, Any] = {}
     if descriptions:  # msalign describe's descriptions.json, appended to the transcripts (textalign)
-        if "text" in files:
-            raise MsalignError(
-                f"{source}: descriptions are appended to the text column before encoding, "
-                f"but text comes from {files['text'].path.name}; remove it to encode the text column"
-            )
-        notes_path = folder / DESCRIPTIONS_FILE if descriptions is True else Path(descriptions)
-        # the describer's identity is recorded beside the modalities, for predict (below)
-        notes, described, describer_identity = read_descriptions(notes_path, ids)
-        texts = [with_description(t, d) for t, d in zip(texts, notes, strict=True)]
+        texts, described, describer_identity = _describe(folder, files, descriptions, ids, texts)
         has_text_column = True
 
-    # Per modality: files first, so id mismatches surface before any text is encoded.
-    loaded: dict[str, _Modality] = {}
-    spec_mods: dict[str, ModalitySpec] = {}
-    for m in sorted(wanted, key=lambda m: m not in files):
-        if m in files:
-            found = files[m]
-            x = found.features
-            loaded[m] = _Modality(x, found.lengths, _rows_of(found.path, found.ids, ids, x.shape))
-            spec_mods[m] = ModalitySpec(
-                source=found.path.name, kind=found.kind, dim=int(x.shape[2]), max_len=int(x.shape[1])
-            )
-        else:
-            extra = DESCRIPTION_TOKENS if described else 0  # room for the description after the transcript
-            encoder = TextEncoder(text_encoder, max_text_len + extra, batch_size, device, cache_dir, progress=progress)
-            x, n = encoder.encode(texts)
-            if descriptors is not None:
-                x = append_descriptors(x, n, descriptors)
-            loaded[m] = _Modality(x, n, np.arange(len(rows)))
-            spec_mods[m] = ModalitySpec(
-                source="text_encoder",
-                kind="sequence",
-                encoder=encoder.identity,
-                descriptions=described,
-                dim=int(x.shape[2]),
-                max_len=int(x.shape[1]),
-            )
-
+    # files first, so id mismatches surface before any text is encoded
+    loaded = {m: _from_file(found, ids) for m, found in files.items()}
+    if "text" in wanted and "text" not in files:
+        extra = DESCRIPTION_TOKENS if described else 0  # room for the description after the transcript
+        encoder = TextEncoder(text_encoder, max_text_len + extra, batch_size, device, cache_dir, progress=progress)
+        loaded["text"] = _encode_text(encoder, texts, descriptors, described)
+    spec_mods = {m: found.spec for m, found in loaded.items()}  # files first, as feature specs always listed them
     loaded = {m: loaded[m] for m in wanted}  # the splits hold the modalities in MODALITIES order
-    splits = _split(rows, ids, texts if has_text_column else None, labels, loaded, spec_mods, folder, label_path)
+    splits = _split(rows, ids, texts if has_text_column else None, labels, loaded, folder, label_path)
     if task == "classification" and num_classes is None:
         num_classes = len(classes) if classes else int(labels.max()) + 1
     dropped = drop_empty_clips(splits, source) if empty_clips == "drop" else {}
@@ -278,13 +251,57 @@ def _lexicon_groups(
     return groups
 
 
+def _describe(
+    folder: Path,
+    files: dict[str, ModalityFile],
+    descriptions: bool | str | os.PathLike,
+    ids: list[str],
+    texts: list[str],
+) -> tuple[list[str], DescriptionsUsed, dict[str, Any]]:
+    """The transcripts with each clip's description appended, what the feature spec records of the
+    file, and the describer's identity (recorded beside the modalities, for predict)."""
+    if "text" in files:
+        raise MsalignError(
+            f"{folder}: descriptions are appended to the text column before encoding, "
+            f"but text comes from {files['text'].path.name}; remove it to encode the text column"
+        )
+    # only called with descriptions given: a bool here is True
+    notes_path = folder / DESCRIPTIONS_FILE if isinstance(descriptions, bool) else Path(descriptions)
+    notes, described, describer_identity = read_descriptions(notes_path, ids)
+    return [with_description(t, d) for t, d in zip(texts, notes, strict=True)], described, describer_identity
+
+
+def _from_file(found: ModalityFile, ids: list[str]) -> _Modality:
+    """A modality read from its file, with the file's row of every label.csv clip."""
+    x = found.features
+    spec = ModalitySpec(source=found.path.name, kind=found.kind, dim=int(x.shape[2]), max_len=int(x.shape[1]))
+    return _Modality(x, found.lengths, _rows_of(found.path, found.ids, ids, x.shape), spec)
+
+
+def _encode_text(
+    encoder: TextEncoder, texts: list[str], descriptors: np.ndarray | None, described: DescriptionsUsed | None
+) -> _Modality:
+    """Text encoded from the transcripts (one row per label.csv clip), the lexicon descriptors appended."""
+    x, n = encoder.encode(texts)
+    if descriptors is not None:
+        x = append_descriptors(x, n, descriptors)
+    spec = ModalitySpec(
+        source="text_encoder",
+        kind="sequence",
+        encoder=encoder.identity,
+        descriptions=described,
+        dim=int(x.shape[2]),
+        max_len=int(x.shape[1]),
+    )
+    return _Modality(x, n, np.arange(len(texts)), spec)
+
+
 def _split(
     rows: list[LabelRow],
     ids: list[str],
     texts: list[str] | None,
     labels: np.ndarray,
     loaded: dict[str, _Modality],
-    spec_mods: dict[str, ModalitySpec],
     folder: Path,
     label_path: Path,
 ) -> dict[str, Split]:
@@ -298,7 +315,7 @@ def _split(
         lens = {m: found.lengths[found.rows[rows_idx]] for m, found in loaded.items()}
         for m in feats:
             zero_padding(feats[m], lens[m])
-            _check_finite(folder / str(spec_mods[m].source), name, m, feats[m], [ids[i] for i in rows_idx])
+            _check_finite(folder / str(loaded[m].spec.source), name, m, feats[m], [ids[i] for i in rows_idx])
         splits[name] = Split(
             name=name,
             features=feats,
