@@ -25,6 +25,7 @@ from pathlib import Path
 from msalign import metrics
 from msalign.atomic import atomic_write_text
 from msalign.cli.app import main as msalign
+from msalign.experiments.tune_record import read_search_record
 from msalign.models import list_models
 
 DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi"
@@ -68,18 +69,19 @@ def main(argv: list[str] | None = None) -> int:
         if msalign(command) != 0:
             print(f"== {model}: failed (see above); the other models go on", file=sys.stderr, flush=True)
             continue
-        record = json.loads(next((out / model).glob("*.search.json")).read_text())
-        final = record["final"]
+        record = read_search_record(next((out / model).glob("*.search.json")))
+        final, best = record.final, record.best
+        assert final is not None and best is not None  # a tune that exits 0 has both
         rows[model] = final["test"]
         table[model] = {
-            "best_trial": record["best"]["number"],
-            "valid": record["best"]["value"],
-            "params": record["best"]["params"],
+            "best_trial": best.number,
+            "valid": best.value,
+            "params": best.params,
             "test": final["test"],
             "test_std": final["test_std"],
-            "seeds": record["seeds"],
-            "budget": record["budget"],
-            "git_revision": record["git_revision"],
+            "seeds": record.seeds,
+            "budget": record.budget,
+            "git_revision": record.git_revision,
         }
     if not table:
         return 1

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from msalign.data import load_dataset
-from msalign.data.feature_dir import load_feature_dir, save_modality
+from msalign.data.feature_dir import save_modality
+from msalign.data.feature_dir_loader import load_feature_dir
 from msalign.data.text_encoder import TextEncoder
 from support import error, make_folder, write_labels
 

@@ -19,7 +19,9 @@ from msalign.config import TrainConfig, resolve_config
 from msalign.data import load_dataset
 from msalign.data.types import Split
 from msalign.errors import MsalignError
-from msalign.experiments.tune import (
+from msalign.experiments.tune import tune
+from msalign.experiments.tune_record import read_search_record
+from msalign.experiments.tune_search import (
     STUDY_FILE,
     STUDY_NAME,
     TuneSettings,
@@ -27,7 +29,6 @@ from msalign.experiments.tune import (
     fixed_keys,
     search,
     search_space_for,
-    tune,
     validation_view,
 )
 from msalign.models import build_config, create_model, get_model_class, list_models
@@ -171,46 +172,45 @@ def tuned(tmp_path_factory) -> Path:
 
 
 def test_tune_writes_the_config_and_the_search_record(tuned):
-    record = json.loads((tuned / "synthetic.search.json").read_text())
-    assert record["model"] == "text_only" and record["dataset_key"] == "synthetic"
-    assert record["inputs"]["describe"].startswith("synthetic: train 96, valid 32, test 32; text 20x32")
-    assert record["selection"]["split"] == "valid" and record["selection"]["metric"] == "MAE"
-    assert record["budget"] == {
+    record = read_search_record(tuned / "synthetic.search.json")
+    assert record.model == "text_only" and record.dataset_key == "synthetic"
+    assert record.inputs["describe"].startswith("synthetic: train 96, valid 32, test 32; text 20x32")
+    assert record.selection["split"] == "valid" and record.selection["metric"] == "MAE"
+    assert record.config is not None and record.final is not None and record.best is not None
+    assert record.budget == {
         "trials": 3,
         "epochs": 1,
-        "patience": record["config"]["train"]["patience"],
+        "patience": record.config["train"]["patience"],
         "search_seeds": [1111],
     }
-    assert record["seeds"] == [1111, 1112] and record["git_revision"] and record["date"]
+    assert record.seeds == [1111, 1112] and record.git_revision and record.date
     declared = search_space_for("text_only", *_tiny_configs()).keys
-    assert [s["key"] for s in record["space"]] == [k for k in declared if k != "model.width"]  # fixed with --set
-    assert record["fixed"] == ["model.width"]
-    trials = record["trials"]
-    assert len(trials) == 3 and all(t["state"] == "COMPLETE" and t["value"] > 0 for t in trials)
-    assert len({json.dumps(t["params"], sort_keys=True) for t in trials}) == 3
-    best = min(trials, key=lambda t: t["value"])
-    assert record["best"]["number"] == best["number"] and record["best"]["params"] == best["params"]
+    assert [s["key"] for s in record.space] == [k for k in declared if k != "model.width"]  # fixed with --set
+    assert record.fixed == ["model.width"]
+    trials = record.trials
+    assert len(trials) == 3 and all(t.state == "COMPLETE" and t.value is not None and t.value > 0 for t in trials)
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 3
+    best = min(trials, key=lambda t: t.value or 0.0)
+    assert record.best.number == best.number and record.best.params == best.params
     for t in trials:  # each trial's score is its own run's validation MAE
-        saved = json.loads((tuned / t["run_dir"] / "seed_1111" / "result.json").read_text())["result"]
-        assert saved["valid"]["MAE"] == pytest.approx(t["value"]) and saved["test"] == {}
-        assert t["valid"]["MAE"] == pytest.approx(t["value"])
+        saved = json.loads((tuned / str(t.run_dir) / "seed_1111" / "result.json").read_text())["result"]
+        assert saved["valid"]["MAE"] == pytest.approx(t.value) and saved["test"] == {}
+        assert t.valid is not None and t.valid["MAE"] == pytest.approx(t.value)
     results = json.loads((tuned / "final" / "results.json").read_text())
-    assert results["seeds"] == [1111, 1112] and results["config"] == record["config"]
-    assert record["final"]["test"] == results["mean"]
-    for key, value in best["params"].items():
+    assert results["seeds"] == [1111, 1112] and results["config"] == record.config
+    assert record.final["test"] == results["mean"]
+    for key, value in best.params.items():
         section, _, name = key.partition(".")
         assert results["config"][section][name] == value
 
 
 def test_the_tuned_file_alone_reproduces_the_chosen_configuration(tuned):
-    record = json.loads((tuned / "synthetic.search.json").read_text())
+    record = read_search_record(tuned / "synthetic.search.json")
     text = (tuned / "synthetic.yaml").read_text()
     assert text.startswith("# text_only on synthetic: tuned by `msalign tune` on the VALIDATION split only")
     assert "synthetic.search.json" in text
     model, train = resolve_config("text_only", build_config("text_only"), [], tuned / "synthetic.yaml")
-    assert {"model": config_module.config_to_dict(model), "train": config_module.config_to_dict(train)} == record[
-        "config"
-    ]
+    assert {"model": config_module.config_to_dict(model), "train": config_module.config_to_dict(train)} == record.config
     assert set(yaml.safe_load(text)) == {"model", "train"}
 
 
@@ -224,21 +224,19 @@ def test_rerun_resumes_and_write_config_lands_in_configs(tuned, tmp_path, monkey
     monkeypatch.setattr(config_module, "CONFIG_DIR", configs)
     assert main([*_tune_argv(4, out), "--write-config"]) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished trials were not trained again
-    record = json.loads((out / "synthetic.search.json").read_text())
-    old = json.loads((tuned / "synthetic.search.json").read_text())
-    assert record["trials"][:3] == old["trials"] and len(record["trials"]) == 4
+    record = read_search_record(out / "synthetic.search.json")
+    old = read_search_record(tuned / "synthetic.search.json")
+    assert record.trials[:3] == old.trials and len(record.trials) == 4
     assert len(list(out.glob("search/*/seed_*/result.json"))) == 4
     written = configs / "text_only" / "synthetic.yaml"
     assert written.read_text() == (out / "synthetic.yaml").read_text()
-    assert json.loads((configs / "text_only" / "synthetic.search.json").read_text()) == record
+    assert read_search_record(configs / "text_only" / "synthetic.search.json") == record
     # config.py now picks the tuned file for this dataset
     model, train = resolve_config("text_only", build_config("text_only"), ["synthetic", "mosi"])
-    assert {"model": config_module.config_to_dict(model), "train": config_module.config_to_dict(train)} == record[
-        "config"
-    ]
+    assert {"model": config_module.config_to_dict(model), "train": config_module.config_to_dict(train)} == record.config
     # and the same command still resumes the same search (the tuned file changes only searched keys)
     assert main(_tune_argv(4, out)) == 0
-    assert json.loads((out / "synthetic.search.json").read_text())["trials"] == record["trials"]
+    assert read_search_record(out / "synthetic.search.json").trials == record.trials
 
 
 def _search(dataset, model_config, train_config, space, out: Path, trials: int):
@@ -308,10 +306,10 @@ def test_failed_trials_use_up_the_budget_and_are_recorded(tmp_path, monkeypatch)
             tmp_path,
             log=_quiet,
         )
-    record = json.loads((tmp_path / "synthetic.search.json").read_text())
-    assert [t["state"] for t in record["trials"]] == ["FAIL", "FAIL"]
-    assert all(t["error"].startswith("seed 1111: ") and t["value"] is None for t in record["trials"])
-    assert record["final"] is None and not (tmp_path / "synthetic.yaml").exists()
+    record = read_search_record(tmp_path / "synthetic.search.json")
+    assert [t.state for t in record.trials] == ["FAIL", "FAIL"]
+    assert all(t.error is not None and t.error.startswith("seed 1111: ") and t.value is None for t in record.trials)
+    assert record.final is None and not (tmp_path / "synthetic.yaml").exists()
 
 
 def test_another_search_in_the_same_directory_is_refused(tuned, tmp_path, capsys):

@@ -18,7 +18,9 @@ from msalign.cli.options import (
     summary,
 )
 from msalign.config import parse_seeds
-from msalign.experiments.tune import TuneSettings, fixed_keys, format_result, tune
+from msalign.experiments.tune import tune
+from msalign.experiments.tune_record import format_result
+from msalign.experiments.tune_search import TuneSettings, fixed_keys
 from msalign.models import get_model_class
 
 

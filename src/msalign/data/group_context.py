@@ -10,15 +10,12 @@ modality's width doubles. The group is a label.csv column (``group_column``, def
 
 Where it is computed:
 
-* the loader (:func:`msalign.data.feature_dir.load_feature_dir`) works split by split, so groups
+* the loader (:func:`msalign.data.feature_dir_loader.load_feature_dir`) works split by split, so groups
   never span splits and a test video's context uses only its own test clips;
 * ``msalign predict`` treats the clips given to one call as one group (as it does for group
   standardisation): a single clip is its own context.
 
-Order of the text and group features in the loader: the lexicon descriptors
-(:mod:`msalign.data.lexicon`) are appended to the text first, then group standardisation
-(:mod:`msalign.data.group_norm`), then the group context (this module), then the loader's
-train-split standardisation (which z-scores the context channels like every other channel).
+Where it comes among the loader's other feature transforms: :mod:`msalign.data.feature_transforms`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ a label) with named features:
   stripped (ASR transcripts: "Great," -> great); MOSI's transcripts are lower case without
   punctuation, so there the lookup is the word as written.
 
-The loader (:mod:`msalign.data.feature_dir`) appends a clip's descriptor vector to every real
+The loader (:mod:`msalign.data.feature_dir_loader`) appends a clip's descriptor vector to every real
 position of its text sequence (zero at padding) before the train-split standardisation, so the
 descriptors are z-scored with training statistics like every other channel; ``msalign predict``
 computes them alike from the ASR transcript. They come from the transcript only: with textalign's

@@ -5,7 +5,8 @@
 * a path ending in ``.pkl`` -> an MMSA feature pickle (:mod:`msalign.data.mmsa_pickle`);
 * a directory holding ``store.json`` -> an on-disk feature store, read row by row
   (:mod:`msalign.data.store`; ``msalign convert`` writes one);
-* another directory -> a feature directory (:mod:`msalign.data.feature_dir`).
+* another directory -> a feature directory (:mod:`msalign.data.feature_dir`, loaded by
+  :mod:`msalign.data.feature_dir_loader`).
 
 Options: ``modalities`` and ``blank`` (modalities whose features are replaced by zeros: the same
 model with that stream carrying nothing) apply to every source; ``metric_set`` and ``num_classes`` to pickles,
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from msalign.config import parse_key_values, parse_plain_value
-from msalign.data.feature_dir import load_feature_dir
+from msalign.data.feature_dir_loader import load_feature_dir
 from msalign.data.group_context import resolve_modalities as resolve_context_modalities
 from msalign.data.lexicon import resolve_groups
 from msalign.data.mmsa_pickle import load_mmsa_pickle

@@ -1,8 +1,8 @@
 """``msalign describe``: write descriptions.json for a feature directory or an image-text dataset.
 
 The file: ``{"format": 1, "describer": {...identity, thresholds...}, "descriptions": {clip id: text}}``,
-read and written by :mod:`msalign.data.feature_dir` (:class:`~msalign.data.feature_dir.Descriptions`),
-whose loader appends the descriptions to the transcripts (``descriptions=True``).
+read and written by :mod:`msalign.data.descriptions_file` (:class:`~msalign.data.descriptions_file.Descriptions`);
+the feature directory loader appends the descriptions to the transcripts (``descriptions=True``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from msalign.data.feature_dir import DESCRIPTIONS_FILE, Descriptions, write_descriptions_file
+from msalign.data.descriptions_file import DESCRIPTIONS_FILE, Descriptions, write_descriptions_file
 from msalign.describe import sources
 from msalign.describe.model import ModelDescriber
 from msalign.describe.rules import ClipSignals, Describer, RuleDescriber
@@ -49,7 +49,7 @@ def describe_clips(describer: Describer, signals: Sequence[ClipSignals]) -> dict
 
 
 def write_descriptions(path: str | Path, describer: Describer, descriptions: dict[str, str], source: str) -> Path:
-    """descriptions.json for ``descriptions`` made by ``describer`` (the file itself: msalign.data.feature_dir)."""
+    """descriptions.json for ``descriptions`` made by ``describer`` (the file: msalign.data.descriptions_file)."""
     return write_descriptions_file(
         path, Descriptions(describer=describer.identity(), descriptions=descriptions, source=source)
     )

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from msalign.data.feature_dir import (
+from msalign.data.descriptions_file import (
     DESCRIPTION_TOKENS,
     DESCRIPTIONS_FILE,
     descriptions_digest,

@@ -14,7 +14,7 @@ and runs the config dataclass's checks), so a drawn point is always a valid conf
 A parameter with ``requires="train.finetune_text"`` is searched only when that key is true in the
 configuration the search starts from (e.g. the text encoder's learning rate).
 
-This module has no Optuna import: :mod:`msalign.experiments.tune` turns a space into Optuna distributions.
+This module has no Optuna import: :mod:`msalign.experiments.tune_search` turns a space into Optuna distributions.
 """
 
 from __future__ import annotations
