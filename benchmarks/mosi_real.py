@@ -105,6 +105,9 @@ ROWS = (
             stream=1,
         )
     ]
+    + [  # the EMA on the peers' MiniLM inputs: does validation prefer it there too (configs/<model>/mosi.yaml)?
+        Row(f"{model}[{EMA}]", note="MiniLM text", stream=5) for model in ("decalign", "text_only", "mult")
+    ]
     + [
         Row("decalign"),
         Row("text_only", note="text only"),

@@ -263,7 +263,7 @@ def train_seed(spec: RunSpec, seed: int, dataset: MultimodalDataset, progress: b
     # Scored through the trainer: under DDP each rank scores a shard and MSALightningModule gathers the
     # whole split before any metric is computed; on one device it is a plain pass in split order.
     trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
-    # A dataset without a test split (msalign tune's search runs on msalign.experiments.tune.validation_view)
+    # A dataset without a test split (msalign tune's search runs on msalign.experiments.tune_search.validation_view)
     # is scored on validation only: the test rows are not in the process at all.
     scored = ("valid", "test") if "test" in dataset.splits else ("valid",)
     if "test" in scored:
