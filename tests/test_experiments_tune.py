@@ -20,7 +20,7 @@ from msalign.data import load_dataset
 from msalign.data.types import Split
 from msalign.errors import MsalignError
 from msalign.experiments.tune import tune
-from msalign.experiments.tune_record import read_search_record
+from msalign.experiments.tune_record import read_search_record, tuned_sections
 from msalign.experiments.tune_search import (
     STUDY_FILE,
     STUDY_NAME,
@@ -115,6 +115,15 @@ def test_keys_given_with_set_are_held_fixed():
     assert fixed == ["train.lr", "model.dropout", "train.batch_size"]
     keys = search_space_for("text_only", model_config, train_config, fixed).keys
     assert not set(fixed) & set(keys) and "model.layers" in keys
+
+
+def test_a_key_left_out_of_records_at_its_default_is_written_when_set():
+    """train.ema_decay is absent from config dicts at its default (config.OMITTED_WHEN_DEFAULT): the
+    tuned file carries it when it was set, and not otherwise."""
+    model_config, train_config = _tiny_configs()
+    with_ema = tuned_sections("text_only", model_config, dataclasses.replace(train_config, ema_decay=0.9), [])
+    assert with_ema["train"]["ema_decay"] == 0.9
+    assert "ema_decay" not in tuned_sections("text_only", model_config, train_config, []).get("train", {})
 
 
 # --- the test split is never read during the search ----------------------------------------------

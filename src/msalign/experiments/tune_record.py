@@ -239,7 +239,11 @@ def tuned_sections(
             k: v
             for k, v in chosen[section].items()
             if f"{section}.{k}" in searched
-            or (v != defaults[section][k] and not (section == "train" and k in RUNTIME_KEYS))
+            # a key absent from the defaults is one left out at its default (config.OMITTED_WHEN_DEFAULT)
+            or (
+                (k not in defaults[section] or v != defaults[section][k])
+                and not (section == "train" and k in RUNTIME_KEYS)
+            )
         }
         if values:
             sections[section] = values
